@@ -1,0 +1,642 @@
+//! The sandbox features run in.
+//!
+//! One [`Runtime`] per process holds the wasmtime `Engine` and `Linker`.
+//! Each module is compiled once into an `InstancePre` ([`Module`]); every
+//! reconcile gets a fresh `Store` and instance ([`Instance`]), so nothing a
+//! feature does survives into the next reconcile.
+//!
+//! What a feature can reach: the `logging` and scoped `cluster` imports, and
+//! a WASI context that denies everything that matters (no preopened
+//! directories, no environment, no arguments, no sockets). Every call runs
+//! under an epoch deadline and a memory limit; the size of what it returns is
+//! capped. Any failure becomes a [`CallError`] for that feature alone.
+
+mod cache;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use secop_feature_sdk::model as m;
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+pub use cache::CompiledCache;
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "feature",
+    });
+}
+
+use bindings::security::feature::{cluster, logging, types as wit};
+
+/// How often the epoch advances. Deadlines are rounded up to this.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+/// A guest's stderr (panic messages) is kept up to this size for errors.
+const STDERR_CAPACITY: usize = 16 * 1024;
+
+/// Per-call limits of one feature. Overridable per feature in the CR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Wall-clock budget of each exported call.
+    pub deadline: Duration,
+    /// Maximum linear memory of the instance.
+    pub memory_bytes: usize,
+    /// Maximum total size of the documents `contribute` returns.
+    pub max_output_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { deadline: Duration::from_secs(1), memory_bytes: 64 << 20, max_output_bytes: 16 << 20 }
+    }
+}
+
+/// Why loading a module failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("module `{module}` is not WebAssembly")]
+    NotWasm { module: String },
+    #[error(
+        "module `{module}` is a core WebAssembly module, not a component: build it for wasm32-wasip2 \
+         (or wrap it with `wasm-tools component new`)"
+    )]
+    NotAComponent { module: String },
+    #[error("module `{module}` failed to compile: {reason}")]
+    Compile { module: String, reason: String },
+    #[error("module `{module}` does not implement the security:feature@{host} contract: {reason}")]
+    Contract { module: String, host: &'static str, reason: String },
+    #[error("module `{module}` was built for contract {module_version}, this operator speaks {host}")]
+    IncompatibleContract { module: String, module_version: String, host: &'static str },
+    #[error("module `{module}`: {source}")]
+    Call {
+        module: String,
+        #[source]
+        source: CallError,
+    },
+}
+
+/// Why one call into a feature failed. The feature's other calls in this
+/// reconcile are skipped; other features are not affected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    #[error("`{call}` exceeded its deadline of {deadline:?}")]
+    Timeout { call: &'static str, deadline: Duration },
+    #[error("`{call}` exceeded the memory limit of {limit_bytes} bytes")]
+    MemoryLimit { call: &'static str, limit_bytes: usize },
+    #[error("`{call}` trapped: {message}")]
+    Trap { call: &'static str, message: String },
+    #[error("`{call}` returned {bytes} bytes of output, over the limit of {limit} bytes")]
+    OutputTooLarge { call: &'static str, bytes: usize, limit: usize },
+    #[error("`{call}` cannot run: the instance trapped earlier in this reconcile")]
+    Poisoned { call: &'static str },
+    #[error("instantiation failed: {0}")]
+    Instantiate(String),
+}
+
+impl CallError {
+    /// A short, stable label (for metrics and condition reasons).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            CallError::Timeout { .. } => "Timeout",
+            CallError::MemoryLimit { .. } => "MemoryLimit",
+            CallError::Trap { .. } => "Trap",
+            CallError::OutputTooLarge { .. } => "OutputTooLarge",
+            CallError::Poisoned { .. } => "Poisoned",
+            CallError::Instantiate(_) => "InstantiateFailed",
+        }
+    }
+}
+
+/// The cluster, as the `cluster` import reads it. Implemented by the
+/// operator (live objects) and by offline render (nothing available).
+pub trait ClusterAccess: Send + Sync {
+    fn get(&self, api_version: &str, kind: &str, namespace: Option<&str>, name: &str) -> Result<String, m::LookupError>;
+}
+
+/// No cluster: every lookup is `unavailable` (offline render).
+pub struct NoCluster;
+
+impl ClusterAccess for NoCluster {
+    fn get(&self, _: &str, _: &str, _: Option<&str>, _: &str) -> Result<String, m::LookupError> {
+        Err(m::LookupError::Unavailable("offline render: no cluster".to_string()))
+    }
+}
+
+/// An object a feature may read back through `cluster.get`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ReadableObject {
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+}
+
+/// What a Store carries: the WASI context, the scope of cluster reads and
+/// the resource accounting.
+struct HostState {
+    feature: String,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    stderr: MemoryOutputPipe,
+    limiter: MemoryLimiter,
+    cluster: Arc<dyn ClusterAccess>,
+    namespace: String,
+    /// Objects contributed in this reconcile, with their namespace (None for
+    /// cluster-scoped). Reads of anything else are denied.
+    readable: HashMap<ReadableObject, Option<String>>,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl logging::Host for HostState {
+    fn log(&mut self, level: logging::Level, message: String) {
+        let feature = &self.feature;
+        match level {
+            logging::Level::Debug => tracing::debug!(feature, "{message}"),
+            logging::Level::Info => tracing::info!(feature, "{message}"),
+            logging::Level::Warn => tracing::warn!(feature, "{message}"),
+            logging::Level::Error => tracing::error!(feature, "{message}"),
+        }
+    }
+}
+
+impl cluster::Host for HostState {
+    fn get(&mut self, api_version: String, kind: String, name: String) -> Result<String, cluster::LookupError> {
+        let key = ReadableObject { api_version, kind, name };
+        let Some(namespace) = self.readable.get(&key) else {
+            return Err(cluster::LookupError::Denied(format!(
+                "{} {}/{} was not contributed by feature `{}` in this reconcile",
+                key.kind, key.api_version, key.name, self.feature
+            )));
+        };
+        self.cluster
+            .get(&key.api_version, &key.kind, namespace.as_deref(), &key.name)
+            .map_err(|e| match e {
+                m::LookupError::Denied(why) => cluster::LookupError::Denied(why),
+                m::LookupError::NotFound => cluster::LookupError::NotFound,
+                m::LookupError::Unavailable(why) => cluster::LookupError::Unavailable(why),
+            })
+    }
+}
+
+impl wit::Host for HostState {}
+
+/// Memory accounting that remembers whether it refused a growth, so a trap
+/// can be reported as "memory limit" rather than as a generic trap.
+struct MemoryLimiter {
+    limit: usize,
+    hit: bool,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.hit = true;
+            wasmtime::bail!("memory limit of {} bytes reached (wanted {desired})", self.limit);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        // Tables hold function references; tens of thousands is already absurd.
+        Ok(desired <= 100_000)
+    }
+}
+
+/// Background thread advancing the engine epoch: deadlines cost one load
+/// and compare per loop back-edge in guest code, not a timer per call.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("secop-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("spawn epoch ticker thread");
+        Self { stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// How a module was obtained, for logs and the benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadSource {
+    /// Deserialized from the on-disk precompiled cache.
+    Cache,
+    /// Compiled now (and written to the cache if there is one).
+    Compiled,
+}
+
+/// A compiled, linked feature module, ready to instantiate.
+#[derive(Clone)]
+pub struct Module {
+    pub metadata: m::Metadata,
+    /// sha256 of the component bytes, hex.
+    pub digest: String,
+    pub source: LoadSource,
+    pub load_time: Duration,
+    pre: bindings::FeaturePre<HostState>,
+}
+
+impl std::fmt::Debug for Module {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Module").field("metadata", &self.metadata).field("digest", &self.digest).finish()
+    }
+}
+
+/// The process-wide runtime.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache: Option<CompiledCache>,
+    _ticker: EpochTicker,
+}
+
+impl Runtime {
+    /// A runtime; with `cache_dir`, compiled modules are kept there.
+    pub fn new(cache_dir: Option<PathBuf>) -> Result<Self, String> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(|e| format!("wasmtime engine: {e}"))?;
+        let mut linker: Linker<HostState> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| format!("linking WASI: {e}"))?;
+        bindings::Feature::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
+            .map_err(|e| format!("linking feature imports: {e}"))?;
+        let cache = cache_dir.and_then(|dir| match CompiledCache::open(dir, &engine) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!("precompiled module cache disabled: {e}");
+                None
+            }
+        });
+        let ticker = EpochTicker::start(engine.clone());
+        Ok(Self { engine, linker, cache, _ticker: ticker })
+    }
+
+    /// The cache directory in use, if any.
+    pub fn cache(&self) -> Option<&CompiledCache> {
+        self.cache.as_ref()
+    }
+
+    /// Compile (or load from cache) a component, link it, and read its
+    /// metadata. `name` identifies the module in errors (e.g. `falco` or
+    /// a file path).
+    pub fn load(&self, name: &str, bytes: &[u8]) -> Result<Module, LoadError> {
+        let started = Instant::now();
+        check_component_header(name, bytes)?;
+        let digest = hex::encode(Sha256::digest(bytes));
+        let (component, source) = self.compile(name, &digest, bytes)?;
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| LoadError::Contract {
+            module: name.to_string(),
+            host: m::CONTRACT_VERSION,
+            reason: format!("{e:#}"),
+        })?;
+        let pre = bindings::FeaturePre::new(instance_pre).map_err(|e| LoadError::Contract {
+            module: name.to_string(),
+            host: m::CONTRACT_VERSION,
+            reason: format!("{e:#}"),
+        })?;
+        let mut module = Module {
+            metadata: m::Metadata { id: name.to_string(), priority: 0, contract_version: String::new(), description: String::new() },
+            digest,
+            source,
+            load_time: Duration::ZERO,
+            pre,
+        };
+        let mut probe = self
+            .instantiate(&module, Limits::default(), Arc::new(NoCluster), "")
+            .map_err(|source| LoadError::Call { module: name.to_string(), source })?;
+        let metadata = probe.metadata().map_err(|source| LoadError::Call { module: name.to_string(), source })?;
+        if !contract_compatible(&metadata.contract_version) {
+            return Err(LoadError::IncompatibleContract {
+                module: name.to_string(),
+                module_version: metadata.contract_version,
+                host: m::CONTRACT_VERSION,
+            });
+        }
+        module.metadata = metadata;
+        module.load_time = started.elapsed();
+        Ok(module)
+    }
+
+    fn compile(&self, name: &str, digest: &str, bytes: &[u8]) -> Result<(Component, LoadSource), LoadError> {
+        if let Some(cache) = &self.cache {
+            if let Some(component) = cache.get(&self.engine, digest) {
+                return Ok((component, LoadSource::Cache));
+            }
+        }
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| LoadError::Compile { module: name.to_string(), reason: format!("{e:#}") })?;
+        if let Some(cache) = &self.cache {
+            if let Err(e) = cache.put(digest, &component) {
+                tracing::warn!(module = name, "could not write precompiled module to cache: {e}");
+            }
+        }
+        Ok((component, LoadSource::Compiled))
+    }
+
+    /// A fresh instance of `module` for one reconcile. `namespace` is the
+    /// agent namespace (where namespaced contributed objects live).
+    pub fn instantiate(
+        &self,
+        module: &Module,
+        limits: Limits,
+        cluster: Arc<dyn ClusterAccess>,
+        namespace: &str,
+    ) -> Result<Instance, CallError> {
+        // Deny-all WASI: no preopens, env, args or network (all off by
+        // default in WasiCtxBuilder; sockets spelled out for the reader).
+        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+        let wasi = WasiCtx::builder()
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let state = HostState {
+            feature: module.metadata.id.clone(),
+            wasi,
+            table: ResourceTable::new(),
+            stderr,
+            limiter: MemoryLimiter { limit: limits.memory_bytes, hit: false },
+            cluster,
+            namespace: namespace.to_string(),
+            readable: HashMap::new(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(deadline_ticks(limits.deadline));
+        let feature = module.pre.instantiate(&mut store).map_err(|e| classify(&mut store, "instantiate", limits, e))?;
+        Ok(Instance { store, feature, limits, poisoned: false })
+    }
+}
+
+fn deadline_ticks(deadline: Duration) -> u64 {
+    (deadline.as_nanos().div_ceil(EPOCH_TICK.as_nanos())).max(1) as u64
+}
+
+/// Module contract `a.b.c` is compatible with the host's when the major
+/// matches and, before 1.0, the minor too (semver's 0.x rule).
+fn contract_compatible(version: &str) -> bool {
+    let parse = |v: &str| -> Option<(u64, u64)> {
+        let mut it = v.split('.');
+        Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+    };
+    match (parse(version), parse(m::CONTRACT_VERSION)) {
+        (Some((maj, min)), Some((hmaj, hmin))) => maj == hmaj && (hmaj != 0 || min == hmin),
+        _ => false,
+    }
+}
+
+/// A component starts with `\0asm` followed by version 0x0d and layer 1;
+/// a core module has version 1 and layer 0.
+fn check_component_header(name: &str, bytes: &[u8]) -> Result<(), LoadError> {
+    if bytes.len() < 8 || &bytes[0..4] != b"\0asm" {
+        return Err(LoadError::NotWasm { module: name.to_string() });
+    }
+    if bytes[6..8] == [0, 0] {
+        return Err(LoadError::NotAComponent { module: name.to_string() });
+    }
+    Ok(())
+}
+
+fn classify(store: &mut Store<HostState>, call: &'static str, limits: Limits, error: wasmtime::Error) -> CallError {
+    if store.data().limiter.hit {
+        return CallError::MemoryLimit { call, limit_bytes: limits.memory_bytes };
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => CallError::Timeout { call, deadline: limits.deadline },
+        Some(trap) => {
+            let stderr = String::from_utf8_lossy(&store.data().stderr.contents()).trim().to_string();
+            let message = if stderr.is_empty() { trap.to_string() } else { format!("{trap}; guest stderr: {stderr}") };
+            CallError::Trap { call, message }
+        }
+        None if call == "instantiate" => CallError::Instantiate(format!("{error:#}")),
+        None => CallError::Trap { call, message: format!("{error:#}") },
+    }
+}
+
+/// One feature, instantiated for one reconcile.
+pub struct Instance {
+    store: Store<HostState>,
+    feature: bindings::Feature,
+    limits: Limits,
+    poisoned: bool,
+}
+
+impl Instance {
+    /// Run one export under the deadline; a failure poisons the instance
+    /// (a trapped component instance cannot be entered again).
+    fn call<T>(
+        &mut self,
+        call: &'static str,
+        f: impl FnOnce(&bindings::Feature, &mut Store<HostState>) -> wasmtime::Result<T>,
+    ) -> Result<T, CallError> {
+        if self.poisoned {
+            return Err(CallError::Poisoned { call });
+        }
+        self.store.set_epoch_deadline(deadline_ticks(self.limits.deadline));
+        match f(&self.feature, &mut self.store) {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                self.poisoned = true;
+                Err(classify(&mut self.store, call, self.limits, e))
+            }
+        }
+    }
+
+    pub fn metadata(&mut self) -> Result<m::Metadata, CallError> {
+        let md = self.call("metadata", |f, s| f.call_metadata(s))?;
+        Ok(m::Metadata {
+            id: md.id,
+            priority: md.priority,
+            contract_version: md.contract_version,
+            description: md.description,
+        })
+    }
+
+    pub fn configure(&mut self, config_json: &str, ctx: &m::Context) -> Result<Result<Vec<m::Diagnostic>, m::ConfigError>, CallError> {
+        let wit_ctx = wit::Context {
+            namespace: ctx.namespace.clone(),
+            agent_name: ctx.agent_name.clone(),
+            cluster_name: ctx.cluster_name.clone(),
+            operator_image: ctx.operator_image.clone(),
+            output: wit::OutputSettings {
+                endpoints: ctx.output.endpoints.clone(),
+                auth_secret: ctx.output.auth_secret.as_ref().map(|s| wit::SecretRef { name: s.name.clone() }),
+                ca_secret: ctx.output.ca_secret.as_ref().map(|s| wit::SecretRef { name: s.name.clone() }),
+                index_inventory: ctx.output.index_inventory.clone(),
+                index_events: ctx.output.index_events.clone(),
+                index_vulnerabilities: ctx.output.index_vulnerabilities.clone(),
+            },
+        };
+        let result = self.call("configure", |f, s| f.call_configure(s, config_json, &wit_ctx))?;
+        Ok(result
+            .map(|diags| {
+                diags
+                    .into_iter()
+                    .map(|d| m::Diagnostic {
+                        level: match d.level {
+                            wit::DiagnosticLevel::Info => m::DiagnosticLevel::Info,
+                            wit::DiagnosticLevel::Warning => m::DiagnosticLevel::Warning,
+                        },
+                        field: d.field,
+                        message: d.message,
+                    })
+                    .collect()
+            })
+            .map_err(|e| m::ConfigError { field: e.field, message: e.message }))
+    }
+
+    pub fn contribute(&mut self) -> Result<Result<Vec<String>, String>, CallError> {
+        let result = self.call("contribute", |f, s| f.call_contribute(s))?;
+        if let Ok(docs) = &result {
+            let bytes: usize = docs.iter().map(String::len).sum();
+            if bytes > self.limits.max_output_bytes {
+                self.poisoned = true;
+                return Err(CallError::OutputTooLarge { call: "contribute", bytes, limit: self.limits.max_output_bytes });
+            }
+        }
+        Ok(result)
+    }
+
+    pub fn otel_config(&mut self) -> Result<Option<m::OtelReceiver>, CallError> {
+        let receiver = self.call("otel-config", |f, s| f.call_otel_config(s))?;
+        Ok(receiver.map(|r| m::OtelReceiver {
+            name: r.name,
+            include: r.include,
+            exclude: r.exclude,
+            format: match r.format {
+                wit::LineFormat::Json => m::LineFormat::Json,
+                wit::LineFormat::ContainerJson => m::LineFormat::ContainerJson,
+            },
+            timestamp: r.timestamp.map(|t| m::TimestampField {
+                field: t.field,
+                layout: match t.layout {
+                    wit::TimestampLayout::Rfc3339Nano => m::TimestampLayout::Rfc3339Nano,
+                    wit::TimestampLayout::EpochSeconds => m::TimestampLayout::EpochSeconds,
+                },
+            }),
+            tool: r.tool,
+            target: match r.target {
+                wit::TargetIndex::Inventory => m::TargetIndex::Inventory,
+                wit::TargetIndex::Events => m::TargetIndex::Events,
+                wit::TargetIndex::Vulnerabilities => m::TargetIndex::Vulnerabilities,
+            },
+            subject: m::SubjectPaths { namespace: r.subject.namespace, pod: r.subject.pod, node: r.subject.node },
+            severity: r
+                .severity
+                .into_iter()
+                .map(|s| m::SeverityRule { path: s.path, equals: s.equals, severity: s.severity })
+                .collect(),
+            event_kind: r.event_kind,
+            lifts: r
+                .lifts
+                .into_iter()
+                .map(|l| m::FieldLift { from: l.from, to: l.to, strip_pattern: l.strip_pattern })
+                .collect(),
+        }))
+    }
+
+    pub fn collector(&mut self) -> Result<Option<m::CollectorSlots>, CallError> {
+        let slots = self.call("collector", |f, s| f.call_collector(s))?;
+        Ok(slots.map(|c| m::CollectorSlots {
+            node_daemonset: c.node_daemonset,
+            node_container: c.node_container,
+            gateway_deployment: c.gateway_deployment,
+            node_config_map: c.node_config_map,
+            gateway_config_map: c.gateway_config_map,
+            config_key: c.config_key,
+            gateway_endpoint: c.gateway_endpoint,
+            storage_directory: c.storage_directory,
+            username_env: c.username_env,
+            password_env: c.password_env,
+            ca_file: c.ca_file,
+        }))
+    }
+
+    /// Allow `assess` to read these objects (what the feature contributed
+    /// and the host accepted), and nothing else.
+    pub fn set_readable(&mut self, objects: impl IntoIterator<Item = (ReadableObject, Option<String>)>) {
+        self.store.data_mut().readable = objects.into_iter().collect();
+    }
+
+    /// The agent namespace this instance was created for.
+    pub fn namespace(&self) -> &str {
+        &self.store.data().namespace
+    }
+
+    pub fn assess(&mut self) -> Result<m::Condition, CallError> {
+        let c = self.call("assess", |f, s| f.call_assess(s))?;
+        Ok(m::Condition {
+            type_: c.type_,
+            status: match c.status {
+                wit::ConditionStatus::True => m::ConditionStatus::True,
+                wit::ConditionStatus::False => m::ConditionStatus::False,
+                wit::ConditionStatus::Unknown => m::ConditionStatus::Unknown,
+            },
+            reason: c.reason,
+            message: c.message,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contract_versions() {
+        assert!(contract_compatible("0.1.0"));
+        assert!(contract_compatible("0.1.7"));
+        assert!(!contract_compatible("0.2.0"));
+        assert!(!contract_compatible("1.1.0"));
+        assert!(!contract_compatible("garbage"));
+    }
+
+    #[test]
+    fn header_check_tells_core_modules_from_components() {
+        let core = b"\0asm\x01\0\0\0";
+        let component = b"\0asm\x0d\0\x01\0";
+        assert!(matches!(check_component_header("x", core), Err(LoadError::NotAComponent { .. })));
+        assert!(check_component_header("x", component).is_ok());
+        assert!(matches!(check_component_header("x", b"PK\x03\x04zip"), Err(LoadError::NotWasm { .. })));
+    }
+
+    #[test]
+    fn deadline_rounds_up_to_ticks() {
+        assert_eq!(deadline_ticks(Duration::from_millis(1)), 1);
+        assert_eq!(deadline_ticks(Duration::from_secs(1)), 200);
+    }
+}
