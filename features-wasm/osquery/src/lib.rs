@@ -228,7 +228,11 @@ impl Feature for Osquery {
     }
 
     fn otel_config(&mut self) -> Option<OtelReceiver> {
-        let column = |c: &str, to: &str| FieldLift::copy(&["columns", c], to);
+        // Column names mean different things per query (`name` is a
+        // process, an OS or a kernel module), so each lift names its query.
+        let column = |query: &str, c: &str, to: &str| {
+            FieldLift::copy(&["columns", c], to).when_equals(&["query_name"], query)
+        };
         Some(OtelReceiver {
             name: ID.to_string(),
             include: vec![
@@ -245,20 +249,28 @@ impl Feature for Osquery {
             severity: vec![SeverityRule { path: path(&["name"]), equals: None, severity: 1 }],
             event_kind: "state".to_string(),
             lifts: vec![
+                // First, so the others can test the query by its short name.
                 FieldLift {
                     from: path(&["name"]),
                     to: "osquery.query_name".to_string(),
                     strip_pattern: Some("^pack_[^_]+_".to_string()),
+                    when: None,
                 },
-                FieldLift::copy(&["action"], "osquery.action"),
-                FieldLift::copy(&["hostIdentifier"], "osquery.hostIdentifier"),
-                FieldLift::copy(&["columns"], "osquery.columns"),
-                column("hostname", "host.hostname"),
-                column("version", "host.os.kernel"),
-                column("name", "process.name"),
-                column("port", "network.port"),
-                column("protocol", "network.protocol"),
-                column("path", "process.executable"),
+                column("system_info", "hostname", "host.hostname"),
+                column("system_info", "cpu_brand", "host.cpu.brand"),
+                column("os_version", "name", "host.os.name"),
+                column("os_version", "version", "host.os.version"),
+                column("os_version", "platform", "host.os.platform"),
+                column("kernel_info", "version", "host.os.kernel"),
+                column("listening_ports", "port", "network.port"),
+                column("listening_ports", "protocol", "network.protocol"),
+                column("listening_ports", "address", "network.address"),
+                column("listening_ports", "name", "process.name"),
+                column("listening_ports", "path", "process.executable"),
+                column("listening_ports", "pid", "process.pid"),
+                column("docker_containers", "id", "container.id"),
+                column("docker_containers", "name", "container.name"),
+                column("docker_containers", "image", "container.image.name"),
             ],
         })
     }

@@ -13,7 +13,7 @@ use serde::Deserialize;
 pub const ID: &str = "otel_pipeline";
 /// The host generates configs for this collector release (see
 /// `secop_engine::otel::COLLECTOR_VERSION`); keep the image in step.
-pub const DEFAULT_IMAGE: &str = "docker.io/otel/opentelemetry-collector-contrib:0.139.0";
+pub const DEFAULT_IMAGE: &str = "docker.io/otel/opentelemetry-collector-contrib:0.152.0";
 const NODE: &str = "otel-node";
 const GATEWAY: &str = "otel-gateway";
 const CONFIG_KEY: &str = "config.yaml";
@@ -68,8 +68,9 @@ impl OtelPipeline {
     fn node_daemonset(&self) -> Value {
         let pod_spec = json!({
             "serviceAccountName": NODE,
-            // k8sattributes reads pods and namespaces from the API server.
-            "automountServiceAccountToken": true,
+            // The subject of an event comes from the event body, not from
+            // k8sattributes (which would name the sensor pod): no API access.
+            "automountServiceAccountToken": false,
             "priorityClassName": "system-node-critical",
             "tolerations": [ { "key": "node-role.kubernetes.io/control-plane", "operator": "Exists", "effect": "NoSchedule" } ],
             "containers": [{
@@ -194,19 +195,9 @@ impl Feature for OtelPipeline {
 
     fn contribute(&mut self) -> Result<Vec<String>, String> {
         let ctx = &self.ctx;
-        let role = ctx.cluster_scoped_name(NODE);
         Ok(to_documents(vec![
             k8s::service_account(ctx, NODE, NODE),
             k8s::service_account(ctx, GATEWAY, GATEWAY),
-            k8s::cluster_role(
-                &role,
-                NODE,
-                json!([
-                    { "apiGroups": [""], "resources": ["pods", "namespaces", "nodes"], "verbs": ["get", "list", "watch"] },
-                    { "apiGroups": ["apps"], "resources": ["replicasets"], "verbs": ["get", "list", "watch"] },
-                ]),
-            ),
-            k8s::cluster_role_binding(ctx, &role, NODE, &role, NODE),
             self.node_daemonset(),
             self.gateway_deployment(),
             self.gateway_service(),

@@ -82,7 +82,12 @@ pub fn otel_config<F: Feature>(feature: &mut F) -> Option<wit::OtelReceiver> {
         lifts: r
             .lifts
             .into_iter()
-            .map(|l| wit::FieldLift { from: l.from, to: l.to, strip_pattern: l.strip_pattern })
+            .map(|l| wit::FieldLift {
+                from: l.from,
+                to: l.to,
+                strip_pattern: l.strip_pattern,
+                when: l.when.map(|w| wit::FieldMatch { path: w.path, equals: w.equals }),
+            })
             .collect(),
     })
 }

@@ -140,16 +140,29 @@ pub struct SeverityRule {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldMatch {
+    pub path: FieldPath,
+    pub equals: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FieldLift {
     pub from: FieldPath,
     pub to: String,
     pub strip_pattern: Option<String>,
+    pub when: Option<FieldMatch>,
 }
 
 impl FieldLift {
     /// Copy `from` to the document field `to` unchanged.
     pub fn copy(from: &[&str], to: &str) -> Self {
-        Self { from: path(from), to: to.to_string(), strip_pattern: None }
+        Self { from: path(from), to: to.to_string(), strip_pattern: None, when: None }
+    }
+
+    /// Copy only for events whose `path` equals `value`.
+    pub fn when_equals(mut self, path_keys: &[&str], value: &str) -> Self {
+        self.when = Some(FieldMatch { path: path(path_keys), equals: Some(value.to_string()) });
+        self
     }
 }
 

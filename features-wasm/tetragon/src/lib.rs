@@ -11,9 +11,12 @@ use serde::Deserialize;
 
 pub const ID: &str = "tetragon";
 pub const DEFAULT_IMAGE: &str = "quay.io/cilium/tetragon:v1.4.1";
-pub const EXPORT_STDOUT_IMAGE: &str = "quay.io/cilium/hubble-export-stdout:v1.1.0";
+pub const EXPORT_STDOUT_IMAGE: &str = "quay.io/cilium/hubble-export-stdout:v1.0.4";
 const NAME: &str = "tetragon";
 const EXPORT_DIR: &str = "/var/run/cilium/tetragon";
+/// TracingPolicy, TracingPolicyNamespaced and PodInfo: without the
+/// tetragon-operator nobody else installs them (assets/NOTES.md).
+const CRDS: &str = include_str!("../assets/crds.json");
 
 /// Policies this feature knows how to deploy. `process-exec` needs no
 /// TracingPolicy (exec events are built in): it turns on their export.
@@ -192,7 +195,7 @@ impl Tetragon {
             // The agent watches pods to attribute events to workloads.
             "automountServiceAccountToken": true,
             "hostNetwork": true,
-            "dnsPolicy": "ClusterFirstWithHostNet",
+            "dnsPolicy": "Default",
             "priorityClassName": "system-node-critical",
             "terminationGracePeriodSeconds": 1,
             "tolerations": [ { "operator": "Exists" } ],
@@ -242,7 +245,8 @@ impl Feature for Tetragon {
         let files = self.config_files();
         let hash = k8s::content_hash(&files.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>());
         let role = ctx.cluster_scoped_name(NAME);
-        let mut objects = vec![
+        let mut objects: Vec<Value> = serde_json::from_str(CRDS).map_err(|e| format!("embedded crds.json: {e}"))?;
+        objects.extend([
             k8s::service_account(ctx, NAME, NAME),
             k8s::cluster_role(
                 &role,
@@ -255,7 +259,7 @@ impl Feature for Tetragon {
             k8s::cluster_role_binding(ctx, &role, NAME, &role, NAME),
             k8s::config_map(ctx, "tetragon-config", NAME, &files),
             self.daemonset(&hash),
-        ];
+        ]);
         for policy in &self.config.policies {
             match policy.as_str() {
                 "container-escape-monitor" => objects.push(container_escape_monitor()),

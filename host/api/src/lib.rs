@@ -1,0 +1,373 @@
+//! The `SecurityAgent` custom resource (`security.example.io/v1alpha1`).
+//!
+//! Features are an array with a free-form `config`, so a new tool needs no
+//! schema change (the plan's §2); the tool-specific validation lives in the
+//! feature module, which names the offending field. What the CRD schema can
+//! check cheaply (unique feature names, non-negative replicas) it checks on
+//! the API server too, and [`validate`] repeats it for offline render.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, EnvVar, ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub const GROUP: &str = "security.example.io";
+pub const VERSION: &str = "v1alpha1";
+pub const KIND: &str = "SecurityAgent";
+
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "security.example.io",
+    version = "v1alpha1",
+    kind = "SecurityAgent",
+    namespaced,
+    status = "SecurityAgentStatus",
+    shortname = "secagent",
+    category = "security",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Features","type":"string","jsonPath":".status.summary"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    // Unique feature names, on the API server too.
+    validation = "self.spec.features.all(f, self.spec.features.exists_one(g, g.name == f.name))",
+    doc = "A CTEM security sensor grid: features (tools) with their config, where events go, and overrides."
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SecurityAgentSpec {
+    #[serde(default)]
+    pub global: GlobalSpec,
+    /// The tools to run. Each name must be unique; unknown names are errors.
+    #[schemars(length(max = 64))]
+    pub features: Vec<FeatureSpec>,
+    #[serde(default)]
+    pub output: OutputSpec,
+    /// Workload overrides: `nodeAgent` for every node DaemonSet, then one
+    /// entry per tool (falco, tetragon, osquery, otelNode, otelGateway, trivy, ...).
+    #[serde(default, rename = "override", skip_serializing_if = "Option::is_none")]
+    pub overrides: Option<OverrideSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests: Option<TestSpec>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GlobalSpec {
+    /// Name stamped on every document (defaults to the agent's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_name: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FeatureSpec {
+    /// Feature id, e.g. `falco`.
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    #[serde(default = "enabled_default")]
+    pub enabled: bool,
+    /// Tool-specific configuration, decoded and validated by the feature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form")]
+    pub config: Option<serde_json::Value>,
+    /// Sandbox limits of this feature's module.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<FeatureLimits>,
+    /// Where the module comes from; none = the built-in module.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module: Option<ModuleRef>,
+}
+
+fn enabled_default() -> bool {
+    true
+}
+
+fn free_form(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "type": "object", "x-kubernetes-preserve-unknown-fields": true })
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FeatureLimits {
+    /// Deadline of each call into the module, in milliseconds (default 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 60000))]
+    pub timeout_millis: Option<u32>,
+    /// Memory of the module instance in MiB (default 64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 4096))]
+    pub memory_mib: Option<u32>,
+}
+
+/// A feature module in an OCI registry (compare Istio's WasmPlugin).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModuleRef {
+    /// `registry/repo:tag` or `registry/repo@sha256:...`.
+    pub image: String,
+    /// Expected sha256 of the component, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_policy: Option<PullPolicy>,
+    /// A dockerconfigjson Secret in the agent's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_secret: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum PullPolicy {
+    IfNotPresent,
+    Always,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OutputSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elasticsearch: Option<ElasticsearchSpec>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ElasticsearchSpec {
+    #[schemars(length(min = 1))]
+    pub endpoints: Vec<String>,
+    /// Secret with `username` and `password`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_secret_ref: Option<SecretRef>,
+    /// Secret with `ca.crt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretRef>,
+    #[serde(default)]
+    pub indices: IndexSpec,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+pub struct SecretRef {
+    pub name: String,
+}
+
+/// The CTEM split: Scope, Validation, Discovery/Priority.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IndexSpec {
+    #[serde(default = "default_inventory")]
+    pub inventory: String,
+    #[serde(default = "default_events")]
+    pub events: String,
+    #[serde(default = "default_vulnerabilities")]
+    pub vulnerabilities: String,
+}
+
+fn default_inventory() -> String {
+    "security-inventory".into()
+}
+fn default_events() -> String {
+    "security-events".into()
+}
+fn default_vulnerabilities() -> String {
+    "security-vuln".into()
+}
+
+impl Default for IndexSpec {
+    fn default() -> Self {
+        Self { inventory: default_inventory(), events: default_events(), vulnerabilities: default_vulnerabilities() }
+    }
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OverrideSpec {
+    /// Applies to every node agent (DaemonSet); per-tool entries win.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_agent: Option<ComponentOverride>,
+    /// Per-tool overrides, keyed by tool (`falco`, `otelGateway`, ...).
+    #[serde(flatten)]
+    pub components: BTreeMap<String, ComponentOverride>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentOverride {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<Toleration>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Replicas of a Deployment (ignored for DaemonSets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub replicas: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<Vec<EnvVar>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TestSpec {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default)]
+    pub scenarios: Vec<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecurityAgentStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// Per-feature state, keyed by feature name.
+    #[serde(default)]
+    pub features: BTreeMap<String, FeatureStatus>,
+    /// "ready/enabled", for the printer column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FeatureStatus {
+    pub enabled: bool,
+    /// sha256 of the module in use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module_digest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Bad input, with the path of the offending field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct SpecError {
+    pub field: String,
+    pub message: String,
+}
+
+impl SpecError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { field: field.into(), message: message.into() }
+    }
+}
+
+/// Parse a SecurityAgent from YAML or JSON text; errors name the field.
+pub fn parse(text: &str) -> Result<SecurityAgent, SpecError> {
+    let value: serde_yaml::Value =
+        serde_yaml::from_str(text).map_err(|e| SpecError::new(".", format!("not valid YAML: {e}")))?;
+    let type_of = |key: &str| value.get(key).and_then(serde_yaml::Value::as_str).unwrap_or_default().to_string();
+    let (api_version, kind) = (type_of("apiVersion"), type_of("kind"));
+    if api_version != format!("{GROUP}/{VERSION}") || kind != KIND {
+        return Err(SpecError::new(
+            "apiVersion/kind",
+            format!("expected {GROUP}/{VERSION} {KIND}, got `{api_version}` `{kind}`"),
+        ));
+    }
+    let agent: SecurityAgent = serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        SpecError::new(path, e.inner().to_string())
+    })?;
+    validate(&agent.spec)?;
+    Ok(agent)
+}
+
+/// Checks the CRD schema also makes, for input that never saw an API server.
+pub fn validate(spec: &SecurityAgentSpec) -> Result<(), SpecError> {
+    for (i, feature) in spec.features.iter().enumerate() {
+        if feature.name.trim().is_empty() {
+            return Err(SpecError::new(format!("spec.features[{i}].name"), "must not be empty"));
+        }
+        if let Some(first) = spec.features[..i].iter().position(|f| f.name == feature.name) {
+            return Err(SpecError::new(
+                format!("spec.features[{i}].name"),
+                format!("duplicate feature `{}` (also spec.features[{first}])", feature.name),
+            ));
+        }
+        if let Some(config) = &feature.config {
+            if !config.is_object() {
+                return Err(SpecError::new(format!("spec.features[{i}].config"), "must be an object"));
+            }
+        }
+    }
+    if let Some(overrides) = &spec.overrides {
+        let entries = overrides.node_agent.iter().map(|o| ("nodeAgent", o)).chain(overrides.components.iter().map(|(k, o)| (k.as_str(), o)));
+        for (key, o) in entries {
+            if let Some(replicas) = o.replicas {
+                if replicas < 0 {
+                    return Err(SpecError::new(format!("spec.override.{key}.replicas"), format!("must be >= 0, got {replicas}")));
+                }
+            }
+            if let Some(image) = &o.image {
+                if image.trim().is_empty() {
+                    return Err(SpecError::new(format!("spec.override.{key}.image"), "must not be empty"));
+                }
+            }
+        }
+    }
+    if let Some(es) = &spec.output.elasticsearch {
+        if es.endpoints.is_empty() {
+            return Err(SpecError::new("spec.output.elasticsearch.endpoints", "needs at least one endpoint"));
+        }
+        for (i, e) in es.endpoints.iter().enumerate() {
+            if !(e.starts_with("http://") || e.starts_with("https://")) {
+                return Err(SpecError::new(
+                    format!("spec.output.elasticsearch.endpoints[{i}]"),
+                    format!("`{e}` must start with http:// or https://"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "apiVersion: security.example.io/v1alpha1\nkind: SecurityAgent\nmetadata: {name: a, namespace: s}\n";
+
+    #[test]
+    fn duplicate_feature_is_named() {
+        let text = format!("{MINIMAL}spec:\n  features:\n  - name: falco\n  - name: osquery\n  - name: falco\n");
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.field, "spec.features[2].name");
+        assert!(err.message.contains("duplicate feature `falco`"));
+    }
+
+    #[test]
+    fn negative_replicas_are_named() {
+        let text = format!("{MINIMAL}spec:\n  features: []\n  override:\n    otelGateway:\n      replicas: -1\n");
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.field, "spec.override.otelGateway.replicas");
+    }
+
+    #[test]
+    fn wrong_types_are_named() {
+        let text = format!("{MINIMAL}spec:\n  features:\n  - name: falco\n    enabled: maybe\n");
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.field, "spec.features[0].enabled");
+        let text = format!("{MINIMAL}spec:\n  features: []\n  override:\n    falco:\n      tolerations: {{operator: Exists}}\n");
+        assert_eq!(parse(&text).unwrap_err().field, "spec.override.falco.tolerations");
+    }
+
+    #[test]
+    fn enabled_defaults_to_true_and_indices_default() {
+        let text = format!("{MINIMAL}spec:\n  features:\n  - name: falco\n  output:\n    elasticsearch:\n      endpoints: [\"http://es:9200\"]\n");
+        let agent = parse(&text).unwrap();
+        assert!(agent.spec.features[0].enabled);
+        assert_eq!(agent.spec.output.elasticsearch.unwrap().indices.vulnerabilities, "security-vuln");
+    }
+}

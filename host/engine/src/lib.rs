@@ -1,0 +1,453 @@
+//! From a `SecurityAgent` to its desired state.
+//!
+//! The data path, top to bottom ([`render`]):
+//!   1. CR → features: each enabled feature's module, in priority order.
+//!   2. features → objects: configure + contribute in a fresh sandbox each;
+//!      every object is checked (scope, namespace, grant) before it counts.
+//!   3. collector configs: the host writes both OTel configs from every
+//!      feature's `otel-config` into the pipeline feature's ConfigMaps.
+//!   4. overrides: `nodeAgent`, then per tool.
+//! Applying and status are the operator's; offline render prints the result.
+//!
+//! A feature that fails contributes nothing and gets an error naming it and
+//! the cause; the other features are unaffected (the operator then keeps the
+//! failed feature's previously applied objects).
+
+pub mod objects;
+pub mod otel;
+pub mod overrides;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use secop_api::{SecurityAgent, SpecError};
+use secop_feature_sdk::model as m;
+use secop_runtime::{CallError, ClusterAccess, Instance, Limits, LoadError, Module, ReadableObject, Runtime};
+use serde_json::{json, Value};
+
+use crate::objects::{Grant, ObjectKey, ObjectRejection, Scopes};
+
+/// Labels the host puts on everything it manages, for pruning and audit.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY: &str = "security-operator";
+pub const OWNER_LABEL: &str = "security.example.io/owner";
+pub const FEATURE_LABEL: &str = "security.example.io/feature";
+
+/// The operator image used when none is configured (Jobs run `secop`).
+pub const DEFAULT_OPERATOR_IMAGE: &str = "ghcr.io/example/security-operator:0.1.0";
+
+/// The loaded feature modules by feature name.
+pub struct Registry {
+    runtime: Arc<Runtime>,
+    modules: BTreeMap<String, Module>,
+}
+
+/// A module that failed to load at startup, kept so status can report it.
+#[derive(Debug)]
+pub struct RegistryError {
+    pub feature: String,
+    pub error: LoadError,
+}
+
+impl Registry {
+    /// A registry with the five embedded built-in modules.
+    pub fn with_builtins(runtime: Arc<Runtime>) -> Result<Self, RegistryError> {
+        let mut registry = Self { runtime, modules: BTreeMap::new() };
+        for (id, bytes) in secop_builtin::MODULES {
+            let module = registry.runtime.load(id, bytes).map_err(|error| RegistryError { feature: id.to_string(), error })?;
+            registry.modules.insert(id.to_string(), module);
+        }
+        Ok(registry)
+    }
+
+    /// An empty registry (tests, author tooling).
+    pub fn empty(runtime: Arc<Runtime>) -> Self {
+        Self { runtime, modules: BTreeMap::new() }
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// Load `bytes` and register it under the id it declares (replacing a
+    /// module of the same id). Returns that id.
+    pub fn load(&mut self, origin: &str, bytes: &[u8]) -> Result<String, LoadError> {
+        let module = self.runtime.load(origin, bytes)?;
+        let id = module.metadata.id.clone();
+        self.modules.insert(id.clone(), module);
+        Ok(id)
+    }
+
+    pub fn insert(&mut self, module: Module) {
+        self.modules.insert(module.metadata.id.clone(), module);
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Module> {
+        self.modules.get(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.modules.keys().map(String::as_str)
+    }
+}
+
+/// Why a feature produced nothing in this render.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FeatureError {
+    #[error("unknown feature (available: {available})")]
+    Unknown { available: String },
+    #[error("invalid config: {0}")]
+    Config(m::ConfigError),
+    #[error("{0}")]
+    Sandbox(#[from] CallError),
+    #[error("contribute failed: {0}")]
+    Contribute(String),
+    #[error("rejected {0}")]
+    Rejected(ObjectRejection),
+    #[error("object {object} is also contributed by feature `{other}`")]
+    Conflict { object: String, other: String },
+    #[error("a second collector (the first is feature `{other}`)")]
+    SecondCollector { other: String },
+}
+
+impl FeatureError {
+    /// Stable reason label (condition reason, metric label).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            FeatureError::Unknown { .. } => "UnknownFeature",
+            FeatureError::Config(_) => "InvalidConfig",
+            FeatureError::Sandbox(e) => e.reason(),
+            FeatureError::Contribute(_) => "ContributeFailed",
+            FeatureError::Rejected(_) => "ObjectRejected",
+            FeatureError::Conflict { .. } => "ObjectConflict",
+            FeatureError::SecondCollector { .. } => "SecondCollector",
+        }
+    }
+}
+
+/// What happened to one feature.
+#[derive(Debug, Clone)]
+pub struct FeatureReport {
+    pub name: String,
+    pub enabled: bool,
+    pub priority: u32,
+    pub module_digest: Option<String>,
+    pub diagnostics: Vec<m::Diagnostic>,
+    pub error: Option<FeatureError>,
+    pub receiver: Option<m::OtelReceiver>,
+    /// Keys of the objects this feature owns in the desired state.
+    pub objects: Vec<ObjectKey>,
+}
+
+impl FeatureReport {
+    /// `name: message` of the error, for CLI output and logs.
+    pub fn error_line(&self) -> Option<String> {
+        self.error.as_ref().map(|e| format!("feature `{}`: {e}", self.name))
+    }
+}
+
+/// A feature instance kept for `assess` after apply.
+pub struct LiveFeature {
+    pub name: String,
+    pub instance: Instance,
+}
+
+/// The desired state of one agent.
+pub struct Rendered {
+    /// Objects in apply order, each labelled with its owner and feature.
+    pub objects: Vec<(ObjectKey, Value)>,
+    /// Feature of each object.
+    pub owners: BTreeMap<ObjectKey, String>,
+    /// One report per feature named in the spec, in spec order.
+    pub features: Vec<FeatureReport>,
+    /// Warnings not tied to a feature (e.g. an override that matches nothing).
+    pub warnings: Vec<String>,
+    /// Successfully configured features, for `assess` after apply.
+    pub live: Vec<LiveFeature>,
+}
+
+impl Rendered {
+    pub fn failed(&self) -> impl Iterator<Item = &FeatureReport> {
+        self.features.iter().filter(|f| f.error.is_some())
+    }
+}
+
+/// Inputs that do not come from the CR itself.
+pub struct RenderOptions {
+    pub operator_image: String,
+    pub cluster: Arc<dyn ClusterAccess>,
+}
+
+impl Default for RenderOptions {
+    fn default() -> Self {
+        Self { operator_image: DEFAULT_OPERATOR_IMAGE.to_string(), cluster: Arc::new(secop_runtime::NoCluster) }
+    }
+}
+
+fn context(agent: &SecurityAgent, options: &RenderOptions) -> m::Context {
+    let namespace = agent.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let name = agent.metadata.name.clone().unwrap_or_default();
+    let es = agent.spec.output.elasticsearch.as_ref();
+    let indices = es.map(|e| e.indices.clone()).unwrap_or_default();
+    m::Context {
+        cluster_name: agent.spec.global.cluster_name.clone().unwrap_or_else(|| name.clone()),
+        namespace,
+        agent_name: name,
+        operator_image: options.operator_image.clone(),
+        output: m::OutputSettings {
+            endpoints: es.map(|e| e.endpoints.clone()).unwrap_or_default(),
+            auth_secret: es.and_then(|e| e.auth_secret_ref.as_ref()).map(|s| m::SecretRef { name: s.name.clone() }),
+            ca_secret: es.and_then(|e| e.ca_secret_ref.as_ref()).map(|s| m::SecretRef { name: s.name.clone() }),
+            index_inventory: indices.inventory,
+            index_events: indices.events,
+            index_vulnerabilities: indices.vulnerabilities,
+        },
+    }
+}
+
+fn limits_of(spec: &secop_api::FeatureSpec) -> Limits {
+    let mut limits = Limits::default();
+    if let Some(l) = &spec.limits {
+        if let Some(ms) = l.timeout_millis {
+            limits.deadline = Duration::from_millis(u64::from(ms));
+        }
+        if let Some(mib) = l.memory_mib {
+            limits.memory_bytes = (mib as usize) << 20;
+        }
+    }
+    limits
+}
+
+/// What one feature produced before cross-feature checks.
+struct Contribution {
+    index: usize,
+    documents: Vec<String>,
+    collector: Option<m::CollectorSlots>,
+    instance: Instance,
+}
+
+/// Compute the desired state of `agent`. Spec-level errors (bad overrides)
+/// fail the whole render: nothing may be half-applied. Feature errors are
+/// reported per feature.
+pub fn render(registry: &Registry, agent: &SecurityAgent, options: &RenderOptions) -> Result<Rendered, SpecError> {
+    secop_api::validate(&agent.spec)?;
+    let ctx = context(agent, options);
+    let mut reports: Vec<FeatureReport> = agent
+        .spec
+        .features
+        .iter()
+        .map(|f| FeatureReport {
+            name: f.name.clone(),
+            enabled: f.enabled,
+            priority: registry.get(&f.name).map_or(u32::MAX, |m| m.metadata.priority),
+            module_digest: registry.get(&f.name).map(|m| m.digest.clone()),
+            diagnostics: vec![],
+            error: None,
+            receiver: None,
+            objects: vec![],
+        })
+        .collect();
+
+    // 1. Enabled features in priority order (ties by name, for stability).
+    let mut order: Vec<usize> = (0..reports.len()).filter(|&i| reports[i].enabled).collect();
+    order.sort_by(|&a, &b| (reports[a].priority, &reports[a].name).cmp(&(reports[b].priority, &reports[b].name)));
+
+    // 2. Configure and contribute, each in its own sandbox.
+    let mut contributions = vec![];
+    for i in order {
+        let spec = &agent.spec.features[i];
+        match run_feature(registry, spec, &ctx, options) {
+            Ok((diagnostics, receiver, documents, collector, instance)) => {
+                reports[i].diagnostics = diagnostics;
+                reports[i].receiver = receiver;
+                contributions.push(Contribution { index: i, documents, collector, instance });
+            }
+            Err((diagnostics, error)) => {
+                reports[i].diagnostics = diagnostics;
+                reports[i].error = Some(error);
+            }
+        }
+    }
+
+    // Kinds defined by contributed CRDs are known before any object is
+    // admitted, so custom resources get their scope right.
+    let mut scopes = Scopes::new();
+    let mut kinds_by_feature: BTreeMap<usize, BTreeSet<(String, String)>> = BTreeMap::new();
+    let mut parsed_by_feature = vec![];
+    for c in &contributions {
+        let mut parsed = vec![];
+        let mut rejection = None;
+        for (index, doc) in c.documents.iter().enumerate() {
+            match objects::parse(index, doc) {
+                Ok(p) => parsed.push(p),
+                Err(e) => {
+                    rejection = Some(e);
+                    break;
+                }
+            }
+        }
+        if rejection.is_none() {
+            for p in parsed.iter().filter(|p| p.group == "apiextensions.k8s.io" && p.kind == "CustomResourceDefinition") {
+                if let Some(kind) = scopes.learn_crd(&p.value) {
+                    kinds_by_feature.entry(c.index).or_default().insert(kind);
+                }
+            }
+        }
+        parsed_by_feature.push((parsed, rejection));
+    }
+
+    // Admit objects feature by feature; a feature with any rejected object
+    // contributes nothing (all or nothing).
+    let mut desired: BTreeMap<ObjectKey, Value> = BTreeMap::new();
+    let mut owners: BTreeMap<ObjectKey, String> = BTreeMap::new();
+    let mut live = vec![];
+    let mut collector: Option<(String, m::CollectorSlots)> = None;
+    for (c, (mut parsed, rejection)) in contributions.into_iter().zip(parsed_by_feature) {
+        let report = &mut reports[c.index];
+        if let Some(r) = rejection {
+            report.error = Some(FeatureError::Rejected(r));
+            continue;
+        }
+        let grant = Grant::with_extra(&[]);
+        let own_kinds = kinds_by_feature.remove(&c.index).unwrap_or_default();
+        let own_roles = objects::own_roles(&parsed);
+        let mut admitted = vec![];
+        let mut failure = None;
+        for p in parsed.iter_mut() {
+            match objects::admit(p, &ctx.namespace, &scopes, &grant, &own_kinds, &own_roles) {
+                Ok(key) => {
+                    if let Some(other) = owners.get(&key) {
+                        failure = Some(FeatureError::Conflict { object: key.to_string(), other: other.clone() });
+                        break;
+                    }
+                    if admitted.iter().any(|(k, _): &(ObjectKey, Value)| k == &key) {
+                        failure = Some(FeatureError::Rejected(ObjectRejection {
+                            index: p.index,
+                            object: Some(key.to_string()),
+                            reason: "contributed twice".into(),
+                        }));
+                        break;
+                    }
+                    admitted.push((key, std::mem::take(&mut p.value)));
+                }
+                Err(r) => {
+                    failure = Some(FeatureError::Rejected(r));
+                    break;
+                }
+            }
+        }
+        if failure.is_none() {
+            if let Some(slots) = c.collector {
+                match &collector {
+                    Some((other, _)) => failure = Some(FeatureError::SecondCollector { other: other.clone() }),
+                    None => collector = Some((report.name.clone(), slots)),
+                }
+            }
+        }
+        if let Some(e) = failure {
+            report.error = Some(e);
+            report.receiver = None;
+            continue;
+        }
+        let mut instance = c.instance;
+        instance.set_readable(admitted.iter().map(|(k, _)| {
+            (ReadableObject { api_version: k.api_version.clone(), kind: k.kind.clone(), name: k.name.clone() }, k.namespace.clone())
+        }));
+        for (key, mut value) in admitted {
+            label(&mut value, &ctx.agent_name, &report.name);
+            report.objects.push(key.clone());
+            owners.insert(key.clone(), report.name.clone());
+            desired.insert(key, value);
+        }
+        live.push(LiveFeature { name: report.name.clone(), instance });
+    }
+
+    // 3. Collector configs from every healthy feature's receiver.
+    let mut warnings = vec![];
+    let receivers: Vec<(String, m::OtelReceiver)> = {
+        let mut by_priority: Vec<&FeatureReport> = reports.iter().filter(|r| r.error.is_none() && r.receiver.is_some()).collect();
+        by_priority.sort_by(|a, b| (a.priority, &a.name).cmp(&(b.priority, &b.name)));
+        by_priority.into_iter().map(|r| (r.name.clone(), r.receiver.clone().expect("filtered"))).collect()
+    };
+    match &collector {
+        Some((pipeline, slots)) => {
+            let synthesized = otel::synthesize(&ctx, slots, &receivers);
+            for (key, mut value) in otel::attach(&ctx, slots, &synthesized, &receivers, &mut desired) {
+                label(&mut value, &ctx.agent_name, pipeline);
+                if let Some(report) = reports.iter_mut().find(|r| &r.name == pipeline) {
+                    report.objects.push(key.clone());
+                }
+                owners.insert(key.clone(), pipeline.clone());
+                desired.insert(key, value);
+            }
+        }
+        None if !receivers.is_empty() => warnings.push(format!(
+            "features {} produce events but no collector feature (otel_pipeline) is enabled: their events are not shipped",
+            receivers.iter().map(|(n, _)| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+        )),
+        None => {}
+    }
+
+    // 4. Overrides.
+    let mut objects: Vec<(ObjectKey, Value)> = desired.into_iter().collect();
+    warnings.extend(overrides::apply(agent.spec.overrides.as_ref(), &mut objects)?);
+
+    Ok(Rendered { objects, owners, features: reports, warnings, live })
+}
+
+type FeatureOutput = (Vec<m::Diagnostic>, Option<m::OtelReceiver>, Vec<String>, Option<m::CollectorSlots>, Instance);
+
+/// configure → contribute → otel-config → collector for one feature.
+fn run_feature(
+    registry: &Registry,
+    spec: &secop_api::FeatureSpec,
+    ctx: &m::Context,
+    options: &RenderOptions,
+) -> Result<FeatureOutput, (Vec<m::Diagnostic>, FeatureError)> {
+    let Some(module) = registry.get(&spec.name) else {
+        let available = registry.names().collect::<Vec<_>>().join(", ");
+        return Err((vec![], FeatureError::Unknown { available }));
+    };
+    let mut instance = registry
+        .runtime()
+        .instantiate(module, limits_of(spec), options.cluster.clone(), &ctx.namespace)
+        .map_err(|e| (vec![], e.into()))?;
+    let config = spec.config.as_ref().map_or_else(|| "{}".to_string(), Value::to_string);
+    let diagnostics = match instance.configure(&config, ctx).map_err(|e| (vec![], e.into()))? {
+        Ok(d) => d,
+        Err(e) => return Err((vec![], FeatureError::Config(e))),
+    };
+    let fail = |e: FeatureError| (diagnostics.clone(), e);
+    let documents = instance.contribute().map_err(|e| fail(e.into()))?.map_err(|e| fail(FeatureError::Contribute(e)))?;
+    let receiver = instance.otel_config().map_err(|e| fail(e.into()))?;
+    let collector = instance.collector().map_err(|e| fail(e.into()))?;
+    Ok((diagnostics, receiver, documents, collector, instance))
+}
+
+/// The host's labels: who manages the object, for which agent and feature.
+fn label(object: &mut Value, agent: &str, feature: &str) {
+    let labels = &mut object["metadata"]["labels"];
+    if !labels.is_object() {
+        *labels = json!({});
+    }
+    labels[MANAGED_BY_LABEL] = json!(MANAGED_BY);
+    labels[OWNER_LABEL] = json!(agent);
+    labels[FEATURE_LABEL] = json!(feature);
+}
+
+/// Call `assess` on every live feature; errors become Unknown conditions
+/// that name the cause.
+pub fn assess(live: &mut [LiveFeature]) -> Vec<(String, m::Condition)> {
+    live.iter_mut()
+        .map(|f| {
+            let condition = f.instance.assess().unwrap_or_else(|e| m::Condition {
+                type_: format!("{}Ready", f.name),
+                status: m::ConditionStatus::Unknown,
+                reason: e.reason().to_string(),
+                message: format!("feature `{}`: assess failed: {e}", f.name),
+            });
+            (f.name.clone(), condition)
+        })
+        .collect()
+}

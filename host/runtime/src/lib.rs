@@ -564,7 +564,12 @@ impl Instance {
             lifts: r
                 .lifts
                 .into_iter()
-                .map(|l| m::FieldLift { from: l.from, to: l.to, strip_pattern: l.strip_pattern })
+                .map(|l| m::FieldLift {
+                    from: l.from,
+                    to: l.to,
+                    strip_pattern: l.strip_pattern,
+                    when: l.when.map(|w| m::FieldMatch { path: w.path, equals: w.equals }),
+                })
                 .collect(),
         }))
     }

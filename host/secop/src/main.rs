@@ -1,1 +1,179 @@
-fn main(){}
+//! `secop`: the security operator's command line.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use kube::CustomResourceExt;
+use secop_api::SecurityAgent;
+use secop_engine::{Registry, RenderOptions, Rendered};
+use secop_runtime::Runtime;
+use serde_json::{json, Value};
+
+#[derive(Parser)]
+#[command(name = "secop", version, about = "Kubernetes security operator with WebAssembly features")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Directory for precompiled modules (default: $SECOP_CACHE_DIR, else the user cache dir).
+    #[arg(long, global = true, env = "SECOP_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Compile modules on every start instead of caching them.
+    #[arg(long, global = true)]
+    no_cache: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the desired state of a SecurityAgent, offline, from the built-in modules.
+    Render {
+        /// The SecurityAgent (YAML or JSON); `-` for stdin.
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Yaml)]
+        output: Format,
+        /// Only this feature's objects.
+        #[arg(long)]
+        feature: Option<String>,
+        /// Use a component file for a feature instead of the built-in one (repeatable).
+        #[arg(long = "module", value_name = "PATH")]
+        modules: Vec<PathBuf>,
+        /// Image of the operator (Jobs that run `secop` use it).
+        #[arg(long, default_value = secop_engine::DEFAULT_OPERATOR_IMAGE)]
+        operator_image: String,
+        /// Print the objects of healthy features even when another feature fails.
+        #[arg(long)]
+        keep_going: bool,
+    },
+    /// Print the SecurityAgent CustomResourceDefinition.
+    Crd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Yaml,
+    Json,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SECOP_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn cache_dir(cli: &Cli) -> Option<PathBuf> {
+    if cli.no_cache {
+        return None;
+    }
+    cli.cache_dir.clone().or_else(|| {
+        std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .map(|base| base.join("secop").join("modules"))
+    })
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match &cli.command {
+        Command::Crd => {
+            print!("{}", serde_yaml::to_string(&SecurityAgent::crd())?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Render { file, output, feature, modules, operator_image, keep_going } => {
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin()).context("reading stdin")?
+            } else {
+                std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
+            };
+            let agent = secop_api::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let runtime = Arc::new(Runtime::new(cache_dir(&cli)).map_err(anyhow::Error::msg)?);
+            let mut registry = Registry::with_builtins(runtime)
+                .map_err(|e| anyhow::anyhow!("built-in feature `{}`: {}", e.feature, e.error))?;
+            for path in modules {
+                let bytes = std::fs::read(path).with_context(|| format!("reading module {}", path.display()))?;
+                registry.load(&path.display().to_string(), &bytes)?;
+            }
+            if let Some(name) = feature {
+                if !agent.spec.features.iter().any(|f| &f.name == name) {
+                    bail!("--feature {name}: the SecurityAgent has no feature of that name");
+                }
+            }
+            let options = RenderOptions { operator_image: operator_image.clone(), ..Default::default() };
+            let rendered = secop_engine::render(&registry, &agent, &options).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let failures: Vec<String> = rendered.failed().filter_map(|f| f.error_line()).collect();
+            for warning in &rendered.warnings {
+                eprintln!("warning: {warning}");
+            }
+            for line in &failures {
+                eprintln!("error: {line}");
+            }
+            if failures.is_empty() || *keep_going {
+                let mut out = std::io::stdout().lock();
+                out.write_all(format_output(&rendered, *output, feature.as_deref())?.as_bytes())?;
+            }
+            Ok(if failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+    }
+}
+
+fn feature_summary(rendered: &Rendered) -> Vec<Value> {
+    rendered
+        .features
+        .iter()
+        .map(|f| {
+            json!({
+                "name": f.name,
+                "enabled": f.enabled,
+                "priority": if f.priority == u32::MAX { Value::Null } else { json!(f.priority) },
+                "module": f.module_digest.as_ref().map(|d| format!("sha256:{d}")),
+                "objects": f.objects.len(),
+                "receiver": f.receiver.as_ref().map(|r| format!("file_log/{}", r.name)),
+                "diagnostics": f.diagnostics.iter().map(|d| format!("{:?} config.{}: {}", d.level, d.field, d.message).to_lowercase()).collect::<Vec<_>>(),
+                "error": f.error.as_ref().map(ToString::to_string),
+            })
+        })
+        .collect()
+}
+
+fn format_output(rendered: &Rendered, format: Format, only: Option<&str>) -> Result<String> {
+    let objects: Vec<&Value> = rendered
+        .objects
+        .iter()
+        .filter(|(key, _)| only.is_none_or(|name| rendered.owners.get(key).is_some_and(|owner| owner == name)))
+        .map(|(_, v)| v)
+        .collect();
+    let features: Vec<Value> = feature_summary(rendered)
+        .into_iter()
+        .filter(|f| only.is_none_or(|name| f["name"] == name))
+        .collect();
+    Ok(match format {
+        Format::Json => serde_json::to_string_pretty(&json!({ "features": features, "warnings": rendered.warnings, "objects": objects }))? + "\n",
+        Format::Yaml => {
+            let mut out = String::from("# Desired state rendered by secop (offline).\n# Features:\n");
+            for line in serde_yaml::to_string(&features)?.lines() {
+                out.push_str("#   ");
+                out.push_str(line);
+                out.push('\n');
+            }
+            for w in &rendered.warnings {
+                out.push_str(&format!("# warning: {w}\n"));
+            }
+            for object in objects {
+                out.push_str("---\n");
+                out.push_str(&serde_yaml::to_string(object)?);
+            }
+            out
+        }
+    })
+}

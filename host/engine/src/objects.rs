@@ -1,0 +1,343 @@
+//! Contributed objects: identity, scope, and the checks every object passes
+//! before it joins the desired state.
+//!
+//! A feature is untrusted input. Each object must parse, name itself, live
+//! in the agent's namespace (or be a cluster-scoped kind), and be of a kind
+//! the feature is granted. RBAC gets extra scrutiny: a feature may only bind
+//! roles it contributes itself and may not grant wildcards or the verbs that
+//! lead to privilege escalation.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+
+use serde_json::Value;
+
+/// Identity of an object in the desired state. Ordered for stable output:
+/// by apply rank (CRDs and RBAC before the workloads that need them), then
+/// group, kind, namespace, name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    pub rank: u8,
+    pub api_version: String,
+    pub kind: String,
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl ObjectKey {
+    /// `group` part of apiVersion ("" for the core group).
+    pub fn group(&self) -> &str {
+        group_of(&self.api_version)
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{} {}/{}", self.kind, ns, self.name),
+            None => write!(f, "{} {}", self.kind, self.name),
+        }
+    }
+}
+
+pub fn group_of(api_version: &str) -> &str {
+    api_version.rsplit_once('/').map_or("", |(g, _)| g)
+}
+
+/// Apply order: definitions and identities first, then configuration,
+/// then workloads, then custom resources whose CRDs came first.
+fn rank(group: &str, kind: &str) -> u8 {
+    match (group, kind) {
+        ("apiextensions.k8s.io", "CustomResourceDefinition") => 0,
+        ("", "ServiceAccount") => 1,
+        ("rbac.authorization.k8s.io", _) => 2,
+        ("", "ConfigMap") | ("", "Secret") => 3,
+        ("", "Service") => 4,
+        ("apps", _) | ("batch", _) => 5,
+        ("", _) | ("policy", _) | ("networking.k8s.io", _) => 4,
+        _ => 6,
+    }
+}
+
+/// Kinds that are cluster-scoped without any CRD.
+const CLUSTER_SCOPED: &[(&str, &str)] = &[
+    ("rbac.authorization.k8s.io", "ClusterRole"),
+    ("rbac.authorization.k8s.io", "ClusterRoleBinding"),
+    ("apiextensions.k8s.io", "CustomResourceDefinition"),
+    ("", "Namespace"),
+    ("", "Node"),
+    ("", "PersistentVolume"),
+    ("scheduling.k8s.io", "PriorityClass"),
+    ("storage.k8s.io", "StorageClass"),
+    ("admissionregistration.k8s.io", "MutatingWebhookConfiguration"),
+    ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration"),
+    ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy"),
+    ("admissionregistration.k8s.io", "ValidatingAdmissionPolicyBinding"),
+];
+
+/// The kinds every feature may contribute (group, kind). Secrets, webhooks,
+/// namespaces and anything else need an explicit grant in the CR.
+pub const DEFAULT_GRANT: &[(&str, &str)] = &[
+    ("", "ConfigMap"),
+    ("", "Service"),
+    ("", "ServiceAccount"),
+    ("apps", "DaemonSet"),
+    ("apps", "Deployment"),
+    ("apps", "StatefulSet"),
+    ("batch", "CronJob"),
+    ("batch", "Job"),
+    ("policy", "PodDisruptionBudget"),
+    ("networking.k8s.io", "NetworkPolicy"),
+    ("rbac.authorization.k8s.io", "Role"),
+    ("rbac.authorization.k8s.io", "RoleBinding"),
+    ("rbac.authorization.k8s.io", "ClusterRole"),
+    ("rbac.authorization.k8s.io", "ClusterRoleBinding"),
+    ("apiextensions.k8s.io", "CustomResourceDefinition"),
+];
+
+/// Verbs that let a holder give itself more than it has.
+const ESCALATION_VERBS: &[&str] = &["escalate", "bind", "impersonate"];
+
+/// Scope knowledge: the built-in cluster-scoped kinds plus the kinds
+/// defined by contributed CRDs.
+#[derive(Debug, Default, Clone)]
+pub struct Scopes {
+    /// (group, kind) → cluster-scoped?
+    defined: HashMap<(String, String), bool>,
+}
+
+impl Scopes {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Learn the kind a CRD defines. Returns (group, kind).
+    pub fn learn_crd(&mut self, crd: &Value) -> Option<(String, String)> {
+        let group = crd.pointer("/spec/group")?.as_str()?.to_string();
+        let kind = crd.pointer("/spec/names/kind")?.as_str()?.to_string();
+        let cluster = crd.pointer("/spec/scope").and_then(Value::as_str) == Some("Cluster");
+        self.defined.insert((group.clone(), kind.clone()), cluster);
+        Some((group, kind))
+    }
+
+    pub fn is_cluster_scoped(&self, group: &str, kind: &str) -> bool {
+        if CLUSTER_SCOPED.contains(&(group, kind)) {
+            return true;
+        }
+        self.defined.get(&(group.to_string(), kind.to_string())).copied().unwrap_or(false)
+    }
+}
+
+/// What a feature may contribute.
+#[derive(Debug, Clone, Default)]
+pub struct Grant {
+    /// (group, kind) pairs.
+    kinds: BTreeSet<(String, String)>,
+}
+
+impl Grant {
+    /// The default grant plus `extra` entries ("Kind" or "group/Kind").
+    pub fn with_extra(extra: &[String]) -> Self {
+        let mut kinds: BTreeSet<(String, String)> =
+            DEFAULT_GRANT.iter().map(|(g, k)| ((*g).to_string(), (*k).to_string())).collect();
+        for entry in extra {
+            let (group, kind) = entry.rsplit_once('/').unwrap_or(("", entry));
+            kinds.insert((group.to_string(), kind.to_string()));
+        }
+        Self { kinds }
+    }
+
+    fn allows(&self, group: &str, kind: &str) -> bool {
+        self.kinds.contains(&(group.to_string(), kind.to_string()))
+    }
+}
+
+/// Why an object was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("object #{index}{}: {reason}", .object.as_ref().map(|o| format!(" ({o})")).unwrap_or_default())]
+pub struct ObjectRejection {
+    /// Position in the feature's `contribute` output.
+    pub index: usize,
+    pub object: Option<String>,
+    pub reason: String,
+}
+
+/// A parsed, named object before scope checks.
+pub struct Parsed {
+    pub index: usize,
+    pub group: String,
+    pub kind: String,
+    pub value: Value,
+}
+
+/// Parse one contributed document and check it names itself.
+pub fn parse(index: usize, document: &str) -> Result<Parsed, ObjectRejection> {
+    let reject = |object: Option<String>, reason: String| ObjectRejection { index, object, reason };
+    let value: Value = serde_json::from_str(document).map_err(|e| reject(None, format!("not JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(reject(None, "not a JSON object".into()));
+    }
+    let text = |ptr: &str| value.pointer(ptr).and_then(Value::as_str).filter(|s| !s.is_empty());
+    let api_version = text("/apiVersion").ok_or_else(|| reject(None, "missing apiVersion".into()))?;
+    let kind = text("/kind").ok_or_else(|| reject(None, "missing kind".into()))?;
+    let name = text("/metadata/name").ok_or_else(|| reject(Some(kind.to_string()), "missing metadata.name".into()))?;
+    if name.len() > 253 || name.contains('/') || name.chars().any(char::is_whitespace) {
+        return Err(reject(Some(format!("{kind} {name}")), "metadata.name is not a valid object name".into()));
+    }
+    Ok(Parsed { index, group: group_of(api_version).to_string(), kind: kind.to_string(), value })
+}
+
+/// Check scope, namespace and grant; set the namespace of namespaced
+/// objects that omit it. Returns the object's key.
+pub fn admit(
+    parsed: &mut Parsed,
+    namespace: &str,
+    scopes: &Scopes,
+    grant: &Grant,
+    own_kinds: &BTreeSet<(String, String)>,
+    own_roles: &BTreeSet<(String, String)>,
+) -> Result<ObjectKey, ObjectRejection> {
+    let index = parsed.index;
+    let api_version = parsed.value["apiVersion"].as_str().unwrap_or_default().to_string();
+    let name = parsed.value["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    let label = format!("{} {}", parsed.kind, name);
+    let reject = |reason: String| ObjectRejection { index, object: Some(label.clone()), reason };
+
+    let kind_key = (parsed.group.clone(), parsed.kind.clone());
+    if !grant.allows(&parsed.group, &parsed.kind) && !own_kinds.contains(&kind_key) {
+        let gk = if parsed.group.is_empty() { parsed.kind.clone() } else { format!("{}/{}", parsed.group, parsed.kind) };
+        return Err(reject(format!("kind {gk} is not granted to this feature")));
+    }
+
+    let cluster_scoped = scopes.is_cluster_scoped(&parsed.group, &parsed.kind);
+    let declared_ns = parsed.value.pointer("/metadata/namespace").and_then(Value::as_str).map(str::to_string);
+    let object_ns = if cluster_scoped {
+        if let Some(ns) = declared_ns.filter(|ns| !ns.is_empty()) {
+            return Err(reject(format!("is cluster-scoped but names namespace `{ns}`")));
+        }
+        None
+    } else {
+        match declared_ns.as_deref() {
+            None | Some("") => {
+                parsed.value["metadata"]["namespace"] = Value::String(namespace.to_string());
+            }
+            Some(ns) if ns == namespace => {}
+            Some(ns) => {
+                return Err(reject(format!("is in namespace `{ns}`, outside the agent namespace `{namespace}`")));
+            }
+        }
+        Some(namespace.to_string())
+    };
+
+    check_rbac(&parsed.group, &parsed.kind, &parsed.value, own_roles).map_err(reject)?;
+
+    Ok(ObjectKey { rank: rank(&parsed.group, &parsed.kind), api_version, kind: parsed.kind.clone(), namespace: object_ns, name })
+}
+
+/// RBAC objects: bindings only to the feature's own roles; roles without
+/// wildcards or escalation verbs.
+fn check_rbac(group: &str, kind: &str, value: &Value, own_roles: &BTreeSet<(String, String)>) -> Result<(), String> {
+    if group != "rbac.authorization.k8s.io" {
+        return Ok(());
+    }
+    match kind {
+        "ClusterRoleBinding" | "RoleBinding" => {
+            let role_kind = value.pointer("/roleRef/kind").and_then(Value::as_str).unwrap_or_default();
+            let role_name = value.pointer("/roleRef/name").and_then(Value::as_str).unwrap_or_default();
+            if !own_roles.contains(&(role_kind.to_string(), role_name.to_string())) {
+                return Err(format!(
+                    "binds {role_kind} `{role_name}`, which this feature did not contribute (features may only bind their own roles)"
+                ));
+            }
+        }
+        "ClusterRole" | "Role" => {
+            if value.get("aggregationRule").is_some() {
+                return Err("aggregated roles are not allowed".into());
+            }
+            let rules = value.get("rules").and_then(Value::as_array).cloned().unwrap_or_default();
+            for (i, rule) in rules.iter().enumerate() {
+                for field in ["verbs", "resources", "apiGroups", "nonResourceURLs"] {
+                    let values = rule.get(field).and_then(Value::as_array).cloned().unwrap_or_default();
+                    if values.iter().any(|v| v == "*") {
+                        return Err(format!("rules[{i}].{field} contains a wildcard"));
+                    }
+                    if field == "verbs" {
+                        if let Some(v) = values.iter().filter_map(Value::as_str).find(|v| ESCALATION_VERBS.contains(v)) {
+                            return Err(format!("rules[{i}].verbs grants `{v}`"));
+                        }
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Roles (kind, name) a feature contributes, which it may bind.
+pub fn own_roles(parsed: &[Parsed]) -> BTreeSet<(String, String)> {
+    parsed
+        .iter()
+        .filter(|p| p.group == "rbac.authorization.k8s.io" && (p.kind == "Role" || p.kind == "ClusterRole"))
+        .filter_map(|p| p.value["metadata"]["name"].as_str().map(|n| (p.kind.clone(), n.to_string())))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn admit_one(doc: Value, own_roles: &[(&str, &str)]) -> Result<ObjectKey, ObjectRejection> {
+        let mut parsed = parse(0, &doc.to_string())?;
+        let roles = own_roles.iter().map(|(k, n)| (k.to_string(), n.to_string())).collect();
+        admit(&mut parsed, "security-system", &Scopes::new(), &Grant::with_extra(&[]), &BTreeSet::new(), &roles)
+    }
+
+    #[test]
+    fn namespaced_objects_default_to_the_agent_namespace() {
+        let key = admit_one(json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"}}), &[]).unwrap();
+        assert_eq!(key.namespace.as_deref(), Some("security-system"));
+    }
+
+    #[test]
+    fn other_namespace_is_refused() {
+        let err = admit_one(json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x","namespace":"kube-system"}}), &[]).unwrap_err();
+        assert!(err.reason.contains("outside the agent namespace"), "{err}");
+    }
+
+    #[test]
+    fn secrets_need_a_grant() {
+        let err = admit_one(json!({"apiVersion":"v1","kind":"Secret","metadata":{"name":"x"}}), &[]).unwrap_err();
+        assert!(err.reason.contains("kind Secret is not granted"), "{err}");
+        let mut parsed = parse(0, &json!({"apiVersion":"v1","kind":"Secret","metadata":{"name":"x"}}).to_string()).unwrap();
+        let granted = Grant::with_extra(&["Secret".to_string()]);
+        assert!(admit(&mut parsed, "ns", &Scopes::new(), &granted, &BTreeSet::new(), &BTreeSet::new()).is_ok());
+    }
+
+    #[test]
+    fn binding_cluster_admin_is_refused() {
+        let binding = json!({"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRoleBinding","metadata":{"name":"b"},
+            "roleRef":{"kind":"ClusterRole","name":"cluster-admin"},"subjects":[]});
+        let err = admit_one(binding.clone(), &[]).unwrap_err();
+        assert!(err.reason.contains("cluster-admin"), "{err}");
+        let own = json!({"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRoleBinding","metadata":{"name":"b"},
+            "roleRef":{"kind":"ClusterRole","name":"mine"},"subjects":[]});
+        assert!(admit_one(own, &[("ClusterRole", "mine")]).is_ok());
+    }
+
+    #[test]
+    fn wildcard_and_escalation_rules_are_refused() {
+        let role = |rules: Value| json!({"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRole","metadata":{"name":"r"},"rules":rules});
+        assert!(admit_one(role(json!([{"apiGroups":[""],"resources":["*"],"verbs":["get"]}])), &[]).is_err());
+        assert!(admit_one(role(json!([{"apiGroups":["rbac.authorization.k8s.io"],"resources":["clusterroles"],"verbs":["escalate"]}])), &[]).is_err());
+        assert!(admit_one(role(json!([{"apiGroups":[""],"resources":["pods"],"verbs":["get","list"]}])), &[]).is_ok());
+    }
+
+    #[test]
+    fn unparseable_and_nameless_documents_are_refused() {
+        assert!(parse(0, "nope").unwrap_err().reason.starts_with("not JSON"));
+        assert_eq!(parse(1, r#"{"kind":"ConfigMap"}"#).unwrap_err().reason, "missing apiVersion");
+        assert_eq!(parse(2, r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{}}"#).unwrap_err().reason, "missing metadata.name");
+    }
+}
