@@ -1,1 +1,83 @@
-fn main(){}
+//! `cargo xtask <task>`: the project's build, test and benchmark entry points.
+//!
+//! Kept to plain `std::process::Command` so it builds in seconds.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+const USAGE: &str = "\
+usage: cargo xtask <task>
+
+tasks:
+  test             the whole test suite (what CI runs)
+  bench            benchmarks; figures go in docs/benchmarks.md
+  crd              regenerate deploy/crds/ from the Rust types
+  golden           rewrite test/fixtures/golden/ from the current render
+  build-features   build the feature components (target/wasm-features/wasm32-wasip2/wasm)
+";
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+fn run(mut cmd: Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    let status = cmd.status().with_context(|| format!("starting {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed with {status}");
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("test") => {
+            let mut cmd = cargo();
+            cmd.args(["test", "--workspace", "--locked", "--no-fail-fast"]).args(&args[1..]);
+            run(cmd)
+        }
+        Some("bench") => {
+            let mut cmd = cargo();
+            cmd.args(["bench", "--locked", "-p", "secop-engine", "--bench", "render"]);
+            run(cmd)
+        }
+        Some("crd") => {
+            let out = cargo().args(["run", "--quiet", "--locked", "-p", "secop", "--", "crd"]).output()?;
+            if !out.status.success() {
+                bail!("secop crd failed: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            let path = root().join("deploy/crds/security.example.io_securityagents.yaml");
+            std::fs::write(&path, out.stdout)?;
+            println!("wrote {}", path.display());
+            Ok(())
+        }
+        Some("golden") => {
+            let mut cmd = cargo();
+            cmd.args(["test", "--locked", "-p", "secop-engine", "--test", "render"]).env("UPDATE_GOLDEN", "1");
+            run(cmd)
+        }
+        Some("build-features") => {
+            // The embedding build script does exactly this; run it directly.
+            let mut cmd = cargo();
+            cmd.args(["build", "--locked", "--profile", "wasm", "--target", "wasm32-wasip2", "--lib"])
+                .env("CARGO_TARGET_DIR", root().join("target/wasm-features"));
+            for package in ["feature-otel-pipeline", "feature-falco", "feature-tetragon", "feature-osquery", "feature-trivy", "feature-hostile"] {
+                cmd.args(["-p", package]);
+            }
+            run(cmd)
+        }
+        _ => {
+            eprint!("{USAGE}");
+            bail!("unknown or missing task")
+        }
+    }
+}

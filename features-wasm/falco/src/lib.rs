@@ -109,7 +109,7 @@ const SA_TOKEN_RULE: &str = r#"- rule: Read service account token in container
   tags: [container, k8s, mitre_credential_access, T1552.001]
 "#;
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Falco {
     ctx: Context,
     config: FalcoConfig,

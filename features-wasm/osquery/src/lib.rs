@@ -38,7 +38,7 @@ impl Default for OsqueryConfig {
     }
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Osquery {
     ctx: Context,
     config: OsqueryConfig,

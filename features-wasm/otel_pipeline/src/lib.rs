@@ -54,7 +54,7 @@ impl Default for PipelineConfig {
     }
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct OtelPipeline {
     ctx: Context,
     config: PipelineConfig,

@@ -53,7 +53,7 @@ impl Default for TetragonConfig {
     }
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Tetragon {
     ctx: Context,
     config: TetragonConfig,

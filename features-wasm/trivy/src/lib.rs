@@ -63,7 +63,7 @@ fn valid_schedule(schedule: &str) -> bool {
     fields.len() == 5 && fields.iter().all(|f| f.chars().all(|c| c.is_ascii_alphanumeric() || "*/,-?".contains(c)))
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Trivy {
     ctx: Context,
     config: TrivyConfig,

@@ -177,7 +177,7 @@ impl Default for IndexSpec {
     }
 }
 
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OverrideSpec {
     /// Applies to every node agent (DaemonSet); per-tool entries win.
@@ -186,6 +186,33 @@ pub struct OverrideSpec {
     /// Per-tool overrides, keyed by tool (`falco`, `otelGateway`, ...).
     #[serde(flatten)]
     pub components: BTreeMap<String, ComponentOverride>,
+}
+
+/// Written by hand because `#[serde(flatten)]` would lose the path of a
+/// bad field (`spec.override.falco.tolerations` would become `spec.override`).
+impl<'de> Deserialize<'de> for OverrideSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = OverrideSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map from `nodeAgent` or a tool name to a workload override")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<OverrideSpec, A::Error> {
+                let mut spec = OverrideSpec::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    let value = map.next_value::<ComponentOverride>()?;
+                    if key == "nodeAgent" {
+                        spec.node_agent = Some(value);
+                    } else {
+                        spec.components.insert(key, value);
+                    }
+                }
+                Ok(spec)
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]

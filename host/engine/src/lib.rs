@@ -13,6 +13,7 @@
 //! the cause; the other features are unaffected (the operator then keeps the
 //! failed feature's previously applied objects).
 
+pub mod instance;
 pub mod objects;
 pub mod otel;
 pub mod overrides;
@@ -23,7 +24,9 @@ use std::time::Duration;
 
 use secop_api::{SecurityAgent, SpecError};
 use secop_feature_sdk::model as m;
-use secop_runtime::{CallError, ClusterAccess, Instance, Limits, LoadError, Module, ReadableObject, Runtime};
+use secop_runtime::{CallError, ClusterAccess, Limits, LoadError, Module, ReadableObject, Runtime};
+
+pub use crate::instance::{FeatureInstance, NativeFactory};
 use serde_json::{json, Value};
 
 use crate::objects::{Grant, ObjectKey, ObjectRejection, Scopes};
@@ -37,10 +40,36 @@ pub const FEATURE_LABEL: &str = "security.example.io/feature";
 /// The operator image used when none is configured (Jobs run `secop`).
 pub const DEFAULT_OPERATOR_IMAGE: &str = "ghcr.io/example/security-operator:0.1.0";
 
+/// Where a feature's code comes from.
+#[derive(Clone)]
+pub enum Entry {
+    /// A WASM component, run in the sandbox (the operator's only kind).
+    Wasm(Module),
+    /// The same feature compiled into the host (benchmarks and tests).
+    Native { metadata: m::Metadata, factory: NativeFactory },
+}
+
+impl Entry {
+    pub fn metadata(&self) -> &m::Metadata {
+        match self {
+            Entry::Wasm(module) => &module.metadata,
+            Entry::Native { metadata, .. } => metadata,
+        }
+    }
+
+    /// sha256 of the component; None for native features.
+    pub fn digest(&self) -> Option<&str> {
+        match self {
+            Entry::Wasm(module) => Some(&module.digest),
+            Entry::Native { .. } => None,
+        }
+    }
+}
+
 /// The loaded feature modules by feature name.
 pub struct Registry {
     runtime: Arc<Runtime>,
-    modules: BTreeMap<String, Module>,
+    modules: BTreeMap<String, Entry>,
 }
 
 /// A module that failed to load at startup, kept so status can report it.
@@ -56,7 +85,7 @@ impl Registry {
         let mut registry = Self { runtime, modules: BTreeMap::new() };
         for (id, bytes) in secop_builtin::MODULES {
             let module = registry.runtime.load(id, bytes).map_err(|error| RegistryError { feature: id.to_string(), error })?;
-            registry.modules.insert(id.to_string(), module);
+            registry.modules.insert(id.to_string(), Entry::Wasm(module));
         }
         Ok(registry)
     }
@@ -75,15 +104,21 @@ impl Registry {
     pub fn load(&mut self, origin: &str, bytes: &[u8]) -> Result<String, LoadError> {
         let module = self.runtime.load(origin, bytes)?;
         let id = module.metadata.id.clone();
-        self.modules.insert(id.clone(), module);
+        self.modules.insert(id.clone(), Entry::Wasm(module));
         Ok(id)
     }
 
     pub fn insert(&mut self, module: Module) {
-        self.modules.insert(module.metadata.id.clone(), module);
+        self.modules.insert(module.metadata.id.clone(), Entry::Wasm(module));
     }
 
-    pub fn get(&self, name: &str) -> Option<&Module> {
+    /// Register a natively compiled feature under the id it declares.
+    pub fn insert_native(&mut self, factory: NativeFactory) {
+        let metadata = factory().metadata();
+        self.modules.insert(metadata.id.clone(), Entry::Native { metadata, factory });
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Entry> {
         self.modules.get(name)
     }
 
@@ -150,7 +185,7 @@ impl FeatureReport {
 /// A feature instance kept for `assess` after apply.
 pub struct LiveFeature {
     pub name: String,
-    pub instance: Instance,
+    pub instance: FeatureInstance,
 }
 
 /// The desired state of one agent.
@@ -224,7 +259,7 @@ struct Contribution {
     index: usize,
     documents: Vec<String>,
     collector: Option<m::CollectorSlots>,
-    instance: Instance,
+    instance: FeatureInstance,
 }
 
 /// Compute the desired state of `agent`. Spec-level errors (bad overrides)
@@ -240,8 +275,8 @@ pub fn render(registry: &Registry, agent: &SecurityAgent, options: &RenderOption
         .map(|f| FeatureReport {
             name: f.name.clone(),
             enabled: f.enabled,
-            priority: registry.get(&f.name).map_or(u32::MAX, |m| m.metadata.priority),
-            module_digest: registry.get(&f.name).map(|m| m.digest.clone()),
+            priority: registry.get(&f.name).map_or(u32::MAX, |e| e.metadata().priority),
+            module_digest: registry.get(&f.name).and_then(|e| e.digest().map(str::to_string)),
             diagnostics: vec![],
             error: None,
             receiver: None,
@@ -396,7 +431,7 @@ pub fn render(registry: &Registry, agent: &SecurityAgent, options: &RenderOption
     Ok(Rendered { objects, owners, features: reports, warnings, live })
 }
 
-type FeatureOutput = (Vec<m::Diagnostic>, Option<m::OtelReceiver>, Vec<String>, Option<m::CollectorSlots>, Instance);
+type FeatureOutput = (Vec<m::Diagnostic>, Option<m::OtelReceiver>, Vec<String>, Option<m::CollectorSlots>, FeatureInstance);
 
 /// configure → contribute → otel-config → collector for one feature.
 fn run_feature(
@@ -405,14 +440,19 @@ fn run_feature(
     ctx: &m::Context,
     options: &RenderOptions,
 ) -> Result<FeatureOutput, (Vec<m::Diagnostic>, FeatureError)> {
-    let Some(module) = registry.get(&spec.name) else {
+    let Some(entry) = registry.get(&spec.name) else {
         let available = registry.names().collect::<Vec<_>>().join(", ");
         return Err((vec![], FeatureError::Unknown { available }));
     };
-    let mut instance = registry
-        .runtime()
-        .instantiate(module, limits_of(spec), options.cluster.clone(), &ctx.namespace)
-        .map_err(|e| (vec![], e.into()))?;
+    let mut instance = match entry {
+        Entry::Wasm(module) => FeatureInstance::Wasm(
+            registry
+                .runtime()
+                .instantiate(module, limits_of(spec), options.cluster.clone(), &ctx.namespace)
+                .map_err(|e| (vec![], e.into()))?,
+        ),
+        Entry::Native { factory, .. } => FeatureInstance::native(&spec.name, *factory, options.cluster.clone()),
+    };
     let config = spec.config.as_ref().map_or_else(|| "{}".to_string(), Value::to_string);
     let diagnostics = match instance.configure(&config, ctx).map_err(|e| (vec![], e.into()))? {
         Ok(d) => d,

@@ -163,6 +163,7 @@ pub struct ObjectRejection {
 }
 
 /// A parsed, named object before scope checks.
+#[derive(Debug)]
 pub struct Parsed {
     pub index: usize,
     pub group: String,

@@ -139,6 +139,40 @@ pub struct ReadableObject {
     pub name: String,
 }
 
+/// The `cluster` import's capability scoping: a feature reads only the
+/// objects it contributed in this reconcile. Shared by the sandbox and by
+/// natively compiled features (benchmarks, tests).
+pub struct ScopedCluster {
+    feature: String,
+    cluster: Arc<dyn ClusterAccess>,
+    /// Objects contributed in this reconcile, with their namespace (None for
+    /// cluster-scoped). Reads of anything else are denied.
+    readable: HashMap<ReadableObject, Option<String>>,
+}
+
+impl ScopedCluster {
+    pub fn new(feature: &str, cluster: Arc<dyn ClusterAccess>) -> Self {
+        Self { feature: feature.to_string(), cluster, readable: HashMap::new() }
+    }
+
+    pub fn set_readable(&mut self, objects: impl IntoIterator<Item = (ReadableObject, Option<String>)>) {
+        self.readable = objects.into_iter().collect();
+    }
+}
+
+impl m::ClusterReader for ScopedCluster {
+    fn get(&self, api_version: &str, kind: &str, name: &str) -> Result<String, m::LookupError> {
+        let key = ReadableObject { api_version: api_version.to_string(), kind: kind.to_string(), name: name.to_string() };
+        let Some(namespace) = self.readable.get(&key) else {
+            return Err(m::LookupError::Denied(format!(
+                "{kind} {api_version}/{name} was not contributed by feature `{}` in this reconcile",
+                self.feature
+            )));
+        };
+        self.cluster.get(api_version, kind, namespace.as_deref(), name)
+    }
+}
+
 /// What a Store carries: the WASI context, the scope of cluster reads and
 /// the resource accounting.
 struct HostState {
@@ -147,11 +181,8 @@ struct HostState {
     table: ResourceTable,
     stderr: MemoryOutputPipe,
     limiter: MemoryLimiter,
-    cluster: Arc<dyn ClusterAccess>,
+    cluster: ScopedCluster,
     namespace: String,
-    /// Objects contributed in this reconcile, with their namespace (None for
-    /// cluster-scoped). Reads of anything else are denied.
-    readable: HashMap<ReadableObject, Option<String>>,
 }
 
 impl WasiView for HostState {
@@ -174,16 +205,8 @@ impl logging::Host for HostState {
 
 impl cluster::Host for HostState {
     fn get(&mut self, api_version: String, kind: String, name: String) -> Result<String, cluster::LookupError> {
-        let key = ReadableObject { api_version, kind, name };
-        let Some(namespace) = self.readable.get(&key) else {
-            return Err(cluster::LookupError::Denied(format!(
-                "{} {}/{} was not contributed by feature `{}` in this reconcile",
-                key.kind, key.api_version, key.name, self.feature
-            )));
-        };
-        self.cluster
-            .get(&key.api_version, &key.kind, namespace.as_deref(), &key.name)
-            .map_err(|e| match e {
+        use m::ClusterReader as _;
+        self.cluster.get(&api_version, &kind, &name).map_err(|e| match e {
                 m::LookupError::Denied(why) => cluster::LookupError::Denied(why),
                 m::LookupError::NotFound => cluster::LookupError::NotFound,
                 m::LookupError::Unavailable(why) => cluster::LookupError::Unavailable(why),
@@ -390,9 +413,8 @@ impl Runtime {
             table: ResourceTable::new(),
             stderr,
             limiter: MemoryLimiter { limit: limits.memory_bytes, hit: false },
-            cluster,
+            cluster: ScopedCluster::new(&module.metadata.id, cluster),
             namespace: namespace.to_string(),
-            readable: HashMap::new(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -594,7 +616,7 @@ impl Instance {
     /// Allow `assess` to read these objects (what the feature contributed
     /// and the host accepted), and nothing else.
     pub fn set_readable(&mut self, objects: impl IntoIterator<Item = (ReadableObject, Option<String>)>) {
-        self.store.data_mut().readable = objects.into_iter().collect();
+        self.store.data_mut().cluster.set_readable(objects);
     }
 
     /// The agent namespace this instance was created for.

@@ -34,7 +34,7 @@ struct HostileConfig {
     mode: Mode,
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Hostile {
     mode: Mode,
     namespace: String,

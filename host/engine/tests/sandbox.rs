@@ -1,0 +1,117 @@
+//! A hostile feature in the same render as well-behaved ones: each kind of
+//! misbehaviour ends in an error naming the feature and the cause, and the
+//! other features still produce their objects.
+
+mod common;
+
+use common::*;
+use secop_engine::{FeatureError, Registry};
+use secop_runtime::CallError;
+use serde_json::json;
+
+fn registry_with_hostile() -> Registry {
+    let mut registry = registry();
+    let path = secop_builtin::artifact_path("feature_hostile");
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (built by secop-builtin's build script)", path.display()));
+    let id = registry.load("feature_hostile.wasm", &bytes).expect("hostile module loads");
+    assert_eq!(id, "hostile");
+    registry
+}
+
+/// Render the minimal sample plus the hostile feature in `mode`.
+fn render_hostile(registry: &Registry, mode: &str, memory_mib: Option<u32>) -> secop_engine::Rendered {
+    let mut agent = sample("securityagent_minimal.yaml");
+    let mut feature: secop_api::FeatureSpec = serde_json::from_value(json!({ "name": "hostile", "config": { "mode": mode } })).unwrap();
+    if let Some(mib) = memory_mib {
+        feature.limits = Some(secop_api::FeatureLimits { memory_mib: Some(mib), timeout_millis: Some(5000) });
+    }
+    agent.spec.features.push(feature);
+    render(registry, &agent)
+}
+
+fn hostile_error(rendered: &secop_engine::Rendered) -> (FeatureError, String) {
+    let report = rendered.features.iter().find(|f| f.name == "hostile").unwrap();
+    let error = report.error.clone().expect("the hostile feature must fail");
+    let line = report.error_line().unwrap();
+    assert!(line.starts_with("feature `hostile`: "), "{line}");
+    // The well-behaved features are untouched.
+    for good in ["otel_pipeline", "falco"] {
+        let r = rendered.features.iter().find(|f| f.name == good).unwrap();
+        assert!(r.error.is_none(), "{good}: {:?}", r.error);
+    }
+    assert!(find(rendered, "DaemonSet", "falco").is_some());
+    assert!(find(rendered, "Deployment", "otel-gateway").is_some());
+    assert!(rendered.owners.values().all(|owner| owner != "hostile"), "a failed feature contributes nothing");
+    (error, line)
+}
+
+#[test]
+fn benign_mode_contributes_normally() {
+    let registry = registry_with_hostile();
+    let rendered = render_hostile(&registry, "benign", None);
+    assert!(rendered.failed().next().is_none());
+    assert!(find(&rendered, "ConfigMap", "hostile").is_some());
+}
+
+#[test]
+fn infinite_loop_hits_the_deadline() {
+    let (error, line) = hostile_error(&render_hostile(&registry_with_hostile(), "loop-in-configure", None));
+    assert!(matches!(error, FeatureError::Sandbox(CallError::Timeout { call: "configure", .. })), "{line}");
+    assert!(line.contains("deadline"), "{line}");
+}
+
+#[test]
+fn unbounded_memory_hits_the_memory_limit() {
+    let (error, line) = hostile_error(&render_hostile(&registry_with_hostile(), "unbounded-memory", None));
+    assert!(matches!(error, FeatureError::Sandbox(CallError::MemoryLimit { call: "contribute", limit_bytes: 67108864 })), "{line}");
+}
+
+#[test]
+fn panic_is_a_trap_with_the_panic_message() {
+    let (error, line) = hostile_error(&render_hostile(&registry_with_hostile(), "panic", None));
+    assert!(matches!(error, FeatureError::Sandbox(CallError::Trap { call: "contribute", .. })), "{line}");
+    assert!(line.contains("hostile feature panics on purpose"), "{line}");
+}
+
+#[test]
+fn hundred_megabytes_of_output_is_refused() {
+    // Within the default 64 MiB the guest cannot even build it...
+    let (error, line) = hostile_error(&render_hostile(&registry_with_hostile(), "huge-output", None));
+    assert!(matches!(error, FeatureError::Sandbox(CallError::MemoryLimit { .. })), "{line}");
+    // ...and with room to build it, the host refuses to take it.
+    let (error, line) = hostile_error(&render_hostile(&registry_with_hostile(), "huge-output", Some(1024)));
+    assert!(matches!(error, FeatureError::Sandbox(CallError::OutputTooLarge { call: "contribute", .. })), "{line}");
+}
+
+#[test]
+fn invalid_objects_are_rejected() {
+    let (error, line) = hostile_error(&render_hostile(&registry_with_hostile(), "invalid-object", None));
+    assert!(matches!(error, FeatureError::Rejected(_)), "{line}");
+    assert!(line.contains("object #0") && line.contains("not JSON"), "{line}");
+}
+
+#[test]
+fn objects_in_other_namespaces_are_rejected() {
+    let (_, line) = hostile_error(&render_hostile(&registry_with_hostile(), "other-namespace", None));
+    assert!(line.contains("ConfigMap escaped") && line.contains("outside the agent namespace `security-system`"), "{line}");
+}
+
+#[test]
+fn binding_cluster_admin_is_rejected() {
+    let (_, line) = hostile_error(&render_hostile(&registry_with_hostile(), "cluster-admin-binding", None));
+    assert!(line.contains("binds ClusterRole `cluster-admin`"), "{line}");
+}
+
+#[test]
+fn ungranted_kinds_are_rejected() {
+    let (_, line) = hostile_error(&render_hostile(&registry_with_hostile(), "ungranted-secret", None));
+    assert!(line.contains("kind Secret is not granted"), "{line}");
+}
+
+#[test]
+fn a_core_module_is_refused_as_not_a_component() {
+    let registry = registry();
+    let core_module = b"\0asm\x01\0\0\0";
+    let err = Registry::empty(registry.runtime().clone()).load("plain.wasm", core_module).unwrap_err();
+    assert!(err.to_string().contains("module `plain.wasm` is a core WebAssembly module, not a component"), "{err}");
+}

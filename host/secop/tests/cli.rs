@@ -1,0 +1,119 @@
+//! `secop` as a user runs it: the README's main command, and bad input that
+//! must fail with a message naming the field or module.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
+}
+
+fn secop(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_secop"))
+        .args(args)
+        .env("SECOP_CACHE_DIR", Path::new(env!("CARGO_TARGET_TMPDIR")).join("secop-cli-cache"))
+        .current_dir(repo(""))
+        .output()
+        .expect("run secop")
+}
+
+fn render_bad(fixture: &str) -> (i32, String, String) {
+    let path = repo("test/fixtures/bad").join(fixture);
+    let out = secop(&["render", "-f", path.to_str().unwrap()]);
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+#[test]
+fn readme_main_command_renders_the_full_sample() {
+    let out = secop(&["render", "-f", "deploy/samples/securityagent_full.yaml"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&stdout)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .filter(|d: &serde_yaml::Value| !d.is_null())
+        .collect();
+    let has = |kind: &str, name: &str| docs.iter().any(|d| d["kind"].as_str() == Some(kind) && d["metadata"]["name"].as_str() == Some(name));
+    for (kind, name) in [
+        ("DaemonSet", "falco"),
+        ("DaemonSet", "tetragon"),
+        ("DaemonSet", "osquery"),
+        ("DaemonSet", "otel-node"),
+        ("Deployment", "otel-gateway"),
+        ("TracingPolicy", "container-escape-monitor"),
+        ("ConfigMap", "osquery-pack-scope-minimal"),
+        ("ConfigMap", "otel-node-config"),
+        ("ConfigMap", "otel-gateway-config"),
+        ("CronJob", "trivy-es-sync"),
+    ] {
+        assert!(has(kind, name), "missing {kind} {name}");
+    }
+    assert!(docs.len() > 40, "{} documents", docs.len());
+}
+
+#[test]
+fn json_output_and_feature_filter() {
+    let out = secop(&["render", "-f", "deploy/samples/securityagent_full.yaml", "-o", "json", "--feature", "tetragon"]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["features"].as_array().unwrap().len(), 1);
+    let objects = v["objects"].as_array().unwrap();
+    assert!(objects.iter().all(|o| o["metadata"]["labels"]["security.example.io/feature"] == "tetragon"));
+    assert!(objects.iter().any(|o| o["kind"] == "TracingPolicy"));
+}
+
+#[test]
+fn wrong_type_in_a_feature_config_names_the_feature_and_field() {
+    let (code, stdout, stderr) = render_bad("wrong-type-in-feature-config.yaml");
+    assert_eq!(code, 1);
+    assert!(stdout.is_empty(), "nothing is printed for a failed render");
+    assert!(stderr.contains("feature `osquery`: invalid config: config.intervalSeconds: invalid type: string \"x\""), "{stderr}");
+}
+
+#[test]
+fn unknown_feature_is_named_with_the_alternatives() {
+    let (code, _, stderr) = render_bad("unknown-feature.yaml");
+    assert_eq!(code, 1);
+    assert!(stderr.contains("feature `falcon`: unknown feature (available: falco, osquery, otel_pipeline, tetragon, trivy)"), "{stderr}");
+}
+
+#[test]
+fn duplicate_feature_is_named() {
+    let (code, _, stderr) = render_bad("duplicate-feature.yaml");
+    assert_eq!(code, 1);
+    assert!(stderr.contains("spec.features[2].name: duplicate feature `falco` (also spec.features[0])"), "{stderr}");
+}
+
+#[test]
+fn negative_replicas_are_named() {
+    let (code, _, stderr) = render_bad("negative-replicas.yaml");
+    assert_eq!(code, 1);
+    assert!(stderr.contains("spec.override.otelGateway.replicas: must be >= 0, got -2"), "{stderr}");
+}
+
+#[test]
+fn wrong_type_in_the_spec_is_named() {
+    let (code, _, stderr) = render_bad("wrong-type-in-spec.yaml");
+    assert_eq!(code, 1);
+    assert!(stderr.contains("spec.features[0].enabled: invalid type"), "{stderr}");
+}
+
+#[test]
+fn unknown_tracing_policy_is_named() {
+    let (code, _, stderr) = render_bad("unknown-tracing-policy.yaml");
+    assert_eq!(code, 1);
+    assert!(stderr.contains("feature `tetragon`: invalid config: config.policies[1]: unknown TracingPolicy `kernel-rootkit-hunter`"), "{stderr}");
+}
+
+#[test]
+fn crd_file_in_deploy_is_current() {
+    let out = secop(&["crd"]);
+    assert!(out.status.success());
+    let path = repo("deploy/crds/security.example.io_securityagents.yaml");
+    let current = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        current == String::from_utf8_lossy(&out.stdout),
+        "{} is stale: regenerate it with `cargo run -p secop -- crd > {}`",
+        path.display(),
+        path.display()
+    );
+}
