@@ -7,6 +7,8 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+mod cluster;
+
 const USAGE: &str = "\
 usage: cargo xtask <task>
 
@@ -16,6 +18,10 @@ tasks:
   crd              regenerate deploy/crds/ from the Rust types
   golden           rewrite test/fixtures/golden/ from the current render
   build-features   build the feature components (target/wasm-features/wasm32-wasip2/wasm)
+  cluster build    build etcd, kube-apiserver/-controller-manager/-scheduler and kwok (cached)
+  cluster up       start the test control plane on loopback with 3 kwok nodes
+  cluster down     stop it
+  cluster env      print `export KUBECONFIG=...` for the running test cluster
 ";
 
 fn root() -> PathBuf {
@@ -75,6 +81,21 @@ fn main() -> Result<()> {
             }
             run(cmd)
         }
+        Some("cluster") => match args.get(1).map(String::as_str) {
+            Some("build") => cluster::build().map(|b| {
+                println!("etcd: {}\nkubernetes: {}\nkwok: {}", b.etcd.display(), b.kubernetes.display(), b.kwok.display())
+            }),
+            Some("up") => cluster::up(&root()),
+            Some("down") => cluster::down(&root()),
+            Some("env") => {
+                println!("export KUBECONFIG={}", cluster::kubeconfig(&root()).display());
+                Ok(())
+            }
+            _ => {
+                eprint!("{USAGE}");
+                bail!("cluster: build, up, down or env")
+            }
+        },
         _ => {
             eprint!("{USAGE}");
             bail!("unknown or missing task")

@@ -82,6 +82,15 @@ pub fn to_documents(objects: Vec<Value>) -> Vec<String> {
     objects.into_iter().map(|o| o.to_string()).collect()
 }
 
+/// The elements of an embedded JSON array (e.g. upstream CRDs), as
+/// documents, without building a value tree: large static manifests pass
+/// through the contract verbatim, and the host labels and checks them.
+pub fn embedded_documents(json_array: &str) -> Result<Vec<String>, String> {
+    let items: Vec<&serde_json::value::RawValue> =
+        serde_json::from_str(json_array).map_err(|e| format!("embedded manifest is not a JSON array: {e}"))?;
+    Ok(items.into_iter().map(|raw| raw.get().to_string()).collect())
+}
+
 /// Readiness of a DaemonSet the feature contributed, as a condition.
 ///
 /// Ready means the controller has seen the current generation and every

@@ -245,8 +245,7 @@ impl Feature for Tetragon {
         let files = self.config_files();
         let hash = k8s::content_hash(&files.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>());
         let role = ctx.cluster_scoped_name(NAME);
-        let mut objects: Vec<Value> = serde_json::from_str(CRDS).map_err(|e| format!("embedded crds.json: {e}"))?;
-        objects.extend([
+        let mut objects = vec![
             k8s::service_account(ctx, NAME, NAME),
             k8s::cluster_role(
                 &role,
@@ -259,7 +258,7 @@ impl Feature for Tetragon {
             k8s::cluster_role_binding(ctx, &role, NAME, &role, NAME),
             k8s::config_map(ctx, "tetragon-config", NAME, &files),
             self.daemonset(&hash),
-        ]);
+        ];
         for policy in &self.config.policies {
             match policy.as_str() {
                 "container-escape-monitor" => objects.push(container_escape_monitor()),
@@ -267,7 +266,9 @@ impl Feature for Tetragon {
                 _ => {} // process-exec: export setting only
             }
         }
-        Ok(to_documents(objects))
+        let mut documents = embedded_documents(CRDS)?;
+        documents.extend(to_documents(objects));
+        Ok(documents)
     }
 
     fn otel_config(&mut self) -> Option<OtelReceiver> {

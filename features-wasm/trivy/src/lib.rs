@@ -276,7 +276,6 @@ impl Feature for Trivy {
     fn contribute(&mut self) -> Result<Vec<String>, String> {
         let ctx = &self.ctx;
         let rbac: Value = serde_json::from_str(RBAC).map_err(|e| format!("embedded rbac.json: {e}"))?;
-        let crds: Vec<Value> = serde_json::from_str(CRDS).map_err(|e| format!("embedded crds.json: {e}"))?;
         let operator_config = self.operator_config_data();
         let main_config = self.operator_main_config_data();
         let trivy_config = self.trivy_config_data();
@@ -285,14 +284,7 @@ impl Feature for Trivy {
 
         let operator_role = ctx.cluster_scoped_name(OPERATOR);
         let sync_role = ctx.cluster_scoped_name(SYNC);
-        let mut objects: Vec<Value> = crds
-            .into_iter()
-            .map(|mut crd| {
-                // Keep upstream labels, add ours (the host adds ownership).
-                crd["metadata"]["labels"]["app.kubernetes.io/part-of"] = json!(k8s::PART_OF);
-                crd
-            })
-            .collect();
+        let mut objects = vec![];
         let mut operator_sa = k8s::service_account(ctx, OPERATOR, COMPONENT);
         operator_sa["automountServiceAccountToken"] = json!(true);
         objects.extend([
@@ -314,7 +306,10 @@ impl Feature for Trivy {
             k8s::cluster_role_binding(ctx, &sync_role, COMPONENT, &sync_role, SYNC),
             self.sync_cronjob(),
         ]);
-        Ok(to_documents(objects))
+        // The upstream CRDs pass through verbatim (crds.json, chart 0.28.1).
+        let mut documents = embedded_documents(CRDS)?;
+        documents.extend(to_documents(objects));
+        Ok(documents)
     }
 
     fn assess(&mut self, cluster: &dyn ClusterReader) -> Condition {

@@ -19,8 +19,8 @@ fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1e3)
 }
 
-fn time_renders(registry: &Registry, agent: &secop_api::SecurityAgent, iterations: usize) -> (Duration, Duration) {
-    let options = RenderOptions::default();
+fn time_renders(registry: &Registry, agent: &secop_api::SecurityAgent, iterations: usize, memoize: bool) -> (Duration, Duration) {
+    let options = RenderOptions { memoize, ..Default::default() };
     for _ in 0..20 {
         std::hint::black_box(secop_engine::render(registry, agent, &options).unwrap());
     }
@@ -84,11 +84,21 @@ fn main() {
     native.insert_native(|| Box::new(feature_tetragon::Tetragon::default()));
     native.insert_native(|| Box::new(feature_osquery::Osquery::default()));
     native.insert_native(|| Box::new(feature_trivy::Trivy::default()));
-    let (wasm_p50, wasm_p95) = time_renders(&wasm, &agent, iterations);
-    let (native_p50, native_p95) = time_renders(&native, &agent, iterations);
+    let (memo_p50, memo_p95) = time_renders(&wasm, &agent, iterations, true);
+    let (wasm_p50, wasm_p95) = time_renders(&wasm, &agent, iterations, false);
+    let (native_p50, native_p95) = time_renders(&native, &agent, iterations, false);
     println!("\nwarm desired state, full sample       p50          p95");
+    println!("  wasm, unchanged agent (memo) {:>11}   {:>11}", ms(memo_p50), ms(memo_p95));
+    println!("  every feature call executed:");
     println!("  wasm (sandboxed)             {:>11}   {:>11}", ms(wasm_p50), ms(wasm_p95));
     println!("  native (same features)       {:>11}   {:>11}", ms(native_p50), ms(native_p95));
+    let per_feature = |registry: &Registry| {
+        let options = RenderOptions { memoize: false, ..Default::default() };
+        let rendered = secop_engine::render(registry, &agent, &options).unwrap();
+        rendered.features.iter().map(|f| format!("{} {}", f.name, ms(f.call_time))).collect::<Vec<_>>().join(", ")
+    };
+    println!("  feature calls, wasm:   {}", per_feature(&wasm));
+    println!("  feature calls, native: {}", per_feature(&native));
     println!("  wasm/native ratio            {:>10.2}x   {:>10.2}x", wasm_p50.as_secs_f64() / native_p50.as_secs_f64(), wasm_p95.as_secs_f64() / native_p95.as_secs_f64());
 
     let _ = std::fs::remove_dir_all(cache_dir);

@@ -18,8 +18,8 @@ pub mod objects;
 pub mod otel;
 pub mod overrides;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use secop_api::{SecurityAgent, SpecError};
@@ -35,6 +35,7 @@ use crate::objects::{Grant, ObjectKey, ObjectRejection, Scopes};
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "security-operator";
 pub const OWNER_LABEL: &str = "security.example.io/owner";
+pub const OWNER_NAMESPACE_LABEL: &str = "security.example.io/owner-namespace";
 pub const FEATURE_LABEL: &str = "security.example.io/feature";
 
 /// The operator image used when none is configured (Jobs run `secop`).
@@ -70,6 +71,7 @@ impl Entry {
 pub struct Registry {
     runtime: Arc<Runtime>,
     modules: BTreeMap<String, Entry>,
+    memo: Memo,
 }
 
 /// A module that failed to load at startup, kept so status can report it.
@@ -82,7 +84,7 @@ pub struct RegistryError {
 impl Registry {
     /// A registry with the five embedded built-in modules.
     pub fn with_builtins(runtime: Arc<Runtime>) -> Result<Self, RegistryError> {
-        let mut registry = Self { runtime, modules: BTreeMap::new() };
+        let mut registry = Self { runtime, modules: BTreeMap::new(), memo: Memo::default() };
         for (id, bytes) in secop_builtin::MODULES {
             let module = registry.runtime.load(id, bytes).map_err(|error| RegistryError { feature: id.to_string(), error })?;
             registry.modules.insert(id.to_string(), Entry::Wasm(module));
@@ -92,7 +94,7 @@ impl Registry {
 
     /// An empty registry (tests, author tooling).
     pub fn empty(runtime: Arc<Runtime>) -> Self {
-        Self { runtime, modules: BTreeMap::new() }
+        Self { runtime, modules: BTreeMap::new(), memo: Memo::default() }
     }
 
     pub fn runtime(&self) -> &Arc<Runtime> {
@@ -173,6 +175,8 @@ pub struct FeatureReport {
     pub receiver: Option<m::OtelReceiver>,
     /// Keys of the objects this feature owns in the desired state.
     pub objects: Vec<ObjectKey>,
+    /// Time spent in the feature's calls (instantiate to collector).
+    pub call_time: Duration,
 }
 
 impl FeatureReport {
@@ -182,10 +186,15 @@ impl FeatureReport {
     }
 }
 
-/// A feature instance kept for `assess` after apply.
+/// A feature whose objects made it into the desired state: enough to
+/// create a fresh, configured instance for `assess` after apply.
 pub struct LiveFeature {
     pub name: String,
-    pub instance: FeatureInstance,
+    entry: Entry,
+    limits: Limits,
+    config: String,
+    ctx: m::Context,
+    readable: Vec<(ReadableObject, Option<String>)>,
 }
 
 /// The desired state of one agent.
@@ -212,11 +221,15 @@ impl Rendered {
 pub struct RenderOptions {
     pub operator_image: String,
     pub cluster: Arc<dyn ClusterAccess>,
+    /// Reuse a feature's output while its module, config, limits and
+    /// context are unchanged (see [`Memo`]). Off only to measure the full
+    /// computation.
+    pub memoize: bool,
 }
 
 impl Default for RenderOptions {
     fn default() -> Self {
-        Self { operator_image: DEFAULT_OPERATOR_IMAGE.to_string(), cluster: Arc::new(secop_runtime::NoCluster) }
+        Self { operator_image: DEFAULT_OPERATOR_IMAGE.to_string(), cluster: Arc::new(secop_runtime::NoCluster), memoize: true }
     }
 }
 
@@ -254,12 +267,54 @@ fn limits_of(spec: &secop_api::FeatureSpec) -> Limits {
     limits
 }
 
-/// What one feature produced before cross-feature checks.
-struct Contribution {
-    index: usize,
-    documents: Vec<String>,
+/// What a feature produced from its calls, before cross-feature checks.
+#[derive(Clone)]
+struct Output {
+    diagnostics: Vec<m::Diagnostic>,
+    receiver: Option<m::OtelReceiver>,
     collector: Option<m::CollectorSlots>,
-    instance: FeatureInstance,
+    /// The contributed documents, parsed; or the first unparseable one.
+    parsed: Result<Vec<objects::Parsed>, ObjectRejection>,
+}
+
+/// Outputs of features, reused while the module, config, limits and
+/// context are unchanged: a feature's calls are a function of those inputs,
+/// so a reconcile of an unchanged agent runs no feature code at all. One
+/// entry per (agent, feature), replaced on change; failures are not kept.
+#[derive(Default)]
+pub struct Memo {
+    entries: Mutex<HashMap<(String, String), (String, Arc<Output>)>>,
+}
+
+impl Memo {
+    fn get(&self, slot: &(String, String), key: &str) -> Option<Arc<Output>> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.get(slot).filter(|(k, _)| k == key).map(|(_, o)| o.clone())
+    }
+
+    fn put(&self, slot: (String, String), key: String, output: Arc<Output>) {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).insert(slot, (key, output));
+    }
+
+    /// Forget everything (benchmarks, module swaps are keyed anyway).
+    pub fn clear(&self) {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+impl Registry {
+    pub fn memo(&self) -> &Memo {
+        &self.memo
+    }
+}
+
+fn memo_key(entry: &Entry, limits: Limits, config: &str, ctx: &m::Context) -> String {
+    format!(
+        "{}\n{:?}\n{config}\n{}",
+        entry.digest().unwrap_or("native"),
+        limits,
+        serde_json::to_string(ctx).unwrap_or_default()
+    )
 }
 
 /// Compute the desired state of `agent`. Spec-level errors (bad overrides)
@@ -268,6 +323,7 @@ struct Contribution {
 pub fn render(registry: &Registry, agent: &SecurityAgent, options: &RenderOptions) -> Result<Rendered, SpecError> {
     secop_api::validate(&agent.spec)?;
     let ctx = context(agent, options);
+    let agent_id = format!("{}/{}", ctx.namespace, ctx.agent_name);
     let mut reports: Vec<FeatureReport> = agent
         .spec
         .features
@@ -281,6 +337,7 @@ pub fn render(registry: &Registry, agent: &SecurityAgent, options: &RenderOption
             error: None,
             receiver: None,
             objects: vec![],
+            call_time: Duration::ZERO,
         })
         .collect();
 
@@ -288,15 +345,34 @@ pub fn render(registry: &Registry, agent: &SecurityAgent, options: &RenderOption
     let mut order: Vec<usize> = (0..reports.len()).filter(|&i| reports[i].enabled).collect();
     order.sort_by(|&a, &b| (reports[a].priority, &reports[a].name).cmp(&(reports[b].priority, &reports[b].name)));
 
-    // 2. Configure and contribute, each in its own sandbox.
-    let mut contributions = vec![];
+    // 2. Configure and contribute, each in its own sandbox (or from the memo).
+    let mut outputs: Vec<(usize, Output, String)> = vec![];
     for i in order {
         let spec = &agent.spec.features[i];
-        match run_feature(registry, spec, &ctx, options) {
-            Ok((diagnostics, receiver, documents, collector, instance)) => {
-                reports[i].diagnostics = diagnostics;
-                reports[i].receiver = receiver;
-                contributions.push(Contribution { index: i, documents, collector, instance });
+        let Some(entry) = registry.get(&spec.name) else {
+            let available = registry.names().collect::<Vec<_>>().join(", ");
+            reports[i].error = Some(FeatureError::Unknown { available });
+            continue;
+        };
+        let config = spec.config.as_ref().map_or_else(|| "{}".to_string(), Value::to_string);
+        let limits = limits_of(spec);
+        let slot = (agent_id.clone(), spec.name.clone());
+        let key = memo_key(entry, limits, &config, &ctx);
+        let started = std::time::Instant::now();
+        let cached = if options.memoize { registry.memo.get(&slot, &key) } else { None };
+        let outcome = match cached {
+            Some(output) => Ok((*output).clone()),
+            None => run_feature(registry, entry, &spec.name, limits, &config, &ctx, options),
+        };
+        reports[i].call_time = started.elapsed();
+        match outcome {
+            Ok(output) => {
+                if options.memoize {
+                    registry.memo.put(slot, key, Arc::new(output.clone()));
+                }
+                reports[i].diagnostics = output.diagnostics.clone();
+                reports[i].receiver = output.receiver.clone();
+                outputs.push((i, output, config));
             }
             Err((diagnostics, error)) => {
                 reports[i].diagnostics = diagnostics;
@@ -309,27 +385,14 @@ pub fn render(registry: &Registry, agent: &SecurityAgent, options: &RenderOption
     // admitted, so custom resources get their scope right.
     let mut scopes = Scopes::new();
     let mut kinds_by_feature: BTreeMap<usize, BTreeSet<(String, String)>> = BTreeMap::new();
-    let mut parsed_by_feature = vec![];
-    for c in &contributions {
-        let mut parsed = vec![];
-        let mut rejection = None;
-        for (index, doc) in c.documents.iter().enumerate() {
-            match objects::parse(index, doc) {
-                Ok(p) => parsed.push(p),
-                Err(e) => {
-                    rejection = Some(e);
-                    break;
-                }
-            }
-        }
-        if rejection.is_none() {
+    for (index, output, _) in &outputs {
+        if let Ok(parsed) = &output.parsed {
             for p in parsed.iter().filter(|p| p.group == "apiextensions.k8s.io" && p.kind == "CustomResourceDefinition") {
                 if let Some(kind) = scopes.learn_crd(&p.value) {
-                    kinds_by_feature.entry(c.index).or_default().insert(kind);
+                    kinds_by_feature.entry(*index).or_default().insert(kind);
                 }
             }
         }
-        parsed_by_feature.push((parsed, rejection));
     }
 
     // Admit objects feature by feature; a feature with any rejected object
@@ -338,16 +401,20 @@ pub fn render(registry: &Registry, agent: &SecurityAgent, options: &RenderOption
     let mut owners: BTreeMap<ObjectKey, String> = BTreeMap::new();
     let mut live = vec![];
     let mut collector: Option<(String, m::CollectorSlots)> = None;
-    for (c, (mut parsed, rejection)) in contributions.into_iter().zip(parsed_by_feature) {
-        let report = &mut reports[c.index];
-        if let Some(r) = rejection {
-            report.error = Some(FeatureError::Rejected(r));
-            continue;
-        }
+    for (index, output, config) in outputs {
+        let report = &mut reports[index];
+        let mut parsed = match output.parsed {
+            Ok(parsed) => parsed,
+            Err(r) => {
+                report.error = Some(FeatureError::Rejected(r));
+                report.receiver = None;
+                continue;
+            }
+        };
         let grant = Grant::with_extra(&[]);
-        let own_kinds = kinds_by_feature.remove(&c.index).unwrap_or_default();
+        let own_kinds = kinds_by_feature.remove(&index).unwrap_or_default();
         let own_roles = objects::own_roles(&parsed);
-        let mut admitted = vec![];
+        let mut admitted: Vec<(ObjectKey, Value)> = vec![];
         let mut failure = None;
         for p in parsed.iter_mut() {
             match objects::admit(p, &ctx.namespace, &scopes, &grant, &own_kinds, &own_roles) {
@@ -356,7 +423,7 @@ pub fn render(registry: &Registry, agent: &SecurityAgent, options: &RenderOption
                         failure = Some(FeatureError::Conflict { object: key.to_string(), other: other.clone() });
                         break;
                     }
-                    if admitted.iter().any(|(k, _): &(ObjectKey, Value)| k == &key) {
+                    if admitted.iter().any(|(k, _)| k == &key) {
                         failure = Some(FeatureError::Rejected(ObjectRejection {
                             index: p.index,
                             object: Some(key.to_string()),
@@ -373,7 +440,7 @@ pub fn render(registry: &Registry, agent: &SecurityAgent, options: &RenderOption
             }
         }
         if failure.is_none() {
-            if let Some(slots) = c.collector {
+            if let Some(slots) = output.collector {
                 match &collector {
                     Some((other, _)) => failure = Some(FeatureError::SecondCollector { other: other.clone() }),
                     None => collector = Some((report.name.clone(), slots)),
@@ -385,17 +452,24 @@ pub fn render(registry: &Registry, agent: &SecurityAgent, options: &RenderOption
             report.receiver = None;
             continue;
         }
-        let mut instance = c.instance;
-        instance.set_readable(admitted.iter().map(|(k, _)| {
-            (ReadableObject { api_version: k.api_version.clone(), kind: k.kind.clone(), name: k.name.clone() }, k.namespace.clone())
-        }));
+        let spec = &agent.spec.features[index];
+        live.push(LiveFeature {
+            name: report.name.clone(),
+            entry: registry.get(&report.name).expect("entry exists").clone(),
+            limits: limits_of(spec),
+            config,
+            ctx: ctx.clone(),
+            readable: admitted
+                .iter()
+                .map(|(k, _)| (ReadableObject { api_version: k.api_version.clone(), kind: k.kind.clone(), name: k.name.clone() }, k.namespace.clone()))
+                .collect(),
+        });
         for (key, mut value) in admitted {
-            label(&mut value, &ctx.agent_name, &report.name);
+            label(&mut value, &ctx, &report.name);
             report.objects.push(key.clone());
             owners.insert(key.clone(), report.name.clone());
             desired.insert(key, value);
         }
-        live.push(LiveFeature { name: report.name.clone(), instance });
     }
 
     // 3. Collector configs from every healthy feature's receiver.
@@ -409,7 +483,7 @@ pub fn render(registry: &Registry, agent: &SecurityAgent, options: &RenderOption
         Some((pipeline, slots)) => {
             let synthesized = otel::synthesize(&ctx, slots, &receivers);
             for (key, mut value) in otel::attach(&ctx, slots, &synthesized, &receivers, &mut desired) {
-                label(&mut value, &ctx.agent_name, pipeline);
+                label(&mut value, &ctx, pipeline);
                 if let Some(report) = reports.iter_mut().find(|r| &r.name == pipeline) {
                     report.objects.push(key.clone());
                 }
@@ -431,30 +505,35 @@ pub fn render(registry: &Registry, agent: &SecurityAgent, options: &RenderOption
     Ok(Rendered { objects, owners, features: reports, warnings, live })
 }
 
-type FeatureOutput = (Vec<m::Diagnostic>, Option<m::OtelReceiver>, Vec<String>, Option<m::CollectorSlots>, FeatureInstance);
+/// A fresh instance of a registry entry.
+fn instantiate(
+    registry: &Registry,
+    entry: &Entry,
+    name: &str,
+    limits: Limits,
+    cluster: Arc<dyn ClusterAccess>,
+    namespace: &str,
+) -> Result<FeatureInstance, CallError> {
+    Ok(match entry {
+        Entry::Wasm(module) => FeatureInstance::Wasm(registry.runtime().instantiate(module, limits, cluster, namespace)?),
+        Entry::Native { factory, .. } => FeatureInstance::native(name, *factory, cluster),
+    })
+}
 
-/// configure → contribute → otel-config → collector for one feature.
+/// configure → contribute → otel-config → collector for one feature, then
+/// parse what it contributed.
 fn run_feature(
     registry: &Registry,
-    spec: &secop_api::FeatureSpec,
+    entry: &Entry,
+    name: &str,
+    limits: Limits,
+    config: &str,
     ctx: &m::Context,
     options: &RenderOptions,
-) -> Result<FeatureOutput, (Vec<m::Diagnostic>, FeatureError)> {
-    let Some(entry) = registry.get(&spec.name) else {
-        let available = registry.names().collect::<Vec<_>>().join(", ");
-        return Err((vec![], FeatureError::Unknown { available }));
-    };
-    let mut instance = match entry {
-        Entry::Wasm(module) => FeatureInstance::Wasm(
-            registry
-                .runtime()
-                .instantiate(module, limits_of(spec), options.cluster.clone(), &ctx.namespace)
-                .map_err(|e| (vec![], e.into()))?,
-        ),
-        Entry::Native { factory, .. } => FeatureInstance::native(&spec.name, *factory, options.cluster.clone()),
-    };
-    let config = spec.config.as_ref().map_or_else(|| "{}".to_string(), Value::to_string);
-    let diagnostics = match instance.configure(&config, ctx).map_err(|e| (vec![], e.into()))? {
+) -> Result<Output, (Vec<m::Diagnostic>, FeatureError)> {
+    let mut instance =
+        instantiate(registry, entry, name, limits, options.cluster.clone(), &ctx.namespace).map_err(|e| (vec![], e.into()))?;
+    let diagnostics = match instance.configure(config, ctx).map_err(|e| (vec![], e.into()))? {
         Ok(d) => d,
         Err(e) => return Err((vec![], FeatureError::Config(e))),
     };
@@ -462,31 +541,45 @@ fn run_feature(
     let documents = instance.contribute().map_err(|e| fail(e.into()))?.map_err(|e| fail(FeatureError::Contribute(e)))?;
     let receiver = instance.otel_config().map_err(|e| fail(e.into()))?;
     let collector = instance.collector().map_err(|e| fail(e.into()))?;
-    Ok((diagnostics, receiver, documents, collector, instance))
+    let parsed = documents.iter().enumerate().map(|(i, doc)| objects::parse(i, doc)).collect();
+    Ok(Output { diagnostics, receiver, collector, parsed })
 }
 
 /// The host's labels: who manages the object, for which agent and feature.
-fn label(object: &mut Value, agent: &str, feature: &str) {
+/// The owner's namespace is a label too: cluster-scoped objects of agents
+/// with the same name in two namespaces must not be confused.
+fn label(object: &mut Value, ctx: &m::Context, feature: &str) {
     let labels = &mut object["metadata"]["labels"];
     if !labels.is_object() {
         *labels = json!({});
     }
     labels[MANAGED_BY_LABEL] = json!(MANAGED_BY);
-    labels[OWNER_LABEL] = json!(agent);
+    labels[OWNER_LABEL] = json!(ctx.agent_name);
+    labels[OWNER_NAMESPACE_LABEL] = json!(ctx.namespace);
     labels[FEATURE_LABEL] = json!(feature);
 }
 
-/// Call `assess` on every live feature; errors become Unknown conditions
-/// that name the cause.
-pub fn assess(live: &mut [LiveFeature]) -> Vec<(String, m::Condition)> {
-    live.iter_mut()
+/// Call `assess` on every live feature, each in a fresh instance configured
+/// as in the render, reading `cluster` through its scoped view. Errors
+/// become Unknown conditions that name the cause.
+pub fn assess(registry: &Registry, live: &[LiveFeature], cluster: Arc<dyn ClusterAccess>) -> Vec<(String, m::Condition)> {
+    live.iter()
         .map(|f| {
-            let condition = f.instance.assess().unwrap_or_else(|e| m::Condition {
+            let unknown = |reason: &str, message: String| m::Condition {
                 type_: format!("{}Ready", f.name),
                 status: m::ConditionStatus::Unknown,
-                reason: e.reason().to_string(),
-                message: format!("feature `{}`: assess failed: {e}", f.name),
-            });
+                reason: reason.to_string(),
+                message: format!("feature `{}`: {message}", f.name),
+            };
+            let condition = (|| {
+                let mut instance = instantiate(registry, &f.entry, &f.name, f.limits, cluster.clone(), &f.ctx.namespace)?;
+                if let Err(e) = instance.configure(&f.config, &f.ctx)? {
+                    return Ok(unknown("InvalidConfig", format!("configure failed during assess: {e}")));
+                }
+                instance.set_readable(f.readable.iter().cloned());
+                instance.assess()
+            })();
+            let condition = condition.unwrap_or_else(|e: CallError| unknown(e.reason(), format!("assess failed: {e}")));
             (f.name.clone(), condition)
         })
         .collect()

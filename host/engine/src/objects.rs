@@ -163,7 +163,7 @@ pub struct ObjectRejection {
 }
 
 /// A parsed, named object before scope checks.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Parsed {
     pub index: usize,
     pub group: String,

@@ -1,0 +1,353 @@
+//! A real Kubernetes control plane on loopback for the e2e tests:
+//! etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok
+//! (fake kubelets that make DaemonSet pods Ready) with three fake nodes.
+//!
+//! Binaries are built from Go modules once and cached outside the repo,
+//! keyed by tool and version (`~/.cache/secop-test-infra/<tool>-<version>`).
+//! Recipe notes: shared/reference/test-infra.md.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+pub const KUBERNETES: &str = "v1.34.4";
+pub const ETCD: &str = "v3.5.35";
+pub const KWOK: &str = "v0.7.0";
+
+const ETCD_CLIENT: &str = "127.0.0.1:23790";
+const ETCD_PEER: &str = "127.0.0.1:23800";
+const APISERVER_PORT: u16 = 16443;
+const TOKEN: &str = "secop-e2e-admin-token";
+pub const NODES: [&str; 3] = ["kwok-node-0", "kwok-node-1", "kwok-node-2"];
+
+pub fn cache_root() -> PathBuf {
+    if let Some(dir) = std::env::var_os("SECOP_TEST_INFRA_CACHE") {
+        return PathBuf::from(dir);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    base.join("secop-test-infra")
+}
+
+/// Where a running cluster keeps its state: data, certs, logs, kubeconfig.
+pub fn state_dir(root: &Path) -> PathBuf {
+    root.join("target/test-cluster")
+}
+
+pub fn kubeconfig(root: &Path) -> PathBuf {
+    state_dir(root).join("kubeconfig")
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    let status = cmd.status().with_context(|| format!("starting {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed with {status}");
+    }
+    Ok(())
+}
+
+fn go(dir: &Path) -> Command {
+    let mut cmd = Command::new("go");
+    cmd.current_dir(dir)
+        .env("CGO_ENABLED", "0")
+        .env("GOFLAGS", "-mod=mod -buildvcs=false")
+        // Some module versions have no checksum-database record on the
+        // proxy this machine reaches; their hashes still land in go.sum.
+        .env("GONOSUMDB", "go.etcd.io,sigs.k8s.io/kwok");
+    cmd
+}
+
+/// Build (or find cached) binaries; returns the bin directories.
+pub struct Binaries {
+    pub etcd: PathBuf,
+    pub kubernetes: PathBuf,
+    pub kwok: PathBuf,
+}
+
+pub fn build() -> Result<Binaries> {
+    let cache = cache_root();
+    Ok(Binaries { etcd: build_etcd(&cache)?, kubernetes: build_kubernetes(&cache)?, kwok: build_kwok(&cache)? })
+}
+
+fn build_etcd(cache: &Path) -> Result<PathBuf> {
+    let dir = cache.join(format!("etcd-{ETCD}"));
+    let bin = dir.join("bin/etcd");
+    if bin.exists() {
+        return Ok(bin);
+    }
+    eprintln!("building etcd {ETCD} (once; cached in {})", dir.display());
+    let src = dir.join("src");
+    fs::create_dir_all(&src)?;
+    // `go install go.etcd.io/etcd/server/v3@...` fails on its replace
+    // directives; a two-line main in our own module does not.
+    fs::write(src.join("go.mod"), format!("module secop.local/etcd\n\ngo 1.24\n\nrequire go.etcd.io/etcd/server/v3 {ETCD}\n"))?;
+    fs::write(
+        src.join("main.go"),
+        "package main\n\nimport (\n\t\"os\"\n\n\t\"go.etcd.io/etcd/server/v3/etcdmain\"\n)\n\nfunc main() { etcdmain.Main(os.Args) }\n",
+    )?;
+    run(go(&src).args(["mod", "tidy"]))?;
+    run(go(&src).args(["build", "-o"]).arg(&bin).arg("."))?;
+    Ok(bin)
+}
+
+/// kube-apiserver, kube-controller-manager, kube-scheduler from
+/// k8s.io/kubernetes, with its `./staging` replaces pointed at the
+/// published v0.<minor>.<patch> modules.
+fn build_kubernetes(cache: &Path) -> Result<PathBuf> {
+    let dir = cache.join(format!("kubernetes-{KUBERNETES}"));
+    let bin = dir.join("bin");
+    let wanted = ["kube-apiserver", "kube-controller-manager", "kube-scheduler"];
+    if wanted.iter().all(|b| bin.join(b).exists()) {
+        return Ok(bin);
+    }
+    eprintln!("building Kubernetes {KUBERNETES} control plane (once, ~10 min; cached in {})", dir.display());
+    let src = dir.join("src");
+    fs::create_dir_all(&src)?;
+    // Read the staging replace list from that release's go.mod.
+    let out = go(&src).args(["mod", "download", "-json", &format!("k8s.io/kubernetes@{KUBERNETES}")]).output()?;
+    if !out.status.success() {
+        bail!("go mod download k8s.io/kubernetes: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let info: serde_json_lite::Info = serde_json_lite::parse(&String::from_utf8_lossy(&out.stdout))?;
+    let upstream = fs::read_to_string(&info.go_mod)?;
+    let staging_version = KUBERNETES.replacen("v1.", "v0.", 1);
+    let mut go_mod = format!("module secop.local/kubernetes\n\ngo 1.24\n\nrequire k8s.io/kubernetes {KUBERNETES}\n\nreplace (\n");
+    let mut replaced = 0;
+    for line in upstream.lines() {
+        let line = line.trim();
+        if let Some((module, target)) = line.split_once("=>") {
+            if target.trim().starts_with("./staging/") {
+                go_mod.push_str(&format!("\t{} => {} {staging_version}\n", module.trim(), module.trim()));
+                replaced += 1;
+            }
+        }
+    }
+    go_mod.push_str(")\n");
+    if replaced < 20 {
+        bail!("found only {replaced} staging replaces in k8s.io/kubernetes {KUBERNETES} go.mod");
+    }
+    fs::write(src.join("go.mod"), go_mod)?;
+    fs::write(src.join("doc.go"), "// Package kubernetes only pins the control-plane build.\npackage kubernetes\n")?;
+    let minor = KUBERNETES.split('.').nth(1).unwrap_or("0");
+    let ldflags = format!(
+        "-s -w -X k8s.io/component-base/version.gitVersion={KUBERNETES} -X k8s.io/component-base/version.gitMajor=1 \
+         -X k8s.io/component-base/version.gitMinor={minor} -X k8s.io/component-base/version.gitTreeState=clean \
+         -X k8s.io/client-go/pkg/version.gitVersion={KUBERNETES} -X k8s.io/client-go/pkg/version.gitMajor=1 \
+         -X k8s.io/client-go/pkg/version.gitMinor={minor}"
+    );
+    fs::create_dir_all(&bin)?;
+    for b in wanted {
+        run(go(&src).args(["build", "-ldflags", &ldflags, "-o"]).arg(bin.join(b)).arg(format!("k8s.io/kubernetes/cmd/{b}")))?;
+    }
+    Ok(bin)
+}
+
+fn build_kwok(cache: &Path) -> Result<PathBuf> {
+    let dir = cache.join(format!("kwok-{KWOK}"));
+    let bin = dir.join("bin/kwok");
+    if bin.exists() {
+        return Ok(bin);
+    }
+    eprintln!("building kwok {KWOK} (once; cached in {})", dir.display());
+    fs::create_dir_all(dir.join("bin"))?;
+    run(go(&dir).env("GOBIN", dir.join("bin")).env("GOFLAGS", "-buildvcs=false").args(["install", &format!("sigs.k8s.io/kwok/cmd/kwok@{KWOK}")]))?;
+    Ok(bin)
+}
+
+/// Minimal reader of `go mod download -json` output (the xtask stays free
+/// of a JSON dependency).
+mod serde_json_lite {
+    use anyhow::{bail, Result};
+
+    pub struct Info {
+        pub go_mod: String,
+    }
+
+    pub fn parse(text: &str) -> Result<Info> {
+        for line in text.lines() {
+            let line = line.trim();
+            if let Some(rest) = line.strip_prefix("\"GoMod\":") {
+                let value = rest.trim().trim_end_matches(',').trim_matches('"');
+                return Ok(Info { go_mod: value.replace("\\\\", "\\") });
+            }
+        }
+        bail!("no GoMod in go mod download output")
+    }
+}
+
+fn curl(root: &Path, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String)> {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sk", "-o", "-", "-w", "\n%{http_code}", "-X", method, "-H"])
+        .arg(format!("Authorization: Bearer {TOKEN}"))
+        .arg(format!("https://127.0.0.1:{APISERVER_PORT}{path}"));
+    if let Some(b) = body {
+        cmd.args(["-H", "Content-Type: application/json", "--data-binary", b]);
+    }
+    let _ = root;
+    let out = cmd.output().context("running curl")?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    Ok((code.trim().parse().unwrap_or(0), body.to_string()))
+}
+
+fn spawn(state: &Path, name: &str, program: &Path, args: &[String]) -> Result<()> {
+    let log = fs::File::create(state.join(format!("{name}.log")))?;
+    let child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {}", program.display()))?;
+    fs::write(state.join(format!("{name}.pid")), child.id().to_string())?;
+    Ok(())
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) -> Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if ready() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    bail!("{what} not ready after {timeout:?}")
+}
+
+/// Start the control plane (building it first if needed). Idempotent: a
+/// running cluster is left alone.
+pub fn up(root: &Path) -> Result<()> {
+    let state = state_dir(root);
+    if state.join("apiserver.pid").exists() && curl(root, "GET", "/readyz", None).map(|(c, _)| c == 200).unwrap_or(false) {
+        eprintln!("test cluster already running ({})", kubeconfig(root).display());
+        return Ok(());
+    }
+    let bins = build()?;
+    down(root)?;
+    fs::create_dir_all(state.join("certs"))?;
+    let sa_key = state.join("sa.key");
+    let sa_pub = state.join("sa.pub");
+    run(Command::new("openssl").args(["genrsa", "-out"]).arg(&sa_key).arg("2048").stderr(Stdio::null()))?;
+    run(Command::new("openssl").args(["rsa", "-pubout", "-in"]).arg(&sa_key).arg("-out").arg(&sa_pub).stderr(Stdio::null()))?;
+    let tokens = state.join("tokens.csv");
+    fs::write(&tokens, format!("{TOKEN},secop-e2e-admin,secop-e2e-admin,\"system:masters\"\n"))?;
+    let kubeconfig = kubeconfig(root);
+    fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster:\n    server: https://127.0.0.1:{APISERVER_PORT}\n    insecure-skip-tls-verify: true\n\
+             users:\n- name: admin\n  user:\n    token: {TOKEN}\ncontexts:\n- name: e2e\n  context:\n    cluster: e2e\n    user: admin\ncurrent-context: e2e\n"
+        ),
+    )?;
+    let p = |p: &Path| p.display().to_string();
+
+    spawn(&state, "etcd", &bins.etcd, &[
+        format!("--data-dir={}", p(&state.join("etcd"))),
+        format!("--listen-client-urls=http://{ETCD_CLIENT}"),
+        format!("--advertise-client-urls=http://{ETCD_CLIENT}"),
+        format!("--listen-peer-urls=http://{ETCD_PEER}"),
+        format!("--initial-advertise-peer-urls=http://{ETCD_PEER}"),
+        format!("--initial-cluster=default=http://{ETCD_PEER}"),
+        "--unsafe-no-fsync".into(),
+        "--log-level=warn".into(),
+    ])?;
+    wait_for("etcd", Duration::from_secs(30), || {
+        Command::new("curl").args(["-sf", &format!("http://{ETCD_CLIENT}/health")]).output().map(|o| o.status.success()).unwrap_or(false)
+    })?;
+
+    spawn(&state, "apiserver", &bins.kubernetes.join("kube-apiserver"), &[
+        format!("--etcd-servers=http://{ETCD_CLIENT}"),
+        format!("--cert-dir={}", p(&state.join("certs"))),
+        format!("--secure-port={APISERVER_PORT}"),
+        "--bind-address=127.0.0.1".into(),
+        "--advertise-address=127.0.0.1".into(),
+        "--service-cluster-ip-range=10.96.0.0/16".into(),
+        "--allow-privileged=true".into(),
+        "--authorization-mode=RBAC".into(),
+        format!("--token-auth-file={}", p(&tokens)),
+        "--service-account-issuer=https://kubernetes.default.svc".into(),
+        format!("--service-account-key-file={}", p(&sa_pub)),
+        format!("--service-account-signing-key-file={}", p(&sa_key)),
+        "--enable-priority-and-fairness=false".into(),
+        "--v=0".into(),
+    ])?;
+    wait_for("kube-apiserver", Duration::from_secs(90), || curl(root, "GET", "/readyz", None).map(|(c, _)| c == 200).unwrap_or(false))?;
+
+    spawn(&state, "controller-manager", &bins.kubernetes.join("kube-controller-manager"), &[
+        format!("--kubeconfig={}", p(&kubeconfig)),
+        "--leader-elect=false".into(),
+        "--secure-port=11257".into(),
+        "--bind-address=127.0.0.1".into(),
+        format!("--service-account-private-key-file={}", p(&sa_key)),
+        "--controllers=*,-nodeipam,-service-lb-controller,-cloud-node-lifecycle".into(),
+        "--v=0".into(),
+    ])?;
+    spawn(&state, "scheduler", &bins.kubernetes.join("kube-scheduler"), &[
+        format!("--kubeconfig={}", p(&kubeconfig)),
+        "--leader-elect=false".into(),
+        "--secure-port=11259".into(),
+        "--bind-address=127.0.0.1".into(),
+    ])?;
+    spawn(&state, "kwok", &bins.kwok, &[
+        format!("--kubeconfig={}", p(&kubeconfig)),
+        "--manage-all-nodes=true".into(),
+        "--server-address=127.0.0.1:10247".into(),
+    ])?;
+
+    for node in NODES {
+        let body = format!(
+            r#"{{"apiVersion":"v1","kind":"Node","metadata":{{"name":"{node}","labels":{{"kubernetes.io/hostname":"{node}","kubernetes.io/os":"linux","kubernetes.io/arch":"amd64","type":"kwok"}},"annotations":{{"kwok.x-k8s.io/node":"fake"}}}},"status":{{"allocatable":{{"cpu":"32","memory":"256Gi","pods":"110"}},"capacity":{{"cpu":"32","memory":"256Gi","pods":"110"}}}}}}"#
+        );
+        let (code, text) = curl(root, "POST", "/api/v1/nodes", Some(&body))?;
+        if code != 201 && code != 409 {
+            bail!("creating node {node}: HTTP {code}: {text}");
+        }
+    }
+    wait_for("kwok nodes Ready", Duration::from_secs(60), || {
+        curl(root, "GET", "/api/v1/nodes", None)
+            .map(|(_, text)| text.matches("\"type\": \"Ready\",\n            \"status\": \"True\"").count() >= NODES.len() || text.matches(r#""type":"Ready","status":"True""#).count() >= NODES.len())
+            .unwrap_or(false)
+    })?;
+    eprintln!("test cluster up: KUBECONFIG={}", kubeconfig.display());
+    Ok(())
+}
+
+/// Stop every process of the test cluster and remove its state.
+pub fn down(root: &Path) -> Result<()> {
+    let state = state_dir(root);
+    for name in ["kwok", "scheduler", "controller-manager", "apiserver", "etcd"] {
+        let pid_file = state.join(format!("{name}.pid"));
+        if let Ok(pid) = fs::read_to_string(&pid_file) {
+            let pid = pid.trim();
+            let _ = Command::new("kill").arg(pid).status();
+            for _ in 0..40 {
+                if !Path::new(&format!("/proc/{pid}")).exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = Command::new("kill").args(["-9", pid]).stderr(Stdio::null()).status();
+            let _ = fs::remove_file(pid_file);
+        }
+    }
+    if state.exists() {
+        // Keep the logs of the last run for post-mortems.
+        for entry in fs::read_dir(&state)? {
+            let path = entry?.path();
+            if path.extension().is_none_or(|e| e != "log") {
+                if path.is_dir() {
+                    fs::remove_dir_all(&path)?;
+                } else {
+                    fs::remove_file(&path)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
