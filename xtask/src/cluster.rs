@@ -21,6 +21,10 @@ const ETCD_CLIENT: &str = "127.0.0.1:23790";
 const ETCD_PEER: &str = "127.0.0.1:23800";
 const APISERVER_PORT: u16 = 16443;
 const TOKEN: &str = "secop-e2e-admin-token";
+/// The operator under test gets its own identity, so the audit log can
+/// count exactly its requests.
+const OPERATOR_TOKEN: &str = "secop-e2e-operator-token";
+pub const OPERATOR_USER: &str = "secop-operator";
 pub const NODES: [&str; 3] = ["kwok-node-0", "kwok-node-1", "kwok-node-2"];
 
 pub fn cache_root() -> PathBuf {
@@ -41,6 +45,23 @@ pub fn state_dir(root: &Path) -> PathBuf {
 
 pub fn kubeconfig(root: &Path) -> PathBuf {
     state_dir(root).join("kubeconfig")
+}
+
+/// Kubeconfig of the operator under test (user `secop-operator`).
+pub fn operator_kubeconfig(root: &Path) -> PathBuf {
+    state_dir(root).join("kubeconfig-operator")
+}
+
+/// The API server's audit log: every request of the operator user.
+pub fn audit_log(root: &Path) -> PathBuf {
+    state_dir(root).join("audit.log")
+}
+
+fn kubeconfig_text(token: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster:\n    server: https://127.0.0.1:{APISERVER_PORT}\n    insecure-skip-tls-verify: true\n\
+         users:\n- name: user\n  user:\n    token: {token}\ncontexts:\n- name: e2e\n  context:\n    cluster: e2e\n    user: user\ncurrent-context: e2e\n"
+    )
 }
 
 fn run(cmd: &mut Command) -> Result<()> {
@@ -236,13 +257,20 @@ pub fn up(root: &Path) -> Result<()> {
     run(Command::new("openssl").args(["genrsa", "-out"]).arg(&sa_key).arg("2048").stderr(Stdio::null()))?;
     run(Command::new("openssl").args(["rsa", "-pubout", "-in"]).arg(&sa_key).arg("-out").arg(&sa_pub).stderr(Stdio::null()))?;
     let tokens = state.join("tokens.csv");
-    fs::write(&tokens, format!("{TOKEN},secop-e2e-admin,secop-e2e-admin,\"system:masters\"\n"))?;
-    let kubeconfig = kubeconfig(root);
     fs::write(
-        &kubeconfig,
+        &tokens,
         format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster:\n    server: https://127.0.0.1:{APISERVER_PORT}\n    insecure-skip-tls-verify: true\n\
-             users:\n- name: admin\n  user:\n    token: {TOKEN}\ncontexts:\n- name: e2e\n  context:\n    cluster: e2e\n    user: admin\ncurrent-context: e2e\n"
+            "{TOKEN},secop-e2e-admin,secop-e2e-admin,\"system:masters\"\n{OPERATOR_TOKEN},{OPERATOR_USER},{OPERATOR_USER},\"system:masters\"\n"
+        ),
+    )?;
+    let kubeconfig = kubeconfig(root);
+    fs::write(&kubeconfig, kubeconfig_text(TOKEN))?;
+    fs::write(operator_kubeconfig(root), kubeconfig_text(OPERATOR_TOKEN))?;
+    let audit_policy = state.join("audit-policy.yaml");
+    fs::write(
+        &audit_policy,
+        format!(
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived, ResponseStarted]\nrules:\n- level: Metadata\n  users: [\"{OPERATOR_USER}\"]\n- level: None\n"
         ),
     )?;
     let p = |p: &Path| p.display().to_string();
@@ -275,6 +303,10 @@ pub fn up(root: &Path) -> Result<()> {
         format!("--service-account-key-file={}", p(&sa_pub)),
         format!("--service-account-signing-key-file={}", p(&sa_key)),
         "--enable-priority-and-fairness=false".into(),
+        format!("--audit-policy-file={}", p(&audit_policy)),
+        format!("--audit-log-path={}", p(&audit_log(root))),
+        "--audit-log-format=json".into(),
+        "--audit-log-mode=blocking".into(),
         "--v=0".into(),
     ])?;
     wait_for("kube-apiserver", Duration::from_secs(90), || curl(root, "GET", "/readyz", None).map(|(c, _)| c == 200).unwrap_or(false))?;
@@ -340,7 +372,7 @@ pub fn down(root: &Path) -> Result<()> {
         // Keep the logs of the last run for post-mortems.
         for entry in fs::read_dir(&state)? {
             let path = entry?.path();
-            if path.extension().is_none_or(|e| e != "log") {
+            if path.extension().is_none_or(|e| e != "log") || path == audit_log(root) {
                 if path.is_dir() {
                     fs::remove_dir_all(&path)?;
                 } else {

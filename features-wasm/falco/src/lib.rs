@@ -274,6 +274,7 @@ impl Feature for Falco {
             priority: 100,
             contract_version: CONTRACT_VERSION.to_string(),
             description: "Falco runtime threat detection (modern eBPF), JSON alerts to the events index".to_string(),
+            condition_type: "FalcoReady".to_string(),
         }
     }
 

@@ -194,6 +194,7 @@ impl Feature for Osquery {
             priority: 100,
             contract_version: CONTRACT_VERSION.to_string(),
             description: "osquery node inventory (Scope pack), to the inventory index".to_string(),
+            condition_type: "OSQueryReady".to_string(),
         }
     }
 

@@ -171,6 +171,7 @@ impl Feature for OtelPipeline {
             priority: 10,
             contract_version: CONTRACT_VERSION.to_string(),
             description: "OpenTelemetry node collectors and gateway shipping sensor events to Elasticsearch".to_string(),
+            condition_type: "PipelineReady".to_string(),
         }
     }
 

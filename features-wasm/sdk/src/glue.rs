@@ -12,6 +12,7 @@ pub fn metadata<F: Feature>(feature: &F) -> wit::Metadata {
         priority: md.priority,
         contract_version: md.contract_version,
         description: md.description,
+        condition_type: md.condition_type,
     }
 }
 

@@ -18,6 +18,7 @@ pub struct Metadata {
     pub priority: u32,
     pub contract_version: String,
     pub description: String,
+    pub condition_type: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

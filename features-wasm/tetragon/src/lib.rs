@@ -219,6 +219,7 @@ impl Feature for Tetragon {
             priority: 100,
             contract_version: CONTRACT_VERSION.to_string(),
             description: "Tetragon eBPF process and kprobe events (TracingPolicies), to the events index".to_string(),
+            condition_type: "TetragonReady".to_string(),
         }
     }
 

@@ -250,6 +250,7 @@ impl Feature for Trivy {
             priority: 200,
             contract_version: CONTRACT_VERSION.to_string(),
             description: "Trivy Operator vulnerability scanning, synced to the vulnerabilities index".to_string(),
+            condition_type: "TrivyReady".to_string(),
         }
     }
 

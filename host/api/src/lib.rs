@@ -264,6 +264,10 @@ pub struct SecurityAgentStatus {
     /// "ready/enabled", for the printer column.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<String>,
+    /// Kinds (`apiVersion/Kind`) of the objects applied, so a disabled
+    /// feature's objects can be found and pruned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inventory: Vec<String>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -177,6 +177,10 @@ pub struct FeatureReport {
     pub objects: Vec<ObjectKey>,
     /// Time spent in the feature's calls (instantiate to collector).
     pub call_time: Duration,
+    /// The readiness condition the feature reports (from its metadata).
+    pub condition_type: String,
+    /// The feature failed and its last good output (from the memo) stands in.
+    pub stale: bool,
 }
 
 impl FeatureReport {
@@ -225,11 +229,20 @@ pub struct RenderOptions {
     /// context are unchanged (see [`Memo`]). Off only to measure the full
     /// computation.
     pub memoize: bool,
+    /// When a feature fails, keep its last good output in the desired state
+    /// (the operator: nothing applied is lost to a bad config or module).
+    /// The feature still reports its error.
+    pub keep_last_good: bool,
 }
 
 impl Default for RenderOptions {
     fn default() -> Self {
-        Self { operator_image: DEFAULT_OPERATOR_IMAGE.to_string(), cluster: Arc::new(secop_runtime::NoCluster), memoize: true }
+        Self {
+            operator_image: DEFAULT_OPERATOR_IMAGE.to_string(),
+            cluster: Arc::new(secop_runtime::NoCluster),
+            memoize: true,
+            keep_last_good: false,
+        }
     }
 }
 
@@ -292,6 +305,11 @@ impl Memo {
         entries.get(slot).filter(|(k, _)| k == key).map(|(_, o)| o.clone())
     }
 
+    /// The last good output of a feature, whatever its inputs were.
+    fn last_good(&self, slot: &(String, String)) -> Option<Arc<Output>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).get(slot).map(|(_, o)| o.clone())
+    }
+
     fn put(&self, slot: (String, String), key: String, output: Arc<Output>) {
         self.entries.lock().unwrap_or_else(|e| e.into_inner()).insert(slot, (key, output));
     }
@@ -338,6 +356,8 @@ pub fn render(registry: &Registry, agent: &SecurityAgent, options: &RenderOption
             receiver: None,
             objects: vec![],
             call_time: Duration::ZERO,
+            condition_type: registry.get(&f.name).map_or_else(|| format!("{}Ready", f.name), |e| e.metadata().condition_type.clone()),
+            stale: false,
         })
         .collect();
 
@@ -377,6 +397,13 @@ pub fn render(registry: &Registry, agent: &SecurityAgent, options: &RenderOption
             Err((diagnostics, error)) => {
                 reports[i].diagnostics = diagnostics;
                 reports[i].error = Some(error);
+                if options.keep_last_good {
+                    if let Some(last) = registry.memo.last_good(&slot) {
+                        reports[i].stale = true;
+                        reports[i].receiver = last.receiver.clone();
+                        outputs.push((i, (*last).clone(), config));
+                    }
+                }
             }
         }
     }
@@ -448,11 +475,16 @@ pub fn render(registry: &Registry, agent: &SecurityAgent, options: &RenderOption
             }
         }
         if let Some(e) = failure {
-            report.error = Some(e);
+            if !report.stale {
+                report.error = Some(e);
+            }
             report.receiver = None;
             continue;
         }
         let spec = &agent.spec.features[index];
+        // A stale feature's objects stay, but it is not assessed: its
+        // condition is its error.
+        if !report.stale {
         live.push(LiveFeature {
             name: report.name.clone(),
             entry: registry.get(&report.name).expect("entry exists").clone(),
@@ -464,6 +496,7 @@ pub fn render(registry: &Registry, agent: &SecurityAgent, options: &RenderOption
                 .map(|(k, _)| (ReadableObject { api_version: k.api_version.clone(), kind: k.kind.clone(), name: k.name.clone() }, k.namespace.clone()))
                 .collect(),
         });
+        }
         for (key, mut value) in admitted {
             label(&mut value, &ctx, &report.name);
             report.objects.push(key.clone());
@@ -475,7 +508,8 @@ pub fn render(registry: &Registry, agent: &SecurityAgent, options: &RenderOption
     // 3. Collector configs from every healthy feature's receiver.
     let mut warnings = vec![];
     let receivers: Vec<(String, m::OtelReceiver)> = {
-        let mut by_priority: Vec<&FeatureReport> = reports.iter().filter(|r| r.error.is_none() && r.receiver.is_some()).collect();
+        let mut by_priority: Vec<&FeatureReport> =
+            reports.iter().filter(|r| (r.error.is_none() || r.stale) && r.receiver.is_some()).collect();
         by_priority.sort_by(|a, b| (a.priority, &a.name).cmp(&(b.priority, &b.name)));
         by_priority.into_iter().map(|r| (r.name.clone(), r.receiver.clone().expect("filtered"))).collect()
     };
@@ -566,7 +600,7 @@ pub fn assess(registry: &Registry, live: &[LiveFeature], cluster: Arc<dyn Cluste
     live.iter()
         .map(|f| {
             let unknown = |reason: &str, message: String| m::Condition {
-                type_: format!("{}Ready", f.name),
+                type_: f.entry.metadata().condition_type.clone(),
                 status: m::ConditionStatus::Unknown,
                 reason: reason.to_string(),
                 message: format!("feature `{}`: {message}", f.name),

@@ -351,7 +351,13 @@ impl Runtime {
             reason: format!("{e:#}"),
         })?;
         let mut module = Module {
-            metadata: m::Metadata { id: name.to_string(), priority: 0, contract_version: String::new(), description: String::new() },
+            metadata: m::Metadata {
+                id: name.to_string(),
+                priority: 0,
+                contract_version: String::new(),
+                description: String::new(),
+                condition_type: String::new(),
+            },
             digest,
             source,
             load_time: Duration::ZERO,
@@ -505,6 +511,7 @@ impl Instance {
             priority: md.priority,
             contract_version: md.contract_version,
             description: md.description,
+            condition_type: md.condition_type,
         })
     }
 

@@ -50,6 +50,37 @@ enum Command {
     },
     /// Print the SecurityAgent CustomResourceDefinition.
     Crd,
+    /// Run the controller against the cluster of the current kubeconfig or
+    /// in-cluster service account.
+    Run {
+        /// Watch only this namespace (default: all namespaces).
+        #[arg(long, env = "WATCH_NAMESPACE")]
+        namespace: Option<String>,
+        /// Address of /metrics, /healthz and /readyz.
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        metrics_addr: std::net::SocketAddr,
+        /// Take a Lease before reconciling, so several replicas are safe.
+        #[arg(long)]
+        leader_elect: bool,
+        /// Namespace of the leader-election Lease (the operator's own).
+        #[arg(long, env = "POD_NAMESPACE", default_value = "security-operator")]
+        lease_namespace: String,
+        /// This replica's identity (the pod name).
+        #[arg(long, env = "POD_NAME")]
+        identity: Option<String>,
+        /// Image of the operator itself (Jobs that run `secop` use it).
+        #[arg(long, env = "OPERATOR_IMAGE", default_value = secop_engine::DEFAULT_OPERATOR_IMAGE)]
+        operator_image: String,
+        /// Log lines as JSON (default) or text.
+        #[arg(long, value_enum, default_value_t = LogFormat::Json)]
+        log_format: LogFormat,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum LogFormat {
+    Json,
+    Text,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -59,11 +90,19 @@ enum Format {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SECOP_LOG").unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    let (default_level, json) = match &cli.command {
+        Command::Run { log_format, .. } => ("info", *log_format == LogFormat::Json),
+        _ => ("warn", false),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SECOP_LOG").unwrap_or_else(|_| default_level.into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -86,6 +125,22 @@ fn cache_dir(cli: &Cli) -> Option<PathBuf> {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match &cli.command {
+        Command::Run { namespace, metrics_addr, leader_elect, lease_namespace, identity, operator_image, .. } => {
+            let identity = identity.clone().unwrap_or_else(|| {
+                std::env::var("HOSTNAME").unwrap_or_else(|_| format!("secop-{}", std::process::id()))
+            });
+            let options = secop_operator::Options {
+                operator_image: operator_image.clone(),
+                namespace: namespace.clone(),
+                metrics_addr: *metrics_addr,
+                cache_dir: cache_dir(&cli),
+                leader_election: leader_elect.then(|| (lease_namespace.clone(), identity.clone())),
+                identity,
+            };
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(secop_operator::run(options)).map_err(anyhow::Error::msg)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Crd => {
             print!("{}", serde_yaml::to_string(&SecurityAgent::crd())?);
             Ok(ExitCode::SUCCESS)

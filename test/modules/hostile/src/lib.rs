@@ -47,6 +47,7 @@ impl Feature for Hostile {
             priority: 150,
             contract_version: CONTRACT_VERSION.into(),
             description: "misbehaves on purpose (sandbox tests)".into(),
+            condition_type: "HostileReady".into(),
         }
     }
 

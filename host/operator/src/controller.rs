@@ -1,0 +1,222 @@
+//! The reconcile loop. Per SecurityAgent, top to bottom:
+//! render (features → desired state → overrides) → apply and prune →
+//! assess → status. Small and idempotent: run it twice, the second run
+//! writes nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::{predicates, reflector, watcher, WatchStreamExt};
+use kube::{Client, Resource, ResourceExt};
+use secop_api::SecurityAgent;
+use secop_engine::objects::ObjectKey;
+use secop_engine::{Registry, RenderOptions};
+use secop_feature_sdk::model as m;
+use secop_runtime::ClusterAccess;
+use serde_json::{json, Value};
+
+use crate::error::{Error, Result};
+use crate::metrics::{FeatureErrorLabel, FeatureLabel, Metrics};
+use crate::resources::{self, Kinds};
+use crate::status;
+
+pub const FINALIZER: &str = "security.example.io/cleanup";
+/// Periodic re-check: drift on objects we do not watch is repaired at least this often.
+const RESYNC: Duration = Duration::from_secs(300);
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub registry: Arc<Registry>,
+    pub kinds: Kinds,
+    pub metrics: Metrics,
+    pub recorder: Recorder,
+    pub operator_image: String,
+}
+
+/// Live objects after apply, for the features' scoped `cluster.get`.
+struct Snapshot(BTreeMap<(String, String, Option<String>, String), String>);
+
+impl Snapshot {
+    fn new(live: &BTreeMap<ObjectKey, Value>) -> Self {
+        Self(live.iter().map(|(k, v)| ((k.api_version.clone(), k.kind.clone(), k.namespace.clone(), k.name.clone()), v.to_string())).collect())
+    }
+}
+
+impl ClusterAccess for Snapshot {
+    fn get(&self, api_version: &str, kind: &str, namespace: Option<&str>, name: &str) -> Result<String, m::LookupError> {
+        self.0
+            .get(&(api_version.to_string(), kind.to_string(), namespace.map(str::to_string), name.to_string()))
+            .cloned()
+            .ok_or(m::LookupError::NotFound)
+    }
+}
+
+fn has_finalizer(agent: &SecurityAgent) -> bool {
+    agent.finalizers().iter().any(|f| f == FINALIZER)
+}
+
+async fn publish(ctx: &Context, agent: &SecurityAgent, type_: EventType, reason: &str, action: &str, note: String) {
+    let event = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
+    if let Err(e) = ctx.recorder.publish(&event, &agent.object_ref(&())).await {
+        tracing::warn!("publishing event {reason}: {e}");
+    }
+}
+
+/// Remove cluster-scoped objects (namespaced ones follow through owner
+/// references and the garbage collector), then the finalizer.
+async fn finalize(agent: &SecurityAgent, api: &Api<SecurityAgent>, ctx: &Context, namespace: &str) -> Result<Action> {
+    if !has_finalizer(agent) {
+        return Ok(Action::await_change());
+    }
+    let mut kinds = status::inventory(agent);
+    for (api_version, kind) in [
+        ("rbac.authorization.k8s.io/v1", "ClusterRole"),
+        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
+        ("apiextensions.k8s.io/v1", "CustomResourceDefinition"),
+    ] {
+        kinds.insert(resources::kind_id(api_version, kind));
+    }
+    let deleted = resources::delete_cluster_scoped(&ctx.client, &ctx.kinds, &agent.name_any(), namespace, &kinds).await?;
+    ctx.metrics.objects_pruned.inc_by(deleted as u64);
+    let remaining: Vec<&String> = agent.finalizers().iter().filter(|f| *f != FINALIZER).collect();
+    api.patch(&agent.name_any(), &PatchParams::default(), &Patch::Merge(json!({ "metadata": { "finalizers": remaining } }))).await?;
+    tracing::info!(agent = %agent.name_any(), namespace, deleted, "finalized: cluster-scoped objects removed");
+    Ok(Action::await_change())
+}
+
+async fn reconcile_agent(agent: Arc<SecurityAgent>, ctx: Arc<Context>) -> Result<Action> {
+    let namespace = agent.namespace().ok_or(Error::MissingNamespace)?;
+    let name = agent.name_any();
+    let api: Api<SecurityAgent> = Api::namespaced(ctx.client.clone(), &namespace);
+
+    if agent.metadata.deletion_timestamp.is_some() {
+        return finalize(&agent, &api, &ctx, &namespace).await;
+    }
+    if !has_finalizer(&agent) {
+        let mut finalizers = agent.finalizers().to_vec();
+        finalizers.push(FINALIZER.to_string());
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(json!({ "metadata": { "finalizers": finalizers } }))).await?;
+    }
+
+    // CR → features → desired state → overrides.
+    let options = RenderOptions { operator_image: ctx.operator_image.clone(), memoize: true, keep_last_good: true, ..Default::default() };
+    let rendered = match secop_engine::render(&ctx.registry, &agent, &options) {
+        Ok(r) => r,
+        Err(spec_error) => {
+            let message = spec_error.to_string();
+            if status::write(&api, &agent, status::invalid(&agent, &message)).await? {
+                publish(&ctx, &agent, EventType::Warning, "InvalidSpec", "Render", message).await;
+            }
+            return Ok(Action::await_change());
+        }
+    };
+    for report in rendered.features.iter().filter(|f| f.enabled) {
+        ctx.metrics.feature_call_duration.get_or_create(&FeatureLabel { feature: report.name.clone() }).observe(report.call_time.as_secs_f64());
+        if let Some(error) = &report.error {
+            ctx.metrics.feature_errors.get_or_create(&FeatureErrorLabel { feature: report.name.clone(), reason: error.reason() }).inc();
+        }
+    }
+
+    // Apply and prune; a failed feature's objects are kept.
+    let keep: BTreeSet<String> = rendered.failed().map(|f| f.name.clone()).collect();
+    let owner = json!({
+        "apiVersion": SecurityAgent::api_version(&()),
+        "kind": SecurityAgent::kind(&()),
+        "name": name,
+        "uid": agent.uid().unwrap_or_default(),
+        "controller": true,
+        "blockOwnerDeletion": true,
+    });
+    let sync = resources::sync(&ctx.client, &ctx.kinds, &name, &namespace, &owner, &rendered.objects, &status::inventory(&agent), &keep).await?;
+    ctx.metrics.objects_applied.inc_by(sync.applied.len() as u64);
+    ctx.metrics.objects_pruned.inc_by(sync.pruned.len() as u64);
+    if !sync.applied.is_empty() {
+        let names: Vec<String> = sync.applied.iter().take(10).map(ToString::to_string).collect();
+        publish(&ctx, &agent, EventType::Normal, "Applied", "Apply", format!("applied {} objects: {}", sync.applied.len(), names.join(", "))).await;
+    }
+    if !sync.pruned.is_empty() {
+        let names: Vec<String> = sync.pruned.iter().take(10).map(ToString::to_string).collect();
+        publish(&ctx, &agent, EventType::Normal, "Pruned", "Prune", format!("deleted {} objects: {}", sync.pruned.len(), names.join(", "))).await;
+    }
+
+    // Assess against the live state, then status.
+    let assessed = secop_engine::assess(&ctx.registry, &rendered.live, Arc::new(Snapshot::new(&sync.live)));
+    let previous = agent.status.clone().unwrap_or_default();
+    let status = status::desired(&agent, &rendered, &assessed, &sync.kinds);
+    for report in rendered.failed() {
+        let message = status.features.get(&report.name).and_then(|f| f.message.clone()).unwrap_or_default();
+        if previous.features.get(&report.name).and_then(|f| f.message.clone()).unwrap_or_default() != message {
+            tracing::warn!(agent = %name, feature = %report.name, "{message}");
+            publish(&ctx, &agent, EventType::Warning, "FeatureFailed", "Render", message).await;
+        }
+    }
+    status::write(&api, &agent, status).await?;
+    Ok(Action::requeue(RESYNC))
+}
+
+async fn reconcile(agent: Arc<SecurityAgent>, ctx: Arc<Context>) -> Result<Action> {
+    let started = Instant::now();
+    let result = reconcile_agent(agent, ctx.clone()).await;
+    ctx.metrics.observe_reconcile(started.elapsed(), result.as_ref().err().map(Error::metric_label));
+    result
+}
+
+fn error_policy(agent: Arc<SecurityAgent>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(agent = %agent.name_any(), error = %error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Which namespaces to watch: one, or all.
+pub fn api_for<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Run the controller until shutdown. Reconciles on spec (generation)
+/// changes of SecurityAgents and on changes of the objects they own; its
+/// own status writes do not change the generation and so trigger nothing.
+pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
+    let client = ctx.client.clone();
+    let ns = namespace.as_deref();
+    let agents: Api<SecurityAgent> = api_for(&client, ns);
+    let (reader, writer) = reflector::store();
+    let trigger = watcher(agents, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default());
+    let config = watcher::Config::default().labels(&format!("{}={}", secop_engine::MANAGED_BY_LABEL, secop_engine::MANAGED_BY));
+    Controller::for_stream(trigger, reader)
+        .owns(api_for::<DaemonSet>(&client, ns), config.clone())
+        .owns(api_for::<Deployment>(&client, ns), config.clone())
+        .owns(api_for::<ConfigMap>(&client, ns), config.clone())
+        .owns(api_for::<CronJob>(&client, ns), config)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(agent = %object.name, "reconciled"),
+                Err(e) => tracing::debug!("reconcile: {e}"),
+            }
+        })
+        .await;
+}
+
+/// The event reporter of this replica.
+pub fn reporter(identity: &str) -> Reporter {
+    Reporter { controller: "security-operator".into(), instance: Some(identity.to_string()) }
+}

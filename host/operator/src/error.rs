@@ -1,0 +1,36 @@
+//! One error type for the controller; its variant doubles as the metric
+//! label of `secop_reconcile_errors_total` (controller-rs style).
+
+use secop_api::SpecError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("invalid SecurityAgent: {0}")]
+    Spec(#[from] SpecError),
+    #[error("{kind} ({api_version}) is not served by the API server: {reason}")]
+    UnknownKind { api_version: String, kind: String, reason: String },
+    #[error("CustomResourceDefinition {name} not established after {seconds}s")]
+    CrdNotEstablished { name: String, seconds: u64 },
+    #[error("the SecurityAgent has no namespace")]
+    MissingNamespace,
+    #[error("{0}")]
+    Serialization(#[from] serde_json::Error),
+}
+
+impl Error {
+    /// Stable, low-cardinality label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Spec(_) => "spec",
+            Error::UnknownKind { .. } => "unknown_kind",
+            Error::CrdNotEstablished { .. } => "crd_not_established",
+            Error::MissingNamespace => "missing_namespace",
+            Error::Serialization(_) => "serialization",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,85 @@
+//! The security operator's controller: everything that needs a cluster.
+//!
+//! `controller` reconciles SecurityAgents; `resources` applies and prunes;
+//! `status` writes conditions; `leader` elects one active replica;
+//! `server` exposes metrics and health; `metrics` defines them.
+
+pub mod controller;
+pub mod error;
+pub mod leader;
+pub mod metrics;
+pub mod resources;
+pub mod server;
+pub mod status;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::Client;
+use kube::runtime::events::Recorder;
+use secop_engine::Registry;
+use secop_runtime::Runtime;
+
+pub use error::{Error, Result};
+
+/// How `secop run` was started.
+pub struct Options {
+    pub operator_image: String,
+    /// Watch one namespace; None = all.
+    pub namespace: Option<String>,
+    pub metrics_addr: SocketAddr,
+    pub cache_dir: Option<PathBuf>,
+    /// Leader election: (lease namespace, identity); None = run at once.
+    pub leader_election: Option<(String, String)>,
+    pub identity: String,
+}
+
+/// Start everything and run until shutdown or loss of leadership.
+pub async fn run(options: Options) -> std::result::Result<(), String> {
+    let metrics = metrics::Metrics::default();
+    let ready = Arc::new(AtomicBool::new(false));
+    let server = tokio::spawn(server::serve(options.metrics_addr, metrics.clone(), ready.clone()));
+
+    let runtime = Arc::new(Runtime::new(options.cache_dir.clone())?);
+    let registry = Registry::with_builtins(runtime).map_err(|e| format!("built-in feature `{}`: {}", e.feature, e.error))?;
+    let client = Client::try_default().await.map_err(|e| format!("connecting to the API server: {e}"))?;
+    client.apiserver_version().await.map_err(|e| format!("reaching the API server: {e}"))?;
+    ready.store(true, Ordering::Relaxed);
+
+    let lost = match &options.leader_election {
+        Some((lease_namespace, identity)) => Some(
+            leader::acquire(
+                client.clone(),
+                leader::LeaseConfig {
+                    namespace: lease_namespace.clone(),
+                    name: "security-operator".into(),
+                    identity: identity.clone(),
+                    duration: Duration::from_secs(15),
+                },
+            )
+            .await,
+        ),
+        None => None,
+    };
+
+    let ctx = Arc::new(controller::Context {
+        recorder: Recorder::new(client.clone(), controller::reporter(&options.identity)),
+        client,
+        registry: Arc::new(registry),
+        kinds: resources::Kinds::default(),
+        metrics,
+        operator_image: options.operator_image,
+    });
+    tracing::info!(namespace = options.namespace.as_deref().unwrap_or("<all>"), "controller starting");
+    let controller = controller::run(ctx, options.namespace);
+    tokio::select! {
+        _ = controller => Ok(()),
+        _ = async { match lost { Some(rx) => { let _ = rx.await; } None => std::future::pending().await } } => {
+            Err("lost leadership".to_string())
+        }
+        result = server => Err(format!("metrics server stopped: {result:?}")),
+    }
+}

@@ -1,0 +1,265 @@
+//! Desired state → cluster: server-side apply, skip what is already right,
+//! prune what no feature wants, and clean up cluster-scoped objects.
+//!
+//! Every managed object carries the owner and owner-namespace labels, so
+//! "what we manage" is one labelled LIST per kind. A reconcile that changes
+//! nothing makes no write request: an object is applied only when the
+//! desired fields are not already in the live object.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PropagationPolicy};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::discovery::{self, Scope};
+use kube::Client;
+use secop_engine::objects::ObjectKey;
+use secop_engine::{FEATURE_LABEL, OWNER_LABEL, OWNER_NAMESPACE_LABEL};
+use serde_json::{json, Value};
+use tokio::sync::Mutex;
+
+use crate::error::{Error, Result};
+
+pub const FIELD_MANAGER: &str = "security-operator";
+
+/// A kind as `apiVersion/Kind` (e.g. `apps/v1/DaemonSet`), how the status
+/// inventory remembers what was applied.
+pub fn kind_id(api_version: &str, kind: &str) -> String {
+    format!("{api_version}/{kind}")
+}
+
+fn split_kind_id(id: &str) -> Option<(String, String)> {
+    let (api_version, kind) = id.rsplit_once('/')?;
+    Some((api_version.to_string(), kind.to_string()))
+}
+
+/// Discovery results, cached: resolving a kind costs a request.
+#[derive(Default)]
+pub struct Kinds {
+    cache: Mutex<HashMap<(String, String), (ApiResource, bool)>>,
+}
+
+impl Kinds {
+    /// The API resource of a kind and whether it is namespaced.
+    pub async fn resolve(&self, client: &Client, api_version: &str, kind: &str) -> Result<(ApiResource, bool)> {
+        let key = (api_version.to_string(), kind.to_string());
+        if let Some(found) = self.cache.lock().await.get(&key) {
+            return Ok(found.clone());
+        }
+        let (group, version) = match api_version.split_once('/') {
+            Some((g, v)) => (g, v),
+            None => ("", api_version),
+        };
+        let gvk = GroupVersionKind::gvk(group, version, kind);
+        let (resource, caps) = discovery::pinned_kind(client, &gvk).await.map_err(|e| Error::UnknownKind {
+            api_version: api_version.to_string(),
+            kind: kind.to_string(),
+            reason: e.to_string(),
+        })?;
+        let namespaced = caps.scope == Scope::Namespaced;
+        self.cache.lock().await.insert(key, (resource.clone(), namespaced));
+        Ok((resource, namespaced))
+    }
+}
+
+fn dynamic_api(client: &Client, resource: &ApiResource, namespace: Option<&str>) -> Api<DynamicObject> {
+    match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, resource),
+        None => Api::all_with(client.clone(), resource),
+    }
+}
+
+/// True when every field of `desired` has the same value in `live`
+/// (server defaults and status may add fields; they do not count).
+pub fn is_subset(desired: &Value, live: &Value) -> bool {
+    match (desired, live) {
+        (Value::Object(d), Value::Object(l)) => d.iter().all(|(k, v)| l.get(k).is_some_and(|lv| is_subset(v, lv))),
+        (Value::Array(d), Value::Array(l)) => d.len() == l.len() && d.iter().zip(l).all(|(a, b)| is_subset(a, b)),
+        (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
+        (Value::Null, Value::Null) => true,
+        // An explicit null/empty in desired may be omitted by the server.
+        (Value::Null, _) => true,
+        (Value::Object(d), Value::Null) | (Value::Object(d), _) if d.is_empty() => true,
+        (a, b) => a == b,
+    }
+}
+
+/// The live objects this agent manages, by key.
+pub struct Live {
+    pub objects: BTreeMap<ObjectKey, Value>,
+}
+
+fn live_key(rank_of: &HashMap<(String, String), u8>, api_version: &str, kind: &str, v: &Value) -> ObjectKey {
+    ObjectKey {
+        rank: rank_of.get(&(api_version.to_string(), kind.to_string())).copied().unwrap_or(6),
+        api_version: api_version.to_string(),
+        kind: kind.to_string(),
+        namespace: v.pointer("/metadata/namespace").and_then(Value::as_str).map(str::to_string),
+        name: v.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string(),
+    }
+}
+
+/// List every object of `kinds` labelled as this agent's. A kind the
+/// server does not serve (its CRD is gone) has no objects.
+pub async fn list_owned(
+    client: &Client,
+    kinds: &Kinds,
+    kind_ids: &BTreeSet<String>,
+    agent: &str,
+    namespace: &str,
+    ranks: &HashMap<(String, String), u8>,
+) -> Result<Live> {
+    let selector = format!("{OWNER_LABEL}={agent},{OWNER_NAMESPACE_LABEL}={namespace}");
+    let mut objects = BTreeMap::new();
+    for id in kind_ids {
+        let Some((api_version, kind)) = split_kind_id(id) else { continue };
+        let (resource, namespaced) = match kinds.resolve(client, &api_version, &kind).await {
+            Ok(r) => r,
+            Err(Error::UnknownKind { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        let api = dynamic_api(client, &resource, namespaced.then_some(namespace));
+        for item in api.list(&ListParams::default().labels(&selector)).await? {
+            let value = serde_json::to_value(&item)?;
+            objects.insert(live_key(ranks, &api_version, &kind, &value), value);
+        }
+    }
+    Ok(Live { objects })
+}
+
+/// What one sync did.
+#[derive(Debug, Default)]
+pub struct SyncReport {
+    pub applied: Vec<ObjectKey>,
+    pub pruned: Vec<ObjectKey>,
+    /// The live state after the sync (applied objects as the server
+    /// returned them), for `assess`.
+    pub live: BTreeMap<ObjectKey, Value>,
+    /// Kinds present after the sync, for the next prune.
+    pub kinds: BTreeSet<String>,
+}
+
+/// Wait until a CRD is established, so objects of its kind can be applied.
+async fn wait_established(client: &Client, kinds: &Kinds, name: &str) -> Result<()> {
+    let (resource, _) = kinds.resolve(client, "apiextensions.k8s.io/v1", "CustomResourceDefinition").await?;
+    let api = dynamic_api(client, &resource, None);
+    for _ in 0..150 {
+        let crd = api.get(name).await?;
+        let established = crd.data["status"]["conditions"]
+            .as_array()
+            .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Established" && c["status"] == "True"));
+        if established {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(Error::CrdNotEstablished { name: name.to_string(), seconds: 30 })
+}
+
+/// Apply `desired` (in apply order) and prune what is live but no longer
+/// desired, except the objects of `keep_features` (features that failed
+/// this time: their last applied objects stay).
+pub async fn sync(
+    client: &Client,
+    kinds: &Kinds,
+    agent: &str,
+    namespace: &str,
+    owner_reference: &Value,
+    desired: &[(ObjectKey, Value)],
+    previous_kinds: &BTreeSet<String>,
+    keep_features: &BTreeSet<String>,
+) -> Result<SyncReport> {
+    let ranks: HashMap<(String, String), u8> = desired.iter().map(|(k, _)| ((k.api_version.clone(), k.kind.clone()), k.rank)).collect();
+    let mut kind_ids: BTreeSet<String> = desired.iter().map(|(k, _)| kind_id(&k.api_version, &k.kind)).collect();
+    kind_ids.extend(previous_kinds.iter().cloned());
+    let mut live = list_owned(client, kinds, &kind_ids, agent, namespace, &ranks).await?.objects;
+    let mut report = SyncReport::default();
+
+    for (key, object) in desired {
+        let mut object = object.clone();
+        if key.namespace.is_some() {
+            object["metadata"]["ownerReferences"] = json!([owner_reference]);
+        }
+        let current = live.get(key);
+        if current.is_some_and(|l| is_subset(&object, l)) {
+            continue;
+        }
+        if key.group() != "apiextensions.k8s.io" && key.rank == 6 {
+            // A custom resource: its CRD may have been applied just now.
+            if let Some(crd) = desired.iter().find(|(k, v)| {
+                k.kind == "CustomResourceDefinition" && v["spec"]["names"]["kind"] == key.kind.as_str() && v["spec"]["group"] == key.group()
+            }) {
+                wait_established(client, kinds, &crd.0.name).await?;
+            }
+        }
+        let (resource, namespaced) = kinds.resolve(client, &key.api_version, &key.kind).await?;
+        let api = dynamic_api(client, &resource, if namespaced { key.namespace.as_deref() } else { None });
+        let applied = api.patch(&key.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&object)).await?;
+        live.insert(key.clone(), serde_json::to_value(&applied)?);
+        report.applied.push(key.clone());
+    }
+
+    // Prune: custom resources before their CRDs, workloads before RBAC.
+    let desired_keys: BTreeSet<&ObjectKey> = desired.iter().map(|(k, _)| k).collect();
+    let mut stale: Vec<(ObjectKey, Value)> = live
+        .iter()
+        .filter(|(k, _)| !desired_keys.contains(k))
+        .filter(|(_, v)| {
+            let feature = v.pointer(&format!("/metadata/labels/{}", FEATURE_LABEL.replace('/', "~1"))).and_then(Value::as_str);
+            !feature.is_some_and(|f| keep_features.contains(f))
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    stale.sort_by(|a, b| b.0.cmp(&a.0));
+    for (key, _) in stale {
+        let (resource, namespaced) = kinds.resolve(client, &key.api_version, &key.kind).await?;
+        let api = dynamic_api(client, &resource, if namespaced { key.namespace.as_deref() } else { None });
+        match api.delete(&key.name, &DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..Default::default() }).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+        live.remove(&key);
+        report.pruned.push(key);
+    }
+    report.kinds = live.keys().map(|k| kind_id(&k.api_version, &k.kind)).collect();
+    report.live = live;
+    Ok(report)
+}
+
+/// Delete this agent's cluster-scoped objects (namespaced ones go with the
+/// agent through their owner references). Returns how many were deleted.
+pub async fn delete_cluster_scoped(client: &Client, kinds: &Kinds, agent: &str, namespace: &str, kind_ids: &BTreeSet<String>) -> Result<usize> {
+    let live = list_owned(client, kinds, kind_ids, agent, namespace, &HashMap::new()).await?;
+    let mut deleted = 0;
+    let mut cluster_scoped: Vec<&ObjectKey> = live.objects.keys().filter(|k| k.namespace.is_none()).collect();
+    // Custom resources and bindings before the definitions they depend on.
+    cluster_scoped.sort_by_key(|k| (k.kind == "CustomResourceDefinition", k.kind == "ClusterRole"));
+    for key in cluster_scoped {
+        let (resource, _) = kinds.resolve(client, &key.api_version, &key.kind).await?;
+        let api = dynamic_api(client, &resource, None);
+        match api.delete(&key.name, &DeleteParams::default()).await {
+            Ok(_) => deleted += 1,
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(deleted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subset_ignores_server_defaults_but_not_changes() {
+        let desired = json!({ "spec": { "replicas": 1, "template": { "spec": { "containers": [{ "name": "a", "image": "x" }] } } } });
+        let live = json!({ "spec": { "replicas": 1, "revisionHistoryLimit": 10, "template": { "spec": { "containers": [{ "name": "a", "image": "x", "imagePullPolicy": "IfNotPresent" }] } } }, "status": {} });
+        assert!(is_subset(&desired, &live));
+        let changed = json!({ "spec": { "replicas": 2 } });
+        assert!(!is_subset(&changed, &live));
+        let more_containers = json!({ "spec": { "template": { "spec": { "containers": [{ "name": "a" }, { "name": "b" }] } } } });
+        assert!(!is_subset(&more_containers, &live));
+        assert!(is_subset(&json!({ "metadata": { "annotations": {} } }), &json!({ "metadata": {} })));
+    }
+}

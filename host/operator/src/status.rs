@@ -1,0 +1,116 @@
+//! The SecurityAgent status: observedGeneration, one condition per feature
+//! (from `assess`, or the feature's error), an overall Ready, and what was
+//! applied. Written with server-side apply on the status subresource, and
+//! only when it changed: a no-op reconcile makes no write.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::ResourceExt;
+use secop_api::{FeatureStatus, SecurityAgent, SecurityAgentStatus};
+use secop_engine::Rendered;
+use secop_feature_sdk::model as m;
+use serde_json::json;
+
+use crate::error::Result;
+
+pub const STATUS_MANAGER: &str = "security-operator-status";
+pub const READY: &str = "Ready";
+
+/// Keep a condition's lastTransitionTime while its status is unchanged.
+fn condition(previous: &[Condition], type_: &str, status: &str, reason: &str, message: &str, generation: Option<i64>) -> Condition {
+    let before = previous.iter().find(|c| c.type_ == type_);
+    let last_transition_time = match before {
+        Some(c) if c.status == status => c.last_transition_time.clone(),
+        _ => Time(Timestamp::now()),
+    };
+    Condition {
+        type_: type_.to_string(),
+        status: status.to_string(),
+        reason: if reason.is_empty() { "Unknown".to_string() } else { reason.to_string() },
+        message: message.to_string(),
+        last_transition_time,
+        observed_generation: generation,
+    }
+}
+
+/// Kinds the agent has applied, kept across reconciles so a disabled
+/// feature's custom resources can still be found and pruned.
+pub fn inventory(agent: &SecurityAgent) -> BTreeSet<String> {
+    agent.status.as_ref().map(|s| s.inventory.iter().cloned().collect()).unwrap_or_default()
+}
+
+/// The status after a reconcile.
+pub fn desired(
+    agent: &SecurityAgent,
+    rendered: &Rendered,
+    assessed: &[(String, m::Condition)],
+    applied_kinds: &BTreeSet<String>,
+) -> SecurityAgentStatus {
+    let previous: Vec<Condition> = agent.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+    let generation = agent.metadata.generation;
+    let mut conditions = vec![];
+    let mut features = BTreeMap::new();
+    let (mut enabled, mut ready) = (0, 0);
+    for report in &rendered.features {
+        let mut status = FeatureStatus { enabled: report.enabled, module_digest: report.module_digest.clone(), message: None };
+        if report.enabled {
+            enabled += 1;
+            let (state, reason, message) = match (&report.error, assessed.iter().find(|(n, _)| n == &report.name)) {
+                (Some(error), _) => {
+                    let keeping = if report.stale { "; its last good objects are kept" } else { "; previously applied objects are kept" };
+                    ("False".to_string(), error.reason().to_string(), format!("feature `{}`: {error}{keeping}", report.name))
+                }
+                (None, Some((_, c))) => (c.status.as_str().to_string(), c.reason.clone(), c.message.clone()),
+                (None, None) => ("Unknown".to_string(), "NotAssessed".to_string(), String::new()),
+            };
+            if state == "True" {
+                ready += 1;
+            }
+            status.message = Some(message.clone()).filter(|m| !m.is_empty());
+            conditions.push(condition(&previous, &report.condition_type, &state, &reason, &message, generation));
+        }
+        features.insert(report.name.clone(), status);
+    }
+    let all_ready = ready == enabled && rendered.failed().next().is_none();
+    let not_ready: Vec<&str> = conditions.iter().filter(|c| c.status != "True").map(|c| c.type_.as_str()).collect();
+    let (state, reason, message) = if all_ready {
+        ("True", "AllFeaturesReady", format!("{ready}/{enabled} features ready"))
+    } else {
+        ("False", "FeaturesNotReady", format!("{ready}/{enabled} features ready; not ready: {}", not_ready.join(", ")))
+    };
+    conditions.insert(0, condition(&previous, READY, state, reason, &message, generation));
+    SecurityAgentStatus {
+        observed_generation: generation,
+        conditions,
+        features,
+        summary: Some(format!("{ready}/{enabled}")),
+        inventory: applied_kinds.iter().cloned().collect(),
+    }
+}
+
+/// The status for a spec that cannot be rendered at all.
+pub fn invalid(agent: &SecurityAgent, message: &str) -> SecurityAgentStatus {
+    let previous: Vec<Condition> = agent.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+    let mut status = agent.status.clone().unwrap_or_default();
+    status.observed_generation = agent.metadata.generation;
+    status.conditions.retain(|c| c.type_ != READY);
+    status.conditions.insert(0, condition(&previous, READY, "False", "InvalidSpec", message, agent.metadata.generation));
+    status
+}
+
+/// Write `status` if it differs from the current one. Returns whether it wrote.
+pub async fn write(api: &Api<SecurityAgent>, agent: &SecurityAgent, status: SecurityAgentStatus) -> Result<bool> {
+    if agent.status.as_ref() == Some(&status) {
+        return Ok(false);
+    }
+    let patch = json!({
+        "apiVersion": format!("{}/{}", secop_api::GROUP, secop_api::VERSION),
+        "kind": secop_api::KIND,
+        "status": status,
+    });
+    api.patch_status(&agent.name_any(), &PatchParams::apply(STATUS_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    Ok(true)
+}

@@ -1,0 +1,328 @@
+//! The operator on a real control plane (etcd, kube-apiserver,
+//! kube-controller-manager, kube-scheduler, kwok nodes), started by
+//! `cargo xtask test` (or `cargo xtask cluster up` + the env it prints).
+//!
+//! Without the cluster these tests fail when CI=true and are skipped
+//! otherwise. They run one at a time: agents in different namespaces share
+//! cluster-scoped CRDs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::{Client, Config};
+use secop_api::SecurityAgent;
+use serde_json::{json, Value};
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+struct Env {
+    kubeconfig: PathBuf,
+    operator_kubeconfig: PathBuf,
+    audit_log: PathBuf,
+}
+
+/// The test cluster, or None (skip) outside CI.
+fn env() -> Option<Env> {
+    match std::env::var_os("SECOP_E2E_KUBECONFIG") {
+        Some(kubeconfig) => Some(Env {
+            kubeconfig: kubeconfig.into(),
+            operator_kubeconfig: std::env::var_os("SECOP_E2E_OPERATOR_KUBECONFIG").expect("SECOP_E2E_OPERATOR_KUBECONFIG").into(),
+            audit_log: std::env::var_os("SECOP_E2E_AUDIT_LOG").expect("SECOP_E2E_AUDIT_LOG").into(),
+        }),
+        None if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI expects the e2e control plane: run the suite with `cargo xtask test` (SECOP_E2E_KUBECONFIG is not set)")
+        }
+        None => {
+            eprintln!("skipping e2e test: no test cluster (run `cargo xtask test`, or `cargo xtask cluster up` and export its env)");
+            None
+        }
+    }
+}
+
+async fn client(kubeconfig: &Path) -> Client {
+    let kubeconfig = Kubeconfig::read_from(kubeconfig).expect("kubeconfig");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("client config");
+    Client::try_from(config).expect("client")
+}
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
+}
+
+/// The operator under test, as a process (so it can be killed).
+struct Operator {
+    child: Child,
+}
+
+impl Operator {
+    fn start(env: &Env, namespace: &str) -> Self {
+        let log = std::fs::File::create(Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("operator-{namespace}.log"))).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_secop"))
+            .args(["run", "--namespace", namespace, "--metrics-addr", "127.0.0.1:0", "--log-format", "text"])
+            .env("KUBECONFIG", &env.operator_kubeconfig)
+            .env("SECOP_CACHE_DIR", Path::new(env!("CARGO_TARGET_TMPDIR")).join("secop-e2e-cache"))
+            .env("SECOP_LOG", "info,kube=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start secop run");
+        Self { child }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool, String>>,
+{
+    let start = Instant::now();
+    let mut last = String::new();
+    while start.elapsed() < timeout {
+        match check().await {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(e) => last = e,
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("timed out after {timeout:?} waiting for {what} {last}");
+}
+
+async fn install_crd(client: &Client) {
+    let crd: CustomResourceDefinition = serde_yaml::from_str(&std::fs::read_to_string(repo("deploy/crds/security.example.io_securityagents.yaml")).unwrap()).unwrap();
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    api.patch("securityagents.security.example.io", &PatchParams::apply("e2e").force(), &Patch::Apply(&crd)).await.unwrap();
+    wait_for("the SecurityAgent CRD", Duration::from_secs(30), || {
+        let api = api.clone();
+        async move {
+            let crd = api.get("securityagents.security.example.io").await.map_err(|e| e.to_string())?;
+            Ok(crd.status.and_then(|s| s.conditions).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True")))
+        }
+    })
+    .await;
+}
+
+async fn create_namespace(client: &Client, name: &str) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(json!({ "metadata": { "name": name } })).unwrap();
+    match api.create(&PostParams::default(), &ns).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("creating namespace {name}: {e}"),
+    }
+}
+
+/// The full sample, moved into `namespace`.
+fn sample(namespace: &str) -> Value {
+    let mut agent: Value = serde_yaml::from_str(&std::fs::read_to_string(repo("deploy/samples/securityagent_full.yaml")).unwrap()).unwrap();
+    agent["metadata"]["namespace"] = json!(namespace);
+    agent
+}
+
+async fn apply_agent(client: &Client, namespace: &str, agent: &Value) {
+    let api: Api<SecurityAgent> = Api::namespaced(client.clone(), namespace);
+    let name = agent["metadata"]["name"].as_str().unwrap();
+    api.patch(name, &PatchParams::apply("e2e").force(), &Patch::Apply(agent)).await.unwrap();
+}
+
+async fn agent_status(client: &Client, namespace: &str, name: &str) -> Result<SecurityAgent, String> {
+    Api::<SecurityAgent>::namespaced(client.clone(), namespace).get(name).await.map_err(|e| e.to_string())
+}
+
+fn condition(agent: &SecurityAgent, type_: &str) -> Option<(String, String)> {
+    agent.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_).map(|c| (c.status.clone(), c.message.clone()))
+}
+
+/// Ready=True for the current generation.
+async fn wait_ready(client: &Client, namespace: &str, name: &str, timeout: Duration) {
+    wait_for(&format!("{namespace}/{name} Ready"), timeout, || async {
+        let agent = agent_status(client, namespace, name).await?;
+        let observed = agent.status.as_ref().and_then(|s| s.observed_generation);
+        let ready = condition(&agent, "Ready");
+        if observed == agent.metadata.generation && ready.as_ref().is_some_and(|(s, _)| s == "True") {
+            Ok(true)
+        } else {
+            Err(format!("(observed {observed:?} of {:?}, Ready {ready:?})", agent.metadata.generation))
+        }
+    })
+    .await;
+}
+
+fn dynamic(client: &Client, group: &str, version: &str, kind: &str, plural: &str, namespace: Option<&str>) -> Api<DynamicObject> {
+    let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
+    match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    }
+}
+
+async fn exists<K>(api: &Api<K>, name: &str) -> bool
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.get_opt(name).await.unwrap().is_some()
+}
+
+/// Write requests of the operator user in the audit log so far.
+fn operator_writes(env: &Env) -> Vec<String> {
+    let text = std::fs::read_to_string(&env.audit_log).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["stage"] == "ResponseComplete")
+        .filter(|e| matches!(e["verb"].as_str(), Some("create" | "update" | "patch" | "delete" | "deletecollection")))
+        .map(|e| format!("{} {}", e["verb"].as_str().unwrap_or(""), e["requestURI"].as_str().unwrap_or("")))
+        .collect()
+}
+
+/// Requests (any verb) of the operator user so far: proof that it ran.
+fn operator_requests(env: &Env) -> usize {
+    std::fs::read_to_string(&env.audit_log).map(|t| t.lines().filter(|l| l.contains("\"ResponseComplete\"")).count()).unwrap_or(0)
+}
+
+fn node_config_receivers(cm: &ConfigMap) -> Vec<String> {
+    let config: Value = serde_yaml::from_str(cm.data.as_ref().unwrap()["config.yaml"].as_str()).unwrap();
+    config["receivers"].as_object().map(|r| r.keys().cloned().collect()).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_on_a_real_control_plane() {
+    let Some(env) = env() else { return };
+    let _serial = SERIAL.lock().await;
+    let client = client(&env.kubeconfig).await;
+    install_crd(&client).await;
+    let ns = "e2e-lifecycle";
+    create_namespace(&client, ns).await;
+    let mut operator = Operator::start(&env, ns);
+    let agent = sample(ns);
+    apply_agent(&client, ns, &agent).await;
+
+    // G1: everything deployed, DaemonSet pods Ready on the 3 kwok nodes,
+    // every feature condition True.
+    wait_ready(&client, ns, "poc-security", Duration::from_secs(180)).await;
+    let daemonsets: Api<DaemonSet> = Api::namespaced(client.clone(), ns);
+    for ds in ["falco", "tetragon", "osquery", "otel-node"] {
+        let status = daemonsets.get(ds).await.unwrap().status.unwrap();
+        assert_eq!(status.number_ready, 3, "{ds} ready on the 3 kwok nodes");
+    }
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    assert!(exists(&deployments, "otel-gateway").await && exists(&deployments, "trivy-operator").await);
+    let tracing_policies = dynamic(&client, "cilium.io", "v1alpha1", "TracingPolicy", "tracingpolicies", None);
+    assert!(exists(&tracing_policies, "container-escape-monitor").await);
+    let agent_now = agent_status(&client, ns, "poc-security").await.unwrap();
+    for c in ["PipelineReady", "FalcoReady", "TetragonReady", "OSQueryReady", "TrivyReady"] {
+        assert_eq!(condition(&agent_now, c).map(|c| c.0), Some("True".into()), "{c}");
+    }
+
+    // A reconcile of an unchanged agent writes nothing: restart the
+    // operator (its first list reconciles every agent) and count writes.
+    operator.kill();
+    let writes_before = operator_writes(&env).len();
+    let requests_before = operator_requests(&env);
+    let mut operator = Operator::start(&env, ns);
+    wait_for("the restarted operator's reconcile", Duration::from_secs(60), || async {
+        Ok(operator_requests(&env) > requests_before + 10)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let new_writes: Vec<String> = operator_writes(&env).split_off(writes_before);
+    assert!(new_writes.is_empty(), "a no-op reconcile wrote: {new_writes:#?}");
+
+    // G3: nodeAgent tolerations land on every DaemonSet; falco memory only on falco.
+    let mut changed = agent.clone();
+    changed["spec"]["override"]["nodeAgent"]["tolerations"] = json!([{ "key": "dedicated", "operator": "Equal", "value": "security", "effect": "NoSchedule" }]);
+    changed["spec"]["override"]["falco"]["resources"]["limits"]["memory"] = json!("3Gi");
+    apply_agent(&client, ns, &changed).await;
+    wait_ready(&client, ns, "poc-security", Duration::from_secs(120)).await;
+    for ds in ["falco", "tetragon", "osquery", "otel-node"] {
+        let spec = daemonsets.get(ds).await.unwrap().spec.unwrap().template.spec.unwrap();
+        let tolerations = serde_json::to_value(spec.tolerations.unwrap()).unwrap();
+        assert_eq!(tolerations, json!([{ "key": "dedicated", "operator": "Equal", "value": "security", "effect": "NoSchedule" }]), "{ds}");
+        let memory = spec.containers[0].resources.as_ref().unwrap().limits.as_ref().unwrap()["memory"].0.clone();
+        assert_eq!(memory, if ds == "falco" { "3Gi" } else if ds == "tetragon" { "512Mi" } else if ds == "osquery" { "256Mi" } else { "256Mi" }, "{ds}");
+    }
+
+    // G2: disabling tetragon removes its objects and its receiver; enabling
+    // it brings them back.
+    let toggle = |enabled: bool| {
+        let mut a = changed.clone();
+        for f in a["spec"]["features"].as_array_mut().unwrap() {
+            if f["name"] == "tetragon" {
+                f["enabled"] = json!(enabled);
+            }
+        }
+        a
+    };
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    apply_agent(&client, ns, &toggle(false)).await;
+    wait_ready(&client, ns, "poc-security", Duration::from_secs(120)).await;
+    assert!(!exists(&daemonsets, "tetragon").await);
+    assert!(!exists(&config_maps, "tetragon-config").await);
+    assert!(!exists(&tracing_policies, "container-escape-monitor").await);
+    let receivers = node_config_receivers(&config_maps.get("otel-node-config").await.unwrap());
+    assert!(!receivers.contains(&"file_log/tetragon".to_string()), "{receivers:?}");
+    apply_agent(&client, ns, &toggle(true)).await;
+    wait_ready(&client, ns, "poc-security", Duration::from_secs(120)).await;
+    assert!(exists(&daemonsets, "tetragon").await && exists(&tracing_policies, "container-escape-monitor").await);
+    assert!(node_config_receivers(&config_maps.get("otel-node-config").await.unwrap()).contains(&"file_log/tetragon".to_string()));
+
+    // A bad feature config: its condition says which field, nothing is
+    // deleted, the other features stay ready.
+    let mut bad = toggle(true);
+    for f in bad["spec"]["features"].as_array_mut().unwrap() {
+        if f["name"] == "osquery" {
+            f["config"]["intervalSeconds"] = json!("x");
+        }
+    }
+    apply_agent(&client, ns, &bad).await;
+    wait_for("OSQueryReady=False naming the field", Duration::from_secs(60), || async {
+        let a = agent_status(&client, ns, "poc-security").await?;
+        Ok(a.status.as_ref().and_then(|s| s.observed_generation) == a.metadata.generation
+            && condition(&a, "OSQueryReady").is_some_and(|(s, m)| s == "False" && m.contains("intervalSeconds")))
+    })
+    .await;
+    let a = agent_status(&client, ns, "poc-security").await.unwrap();
+    assert_eq!(condition(&a, "FalcoReady").unwrap().0, "True");
+    assert_eq!(condition(&a, "Ready").unwrap().0, "False");
+    assert!(exists(&daemonsets, "osquery").await, "the failed feature's DaemonSet is kept");
+    assert!(exists(&config_maps, "osquery-pack-scope-minimal").await);
+    assert!(node_config_receivers(&config_maps.get("otel-node-config").await.unwrap()).contains(&"file_log/osquery".to_string()));
+
+    // Deleting the agent: the finalizer removes cluster-scoped objects,
+    // the garbage collector the namespaced ones.
+    let cluster_roles = dynamic(&client, "rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", None);
+    let selector = format!("security.example.io/owner=poc-security,security.example.io/owner-namespace={ns}");
+    assert!(!cluster_roles.list(&ListParams::default().labels(&selector)).await.unwrap().items.is_empty());
+    Api::<SecurityAgent>::namespaced(client.clone(), ns).delete("poc-security", &DeleteParams::default()).await.unwrap();
+    wait_for("the agent to be gone", Duration::from_secs(60), || async {
+        Ok(Api::<SecurityAgent>::namespaced(client.clone(), ns).get_opt("poc-security").await.map_err(|e| e.to_string())?.is_none())
+    })
+    .await;
+    assert!(cluster_roles.list(&ListParams::default().labels(&selector)).await.unwrap().items.is_empty(), "ClusterRoles removed by the finalizer");
+    assert!(!exists(&tracing_policies, "container-escape-monitor").await);
+    wait_for("garbage collection of namespaced objects", Duration::from_secs(90), || async {
+        let left = daemonsets.list(&ListParams::default().labels(&selector)).await.map_err(|e| e.to_string())?.items.len()
+            + config_maps.list(&ListParams::default().labels(&selector)).await.map_err(|e| e.to_string())?.items.len();
+        Ok(left == 0)
+    })
+    .await;
+    operator.kill();
+}
