@@ -16,6 +16,7 @@ tasks:
   test             the whole test suite (what CI runs)
   bench            benchmarks; figures go in docs/benchmarks.md
   crd              regenerate deploy/crds/ from the Rust types
+  chart            regenerate the Helm chart's CRD and feature RBAC rules
   golden           rewrite test/fixtures/golden/ from the current render
   build-features   build the feature components (target/wasm-features/wasm32-wasip2/wasm)
   cluster build    build etcd, kube-apiserver/-controller-manager/-scheduler and kwok (cached)
@@ -47,9 +48,21 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("test") => {
+            // The e2e tests need the real control plane: bring it up (built
+            // once, cached), run everything against it, always tear it down.
+            let root = root();
+            cluster::up(&root)?;
             let mut cmd = cargo();
-            cmd.args(["test", "--workspace", "--locked", "--no-fail-fast"]).args(&args[1..]);
-            run(cmd)
+            cmd.args(["test", "--workspace", "--locked", "--no-fail-fast"])
+                .args(&args[1..])
+                .env("SECOP_E2E_KUBECONFIG", cluster::kubeconfig(&root))
+                .env("SECOP_E2E_OPERATOR_KUBECONFIG", cluster::operator_kubeconfig(&root))
+                .env("SECOP_E2E_AUDIT_LOG", cluster::audit_log(&root));
+            let result = run(cmd);
+            if let Err(e) = cluster::down(&root) {
+                eprintln!("warning: stopping the test cluster: {e}");
+            }
+            result
         }
         Some("bench") => {
             let mut cmd = cargo();
@@ -64,6 +77,22 @@ fn main() -> Result<()> {
             let path = root().join("deploy/crds/security.example.io_securityagents.yaml");
             std::fs::write(&path, out.stdout)?;
             println!("wrote {}", path.display());
+            Ok(())
+        }
+        Some("chart") => {
+            let secop = |args: &[&str]| -> Result<Vec<u8>> {
+                let out = cargo().args(["run", "--quiet", "--locked", "-p", "secop", "--"]).args(args).output()?;
+                if !out.status.success() {
+                    bail!("secop {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+                }
+                Ok(out.stdout)
+            };
+            let chart = root().join("deploy/helm/security-operator");
+            let crd = secop(&["crd"])?;
+            std::fs::write(root().join("deploy/crds/security.example.io_securityagents.yaml"), &crd)?;
+            std::fs::write(chart.join("crds/security.example.io_securityagents.yaml"), &crd)?;
+            std::fs::write(chart.join("files/feature-rules.json"), secop(&["feature-rules"])?)?;
+            println!("regenerated {}", chart.display());
             Ok(())
         }
         Some("golden") => {
@@ -88,7 +117,11 @@ fn main() -> Result<()> {
             Some("up") => cluster::up(&root()),
             Some("down") => cluster::down(&root()),
             Some("env") => {
-                println!("export KUBECONFIG={}", cluster::kubeconfig(&root()).display());
+                let root = root();
+                println!("export KUBECONFIG={}", cluster::kubeconfig(&root).display());
+                println!("export SECOP_E2E_KUBECONFIG={}", cluster::kubeconfig(&root).display());
+                println!("export SECOP_E2E_OPERATOR_KUBECONFIG={}", cluster::operator_kubeconfig(&root).display());
+                println!("export SECOP_E2E_AUDIT_LOG={}", cluster::audit_log(&root).display());
                 Ok(())
             }
             _ => {

@@ -217,7 +217,6 @@ webserver:
         let pod_spec = json!({
             "serviceAccountName": NAME,
             "automountServiceAccountToken": false,
-            "hostPID": false,
             "priorityClassName": "system-node-critical",
             "tolerations": [
                 { "key": "node-role.kubernetes.io/control-plane", "operator": "Exists", "effect": "NoSchedule" },

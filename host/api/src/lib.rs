@@ -46,6 +46,7 @@ pub struct SecurityAgentSpec {
     /// Workload overrides: `nodeAgent` for every node DaemonSet, then one
     /// entry per tool (falco, tetragon, osquery, otelNode, otelGateway, trivy, ...).
     #[serde(default, rename = "override", skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "override_schema")]
     pub overrides: Option<OverrideSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tests: Option<TestSpec>,
@@ -77,6 +78,17 @@ pub struct FeatureSpec {
     /// Where the module comes from; none = the built-in module.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub module: Option<ModuleRef>,
+}
+
+/// A map from `nodeAgent` or a tool name to an override: structural
+/// schemas may not mix fixed `properties` with `additionalProperties`.
+fn override_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let entry = generator.subschema_for::<ComponentOverride>();
+    schemars::json_schema!({
+        "type": "object",
+        "description": "Workload overrides: `nodeAgent` for every node DaemonSet, then one entry per tool (falco, tetragon, osquery, otelNode, otelGateway, trivy, ...), which wins.",
+        "additionalProperties": entry,
+    })
 }
 
 fn enabled_default() -> bool {

@@ -81,7 +81,6 @@ async fn finalize(agent: &SecurityAgent, api: &Api<SecurityAgent>, ctx: &Context
     for (api_version, kind) in [
         ("rbac.authorization.k8s.io/v1", "ClusterRole"),
         ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
-        ("apiextensions.k8s.io/v1", "CustomResourceDefinition"),
     ] {
         kinds.insert(resources::kind_id(api_version, kind));
     }

@@ -69,11 +69,28 @@ fn dynamic_api(client: &Client, resource: &ApiResource, namespace: Option<&str>)
     }
 }
 
+/// A value the API server leaves out of its output (Go's `omitempty`).
+fn is_zero(value: &Value) -> bool {
+    match value {
+        Value::Null | Value::Bool(false) => true,
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        Value::Number(_) | Value::Bool(true) => false,
+    }
+}
+
 /// True when every field of `desired` has the same value in `live`
-/// (server defaults and status may add fields; they do not count).
+/// (server defaults and status may add fields; they do not count; a zero
+/// value the server omits counts as present).
 pub fn is_subset(desired: &Value, live: &Value) -> bool {
     match (desired, live) {
-        (Value::Object(d), Value::Object(l)) => d.iter().all(|(k, v)| l.get(k).is_some_and(|lv| is_subset(v, lv))),
+        (Value::Object(d), Value::Object(l)) => {
+            d.iter().all(|(k, v)| match l.get(k) {
+                Some(lv) => is_subset(v, lv),
+                None => is_zero(v),
+            })
+        }
         (Value::Array(d), Value::Array(l)) => d.len() == l.len() && d.iter().zip(l).all(|(a, b)| is_subset(a, b)),
         (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
         (Value::Null, Value::Null) => true,
@@ -120,7 +137,10 @@ pub async fn list_owned(
         };
         let api = dynamic_api(client, &resource, namespaced.then_some(namespace));
         for item in api.list(&ListParams::default().labels(&selector)).await? {
-            let value = serde_json::to_value(&item)?;
+            let mut value = serde_json::to_value(&item)?;
+            // Items of a LIST response carry no apiVersion/kind.
+            value["apiVersion"] = json!(api_version);
+            value["kind"] = json!(kind);
             objects.insert(live_key(ranks, &api_version, &kind, &value), value);
         }
     }
@@ -199,11 +219,13 @@ pub async fn sync(
         report.applied.push(key.clone());
     }
 
-    // Prune: custom resources before their CRDs, workloads before RBAC.
+    // Prune, workloads before RBAC. CRDs are never deleted: deleting one
+    // deletes every object of its kind in the cluster (for Trivy, every
+    // VulnerabilityReport), which is not ours to decide (Helm does the same).
     let desired_keys: BTreeSet<&ObjectKey> = desired.iter().map(|(k, _)| k).collect();
     let mut stale: Vec<(ObjectKey, Value)> = live
         .iter()
-        .filter(|(k, _)| !desired_keys.contains(k))
+        .filter(|(k, _)| !desired_keys.contains(k) && !is_crd(k))
         .filter(|(_, v)| {
             let feature = v.pointer(&format!("/metadata/labels/{}", FEATURE_LABEL.replace('/', "~1"))).and_then(Value::as_str);
             !feature.is_some_and(|f| keep_features.contains(f))
@@ -227,14 +249,19 @@ pub async fn sync(
     Ok(report)
 }
 
+fn is_crd(key: &ObjectKey) -> bool {
+    key.kind == "CustomResourceDefinition" && key.group() == "apiextensions.k8s.io"
+}
+
 /// Delete this agent's cluster-scoped objects (namespaced ones go with the
-/// agent through their owner references). Returns how many were deleted.
+/// agent through their owner references), except CRDs (see `sync`).
+/// Returns how many were deleted.
 pub async fn delete_cluster_scoped(client: &Client, kinds: &Kinds, agent: &str, namespace: &str, kind_ids: &BTreeSet<String>) -> Result<usize> {
     let live = list_owned(client, kinds, kind_ids, agent, namespace, &HashMap::new()).await?;
     let mut deleted = 0;
-    let mut cluster_scoped: Vec<&ObjectKey> = live.objects.keys().filter(|k| k.namespace.is_none()).collect();
-    // Custom resources and bindings before the definitions they depend on.
-    cluster_scoped.sort_by_key(|k| (k.kind == "CustomResourceDefinition", k.kind == "ClusterRole"));
+    let mut cluster_scoped: Vec<&ObjectKey> = live.objects.keys().filter(|k| k.namespace.is_none() && !is_crd(k)).collect();
+    // Bindings before the roles they bind.
+    cluster_scoped.sort_by_key(|k| k.kind == "ClusterRole");
     for key in cluster_scoped {
         let (resource, _) = kinds.resolve(client, &key.api_version, &key.kind).await?;
         let api = dynamic_api(client, &resource, None);
@@ -261,5 +288,8 @@ mod tests {
         let more_containers = json!({ "spec": { "template": { "spec": { "containers": [{ "name": "a" }, { "name": "b" }] } } } });
         assert!(!is_subset(&more_containers, &live));
         assert!(is_subset(&json!({ "metadata": { "annotations": {} } }), &json!({ "metadata": {} })));
+        // Zero values the server omits.
+        assert!(is_subset(&json!({ "hostPID": false, "env": [{ "name": "A", "value": "" }] }), &json!({ "env": [{ "name": "A" }] })));
+        assert!(!is_subset(&json!({ "hostPID": true }), &json!({})));
     }
 }

@@ -50,6 +50,10 @@ enum Command {
     },
     /// Print the SecurityAgent CustomResourceDefinition.
     Crd,
+    /// Print the union of the RBAC rules the built-in features grant their
+    /// workloads (the Helm chart's operator role must hold them all).
+    #[command(hide = true)]
+    FeatureRules,
     /// Run the controller against the cluster of the current kubeconfig or
     /// in-cluster service account.
     Run {
@@ -139,6 +143,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(secop_operator::run(options)).map_err(anyhow::Error::msg)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::FeatureRules => {
+            let text = include_str!("../../../deploy/samples/securityagent_full.yaml");
+            let agent = secop_api::parse(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let runtime = Arc::new(Runtime::new(cache_dir(&cli)).map_err(anyhow::Error::msg)?);
+            let registry = Registry::with_builtins(runtime).map_err(|e| anyhow::anyhow!("{}: {}", e.feature, e.error))?;
+            let rendered = secop_engine::render(&registry, &agent, &RenderOptions::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let mut rules: Vec<Value> = rendered
+                .objects
+                .iter()
+                .filter(|(k, _)| k.kind == "ClusterRole" || k.kind == "Role")
+                .flat_map(|(_, v)| v["rules"].as_array().cloned().unwrap_or_default())
+                .collect();
+            rules.sort_by_key(|r| r.to_string());
+            rules.dedup();
+            println!("{}", serde_json::to_string_pretty(&rules)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Crd => {

@@ -117,3 +117,19 @@ fn crd_file_in_deploy_is_current() {
         path.display()
     );
 }
+
+#[test]
+fn helm_chart_files_are_current() {
+    let out = secop(&["feature-rules"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let chart = repo("deploy/helm/security-operator");
+    let rules = std::fs::read_to_string(chart.join("files/feature-rules.json")).unwrap_or_default();
+    assert!(rules == String::from_utf8_lossy(&out.stdout), "files/feature-rules.json is stale: run `cargo xtask chart`");
+    let crd = std::fs::read_to_string(chart.join("crds/security.example.io_securityagents.yaml")).unwrap_or_default();
+    let generated = std::fs::read_to_string(repo("deploy/crds/security.example.io_securityagents.yaml")).unwrap();
+    assert!(crd == generated, "the chart's CRD differs from deploy/crds: run `cargo xtask chart`");
+    // The operator role holds every rule the features grant, and no wildcard.
+    let parsed: serde_json::Value = serde_json::from_str(&rules).unwrap();
+    assert!(parsed.as_array().unwrap().len() > 10);
+    assert!(!rules.contains("\"*\""));
+}

@@ -175,11 +175,16 @@ fn dynamic(client: &Client, group: &str, version: &str, kind: &str, plural: &str
     }
 }
 
+/// Whether the object exists (a kind whose CRD is gone has no objects).
 async fn exists<K>(api: &Api<K>, name: &str) -> bool
 where
     K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    api.get_opt(name).await.unwrap().is_some()
+    match api.get_opt(name).await {
+        Ok(found) => found.is_some(),
+        Err(kube::Error::Api(e)) if e.code == 404 => false,
+        Err(e) => panic!("reading {name}: {e}"),
+    }
 }
 
 /// Write requests of the operator user in the audit log so far.
@@ -209,7 +214,9 @@ async fn lifecycle_on_a_real_control_plane() {
     let _serial = SERIAL.lock().await;
     let client = client(&env.kubeconfig).await;
     install_crd(&client).await;
-    let ns = "e2e-lifecycle";
+    // A namespace of its own per run: a cluster kept up between runs may
+    // hold what an earlier, failed run left behind.
+    let ns = &format!("e2e-lifecycle-{}", std::process::id());
     create_namespace(&client, ns).await;
     let mut operator = Operator::start(&env, ns);
     let agent = sample(ns);
@@ -277,6 +284,8 @@ async fn lifecycle_on_a_real_control_plane() {
     assert!(!exists(&daemonsets, "tetragon").await);
     assert!(!exists(&config_maps, "tetragon-config").await);
     assert!(!exists(&tracing_policies, "container-escape-monitor").await);
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    assert!(exists(&crds, "tracingpolicies.cilium.io").await, "CRDs are never pruned");
     let receivers = node_config_receivers(&config_maps.get("otel-node-config").await.unwrap());
     assert!(!receivers.contains(&"file_log/tetragon".to_string()), "{receivers:?}");
     apply_agent(&client, ns, &toggle(true)).await;
