@@ -335,3 +335,84 @@ async fn lifecycle_on_a_real_control_plane() {
     .await;
     operator.kill();
 }
+
+/// (kind, name) of every object `secop render` wants for `agent`.
+fn desired_objects(agent: &Value) -> std::collections::BTreeSet<(String, String)> {
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("agent-{}.yaml", std::process::id()));
+    std::fs::write(&path, serde_yaml::to_string(agent).unwrap()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_secop"))
+        .args(["render", "-o", "json", "-f"])
+        .arg(&path)
+        .env("SECOP_CACHE_DIR", Path::new(env!("CARGO_TARGET_TMPDIR")).join("secop-e2e-cache"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rendered: Value = serde_json::from_slice(&out.stdout).unwrap();
+    rendered["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| (o["kind"].as_str().unwrap().to_string(), o["metadata"]["name"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+/// (kind, name) of every live object labelled as this agent's, across the
+/// kinds in its status inventory.
+async fn live_objects(client: &Client, namespace: &str, agent: &SecurityAgent) -> std::collections::BTreeSet<(String, String)> {
+    let selector = format!("security.example.io/owner={},security.example.io/owner-namespace={namespace}", agent.metadata.name.as_ref().unwrap());
+    let mut found = std::collections::BTreeSet::new();
+    for id in &agent.status.as_ref().unwrap().inventory {
+        let (api_version, kind) = id.rsplit_once('/').unwrap();
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let (resource, caps) = kube::discovery::pinned_kind(client, &GroupVersionKind::gvk(group, version, kind)).await.unwrap();
+        let api: Api<DynamicObject> = if caps.scope == kube::discovery::Scope::Namespaced {
+            Api::namespaced_with(client.clone(), namespace, &resource)
+        } else {
+            Api::all_with(client.clone(), &resource)
+        };
+        for item in api.list(&ListParams::default().labels(&selector)).await.unwrap() {
+            found.insert((kind.to_string(), item.metadata.name.unwrap()));
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_reconcile_converges_without_duplicates_or_orphans() {
+    let Some(env) = env() else { return };
+    let _serial = SERIAL.lock().await;
+    let client = client(&env.kubeconfig).await;
+    install_crd(&client).await;
+    let ns = &format!("e2e-kill-{}", std::process::id());
+    create_namespace(&client, ns).await;
+    let agent = sample(ns);
+    let mut operator = Operator::start(&env, ns);
+    apply_agent(&client, ns, &agent).await;
+
+    // Kill it as soon as its first object shows up: mid-reconcile.
+    let service_accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), ns);
+    wait_for("the first applied object", Duration::from_secs(60), || async { Ok(exists(&service_accounts, "otel-node").await) }).await;
+    operator.kill();
+    let at_kill = agent_status(&client, ns, "poc-security").await.unwrap();
+    assert!(condition(&at_kill, "Ready").is_none_or(|(s, _)| s != "True"), "killed after the reconcile had finished");
+
+    let mut operator = Operator::start(&env, ns);
+    wait_ready(&client, ns, "poc-security", Duration::from_secs(180)).await;
+    let converged = agent_status(&client, ns, "poc-security").await.unwrap();
+    let live = live_objects(&client, ns, &converged).await;
+    let desired = desired_objects(&agent);
+    let missing: Vec<_> = desired.difference(&live).collect();
+    let orphans: Vec<_> = live.difference(&desired).collect();
+    assert!(missing.is_empty() && orphans.is_empty(), "missing {missing:?}, orphans {orphans:?}");
+    // The same objects, once each: one pod per node per DaemonSet.
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), ns);
+    let falco_pods = pods.list(&ListParams::default().labels("app.kubernetes.io/name=falco")).await.unwrap().items;
+    assert_eq!(falco_pods.len(), 3, "one falco pod per node");
+
+    Api::<SecurityAgent>::namespaced(client.clone(), ns).delete("poc-security", &DeleteParams::default()).await.unwrap();
+    wait_for("the agent to be gone", Duration::from_secs(60), || async {
+        Ok(Api::<SecurityAgent>::namespaced(client.clone(), ns).get_opt("poc-security").await.map_err(|e| e.to_string())?.is_none())
+    })
+    .await;
+    operator.kill();
+}
