@@ -67,7 +67,17 @@ fn main() -> Result<()> {
         Some("bench") => {
             let mut cmd = cargo();
             cmd.args(["bench", "--locked", "-p", "secop-engine", "--bench", "render"]);
-            run(cmd)
+            run(cmd)?;
+            // The operator benchmark needs the real control plane.
+            let root = root();
+            cluster::up(&root)?;
+            let mut cmd = cargo();
+            cmd.args(["bench", "--locked", "-p", "secop", "--bench", "operator"])
+                .env("SECOP_E2E_KUBECONFIG", cluster::kubeconfig(&root))
+                .env("SECOP_E2E_OPERATOR_KUBECONFIG", cluster::operator_kubeconfig(&root));
+            let result = run(cmd);
+            cluster::down(&root)?;
+            result
         }
         Some("crd") => {
             let out = cargo().args(["run", "--quiet", "--locked", "-p", "secop", "--", "crd"]).output()?;

@@ -1,0 +1,107 @@
+//! Operator benchmark on the real test control plane (`cargo xtask bench`
+//! brings it up): time from a spec change to all objects applied and the
+//! status written (observedGeneration caught up), over 20 changes, and the
+//! operator's memory with five features loaded. Prints figures only.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use secop_api::SecurityAgent;
+use serde_json::{json, Value};
+
+fn repo(path: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
+}
+
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn observed(api: &Api<SecurityAgent>, generation: i64) -> bool {
+    let agent = api.get("poc-security").await.unwrap();
+    agent.status.and_then(|s| s.observed_generation) == Some(generation)
+}
+
+#[tokio::main]
+async fn main() {
+    let Some(kubeconfig) = std::env::var_os("SECOP_E2E_KUBECONFIG") else {
+        eprintln!("operator benchmark needs the test control plane: run `cargo xtask bench`");
+        return;
+    };
+    let operator_kubeconfig = std::env::var_os("SECOP_E2E_OPERATOR_KUBECONFIG").unwrap();
+    let config = Config::from_custom_kubeconfig(Kubeconfig::read_from(&kubeconfig).unwrap(), &KubeConfigOptions::default()).await.unwrap();
+    let client = Client::try_from(config).unwrap();
+
+    let crd: CustomResourceDefinition = serde_yaml::from_str(&std::fs::read_to_string(repo("deploy/crds/security.example.io_securityagents.yaml")).unwrap()).unwrap();
+    Api::<CustomResourceDefinition>::all(client.clone())
+        .patch("securityagents.security.example.io", &PatchParams::apply("bench").force(), &Patch::Apply(&crd))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let ns = format!("bench-{}", std::process::id());
+    let namespace: Namespace = serde_json::from_value(json!({ "metadata": { "name": ns } })).unwrap();
+    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &namespace).await.unwrap();
+
+    let mut operator = Command::new(env!("CARGO_BIN_EXE_secop"))
+        .args(["run", "--namespace", &ns, "--metrics-addr", "127.0.0.1:0", "--log-format", "text"])
+        .env("KUBECONFIG", &operator_kubeconfig)
+        .env("SECOP_CACHE_DIR", std::env::temp_dir().join("secop-bench-operator-cache"))
+        .env("SECOP_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start secop run");
+
+    let api: Api<SecurityAgent> = Api::namespaced(client.clone(), &ns);
+    let mut agent: Value = serde_yaml::from_str(&std::fs::read_to_string(repo("deploy/samples/securityagent_full.yaml")).unwrap()).unwrap();
+    agent["metadata"]["namespace"] = json!(ns);
+    let applied = api.patch("poc-security", &PatchParams::apply("bench").force(), &Patch::Apply(&agent)).await.unwrap();
+    let generation = applied.metadata.generation.unwrap();
+    let start = Instant::now();
+    while !observed(&api, generation).await {
+        assert!(start.elapsed() < Duration::from_secs(120), "first reconcile did not finish");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let first = start.elapsed();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let mut samples = vec![];
+    for i in 0..20 {
+        agent["spec"]["override"]["falco"]["resources"]["limits"]["memory"] = json!(format!("{}Mi", 2048 + i + 1));
+        let start = Instant::now();
+        let applied = api.patch("poc-security", &PatchParams::apply("bench").force(), &Patch::Apply(&agent)).await.unwrap();
+        let generation = applied.metadata.generation.unwrap();
+        while !observed(&api, generation).await {
+            assert!(start.elapsed() < Duration::from_secs(60), "change {i} not reconciled");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        samples.push(start.elapsed());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    samples.sort();
+    let at = |p: f64| samples[((samples.len() as f64 - 1.0) * p).round() as usize];
+    let pid = operator.id();
+    println!("operator on the test control plane (kube-apiserver v1.34, 3 kwok nodes), full sample, 5 features");
+    println!("  first reconcile (49 objects created, status written)   {:>8.1} ms", first.as_secs_f64() * 1e3);
+    println!("  spec change -> applied + status written, 20 changes:");
+    println!("    p50 {:>8.1} ms   p95 {:>8.1} ms   max {:>8.1} ms", at(0.5).as_secs_f64() * 1e3, at(0.95).as_secs_f64() * 1e3, samples.last().unwrap().as_secs_f64() * 1e3);
+    println!("  operator memory: RSS {} MiB, peak RSS {} MiB", rss_kib(pid, "VmRSS:") / 1024, rss_kib(pid, "VmHWM:") / 1024);
+
+    api.delete("poc-security", &DeleteParams::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _ = operator.kill();
+    let _ = operator.wait();
+}
