@@ -16,6 +16,7 @@ use anyhow::{bail, Context, Result};
 pub const KUBERNETES: &str = "v1.34.4";
 pub const ETCD: &str = "v3.5.35";
 pub const KWOK: &str = "v0.7.0";
+pub const HELM: &str = "v3.19.5";
 
 const ETCD_CLIENT: &str = "127.0.0.1:23790";
 const ETCD_PEER: &str = "127.0.0.1:23800";
@@ -181,6 +182,22 @@ fn build_kwok(cache: &Path) -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// Helm, for `helm lint` and `helm template` of the chart.
+pub fn build_helm() -> Result<PathBuf> {
+    let dir = cache_root().join(format!("helm-{HELM}"));
+    let bin = dir.join("bin/helm");
+    if bin.exists() {
+        return Ok(bin);
+    }
+    eprintln!("building helm {HELM} (once; cached in {})", dir.display());
+    fs::create_dir_all(dir.join("bin"))?;
+    run(go(&dir)
+        .env("GOBIN", dir.join("bin"))
+        .env("GOFLAGS", "-buildvcs=false")
+        .args(["install", "-ldflags", &format!("-s -w -X helm.sh/helm/v3/internal/version.version={HELM}"), &format!("helm.sh/helm/v3/cmd/helm@{HELM}")]))?;
+    Ok(bin)
+}
+
 /// Minimal reader of `go mod download -json` output (the xtask stays free
 /// of a JSON dependency).
 mod serde_json_lite {
@@ -303,6 +320,10 @@ pub fn up(root: &Path) -> Result<()> {
         format!("--service-account-key-file={}", p(&sa_pub)),
         format!("--service-account-signing-key-file={}", p(&sa_key)),
         "--enable-priority-and-fairness=false".into(),
+        // New nodes would get `node.kubernetes.io/not-ready:NoSchedule`, which
+        // only the node-lifecycle controller (off, below) removes: Deployment
+        // pods would never schedule on the kwok nodes.
+        "--disable-admission-plugins=TaintNodesByCondition".into(),
         format!("--audit-policy-file={}", p(&audit_policy)),
         format!("--audit-log-path={}", p(&audit_log(root))),
         "--audit-log-format=json".into(),
@@ -317,7 +338,9 @@ pub fn up(root: &Path) -> Result<()> {
         "--secure-port=11257".into(),
         "--bind-address=127.0.0.1".into(),
         format!("--service-account-private-key-file={}", p(&sa_key)),
-        "--controllers=*,-nodeipam,-service-lb-controller,-cloud-node-lifecycle".into(),
+        // No node-lifecycle controller: kwok heartbeats lag under load on 2 cores,
+        // and a node flapped to NotReady leaves its pods NotReady for good.
+        "--controllers=*,-nodeipam,-service-lb-controller,-cloud-node-lifecycle,-nodelifecycle".into(),
         "--v=0".into(),
     ])?;
     spawn(&state, "scheduler", &bins.kubernetes.join("kube-scheduler"), &[

@@ -8,6 +8,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 mod cluster;
+mod datapath;
 
 const USAGE: &str = "\
 usage: cargo xtask <task>
@@ -19,6 +20,7 @@ tasks:
   chart            regenerate the Helm chart's CRD and feature RBAC rules
   golden           rewrite test/fixtures/golden/ from the current render
   build-features   build the feature components (target/wasm-features/wasm32-wasip2/wasm)
+  servers          build or fetch every test server (control plane, helm, collector, Elasticsearch)
   cluster build    build etcd, kube-apiserver/-controller-manager/-scheduler and kwok (cached)
   cluster up       start the test control plane on loopback with 3 kwok nodes
   cluster down     stop it
@@ -51,14 +53,30 @@ fn main() -> Result<()> {
             // The e2e tests need the real control plane: bring it up (built
             // once, cached), run everything against it, always tear it down.
             let root = root();
+            let helm = cluster::build_helm()?;
+            let otelcol = datapath::build_otelcol(&root)?;
+            let es_home = datapath::fetch_elasticsearch(&root)?;
             cluster::up(&root)?;
-            let mut cmd = cargo();
-            cmd.args(["test", "--workspace", "--locked", "--no-fail-fast"])
-                .args(&args[1..])
-                .env("SECOP_E2E_KUBECONFIG", cluster::kubeconfig(&root))
-                .env("SECOP_E2E_OPERATOR_KUBECONFIG", cluster::operator_kubeconfig(&root))
-                .env("SECOP_E2E_AUDIT_LOG", cluster::audit_log(&root));
-            let result = run(cmd);
+            // One shared Elasticsearch node for the data-path tests (the
+            // durability test starts its own, to stop it at will).
+            let es_dir = root.join("target/test-elasticsearch");
+            let _ = std::fs::remove_dir_all(&es_dir);
+            let es = secop_test_harness::Elasticsearch::start(&es_home, &es_dir, secop_test_harness::free_port()).map_err(anyhow::Error::msg);
+            let result = es.and_then(|es| {
+                let mut cmd = cargo();
+                cmd.args(["test", "--workspace", "--locked", "--no-fail-fast"])
+                    .env("SECOP_HELM", &helm)
+                    .args(&args[1..])
+                    .env("SECOP_E2E_KUBECONFIG", cluster::kubeconfig(&root))
+                    .env("SECOP_E2E_OPERATOR_KUBECONFIG", cluster::operator_kubeconfig(&root))
+                    .env("SECOP_E2E_AUDIT_LOG", cluster::audit_log(&root))
+                    .env("SECOP_OTELCOL", &otelcol)
+                    .env("SECOP_ES_HOME", &es_home)
+                    .env("SECOP_E2E_ES_URL", es.url());
+                let result = run(cmd);
+                drop(es);
+                result
+            });
             if let Err(e) = cluster::down(&root) {
                 eprintln!("warning: stopping the test cluster: {e}");
             }
@@ -119,6 +137,15 @@ fn main() -> Result<()> {
                 cmd.args(["-p", package]);
             }
             run(cmd)
+        }
+        Some("servers") => {
+            // Build/fetch every test server without starting anything.
+            let root = root();
+            cluster::build()?;
+            println!("helm: {}", cluster::build_helm()?.display());
+            println!("otelcol: {}", datapath::build_otelcol(&root)?.display());
+            println!("elasticsearch: {}", datapath::fetch_elasticsearch(&root)?.display());
+            Ok(())
         }
         Some("cluster") => match args.get(1).map(String::as_str) {
             Some("build") => cluster::build().map(|b| {

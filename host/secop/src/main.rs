@@ -1,5 +1,7 @@
 //! `secop`: the security operator's command line.
 
+mod output;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -79,6 +81,12 @@ enum Command {
         #[arg(long, value_enum, default_value_t = LogFormat::Json)]
         log_format: LogFormat,
     },
+    /// Install the index templates of the CTEM indices in Elasticsearch,
+    /// idempotently (the gateway collector's init container runs this).
+    EsSetup(output::EsSetup),
+    /// Upsert Trivy Operator VulnerabilityReports into the vulnerabilities
+    /// index and resolve findings that vanished (the trivy feature's CronJob).
+    TrivySync(output::TrivySync),
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -162,6 +170,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&rules)?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::EsSetup(args) => output::es_setup(args),
+        Command::TrivySync(args) => output::trivy_sync(args),
         Command::Crd => {
             print!("{}", serde_yaml::to_string(&SecurityAgent::crd())?);
             Ok(ExitCode::SUCCESS)

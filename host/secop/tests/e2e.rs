@@ -63,9 +63,19 @@ struct Operator {
 
 impl Operator {
     fn start(env: &Env, namespace: &str) -> Self {
-        let log = std::fs::File::create(Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("operator-{namespace}.log"))).unwrap();
+        Self::start_with(env, namespace, &[])
+    }
+
+    fn start_with(env: &Env, namespace: &str, extra: &[&str]) -> Self {
+        let suffix = extra.iter().find_map(|a| a.strip_prefix("--identity=")).unwrap_or("single");
+        let log = std::fs::File::create(Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("operator-{namespace}-{suffix}.log"))).unwrap();
+        let mut args = vec!["run", "--namespace", namespace, "--log-format", "text"];
+        if !extra.iter().any(|a| a.starts_with("--metrics-addr")) {
+            args.push("--metrics-addr=127.0.0.1:0");
+        }
         let child = Command::new(env!("CARGO_BIN_EXE_secop"))
-            .args(["run", "--namespace", namespace, "--metrics-addr", "127.0.0.1:0", "--log-format", "text"])
+            .args(args)
+            .args(extra)
             .env("KUBECONFIG", &env.operator_kubeconfig)
             .env("SECOP_CACHE_DIR", Path::new(env!("CARGO_TARGET_TMPDIR")).join("secop-e2e-cache"))
             .env("SECOP_LOG", "info,kube=warn")
@@ -218,7 +228,9 @@ async fn lifecycle_on_a_real_control_plane() {
     // hold what an earlier, failed run left behind.
     let ns = &format!("e2e-lifecycle-{}", std::process::id());
     create_namespace(&client, ns).await;
-    let mut operator = Operator::start(&env, ns);
+    let metrics_port = 18000 + (std::process::id() % 1000) as u16;
+    let metrics_addr = format!("--metrics-addr=127.0.0.1:{metrics_port}");
+    let mut operator = Operator::start_with(&env, ns, &[&metrics_addr]);
     let agent = sample(ns);
     apply_agent(&client, ns, &agent).await;
 
@@ -239,12 +251,32 @@ async fn lifecycle_on_a_real_control_plane() {
         assert_eq!(condition(&agent_now, c).map(|c| c.0), Some("True".into()), "{c}");
     }
 
+    // Plumbing: metrics with real figures, health, and an Applied event.
+    let get = |path: &str| {
+        let out = Command::new("curl").args(["-s", "-w", "\n%{http_code}", &format!("http://127.0.0.1:{metrics_port}{path}")]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let metrics = get("/metrics");
+    assert!(metrics.ends_with("200"), "{metrics}");
+    for needle in ["secop_reconcile_total{result=\"ok\"}", "secop_feature_call_duration_seconds_count{feature=\"falco\"}", "secop_reconcile_duration_seconds_bucket"] {
+        assert!(metrics.contains(needle), "/metrics lacks {needle}");
+    }
+    let applied: f64 = metrics.lines().find(|l| l.starts_with("secop_objects_applied_total")).and_then(|l| l.split_whitespace().nth(1)).unwrap().parse().unwrap();
+    assert!(applied >= 49.0, "objects applied: {applied}");
+    assert!(get("/healthz").ends_with("200") && get("/readyz").ends_with("200"));
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    let events = events.list(&ListParams::default()).await.unwrap().items;
+    assert!(
+        events.iter().any(|e| e.reason.as_deref() == Some("Applied") && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("poc-security")),
+        "an Applied event for the agent"
+    );
+
     // A reconcile of an unchanged agent writes nothing: restart the
     // operator (its first list reconciles every agent) and count writes.
     operator.kill();
     let writes_before = operator_writes(&env).len();
     let requests_before = operator_requests(&env);
-    let mut operator = Operator::start(&env, ns);
+    let mut operator = Operator::start_with(&env, ns, &[&metrics_addr]);
     wait_for("the restarted operator's reconcile", Duration::from_secs(60), || async {
         Ok(operator_requests(&env) > requests_before + 10)
     })
@@ -415,4 +447,98 @@ async fn killed_mid_reconcile_converges_without_duplicates_or_orphans() {
     })
     .await;
     operator.kill();
+}
+
+/// `helm lint`, then `helm template` applied to the real API server with a
+/// server-side dry run: the chart is valid for the API it installs into.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_chart_lints_and_applies_as_a_server_side_dry_run() {
+    let Some(env) = env() else { return };
+    let helm = std::env::var_os("SECOP_HELM").map(PathBuf::from).expect("SECOP_HELM (cargo xtask test builds helm)");
+    let chart = repo("deploy/helm/security-operator");
+    let lint = Command::new(&helm).arg("lint").arg(&chart).arg("--strict").output().unwrap();
+    assert!(lint.status.success(), "helm lint: {}{}", String::from_utf8_lossy(&lint.stdout), String::from_utf8_lossy(&lint.stderr));
+    let template = Command::new(&helm)
+        .args(["template", "secop"])
+        .arg(&chart)
+        .args(["--namespace", "security-operator", "--include-crds", "--kube-version", "v1.34.4"])
+        .output()
+        .unwrap();
+    assert!(template.status.success(), "helm template: {}", String::from_utf8_lossy(&template.stderr));
+    let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&String::from_utf8_lossy(&template.stdout))
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .filter(|d: &Value| !d.is_null())
+        .collect();
+
+    let _serial = SERIAL.lock().await;
+    let client = client(&env.kubeconfig).await;
+    create_namespace(&client, "security-operator").await;
+    let mut kinds = vec![];
+    for doc in &docs {
+        let api_version = doc["apiVersion"].as_str().unwrap();
+        let kind = doc["kind"].as_str().unwrap();
+        let name = doc["metadata"]["name"].as_str().unwrap();
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let (resource, caps) = kube::discovery::pinned_kind(&client, &GroupVersionKind::gvk(group, version, kind)).await.unwrap();
+        let api: Api<DynamicObject> = if caps.scope == kube::discovery::Scope::Namespaced {
+            Api::namespaced_with(client.clone(), "security-operator", &resource)
+        } else {
+            Api::all_with(client.clone(), &resource)
+        };
+        api.patch(name, &PatchParams::apply("helm-dry-run").dry_run().force(), &Patch::Apply(doc))
+            .await
+            .unwrap_or_else(|e| panic!("server-side dry run of {kind} {name}: {e}"));
+        kinds.push(kind.to_string());
+    }
+    for expected in ["CustomResourceDefinition", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Deployment", "Service"] {
+        assert!(kinds.iter().any(|k| k == expected), "chart renders a {expected}");
+    }
+    let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert!(container["args"].as_array().unwrap().contains(&json!("--leader-elect")));
+    assert_eq!(container["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(deployment["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_elect_one_leader_and_fail_over() {
+    let Some(env) = env() else { return };
+    let _serial = SERIAL.lock().await;
+    let client = client(&env.kubeconfig).await;
+    install_crd(&client).await;
+    let ns = &format!("e2e-leader-{}", std::process::id());
+    create_namespace(&client, ns).await;
+    let lease_ns = format!("--lease-namespace={ns}");
+    let mut a = Operator::start_with(&env, ns, &["--leader-elect", &lease_ns, "--identity=replica-a"]);
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), ns);
+    let holder = || async {
+        leases.get_opt("security-operator").await.ok().flatten().and_then(|l| l.spec?.holder_identity).unwrap_or_default()
+    };
+    wait_for("replica-a to lead", Duration::from_secs(30), || async { Ok(holder().await == "replica-a") }).await;
+    let mut b = Operator::start_with(&env, ns, &["--leader-elect", &lease_ns, "--identity=replica-b"]);
+    let agent = sample(ns);
+    apply_agent(&client, ns, &agent).await;
+    wait_ready(&client, ns, "poc-security", Duration::from_secs(120)).await;
+    assert_eq!(holder().await, "replica-a", "the standby does not take the lease while the leader renews it");
+
+    // The leader dies: the standby takes over once the lease expires (15 s)
+    // and reconciles the next change.
+    a.kill();
+    wait_for("replica-b to take over", Duration::from_secs(40), || async { Ok(holder().await == "replica-b") }).await;
+    let mut changed = agent.clone();
+    changed["spec"]["override"]["falco"]["resources"]["limits"]["memory"] = json!("2500Mi");
+    apply_agent(&client, ns, &changed).await;
+    wait_ready(&client, ns, "poc-security", Duration::from_secs(120)).await;
+    let daemonsets: Api<DaemonSet> = Api::namespaced(client.clone(), ns);
+    let falco = daemonsets.get("falco").await.unwrap().spec.unwrap().template.spec.unwrap();
+    assert_eq!(falco.containers[0].resources.as_ref().unwrap().limits.as_ref().unwrap()["memory"].0, "2500Mi");
+
+    Api::<SecurityAgent>::namespaced(client.clone(), ns).delete("poc-security", &DeleteParams::default()).await.unwrap();
+    wait_for("the agent to be gone", Duration::from_secs(60), || async {
+        Ok(Api::<SecurityAgent>::namespaced(client.clone(), ns).get_opt("poc-security").await.map_err(|e| e.to_string())?.is_none())
+    })
+    .await;
+    b.kill();
 }

@@ -1,0 +1,176 @@
+//! The commands that run in pods next to the data, on the operator image:
+//! `secop es-setup` (the gateway's init container) and `secop trivy-sync`
+//! (the trivy feature's CronJob). Credentials come from the environment
+//! (`ES_USERNAME`/`ES_PASSWORD`, from the CR's `authSecretRef`) and the CA
+//! from a mounted file (`caSecretRef`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use clap::Args;
+use kube::api::{Api, DynamicObject, ListParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use secop_elastic::bulk::BulkOptions;
+use secop_elastic::templates::{self, Indices};
+use secop_elastic::trivy::{self, Severity, SyncOptions};
+use secop_elastic::{Elastic, ElasticConfig};
+use serde_json::Value;
+
+#[derive(Args, Debug)]
+pub struct Connection {
+    /// Elasticsearch endpoint (repeatable; tried in order).
+    #[arg(long = "endpoint", required = true)]
+    endpoints: Vec<String>,
+    /// PEM file of the CA that signed Elasticsearch's certificate.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    #[arg(long, env = "ES_USERNAME", hide_env_values = true)]
+    username: Option<String>,
+    #[arg(long, env = "ES_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+}
+
+impl Connection {
+    fn client(&self) -> Result<Elastic> {
+        let mut config = ElasticConfig::new(self.endpoints.clone());
+        config.username = self.username.clone();
+        config.password = self.password.clone();
+        config.ca_file = self.ca_file.clone();
+        Ok(Elastic::new(&config)?)
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct EsSetup {
+    #[command(flatten)]
+    connection: Connection,
+    #[arg(long)]
+    index_inventory: Option<String>,
+    #[arg(long)]
+    index_events: Option<String>,
+    #[arg(long)]
+    index_vulnerabilities: Option<String>,
+    /// How long to keep trying while Elasticsearch is unreachable.
+    #[arg(long, default_value_t = 300)]
+    wait_seconds: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct TrivySync {
+    #[command(flatten)]
+    connection: Connection,
+    /// The vulnerabilities index.
+    #[arg(long, default_value = "security-vuln")]
+    index: String,
+    /// `orchestrator.cluster.name` of every finding (and the scope of resolution).
+    #[arg(long)]
+    cluster_name: String,
+    /// Lowest severity written (UNKNOWN, LOW, MEDIUM, HIGH, CRITICAL).
+    #[arg(long, default_value = "HIGH", value_parser = |s: &str| s.parse::<Severity>())]
+    severity_threshold: Severity,
+    /// Only reports in this namespace (default: all namespaces).
+    #[arg(long)]
+    namespace: Option<String>,
+    /// Items per bulk request.
+    #[arg(long, default_value_t = 1000)]
+    batch_size: usize,
+}
+
+/// Retry `f` while its error is transient, up to `wait`.
+async fn with_patience<T, F, Fut>(what: &str, wait: Duration, mut f: F) -> Result<T, secop_elastic::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, secop_elastic::Error>>,
+{
+    let start = Instant::now();
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        match f().await {
+            Err(e) if e.is_transient() && start.elapsed() + backoff < wait => {
+                eprintln!("{what}: {e}; retrying in {}s", backoff.as_secs());
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(15));
+            }
+            other => return other,
+        }
+    }
+}
+
+pub fn es_setup(args: &EsSetup) -> Result<ExitCode> {
+    let es = args.connection.client()?;
+    let indices = Indices {
+        inventory: args.index_inventory.clone(),
+        events: args.index_events.clone(),
+        vulnerabilities: args.index_vulnerabilities.clone(),
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let report = runtime.block_on(with_patience("es-setup", Duration::from_secs(args.wait_seconds), || templates::install(&es, &indices)))?;
+    println!(
+        "index templates: {} written, {} unchanged; wildcard field type {}",
+        report.written.len(),
+        report.unchanged.len(),
+        if report.wildcard { "available" } else { "unavailable (keyword + text instead)" }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Every VulnerabilityReport, page by page.
+async fn list_reports(namespace: Option<&str>) -> Result<Vec<Value>> {
+    let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
+    let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("aquasecurity.github.io", "v1alpha1", "VulnerabilityReport"), "vulnerabilityreports");
+    let api: Api<DynamicObject> = match namespace {
+        Some(ns) => Api::namespaced_with(client, ns, &resource),
+        None => Api::all_with(client, &resource),
+    };
+    let mut out = vec![];
+    let mut params = ListParams::default().limit(500);
+    loop {
+        let page = api.list(&params).await.map_err(|e| match &e {
+            kube::Error::Api(s) if s.code == 404 => {
+                anyhow::anyhow!("the VulnerabilityReport CRD (aquasecurity.github.io/v1alpha1) is not installed: is the trivy feature enabled?")
+            }
+            _ => anyhow::anyhow!("listing VulnerabilityReports: {e}"),
+        })?;
+        for item in page.items {
+            out.push(serde_json::to_value(item)?);
+        }
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(out),
+        }
+    }
+}
+
+pub fn trivy_sync(args: &TrivySync) -> Result<ExitCode> {
+    let es = args.connection.client()?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        // Templates first: the first write would otherwise create the index
+        // with guessed mappings.
+        let indices = Indices { vulnerabilities: Some(args.index.clone()), ..Default::default() };
+        with_patience("trivy-sync", Duration::from_secs(120), || templates::install(&es, &indices)).await?;
+        let reports = list_reports(args.namespace.as_deref()).await?;
+        let options = SyncOptions::new(&args.index, &args.cluster_name, args.severity_threshold);
+        let bulk_options = BulkOptions { max_actions: args.batch_size.max(1), ..Default::default() };
+        let report = trivy::sync(&es, &reports, &options, &bulk_options).await?;
+        println!(
+            "trivy-sync: {} reports, {} findings at or above {}: {} created, {} updated, {} failed; {} resolved",
+            report.reports,
+            report.findings,
+            args.severity_threshold,
+            report.upserts.created,
+            report.upserts.updated,
+            report.upserts.failed.len(),
+            report.resolved
+        );
+        for failure in report.upserts.failed.iter().take(20) {
+            eprintln!("error: finding {}: HTTP {}: {}", failure.id, failure.status, failure.reason);
+        }
+        if let Some(why) = &report.resolve_skipped {
+            eprintln!("warning: resolution of vanished findings skipped: {why}");
+        }
+        Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    })
+}

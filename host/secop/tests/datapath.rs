@@ -1,0 +1,417 @@
+//! The data path on real servers: the collector configs `secop render`
+//! writes, run by the real OpenTelemetry Collector (built by `cargo xtask`
+//! with the Collector Builder), node → OTLP → gateway → a real
+//! Elasticsearch node, fed with the sensor fixtures in
+//! `test/fixtures/replay/`. Then the plan's CTEM checks (§7.2) run as
+//! queries against what landed.
+//!
+//! `cargo xtask test` provides the servers (SECOP_OTELCOL, SECOP_E2E_ES_URL,
+//! SECOP_ES_HOME). Without them these tests fail when CI=true and are
+//! skipped otherwise.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use secop_elastic::Method;
+use secop_elastic::{Elastic, ElasticConfig};
+use secop_test_harness::{free_port, validate_collector_config, Collector};
+use serde_json::{json, Value};
+
+struct Servers {
+    otelcol: PathBuf,
+    es_url: String,
+}
+
+fn servers() -> Option<Servers> {
+    match (std::env::var_os("SECOP_OTELCOL"), std::env::var("SECOP_E2E_ES_URL")) {
+        (Some(otelcol), Ok(es_url)) => Some(Servers { otelcol: otelcol.into(), es_url }),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI expects the data-path servers: run the suite with `cargo xtask test` (SECOP_OTELCOL / SECOP_E2E_ES_URL not set)")
+        }
+        _ => {
+            eprintln!("skipping data-path test: no collector/Elasticsearch (run `cargo xtask test`)");
+            None
+        }
+    }
+}
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `secop render -o json` of `agent`; the collector configs by ConfigMap name.
+fn render_collector_configs(agent: &Value, dir: &Path) -> BTreeMap<String, String> {
+    let file = dir.join("agent.yaml");
+    std::fs::write(&file, serde_yaml::to_string(agent).unwrap()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_secop"))
+        .args(["render", "-o", "json", "-f"])
+        .arg(&file)
+        .env("SECOP_CACHE_DIR", Path::new(env!("CARGO_TARGET_TMPDIR")).join("secop-datapath-cache"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "render: {}", String::from_utf8_lossy(&out.stderr));
+    let rendered: Value = serde_json::from_slice(&out.stdout).unwrap();
+    rendered["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["kind"] == "ConfigMap" && o["metadata"]["name"].as_str().unwrap().starts_with("otel-"))
+        .map(|o| (o["metadata"]["name"].as_str().unwrap().to_string(), o["data"]["config.yaml"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+fn sample(path: &str) -> Value {
+    serde_yaml::from_str(&std::fs::read_to_string(repo(path)).unwrap()).unwrap()
+}
+
+/// What the collectors' `${env:...}` references need.
+fn collector_env() -> Vec<(&'static str, String)> {
+    vec![("K8S_NODE_NAME", "kwok-node-1".into()), ("ES_USERNAME", "elastic".into()), ("ES_PASSWORD", "unused".into())]
+}
+
+/// Issue 2's last point: the configs the operator generates pass the real
+/// collector's `validate`, for both samples and with each feature off.
+#[test]
+fn rendered_collector_configs_pass_otelcol_validate() {
+    let Some(servers) = servers() else { return };
+    let dir = scratch("validate");
+    let mut agents = vec![("full".to_string(), sample("deploy/samples/securityagent_full.yaml")), ("minimal".to_string(), sample("deploy/samples/securityagent_minimal.yaml"))];
+    let full = agents[0].1.clone();
+    for (i, feature) in full["spec"]["features"].as_array().unwrap().iter().enumerate() {
+        if feature["name"] == "otel_pipeline" {
+            continue;
+        }
+        let mut agent = full.clone();
+        agent["spec"]["features"][i]["enabled"] = json!(false);
+        agents.push((format!("full-without-{}", feature["name"].as_str().unwrap()), agent));
+    }
+    for (name, agent) in agents {
+        let configs = render_collector_configs(&agent, &dir);
+        assert_eq!(configs.len(), 2, "{name}: node and gateway configs");
+        for (config_map, yaml) in configs {
+            let path = dir.join(format!("{name}-{config_map}.yaml"));
+            std::fs::write(&path, &yaml).unwrap();
+            if let Err(complaint) = validate_collector_config(&servers.otelcol, &path, &collector_env()) {
+                panic!("{name}: {config_map} fails `otelcol validate`:\n{complaint}\n--- config:\n{yaml}");
+            }
+        }
+    }
+}
+
+/// Prefix every include/exclude glob with `root`; point ports and storage
+/// at this machine. Nothing else changes.
+fn localize(config: &str, fixtures: &Path, storage: &Path, gateway_port: u16, health_port: u16) -> String {
+    let mut c: serde_yaml::Value = serde_yaml::from_str(config).unwrap();
+    if let Some(receivers) = c["receivers"].as_mapping_mut() {
+        for (_, r) in receivers.iter_mut() {
+            for key in ["include", "exclude"] {
+                if let Some(globs) = r[key].as_sequence_mut() {
+                    for g in globs.iter_mut() {
+                        *g = format!("{}{}", fixtures.display(), g.as_str().unwrap()).into();
+                    }
+                }
+            }
+            if r["protocols"]["grpc"]["endpoint"].is_string() {
+                r["protocols"]["grpc"]["endpoint"] = format!("127.0.0.1:{gateway_port}").into();
+            }
+        }
+    }
+    if let Some(extensions) = c["extensions"].as_mapping_mut() {
+        for (name, e) in extensions.iter_mut() {
+            if e["directory"].is_string() {
+                e["directory"] = storage.join(name.as_str().unwrap().replace('/', "-")).display().to_string().into();
+            }
+            if name.as_str() == Some("health_check") {
+                e["endpoint"] = format!("127.0.0.1:{health_port}").into();
+            }
+        }
+    }
+    if c["exporters"]["otlp_grpc/gateway"].is_mapping() {
+        c["exporters"]["otlp_grpc/gateway"]["endpoint"] = format!("127.0.0.1:{gateway_port}").into();
+    }
+    // Two collectors on one machine: no internal metrics server (port 8888).
+    c["service"]["telemetry"] = serde_yaml::from_str("{ metrics: { level: none } }").unwrap();
+    serde_yaml::to_string(&c).unwrap()
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// Events in a fixture file, counted the way the pipeline must: CRI
+/// partial lines (`P`) joined with what follows, non-JSON lines dropped.
+fn count_events(path: &Path) -> usize {
+    let text = std::fs::read_to_string(path).unwrap();
+    if !path.to_string_lossy().contains("/var/log/pods/") {
+        return text.lines().filter(|l| l.trim_start().starts_with('{')).count();
+    }
+    let mut count = 0;
+    let mut message = String::new();
+    for line in text.lines() {
+        let mut parts = line.splitn(4, ' ');
+        let (_, _, tag, content) = (parts.next(), parts.next(), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        message.push_str(content);
+        if tag == "F" {
+            if message.trim_start().starts_with('{') {
+                count += 1;
+            }
+            message.clear();
+        }
+    }
+    count
+}
+
+fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files_under(&path, out);
+        } else if path.extension().is_some_and(|e| e == "log") {
+            out.push(path);
+        }
+    }
+}
+
+/// Expected documents per tool, from the fixtures themselves.
+fn expected_per_tool(fixtures: &Path) -> BTreeMap<&'static str, usize> {
+    let mut files = vec![];
+    files_under(fixtures, &mut files);
+    let mut out = BTreeMap::new();
+    for f in files {
+        let p = f.to_string_lossy();
+        let tool = if p.contains("_falco-") { "falco" } else if p.contains("_tetragon-") { "tetragon" } else if p.contains("/osquery/") { "osquery" } else { continue };
+        *out.entry(tool).or_default() += count_events(&f);
+    }
+    out
+}
+
+async fn es(url: &str) -> Elastic {
+    Elastic::new(&ElasticConfig::new(vec![url.to_string()])).unwrap()
+}
+
+async fn search(es: &Elastic, index: &str, body: Value) -> Value {
+    es.ok(Method::POST, &format!("{index}/_search"), Some(&body)).await.unwrap()
+}
+
+async fn count(es: &Elastic, index: &str, query: Value) -> u64 {
+    let answer = es.ok(Method::POST, &format!("{index}/_count?ignore_unavailable=true"), Some(&json!({ "query": query }))).await.unwrap();
+    answer["count"].as_u64().unwrap()
+}
+
+fn bucket_keys(aggregation: &Value) -> BTreeSet<String> {
+    aggregation["buckets"].as_array().unwrap().iter().map(|b| b["key_as_string"].as_str().map(str::to_string).unwrap_or_else(|| b["key"].to_string().trim_matches('"').to_string())).collect()
+}
+
+/// The replay: fixtures → node collector → gateway → Elasticsearch, then
+/// the CTEM checks of the plan (§7.2) and the dashboards' aggregations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sensor_events_reach_the_ctem_indices_through_the_real_collectors() {
+    let Some(servers) = servers() else { return };
+    let dir = scratch("replay");
+    // Own index names, so other tests on the shared node cannot interfere.
+    let run = std::process::id();
+    let (inventory, events, vuln) = (format!("replay{run}-inventory"), format!("replay{run}-events"), format!("replay{run}-vuln"));
+    let mut agent = sample("deploy/samples/securityagent_full.yaml");
+    let output = &mut agent["spec"]["output"]["elasticsearch"];
+    output["endpoints"] = json!([servers.es_url]);
+    output.as_object_mut().unwrap().remove("authSecretRef");
+    output.as_object_mut().unwrap().remove("caSecretRef");
+    output["indices"] = json!({ "inventory": inventory, "events": events, "vulnerabilities": vuln });
+    let configs = render_collector_configs(&agent, &dir);
+
+    // The templates, as the gateway's init container installs them.
+    let setup = Command::new(env!("CARGO_BIN_EXE_secop"))
+        .args(["es-setup", "--endpoint", &servers.es_url, "--index-inventory", &inventory, "--index-events", &events, "--index-vulnerabilities", &vuln])
+        .output()
+        .unwrap();
+    assert!(setup.status.success(), "es-setup: {}", String::from_utf8_lossy(&setup.stderr));
+    let said = String::from_utf8_lossy(&setup.stdout);
+    assert!(said.contains("written"), "{said}");
+
+    let fixtures = dir.join("fixtures");
+    copy_tree(&repo("test/fixtures/replay"), &fixtures);
+    let expected = expected_per_tool(&fixtures);
+    assert!(expected.values().all(|n| *n > 0) && expected.len() == 3, "{expected:?}");
+    let gateway_port = free_port();
+    let (node_health, gateway_health) = (free_port(), free_port());
+    let gateway_yaml = localize(&configs["otel-gateway-config"], &fixtures, &dir.join("gateway-storage"), gateway_port, gateway_health);
+    let node_yaml = localize(&configs["otel-node-config"], &fixtures, &dir.join("node-storage"), gateway_port, node_health);
+    std::fs::write(dir.join("gateway.yaml"), &gateway_yaml).unwrap();
+    std::fs::write(dir.join("node.yaml"), &node_yaml).unwrap();
+    let _gateway = Collector::start(&servers.otelcol, "gateway", &dir.join("gateway.yaml"), gateway_health, &collector_env(), &dir.join("gateway.log")).unwrap();
+    let _node = Collector::start(&servers.otelcol, "node", &dir.join("node.yaml"), node_health, &collector_env(), &dir.join("node.log")).unwrap();
+
+    let es = es(&servers.es_url).await;
+    let want_events = (expected["falco"] + expected["tetragon"]) as u64;
+    let want_inventory = expected["osquery"] as u64;
+    let start = Instant::now();
+    loop {
+        let _ = es.refresh(&format!("{events},{inventory}")).await;
+        let (e, i) = (count(&es, &events, json!({ "match_all": {} })).await, count(&es, &inventory, json!({ "match_all": {} })).await);
+        if e >= want_events && i >= want_inventory {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "documents after 120 s: events {e}/{want_events}, inventory {i}/{want_inventory}\n--- gateway log:\n{}\n--- node log:\n{}",
+            std::fs::read_to_string(dir.join("gateway.log")).unwrap_or_default(),
+            std::fs::read_to_string(dir.join("node.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Exactly once: nothing more arrives (no duplicates, no stray lines).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    es.refresh(&format!("{events},{inventory}")).await.unwrap();
+    assert_eq!(count(&es, &events, json!({ "match_all": {} })).await, want_events, "events: exactly one document per event");
+    assert_eq!(count(&es, &inventory, json!({ "match_all": {} })).await, want_inventory, "inventory: exactly one document per row");
+
+    let tool = |t: &str| json!({ "term": { "labels.security_tool": t } });
+    let query = |name: &str| json!({ "term": { "osquery.query_name": name } });
+    let exists = |f: &str| json!({ "exists": { "field": f } });
+    let all = |filters: Vec<Value>| json!({ "bool": { "filter": filters } });
+
+    // Every document carries its tool; every tool lands only in its index.
+    for index in [&events, &inventory] {
+        assert_eq!(count(&es, index, json!({ "bool": { "must_not": [exists("labels.security_tool")] } })).await, 0, "{index}: labels.security_tool on every document");
+    }
+    assert_eq!(count(&es, &events, tool("falco")).await, expected["falco"] as u64);
+    assert_eq!(count(&es, &events, tool("tetragon")).await, expected["tetragon"] as u64);
+    assert_eq!(count(&es, &events, tool("osquery")).await, 0, "osquery only in the inventory");
+    assert_eq!(count(&es, &inventory, tool("osquery")).await, expected["osquery"] as u64);
+    assert_eq!(count(&es, &inventory, json!({ "terms": { "labels.security_tool": ["falco", "tetragon"] } })).await, 0, "runtime events only in the events index");
+
+    // CTEM-SCOPE-01: system_info per node with host.hostname, and the
+    // node's kernel (kernel_info) with host.os.kernel.
+    let system_info = count(&es, &inventory, all(vec![tool("osquery"), query("system_info"), exists("host.hostname")])).await;
+    assert!(system_info >= 3, "SCOPE-01 system_info with host.hostname: {system_info}");
+    assert_eq!(system_info, count(&es, &inventory, query("system_info")).await, "SCOPE-01: every system_info document has host.hostname");
+    let kernels = search(&es, &inventory, json!({ "size": 0, "query": all(vec![query("kernel_info"), exists("host.os.kernel")]),
+        "aggs": { "nodes": { "terms": { "field": "kubernetes.node.name" }, "aggs": { "kernel": { "terms": { "field": "host.os.kernel" } } } } } })).await;
+    let nodes_with_kernel = bucket_keys(&kernels["aggregations"]["nodes"]);
+    let nodes_with_info = bucket_keys(&search(&es, &inventory, json!({ "size": 0, "query": query("system_info"), "aggs": { "nodes": { "terms": { "field": "kubernetes.node.name" } } } })).await["aggregations"]["nodes"]);
+    assert_eq!(nodes_with_kernel, nodes_with_info, "SCOPE-01/04: every inventoried node has its kernel version");
+    // CTEM-SCOPE-04: kernels compared per node.
+    assert!(nodes_with_kernel.len() >= 2, "SCOPE-04: several nodes to compare: {nodes_with_kernel:?}");
+    // CTEM-SCOPE-02: listening ports with port, protocol and process.
+    let ports = count(&es, &inventory, query("listening_ports")).await;
+    assert!(ports > 0);
+    assert_eq!(count(&es, &inventory, all(vec![query("listening_ports"), exists("network.port"), exists("network.protocol"), exists("process.name")])).await, ports, "SCOPE-02");
+    let numeric_ports = count(&es, &inventory, all(vec![query("listening_ports"), json!({ "range": { "network.port": { "gte": 1, "lte": 65535 } } })])).await;
+    assert_eq!(numeric_ports, ports, "network.port is numeric");
+    // CTEM-SCOPE-05: loaded kernel modules.
+    assert!(count(&es, &inventory, all(vec![query("kernel_modules"), exists("osquery.columns.name")])).await > 0, "SCOPE-05");
+    // CTEM-SCOPE-06: containers per node.
+    assert!(count(&es, &inventory, all(vec![query("docker_containers"), exists("container.id"), exists("container.image.name")])).await > 0, "SCOPE-06");
+
+    // CTEM-VAL-01: the shell on ctem-testbox seen by Falco AND Tetragon.
+    let testbox = |t: &str| all(vec![json!({ "term": { "kubernetes.namespace": "ctem-test" } }), json!({ "term": { "kubernetes.pod.name": "ctem-testbox" } }), tool(t)]);
+    assert!(count(&es, &events, testbox("falco")).await > 0, "VAL-01 falco on ctem-testbox");
+    assert!(count(&es, &events, testbox("tetragon")).await > 0, "VAL-01 tetragon on ctem-testbox");
+    assert!(count(&es, &events, all(vec![tool("falco"), json!({ "term": { "rule.name": "Terminal shell in container" } })])).await > 0, "VAL-01 shell rule");
+    assert!(count(&es, &events, all(vec![tool("tetragon"), json!({ "term": { "process.executable": "/bin/sh" } })])).await > 0, "VAL-01 /bin/sh exec");
+    // CTEM-VAL-02: the API server contacted from the attacker pod.
+    let attacker = json!({ "term": { "kubernetes.pod.name": "attacker" } });
+    assert!(count(&es, &events, all(vec![tool("falco"), attacker.clone(), json!({ "term": { "rule.name": "Contact K8S API Server From Container" } })])).await > 0, "VAL-02 falco");
+    assert!(count(&es, &events, all(vec![tool("tetragon"), attacker, json!({ "wildcard": { "process.executable": "*curl" } })])).await > 0, "VAL-02 tetragon");
+    // CTEM-VAL-03: container-escape kprobes (mount, setns), severity 4.
+    let kprobes = search(&es, &events, json!({ "size": 0, "query": all(vec![tool("tetragon"), json!({ "term": { "rule.ruleset": "container-escape-monitor" } }), json!({ "term": { "event.severity": 4 } })]),
+        "aggs": { "calls": { "terms": { "field": "rule.name" } } } })).await;
+    assert_eq!(bucket_keys(&kprobes["aggregations"]["calls"]), BTreeSet::from(["__x64_sys_mount".to_string(), "__x64_sys_setns".to_string()]), "VAL-03");
+    // CTEM-VAL-05: the SUBJECT's namespace and pod on every runtime event,
+    // never the sensor's own pod.
+    let runtime = json!({ "terms": { "labels.security_tool": ["falco", "tetragon"] } });
+    assert_eq!(count(&es, &events, all(vec![runtime.clone(), exists("kubernetes.namespace"), exists("kubernetes.pod.name"), exists("kubernetes.node.name")])).await, want_events, "VAL-05");
+    assert_eq!(count(&es, &events, json!({ "terms": { "kubernetes.namespace": ["security-system"] } })).await, 0, "VAL-05: no event names a sensor pod");
+
+    // Severity 1–5 per tool, per the plan's table.
+    let docs = search(&es, &format!("{events},{inventory}"), json!({ "size": 500, "query": { "match_all": {} } })).await;
+    let falco_severity = |p: &str| match p { "Emergency" | "Alert" => 5, "Critical" => 4, "Error" | "Warning" => 3, "Notice" => 2, _ => 1 };
+    let mut seen = BTreeMap::<String, BTreeSet<i64>>::new();
+    for hit in docs["hits"]["hits"].as_array().unwrap() {
+        let d = &hit["_source"];
+        let t = d["labels"]["security_tool"].as_str().unwrap();
+        let severity = d["event"]["severity"].as_i64().unwrap_or_else(|| panic!("event.severity missing: {d}"));
+        let want = match t {
+            "falco" => falco_severity(d["falco"]["priority"].as_str().unwrap()),
+            "tetragon" if d["tetragon"].get("process_kprobe").is_some() => 4,
+            "tetragon" => 2,
+            "osquery" => 1,
+            other => panic!("unexpected tool {other}"),
+        };
+        assert_eq!(severity, want, "severity of {t} document {d}");
+        assert!(d["@timestamp"].is_number() || d["@timestamp"].is_string(), "@timestamp on {d}");
+        seen.entry(t.to_string()).or_default().insert(severity);
+    }
+    assert!(seen["falco"].len() >= 3, "Falco documents cover several severities: {seen:?}");
+
+    // The dashboards: each visualization's aggregation over its data view
+    // finds buckets in what the replay wrote.
+    dashboards_have_data(&es, &[("security-*", format!("replay{run}-*")), ("security-events", events.clone()), ("security-events,security-vuln", format!("{events},{vuln}"))]).await;
+}
+
+/// Run every visualization of deploy/kibana/security-dashboards.ndjson as
+/// the Elasticsearch aggregation it stands for; every one must have buckets.
+async fn dashboards_have_data(es: &Elastic, index_for_title: &[(&str, String)]) {
+    let text = std::fs::read_to_string(repo("deploy/kibana/security-dashboards.ndjson")).unwrap();
+    let objects: Vec<Value> = text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect();
+    let titles: BTreeMap<String, String> = objects
+        .iter()
+        .filter(|o| o["type"] == "index-pattern")
+        .map(|o| (o["id"].as_str().unwrap().to_string(), o["attributes"]["title"].as_str().unwrap().to_string()))
+        .collect();
+    let dashboard = objects.iter().find(|o| o["type"] == "dashboard").expect("a dashboard");
+    let panels: Vec<&str> = dashboard["references"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
+    let visualizations: Vec<&Value> = objects.iter().filter(|o| o["type"] == "visualization").collect();
+    assert_eq!(visualizations.len(), 3, "the plan's three panels");
+    for vis in visualizations {
+        let id = vis["id"].as_str().unwrap();
+        assert!(panels.contains(&id), "{id} is on the dashboard");
+        let state: Value = serde_json::from_str(vis["attributes"]["visState"].as_str().unwrap()).unwrap();
+        let source: Value = serde_json::from_str(vis["attributes"]["kibanaSavedObjectMeta"]["searchSourceJSON"].as_str().unwrap()).unwrap();
+        let data_view = vis["references"].as_array().unwrap().iter().find(|r| r["name"] == source["indexRefName"]).unwrap()["id"].as_str().unwrap();
+        let title = &titles[data_view];
+        let index = &index_for_title.iter().find(|(t, _)| t == title).unwrap_or_else(|| panic!("no index stands in for data view {title}")).1;
+        let filters: Vec<Value> = source["filter"].as_array().map(|f| f.iter().map(|f| f["query"].clone()).collect()).unwrap_or_default();
+        // Nest the bucket aggregations in list order, as Kibana does.
+        let mut aggs = Value::Null;
+        for agg in state["aggs"].as_array().unwrap().iter().rev().filter(|a| a["type"] != "count") {
+            let field = agg["params"]["field"].as_str().unwrap();
+            let mut body = match agg["type"].as_str().unwrap() {
+                "terms" => json!({ "terms": { "field": field, "size": agg["params"]["size"].as_u64().unwrap_or(10) } }),
+                "date_histogram" => json!({ "date_histogram": { "field": field, "fixed_interval": agg["params"]["interval"].as_str().filter(|i| *i != "auto").unwrap_or("5m") } }),
+                other => panic!("{id}: aggregation type {other} not understood by this test"),
+            };
+            if !aggs.is_null() {
+                body["aggs"] = aggs;
+            }
+            aggs = json!({ agg["id"].as_str().unwrap(): body });
+        }
+        let answer = search(es, index, json!({ "size": 0, "query": { "bool": { "filter": filters } }, "aggs": aggs })).await;
+        let first = answer["aggregations"].as_object().unwrap().values().next().unwrap();
+        assert!(!first["buckets"].as_array().unwrap().is_empty(), "{id}: no buckets over {index}: {answer}");
+        // Every nested level has buckets too.
+        let mut level = first["buckets"][0].clone();
+        while let Some(inner) = level.as_object().and_then(|m| m.values().find(|v| v.get("buckets").is_some())).cloned() {
+            assert!(!inner["buckets"].as_array().unwrap().is_empty(), "{id}: empty nested buckets");
+            level = inner["buckets"][0].clone();
+        }
+    }
+}
