@@ -122,11 +122,36 @@ impl OtelPipeline {
                 env.push(json!({ "name": var, "valueFrom": { "secretKeyRef": { "name": auth.name, "key": key } } }));
             }
         }
+        let mut setup_args = vec![
+            "es-setup".to_string(),
+            format!("--index-inventory={}", output.index_inventory),
+            format!("--index-events={}", output.index_events),
+            format!("--index-vulnerabilities={}", output.index_vulnerabilities),
+        ];
+        setup_args.extend(output.endpoints.iter().map(|e| format!("--endpoint={e}")));
+        let mut setup_mounts = vec![];
         if let Some(ca) = &output.ca_secret {
             mounts.push(k8s::mount("es-ca", CA_DIR, true));
+            setup_mounts.push(k8s::mount("es-ca", CA_DIR, true));
             volumes.push(json!({ "name": "es-ca", "secret": { "secretName": ca.name } }));
+            setup_args.push(format!("--ca-file={CA_DIR}/ca.crt"));
         }
         let pod_spec = json!({
+            // The index templates must exist before the first document, or
+            // Elasticsearch guesses the mappings of the new indices. The
+            // operator's own image does it, with the gateway's credentials;
+            // the operator never holds them.
+            "initContainers": [{
+                "name": "es-setup",
+                "image": self.ctx.operator_image,
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["secop"],
+                "args": setup_args,
+                "env": env.clone(),
+                "securityContext": k8s::restricted_security_context(),
+                "resources": k8s::resources("10m", "32Mi", "200m", "64Mi"),
+                "volumeMounts": setup_mounts,
+            }],
             "serviceAccountName": GATEWAY,
             "automountServiceAccountToken": false,
             "securityContext": { "runAsNonRoot": true, "runAsUser": 10001, "fsGroup": 10001, "seccompProfile": { "type": "RuntimeDefault" } },
@@ -275,5 +300,24 @@ mod tests {
         let env = &d["spec"]["template"]["spec"]["containers"][0]["env"];
         assert_eq!(env[0]["valueFrom"]["secretKeyRef"]["name"], "es-credentials");
         assert_eq!(env[1]["name"], "ES_PASSWORD");
+    }
+
+    #[test]
+    fn gateway_installs_the_index_templates_before_it_starts() {
+        let mut p = OtelPipeline::default();
+        let mut c = ctx();
+        c.operator_image = "registry.example/secop:1".into();
+        c.output.ca_secret = Some(SecretRef { name: "es-ca".into() });
+        c.output.index_events = "ev".into();
+        p.configure("{}", &c).unwrap();
+        let d = p.gateway_deployment();
+        let init = &d["spec"]["template"]["spec"]["initContainers"][0];
+        assert_eq!(init["image"], "registry.example/secop:1");
+        let args: Vec<&str> = init["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+        assert_eq!(args[0], "es-setup");
+        assert!(args.contains(&"--endpoint=https://es:9200") && args.contains(&"--index-events=ev"), "{args:?}");
+        assert!(args.contains(&"--ca-file=/etc/otelcol/es-ca/ca.crt"));
+        assert_eq!(init["env"], d["spec"]["template"]["spec"]["containers"][0]["env"], "the gateway's credentials");
+        assert_eq!(init["volumeMounts"][0]["name"], "es-ca");
     }
 }
