@@ -65,7 +65,7 @@ fn kubeconfig_text(token: &str) -> String {
     )
 }
 
-fn run(cmd: &mut Command) -> Result<()> {
+pub(crate) fn run(cmd: &mut Command) -> Result<()> {
     let shown = format!("{cmd:?}");
     let status = cmd.status().with_context(|| format!("starting {shown}"))?;
     if !status.success() {

@@ -7,24 +7,15 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
-use crate::cluster::cache_root;
+use crate::cluster::{cache_root, run};
 
 /// Must match `COLLECTOR_VERSION` in host/engine/src/otel.rs (the configs
 /// are generated for it) and test/infra/otelcol-builder.yaml.
 pub const OTELCOL: &str = "0.152.0";
 /// Must match test/infra/elasticsearch/pom.xml.
 pub const ELASTICSEARCH: &str = "8.19.21";
-
-fn run(cmd: &mut Command) -> Result<()> {
-    let shown = format!("{cmd:?}");
-    let status = cmd.status().with_context(|| format!("starting {shown}"))?;
-    if !status.success() {
-        bail!("{shown} failed with {status}");
-    }
-    Ok(())
-}
 
 /// The collector binary (`otelcol-secop`), built once.
 pub fn build_otelcol(root: &Path) -> Result<PathBuf> {

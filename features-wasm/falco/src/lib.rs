@@ -315,11 +315,11 @@ impl Feature for Falco {
         };
         Some(OtelReceiver {
             name: ID.to_string(),
-            include: vec![
-                format!("/var/log/pods/{ns}_falco-*/falco/*.log"),
-                format!("/var/log/pods/{ns}_falco-*/falco/*.log.*"),
-            ],
-            exclude: vec![format!("/var/log/pods/{ns}_falco-*/falco/*.gz")],
+            // `<restart>.log` only: the receiver follows the kubelet's
+            // rotation by fingerprint, and the CRI parser needs the live
+            // file's path (a rotated `0.log.<time>` fails its path match).
+            include: vec![format!("/var/log/pods/{ns}_falco-*/falco/*.log")],
+            exclude: vec![],
             format: LineFormat::ContainerJson,
             timestamp: Some(TimestampField { field: "time".to_string(), layout: TimestampLayout::Rfc3339Nano }),
             tool: ID.to_string(),

@@ -276,11 +276,9 @@ impl Feature for Tetragon {
         let ns = &self.ctx.namespace;
         let (include, exclude, format) = match self.config.export_mode {
             ExportMode::Stdout => (
-                vec![
-                    format!("/var/log/pods/{ns}_tetragon-*/export-stdout/*.log"),
-                    format!("/var/log/pods/{ns}_tetragon-*/export-stdout/*.log.*"),
-                ],
-                vec![format!("/var/log/pods/{ns}_tetragon-*/export-stdout/*.gz")],
+                // Live files only, as for Falco (the kubelet rotates them).
+                vec![format!("/var/log/pods/{ns}_tetragon-*/export-stdout/*.log")],
+                vec![],
                 LineFormat::ContainerJson,
             ),
             ExportMode::File => (

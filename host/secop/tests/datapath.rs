@@ -540,3 +540,86 @@ async fn trivy_sync_upserts_findings_and_resolves_vanished_reports() {
     assert_eq!(count(&es, &index, open).await, want - high_or_above_per_report[0]);
     namespaces.delete(&ns, &DeleteParams::default()).await.unwrap();
 }
+
+/// Durability: with Elasticsearch stopped while events keep coming, the
+/// gateway's persistent sending queue holds them; once Elasticsearch is
+/// back, every event lands exactly once. This test runs its own node, so it
+/// can stop it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_event_is_lost_while_elasticsearch_is_down() {
+    let Some(servers) = servers() else { return };
+    let es_home = PathBuf::from(std::env::var_os("SECOP_ES_HOME").expect("SECOP_ES_HOME (cargo xtask test fetches Elasticsearch)"));
+    let dir = scratch("durability");
+    let mut node = secop_test_harness::Elasticsearch::start(&es_home, &dir.join("es"), free_port()).unwrap();
+    let run = std::process::id();
+    let (inventory, events) = (format!("durable{run}-inventory"), format!("durable{run}-events"));
+    let mut agent = sample("deploy/samples/securityagent_full.yaml");
+    let output = &mut agent["spec"]["output"]["elasticsearch"];
+    output["endpoints"] = json!([node.url()]);
+    output.as_object_mut().unwrap().remove("authSecretRef");
+    output.as_object_mut().unwrap().remove("caSecretRef");
+    output["indices"] = json!({ "inventory": inventory, "events": events, "vulnerabilities": format!("durable{run}-vuln") });
+    let configs = render_collector_configs(&agent, &dir);
+    let setup = Command::new(env!("CARGO_BIN_EXE_secop"))
+        .args(["es-setup", "--endpoint", &node.url(), "--index-inventory", &inventory, "--index-events", &events])
+        .output()
+        .unwrap();
+    assert!(setup.status.success(), "es-setup: {}", String::from_utf8_lossy(&setup.stderr));
+
+    // First half of the fixtures now, the rest while Elasticsearch is down.
+    let fixtures = dir.join("fixtures");
+    copy_tree(&repo("test/fixtures/replay"), &fixtures);
+    let expected = expected_per_tool(&fixtures);
+    let per_round = expected.values().sum::<usize>() as u64;
+    let gateway_port = free_port();
+    let (node_health, gateway_health) = (free_port(), free_port());
+    std::fs::write(dir.join("gateway.yaml"), localize(&configs["otel-gateway-config"], &fixtures, &dir.join("gateway-storage"), gateway_port, gateway_health)).unwrap();
+    std::fs::write(dir.join("node.yaml"), localize(&configs["otel-node-config"], &fixtures, &dir.join("node-storage"), gateway_port, node_health)).unwrap();
+    let _gateway = Collector::start(&servers.otelcol, "gateway", &dir.join("gateway.yaml"), gateway_health, &collector_env(), &dir.join("gateway.log")).unwrap();
+    let _collector = Collector::start(&servers.otelcol, "node", &dir.join("node.yaml"), node_health, &collector_env(), &dir.join("node.log")).unwrap();
+    let es = es(&node.url()).await;
+    let landed = |want: u64| {
+        let es = es.clone();
+        let (events, inventory) = (events.clone(), inventory.clone());
+        async move {
+            let start = Instant::now();
+            loop {
+                let _ = es.refresh(&format!("{events},{inventory}")).await;
+                let n = try_count(&es, &events).await + try_count(&es, &inventory).await;
+                if n >= want || start.elapsed() > Duration::from_secs(180) {
+                    return n;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+    assert_eq!(landed(per_round).await, per_round, "first round");
+
+    node.stop();
+    // The sensors keep writing: a second copy of every fixture file, as a
+    // restarted sensor container (`1.log`) and osquery's rotation
+    // (`osqueryd.results.log.1`).
+    let mut files = vec![];
+    files_under(&fixtures, &mut files);
+    for f in &files {
+        // The collector knows files by their first bytes: a distinct first
+        // line (not JSON, so dropped like a sensor's banner) makes the copy
+        // a new file, as a real rotation is.
+        let banner = if f.to_string_lossy().contains("/var/log/pods/") { "2026-11-20T11:00:00.000000000Z stderr F sensor restarted\n" } else { "sensor restarted\n" };
+        let text = std::fs::read_to_string(f).unwrap();
+        let copy = match f.file_name().and_then(|n| n.to_str()) {
+            Some("0.log") => f.with_file_name("1.log"),
+            _ => PathBuf::from(format!("{}.1", f.display())),
+        };
+        std::fs::write(copy, format!("{banner}{text}")).unwrap();
+    }
+    // A 20 s outage: the node collector has shipped the second round to the
+    // gateway, whose exporter retries against the stopped node (silently, at
+    // debug level, within its 90 s request timeout).
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    node.start_again().unwrap();
+    assert_eq!(landed(2 * per_round).await, 2 * per_round, "every event of the outage landed");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    es.refresh(&format!("{events},{inventory}")).await.unwrap();
+    assert_eq!(try_count(&es, &events).await + try_count(&es, &inventory).await, 2 * per_round, "exactly once");
+}
