@@ -15,7 +15,7 @@ usage: cargo xtask <task>
 
 tasks:
   test             the whole test suite (what CI runs)
-  bench            benchmarks; figures go in docs/benchmarks.md
+  bench [NAME]     benchmarks (render, operator, trivy-sync; all by default); figures go in docs/benchmarks.md
   crd              regenerate deploy/crds/ from the Rust types
   chart            regenerate the Helm chart's CRD and feature RBAC rules
   golden           rewrite test/fixtures/golden/ from the current render
@@ -83,19 +83,36 @@ fn main() -> Result<()> {
             result
         }
         Some("bench") => {
-            let mut cmd = cargo();
-            cmd.args(["bench", "--locked", "-p", "secop-engine", "--bench", "render"]);
-            run(cmd)?;
-            // The operator benchmark needs the real control plane.
+            // `cargo xtask bench [render|operator|trivy-sync]`; all by default.
+            let only = args.get(1).map(String::as_str);
             let root = root();
-            cluster::up(&root)?;
-            let mut cmd = cargo();
-            cmd.args(["bench", "--locked", "-p", "secop", "--bench", "operator"])
-                .env("SECOP_E2E_KUBECONFIG", cluster::kubeconfig(&root))
-                .env("SECOP_E2E_OPERATOR_KUBECONFIG", cluster::operator_kubeconfig(&root));
-            let result = run(cmd);
-            cluster::down(&root)?;
-            result
+            if only.is_none_or(|b| b == "render") {
+                let mut cmd = cargo();
+                cmd.args(["bench", "--locked", "-p", "secop-engine", "--bench", "render"]);
+                run(cmd)?;
+            }
+            if only.is_none_or(|b| b == "operator") {
+                // The operator benchmark needs the real control plane.
+                cluster::up(&root)?;
+                let mut cmd = cargo();
+                cmd.args(["bench", "--locked", "-p", "secop", "--bench", "operator"])
+                    .env("SECOP_E2E_KUBECONFIG", cluster::kubeconfig(&root))
+                    .env("SECOP_E2E_OPERATOR_KUBECONFIG", cluster::operator_kubeconfig(&root));
+                let result = run(cmd);
+                cluster::down(&root)?;
+                result?;
+            }
+            if only.is_none_or(|b| b == "trivy-sync") {
+                // trivy-sync throughput needs a real Elasticsearch node.
+                let es_home = datapath::fetch_elasticsearch(&root)?;
+                let es_dir = root.join("target/bench-elasticsearch");
+                let _ = std::fs::remove_dir_all(&es_dir);
+                let es = secop_test_harness::Elasticsearch::start(&es_home, &es_dir, secop_test_harness::free_port()).map_err(anyhow::Error::msg)?;
+                let mut cmd = cargo();
+                cmd.args(["bench", "--locked", "-p", "secop-elastic", "--bench", "trivy_sync"]).env("SECOP_E2E_ES_URL", es.url());
+                run(cmd)?;
+            }
+            Ok(())
         }
         Some("crd") => {
             let out = cargo().args(["run", "--quiet", "--locked", "-p", "secop", "--", "crd"]).output()?;
