@@ -143,19 +143,6 @@ fn localize(config: &str, fixtures: &Path, storage: &Path, gateway_port: u16, he
     serde_yaml::to_string(&c).unwrap()
 }
 
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
 /// Events in a fixture file, counted the way the pipeline must: CRI
 /// partial lines (`P`) joined with what follows, non-JSON lines dropped.
 fn count_events(path: &Path) -> usize {
@@ -227,44 +214,60 @@ fn bucket_keys(aggregation: &Value) -> BTreeSet<String> {
     aggregation["buckets"].as_array().unwrap().iter().map(|b| b["key_as_string"].as_str().map(str::to_string).unwrap_or_else(|| b["key"].to_string().trim_matches('"').to_string())).collect()
 }
 
+/// The full sample's pipeline, pointed at `es_url` with indices of its own
+/// (`<prefix>-inventory|events|vuln`, so tests sharing a node cannot
+/// interfere): templates installed by `secop es-setup` (as the gateway's
+/// init container does), the fixtures copied to `dir/fixtures`, and the
+/// rendered gateway and node collectors running on them.
+struct Replay {
+    inventory: String,
+    events: String,
+    vuln: String,
+    fixtures: PathBuf,
+    setup_output: String,
+    _gateway: Collector,
+    _node: Collector,
+}
+
+fn start_replay(servers: &Servers, es_url: &str, prefix: &str, dir: &Path) -> Replay {
+    let (inventory, events, vuln) = (format!("{prefix}-inventory"), format!("{prefix}-events"), format!("{prefix}-vuln"));
+    let mut agent = sample("deploy/samples/securityagent_full.yaml");
+    let output = &mut agent["spec"]["output"]["elasticsearch"];
+    output["endpoints"] = json!([es_url]);
+    output.as_object_mut().unwrap().remove("authSecretRef");
+    output.as_object_mut().unwrap().remove("caSecretRef");
+    output["indices"] = json!({ "inventory": inventory, "events": events, "vulnerabilities": vuln });
+    let configs = render_collector_configs(&agent, dir);
+
+    let setup = Command::new(env!("CARGO_BIN_EXE_secop"))
+        .args(["es-setup", "--endpoint", es_url, "--index-inventory", &inventory, "--index-events", &events, "--index-vulnerabilities", &vuln])
+        .output()
+        .unwrap();
+    assert!(setup.status.success(), "es-setup: {}", String::from_utf8_lossy(&setup.stderr));
+
+    let fixtures = dir.join("fixtures");
+    secop_test_harness::copy_dir(&repo("test/fixtures/replay"), &fixtures).unwrap();
+    let gateway_port = free_port();
+    let (node_health, gateway_health) = (free_port(), free_port());
+    std::fs::write(dir.join("gateway.yaml"), localize(&configs["otel-gateway-config"], &fixtures, &dir.join("gateway-storage"), gateway_port, gateway_health)).unwrap();
+    std::fs::write(dir.join("node.yaml"), localize(&configs["otel-node-config"], &fixtures, &dir.join("node-storage"), gateway_port, node_health)).unwrap();
+    let gateway = Collector::start(&servers.otelcol, "gateway", &dir.join("gateway.yaml"), gateway_health, &collector_env(), &dir.join("gateway.log")).unwrap();
+    let node = Collector::start(&servers.otelcol, "node", &dir.join("node.yaml"), node_health, &collector_env(), &dir.join("node.log")).unwrap();
+    Replay { inventory, events, vuln, fixtures, setup_output: String::from_utf8_lossy(&setup.stdout).into_owned(), _gateway: gateway, _node: node }
+}
+
 /// The replay: fixtures → node collector → gateway → Elasticsearch, then
 /// the CTEM checks of the plan (§7.2) and the dashboards' aggregations.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sensor_events_reach_the_ctem_indices_through_the_real_collectors() {
     let Some(servers) = servers() else { return };
     let dir = scratch("replay");
-    // Own index names, so other tests on the shared node cannot interfere.
-    let run = std::process::id();
-    let (inventory, events, vuln) = (format!("replay{run}-inventory"), format!("replay{run}-events"), format!("replay{run}-vuln"));
-    let mut agent = sample("deploy/samples/securityagent_full.yaml");
-    let output = &mut agent["spec"]["output"]["elasticsearch"];
-    output["endpoints"] = json!([servers.es_url]);
-    output.as_object_mut().unwrap().remove("authSecretRef");
-    output.as_object_mut().unwrap().remove("caSecretRef");
-    output["indices"] = json!({ "inventory": inventory, "events": events, "vulnerabilities": vuln });
-    let configs = render_collector_configs(&agent, &dir);
-
-    // The templates, as the gateway's init container installs them.
-    let setup = Command::new(env!("CARGO_BIN_EXE_secop"))
-        .args(["es-setup", "--endpoint", &servers.es_url, "--index-inventory", &inventory, "--index-events", &events, "--index-vulnerabilities", &vuln])
-        .output()
-        .unwrap();
-    assert!(setup.status.success(), "es-setup: {}", String::from_utf8_lossy(&setup.stderr));
-    let said = String::from_utf8_lossy(&setup.stdout);
-    assert!(said.contains("written"), "{said}");
-
-    let fixtures = dir.join("fixtures");
-    copy_tree(&repo("test/fixtures/replay"), &fixtures);
-    let expected = expected_per_tool(&fixtures);
+    let prefix = format!("replay{}", std::process::id());
+    let replay = start_replay(&servers, &servers.es_url, &prefix, &dir);
+    let (inventory, events, vuln) = (&replay.inventory, &replay.events, &replay.vuln);
+    assert!(replay.setup_output.contains("written"), "{}", replay.setup_output);
+    let expected = expected_per_tool(&replay.fixtures);
     assert!(expected.values().all(|n| *n > 0) && expected.len() == 3, "{expected:?}");
-    let gateway_port = free_port();
-    let (node_health, gateway_health) = (free_port(), free_port());
-    let gateway_yaml = localize(&configs["otel-gateway-config"], &fixtures, &dir.join("gateway-storage"), gateway_port, gateway_health);
-    let node_yaml = localize(&configs["otel-node-config"], &fixtures, &dir.join("node-storage"), gateway_port, node_health);
-    std::fs::write(dir.join("gateway.yaml"), &gateway_yaml).unwrap();
-    std::fs::write(dir.join("node.yaml"), &node_yaml).unwrap();
-    let _gateway = Collector::start(&servers.otelcol, "gateway", &dir.join("gateway.yaml"), gateway_health, &collector_env(), &dir.join("gateway.log")).unwrap();
-    let _node = Collector::start(&servers.otelcol, "node", &dir.join("node.yaml"), node_health, &collector_env(), &dir.join("node.log")).unwrap();
 
     let es = es(&servers.es_url).await;
     let want_events = (expected["falco"] + expected["tetragon"]) as u64;
@@ -372,7 +375,7 @@ async fn sensor_events_reach_the_ctem_indices_through_the_real_collectors() {
 
     // The dashboards: each visualization's aggregation over its data view
     // finds buckets in what the replay wrote.
-    dashboards_have_data(&es, &[("security-*", format!("replay{run}-*")), ("security-events", events.clone()), ("security-events,security-vuln", format!("{events},{vuln}"))]).await;
+    dashboards_have_data(&es, &[("security-*", format!("{prefix}-*")), ("security-events", events.clone()), ("security-events,security-vuln", format!("{events},{vuln}"))]).await;
 }
 
 /// Run every visualization of deploy/kibana/security-dashboards.ndjson as
@@ -551,32 +554,11 @@ async fn no_event_is_lost_while_elasticsearch_is_down() {
     let es_home = PathBuf::from(std::env::var_os("SECOP_ES_HOME").expect("SECOP_ES_HOME (cargo xtask test fetches Elasticsearch)"));
     let dir = scratch("durability");
     let mut node = secop_test_harness::Elasticsearch::start(&es_home, &dir.join("es"), free_port()).unwrap();
-    let run = std::process::id();
-    let (inventory, events) = (format!("durable{run}-inventory"), format!("durable{run}-events"));
-    let mut agent = sample("deploy/samples/securityagent_full.yaml");
-    let output = &mut agent["spec"]["output"]["elasticsearch"];
-    output["endpoints"] = json!([node.url()]);
-    output.as_object_mut().unwrap().remove("authSecretRef");
-    output.as_object_mut().unwrap().remove("caSecretRef");
-    output["indices"] = json!({ "inventory": inventory, "events": events, "vulnerabilities": format!("durable{run}-vuln") });
-    let configs = render_collector_configs(&agent, &dir);
-    let setup = Command::new(env!("CARGO_BIN_EXE_secop"))
-        .args(["es-setup", "--endpoint", &node.url(), "--index-inventory", &inventory, "--index-events", &events])
-        .output()
-        .unwrap();
-    assert!(setup.status.success(), "es-setup: {}", String::from_utf8_lossy(&setup.stderr));
-
-    // First half of the fixtures now, the rest while Elasticsearch is down.
-    let fixtures = dir.join("fixtures");
-    copy_tree(&repo("test/fixtures/replay"), &fixtures);
+    let replay = start_replay(&servers, &node.url(), &format!("durable{}", std::process::id()), &dir);
+    let (inventory, events, fixtures) = (replay.inventory.clone(), replay.events.clone(), replay.fixtures.clone());
+    // First round: the fixtures as they are; the second while Elasticsearch is down.
     let expected = expected_per_tool(&fixtures);
     let per_round = expected.values().sum::<usize>() as u64;
-    let gateway_port = free_port();
-    let (node_health, gateway_health) = (free_port(), free_port());
-    std::fs::write(dir.join("gateway.yaml"), localize(&configs["otel-gateway-config"], &fixtures, &dir.join("gateway-storage"), gateway_port, gateway_health)).unwrap();
-    std::fs::write(dir.join("node.yaml"), localize(&configs["otel-node-config"], &fixtures, &dir.join("node-storage"), gateway_port, node_health)).unwrap();
-    let _gateway = Collector::start(&servers.otelcol, "gateway", &dir.join("gateway.yaml"), gateway_health, &collector_env(), &dir.join("gateway.log")).unwrap();
-    let _collector = Collector::start(&servers.otelcol, "node", &dir.join("node.yaml"), node_health, &collector_env(), &dir.join("node.log")).unwrap();
     let es = es(&node.url()).await;
     let landed = |want: u64| {
         let es = es.clone();

@@ -215,7 +215,8 @@ fn java_home() -> String {
     java.map(|o| String::from_utf8_lossy(&o.stdout).trim().trim_end_matches("/bin/java").to_string()).unwrap_or_default()
 }
 
-fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+/// Copy a directory tree.
+pub fn copy_dir(from: &Path, to: &Path) -> Result<()> {
     fs::create_dir_all(to).map_err(|e| e.to_string())?;
     for entry in fs::read_dir(from).map_err(|e| format!("{}: {e}", from.display()))? {
         let entry = entry.map_err(|e| e.to_string())?;
