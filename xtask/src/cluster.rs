@@ -9,7 +9,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
@@ -247,15 +247,8 @@ fn spawn(state: &Path, name: &str, program: &Path, args: &[String]) -> Result<()
     Ok(())
 }
 
-fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) -> Result<()> {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if ready() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    bail!("{what} not ready after {timeout:?}")
+fn wait_for(what: &str, timeout: Duration, ready: impl FnMut() -> bool) -> Result<()> {
+    secop_test_harness::wait_until(what, timeout, ready).map_err(anyhow::Error::msg)
 }
 
 /// Start the control plane (building it first if needed). Idempotent: a
