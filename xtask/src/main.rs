@@ -15,6 +15,8 @@ usage: cargo xtask <task>
 
 tasks:
   test             the whole test suite (what CI runs)
+  ctem-report      replay the sensor fixtures and Trivy reports through the real collectors into a
+                   real Elasticsearch, then print the CTEM checklist (`secop ctem-report`)
   bench [NAME]     benchmarks (render, operator, trivy-sync; all by default); figures go in docs/benchmarks.md
   crd              regenerate deploy/crds/ from the Rust types
   chart            regenerate the Helm chart's CRD and feature RBAC rules
@@ -46,41 +48,52 @@ fn run(mut cmd: Command) -> Result<()> {
     Ok(())
 }
 
+/// Run `cmd` (a `cargo test`) against the real servers: the control plane
+/// (built once, cached), a shared Elasticsearch node and the collector
+/// binary, passed in SECOP_* variables; always torn down afterwards.
+fn with_test_servers(mut cmd: Command) -> Result<()> {
+    let root = root();
+    let helm = cluster::build_helm()?;
+    let otelcol = datapath::build_otelcol(&root)?;
+    let es_home = datapath::fetch_elasticsearch(&root)?;
+    cluster::up(&root)?;
+    // One shared Elasticsearch node for the data-path tests (the durability
+    // test starts its own, to stop it at will).
+    let es_dir = root.join("target/test-elasticsearch");
+    let _ = std::fs::remove_dir_all(&es_dir);
+    let es = secop_test_harness::Elasticsearch::start(&es_home, &es_dir, secop_test_harness::free_port()).map_err(anyhow::Error::msg);
+    let result = es.and_then(|es| {
+        cmd.env("SECOP_HELM", &helm)
+            .env("SECOP_E2E_KUBECONFIG", cluster::kubeconfig(&root))
+            .env("SECOP_E2E_OPERATOR_KUBECONFIG", cluster::operator_kubeconfig(&root))
+            .env("SECOP_E2E_AUDIT_LOG", cluster::audit_log(&root))
+            .env("SECOP_OTELCOL", &otelcol)
+            .env("SECOP_ES_HOME", &es_home)
+            .env("SECOP_E2E_ES_URL", es.url());
+        let result = run(cmd);
+        drop(es);
+        result
+    });
+    if let Err(e) = cluster::down(&root) {
+        eprintln!("warning: stopping the test cluster: {e}");
+    }
+    result
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("test") => {
-            // The e2e tests need the real control plane: bring it up (built
-            // once, cached), run everything against it, always tear it down.
-            let root = root();
-            let helm = cluster::build_helm()?;
-            let otelcol = datapath::build_otelcol(&root)?;
-            let es_home = datapath::fetch_elasticsearch(&root)?;
-            cluster::up(&root)?;
-            // One shared Elasticsearch node for the data-path tests (the
-            // durability test starts its own, to stop it at will).
-            let es_dir = root.join("target/test-elasticsearch");
-            let _ = std::fs::remove_dir_all(&es_dir);
-            let es = secop_test_harness::Elasticsearch::start(&es_home, &es_dir, secop_test_harness::free_port()).map_err(anyhow::Error::msg);
-            let result = es.and_then(|es| {
-                let mut cmd = cargo();
-                cmd.args(["test", "--workspace", "--locked", "--no-fail-fast"])
-                    .env("SECOP_HELM", &helm)
-                    .args(&args[1..])
-                    .env("SECOP_E2E_KUBECONFIG", cluster::kubeconfig(&root))
-                    .env("SECOP_E2E_OPERATOR_KUBECONFIG", cluster::operator_kubeconfig(&root))
-                    .env("SECOP_E2E_AUDIT_LOG", cluster::audit_log(&root))
-                    .env("SECOP_OTELCOL", &otelcol)
-                    .env("SECOP_ES_HOME", &es_home)
-                    .env("SECOP_E2E_ES_URL", es.url());
-                let result = run(cmd);
-                drop(es);
-                result
-            });
-            if let Err(e) = cluster::down(&root) {
-                eprintln!("warning: stopping the test cluster: {e}");
-            }
-            result
+            let mut cmd = cargo();
+            cmd.args(["test", "--workspace", "--locked", "--no-fail-fast"]).args(&args[1..]);
+            with_test_servers(cmd)
+        }
+        Some("ctem-report") => {
+            // The replay e2e on real servers prints `secop ctem-report`
+            // over what it wrote: run just that test and show its output.
+            let mut cmd = cargo();
+            cmd.args(["test", "--locked", "-p", "secop", "--test", "datapath", "sensor_events_reach_the_ctem_indices_through_the_real_collectors", "--", "--exact", "--nocapture"]);
+            with_test_servers(cmd)
         }
         Some("bench") => {
             // `cargo xtask bench [render|operator|trivy-sync]`; all by default.

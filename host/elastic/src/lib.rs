@@ -1,13 +1,15 @@
 //! The Elasticsearch side of the operator, for the commands that run next
 //! to the data rather than in the reconcile loop:
 //! - `secop es-setup` (the gateway's init container): index templates;
-//! - `secop trivy-sync` (the trivy feature's CronJob): findings upserts.
+//! - `secop trivy-sync` (the trivy feature's CronJob): findings upserts;
+//! - `secop ctem-report`: the CTEM checklist read from the indices.
 //!
 //! The operator itself never talks to Elasticsearch and never reads its
 //! credentials: those stay in the pods that mount the CR's secrets.
 
 pub mod bulk;
 pub mod client;
+pub mod ctem;
 pub mod templates;
 pub mod trivy;
 

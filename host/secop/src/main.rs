@@ -87,6 +87,9 @@ enum Command {
     /// Upsert Trivy Operator VulnerabilityReports into the vulnerabilities
     /// index and resolve findings that vanished (the trivy feature's CronJob).
     TrivySync(output::TrivySync),
+    /// Print the CTEM checklist (plan §7.2) with pass/fail read from the
+    /// indices; exits 1 when a check fails.
+    CtemReport(output::CtemReport),
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -172,6 +175,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::EsSetup(args) => output::es_setup(args),
         Command::TrivySync(args) => output::trivy_sync(args),
+        Command::CtemReport(args) => output::ctem_report(args),
         Command::Crd => {
             print!("{}", serde_yaml::to_string(&SecurityAgent::crd())?);
             Ok(ExitCode::SUCCESS)

@@ -1,6 +1,6 @@
 //! The commands that run in pods next to the data, on the operator image:
 //! `secop es-setup` (the gateway's init container) and `secop trivy-sync`
-//! (the trivy feature's CronJob). Credentials come from the environment
+//! (the trivy feature's CronJob), and `secop ctem-report`. Credentials come from the environment
 //! (`ES_USERNAME`/`ES_PASSWORD`, from the CR's `authSecretRef`) and the CA
 //! from a mounted file (`caSecretRef`).
 
@@ -13,6 +13,7 @@ use clap::Args;
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use secop_elastic::bulk::BulkOptions;
+use secop_elastic::ctem;
 use secop_elastic::templates::{self, Indices};
 use secop_elastic::trivy::{self, Severity, SyncOptions};
 use secop_elastic::{Elastic, ElasticConfig};
@@ -55,6 +56,27 @@ pub struct EsSetup {
     /// How long to keep trying while Elasticsearch is unreachable.
     #[arg(long, default_value_t = 300)]
     wait_seconds: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct CtemReport {
+    #[command(flatten)]
+    connection: Connection,
+    #[arg(long, default_value = "security-inventory")]
+    index_inventory: String,
+    #[arg(long, default_value = "security-events")]
+    index_events: String,
+    #[arg(long, default_value = "security-vuln")]
+    index_vulnerabilities: String,
+    /// Namespace of the sensors (events attributed there name a sensor, not the subject).
+    #[arg(long, default_value = "security-system")]
+    sensor_namespace: String,
+    /// Only documents since this time: an Elasticsearch date or date math (`now-15m`).
+    #[arg(long)]
+    since: Option<String>,
+    /// `table` (default) or `json`.
+    #[arg(short = 'o', long = "output", default_value = "table", value_parser = ["table", "json"])]
+    output: String,
 }
 
 #[derive(Args, Debug)]
@@ -173,4 +195,23 @@ pub fn trivy_sync(args: &TrivySync) -> Result<ExitCode> {
         }
         Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
     })
+}
+
+pub fn ctem_report(args: &CtemReport) -> Result<ExitCode> {
+    let es = args.connection.client()?;
+    let scope = ctem::Scope {
+        inventory: args.index_inventory.clone(),
+        events: args.index_events.clone(),
+        vulnerabilities: args.index_vulnerabilities.clone(),
+        sensor_namespace: args.sensor_namespace.clone(),
+        since: args.since.clone(),
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let checks = runtime.block_on(ctem::run(&es, &scope)).context("reading the CTEM checklist from Elasticsearch")?;
+    if args.output == "json" {
+        println!("{}", serde_json::to_string_pretty(&checks)?);
+    } else {
+        print!("{}", ctem::table(&checks));
+    }
+    Ok(if checks.iter().any(|c| c.outcome == ctem::Outcome::Fail) { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }

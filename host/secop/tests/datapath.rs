@@ -15,6 +15,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use secop_elastic::Method;
+use secop_elastic::ctem::Outcome;
 use secop_elastic::{Elastic, ElasticConfig};
 use secop_test_harness::{free_port, validate_collector_config, Collector};
 use serde_json::{json, Value};
@@ -256,6 +257,16 @@ fn start_replay(servers: &Servers, es_url: &str, prefix: &str, dir: &Path) -> Re
     Replay { inventory, events, vuln, fixtures, setup_output: String::from_utf8_lossy(&setup.stdout).into_owned(), _gateway: gateway, _node: node }
 }
 
+fn ctem_scope(replay: &Replay) -> secop_elastic::ctem::Scope {
+    secop_elastic::ctem::Scope {
+        inventory: replay.inventory.clone(),
+        events: replay.events.clone(),
+        vulnerabilities: replay.vuln.clone(),
+        sensor_namespace: "security-system".into(),
+        since: None,
+    }
+}
+
 /// The replay: fixtures → node collector → gateway → Elasticsearch, then
 /// the CTEM checks of the plan (§7.2) and the dashboards' aggregations.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -295,7 +306,6 @@ async fn sensor_events_reach_the_ctem_indices_through_the_real_collectors() {
     assert_eq!(count(&es, &inventory, json!({ "match_all": {} })).await, want_inventory, "inventory: exactly one document per row");
 
     let tool = |t: &str| json!({ "term": { "labels.security_tool": t } });
-    let query = |name: &str| json!({ "term": { "osquery.query_name": name } });
     let exists = |f: &str| json!({ "exists": { "field": f } });
     let all = |filters: Vec<Value>| json!({ "bool": { "filter": filters } });
 
@@ -309,48 +319,40 @@ async fn sensor_events_reach_the_ctem_indices_through_the_real_collectors() {
     assert_eq!(count(&es, &inventory, tool("osquery")).await, expected["osquery"] as u64);
     assert_eq!(count(&es, &inventory, json!({ "terms": { "labels.security_tool": ["falco", "tetragon"] } })).await, 0, "runtime events only in the events index");
 
-    // CTEM-SCOPE-01: system_info per node with host.hostname, and the
-    // node's kernel (kernel_info) with host.os.kernel.
-    let system_info = count(&es, &inventory, all(vec![tool("osquery"), query("system_info"), exists("host.hostname")])).await;
-    assert!(system_info >= 3, "SCOPE-01 system_info with host.hostname: {system_info}");
-    assert_eq!(system_info, count(&es, &inventory, query("system_info")).await, "SCOPE-01: every system_info document has host.hostname");
-    let kernels = search(&es, &inventory, json!({ "size": 0, "query": all(vec![query("kernel_info"), exists("host.os.kernel")]),
-        "aggs": { "nodes": { "terms": { "field": "kubernetes.node.name" }, "aggs": { "kernel": { "terms": { "field": "host.os.kernel" } } } } } })).await;
-    let nodes_with_kernel = bucket_keys(&kernels["aggregations"]["nodes"]);
-    let nodes_with_info = bucket_keys(&search(&es, &inventory, json!({ "size": 0, "query": query("system_info"), "aggs": { "nodes": { "terms": { "field": "kubernetes.node.name" } } } })).await["aggregations"]["nodes"]);
-    assert_eq!(nodes_with_kernel, nodes_with_info, "SCOPE-01/04: every inventoried node has its kernel version");
-    // CTEM-SCOPE-04: kernels compared per node.
-    assert!(nodes_with_kernel.len() >= 2, "SCOPE-04: several nodes to compare: {nodes_with_kernel:?}");
-    // CTEM-SCOPE-02: listening ports with port, protocol and process.
-    let ports = count(&es, &inventory, query("listening_ports")).await;
-    assert!(ports > 0);
-    assert_eq!(count(&es, &inventory, all(vec![query("listening_ports"), exists("network.port"), exists("network.protocol"), exists("process.name")])).await, ports, "SCOPE-02");
-    let numeric_ports = count(&es, &inventory, all(vec![query("listening_ports"), json!({ "range": { "network.port": { "gte": 1, "lte": 65535 } } })])).await;
-    assert_eq!(numeric_ports, ports, "network.port is numeric");
-    // CTEM-SCOPE-05: loaded kernel modules.
-    assert!(count(&es, &inventory, all(vec![query("kernel_modules"), exists("osquery.columns.name")])).await > 0, "SCOPE-05");
-    // CTEM-SCOPE-06: containers per node.
-    assert!(count(&es, &inventory, all(vec![query("docker_containers"), exists("container.id"), exists("container.image.name")])).await > 0, "SCOPE-06");
+    // The findings: the Trivy fixture's VulnerabilityReports in the real
+    // control plane, synced into this replay's vulnerabilities index.
+    let cluster = control_plane().await.expect("the replay needs the control plane for trivy-sync");
+    let reports = cluster.vulnerability_reports(&format!("{prefix}-trivy")).await;
+    trivy_sync(&servers.es_url, &cluster.kubeconfig, vuln, "replay", &reports.namespace);
+    es.refresh(vuln).await.unwrap();
 
-    // CTEM-VAL-01: the shell on ctem-testbox seen by Falco AND Tetragon.
-    let testbox = |t: &str| all(vec![json!({ "term": { "kubernetes.namespace": "ctem-test" } }), json!({ "term": { "kubernetes.pod.name": "ctem-testbox" } }), tool(t)]);
-    assert!(count(&es, &events, testbox("falco")).await > 0, "VAL-01 falco on ctem-testbox");
-    assert!(count(&es, &events, testbox("tetragon")).await > 0, "VAL-01 tetragon on ctem-testbox");
-    assert!(count(&es, &events, all(vec![tool("falco"), json!({ "term": { "rule.name": "Terminal shell in container" } })])).await > 0, "VAL-01 shell rule");
-    assert!(count(&es, &events, all(vec![tool("tetragon"), json!({ "term": { "process.executable": "/bin/sh" } })])).await > 0, "VAL-01 /bin/sh exec");
-    // CTEM-VAL-02: the API server contacted from the attacker pod.
-    let attacker = json!({ "term": { "kubernetes.pod.name": "attacker" } });
-    assert!(count(&es, &events, all(vec![tool("falco"), attacker.clone(), json!({ "term": { "rule.name": "Contact K8S API Server From Container" } })])).await > 0, "VAL-02 falco");
-    assert!(count(&es, &events, all(vec![tool("tetragon"), attacker, json!({ "wildcard": { "process.executable": "*curl" } })])).await > 0, "VAL-02 tetragon");
-    // CTEM-VAL-03: container-escape kprobes (mount, setns), severity 4.
+    // The CTEM checklist, exactly as `secop ctem-report` reads it. SCOPE-03
+    // cannot be read from the indices (see ctem.rs).
+    let checks = secop_elastic::ctem::run(&es, &ctem_scope(&replay)).await.unwrap();
+    let check = |id: &str| checks.iter().find(|c| c.id == id).unwrap_or_else(|| panic!("no check {id}")).clone();
+    for c in &checks {
+        let want = if c.id == "SCOPE-03" { Outcome::NotChecked } else { Outcome::Pass };
+        assert_eq!(c.outcome, want, "{}: {}\n{}", c.id, c.detail, secop_elastic::ctem::table(&checks));
+    }
+    // Stronger than the checklist needs, because the fixtures are known.
+    assert!(check("SCOPE-01").figures["nodes"] >= 3 && check("SCOPE-04").figures["nodes_with_kernel"] >= 2, "{:?}", check("SCOPE-04"));
+    assert_eq!(check("VAL-04").figures["detected"], 5, "{}", check("VAL-04").detail);
+    assert_eq!(check("VAL-05").figures["runtime_events"], want_events);
     let kprobes = search(&es, &events, json!({ "size": 0, "query": all(vec![tool("tetragon"), json!({ "term": { "rule.ruleset": "container-escape-monitor" } }), json!({ "term": { "event.severity": 4 } })]),
         "aggs": { "calls": { "terms": { "field": "rule.name" } } } })).await;
     assert_eq!(bucket_keys(&kprobes["aggregations"]["calls"]), BTreeSet::from(["__x64_sys_mount".to_string(), "__x64_sys_setns".to_string()]), "VAL-03");
-    // CTEM-VAL-05: the SUBJECT's namespace and pod on every runtime event,
-    // never the sensor's own pod.
-    let runtime = json!({ "terms": { "labels.security_tool": ["falco", "tetragon"] } });
-    assert_eq!(count(&es, &events, all(vec![runtime.clone(), exists("kubernetes.namespace"), exists("kubernetes.pod.name"), exists("kubernetes.node.name")])).await, want_events, "VAL-05");
-    assert_eq!(count(&es, &events, json!({ "terms": { "kubernetes.namespace": ["security-system"] } })).await, 0, "VAL-05: no event names a sensor pod");
+
+    // `secop ctem-report` prints the same, and exits 1 only on a failure.
+    let report = Command::new(env!("CARGO_BIN_EXE_secop"))
+        .args(["ctem-report", "--endpoint", &servers.es_url, "--index-inventory", inventory, "--index-events", events, "--index-vulnerabilities", vuln])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&report.stdout);
+    assert!(report.status.success(), "ctem-report: {table}{}", String::from_utf8_lossy(&report.stderr));
+    assert!(table.contains("PASS  VAL-04") && table.contains("15 passed, 0 failed, 1 not checked"), "{table}");
+    // What `cargo xtask ctem-report` shows (it runs this test with --nocapture).
+    println!("\n`secop ctem-report` on the replayed fixtures and the synced Trivy findings:\n\n{table}");
+    reports.delete().await;
 
     // Severity 1–5 per tool, per the plan's table.
     let docs = search(&es, &format!("{events},{inventory}"), json!({ "size": 500, "query": { "match_all": {} } })).await;
@@ -427,76 +429,112 @@ async fn dashboards_have_data(es: &Elastic, index_for_title: &[(&str, String)]) 
     }
 }
 
+/// The test control plane of `cargo xtask test` (SECOP_E2E_KUBECONFIG).
+struct ControlPlane {
+    kubeconfig: PathBuf,
+    client: kube::Client,
+}
+
+async fn control_plane() -> Option<ControlPlane> {
+    let kubeconfig = match std::env::var_os("SECOP_E2E_KUBECONFIG") {
+        Some(k) => PathBuf::from(k),
+        None if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("CI expects the e2e control plane (SECOP_E2E_KUBECONFIG)"),
+        None => return None,
+    };
+    let config = kube::Config::from_custom_kubeconfig(kube::config::Kubeconfig::read_from(&kubeconfig).unwrap(), &Default::default()).await.unwrap();
+    Some(ControlPlane { client: kube::Client::try_from(config).unwrap(), kubeconfig })
+}
+
+/// test/fixtures/trivy/vulnerabilityreports.yaml created in a namespace of
+/// its own, under the CRD exactly as the trivy feature contributes it.
+struct VulnerabilityReports {
+    namespace: String,
+    names: Vec<String>,
+    high_or_above_per_report: Vec<u64>,
+    api: kube::Api<kube::api::DynamicObject>,
+    client: kube::Client,
+}
+
+impl ControlPlane {
+    async fn vulnerability_reports(&self, ns: &str) -> VulnerabilityReports {
+        use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+        use kube::core::{ApiResource, GroupVersionKind};
+        let client = self.client.clone();
+        let out = Command::new(env!("CARGO_BIN_EXE_secop"))
+            .args(["render", "-o", "json", "--feature", "trivy", "-f"])
+            .arg(repo("deploy/samples/securityagent_full.yaml"))
+            .env("SECOP_CACHE_DIR", Path::new(env!("CARGO_TARGET_TMPDIR")).join("secop-datapath-cache"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let rendered: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let crd = rendered["objects"].as_array().unwrap().iter().find(|o| o["metadata"]["name"] == "vulnerabilityreports.aquasecurity.github.io").unwrap().clone();
+        let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> = Api::all(client.clone());
+        crds.patch("vulnerabilityreports.aquasecurity.github.io", &PatchParams::apply("datapath-test").force(), &Patch::Apply(&crd)).await.unwrap();
+        let start = Instant::now();
+        while !crds.get("vulnerabilityreports.aquasecurity.github.io").await.unwrap().status.and_then(|s| s.conditions).unwrap_or_default().iter().any(|c| c.type_ == "Established" && c.status == "True") {
+            assert!(start.elapsed() < Duration::from_secs(30), "CRD not established");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+
+        let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+        namespaces.create(&PostParams::default(), &serde_json::from_value(json!({ "metadata": { "name": ns } })).unwrap()).await.unwrap();
+        let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("aquasecurity.github.io", "v1alpha1", "VulnerabilityReport"), "vulnerabilityreports");
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource);
+        let list: Value = serde_yaml::from_str(&std::fs::read_to_string(repo("test/fixtures/trivy/vulnerabilityreports.yaml")).unwrap()).unwrap();
+        let mut names = vec![];
+        let mut high_or_above_per_report = vec![];
+        for item in list["items"].as_array().unwrap() {
+            let mut item = item.clone();
+            let meta = item["metadata"].as_object_mut().unwrap();
+            // Owners that do not exist here would have the report collected.
+            for key in ["uid", "resourceVersion", "creationTimestamp", "ownerReferences", "generation", "managedFields"] {
+                meta.remove(key);
+            }
+            meta.insert("namespace".into(), json!(ns));
+            names.push(meta["name"].as_str().unwrap().to_string());
+            high_or_above_per_report.push(item["report"]["vulnerabilities"].as_array().unwrap().iter().filter(|v| matches!(v["severity"].as_str(), Some("HIGH" | "CRITICAL"))).count() as u64);
+            api.create(&PostParams::default(), &serde_json::from_value(item).unwrap()).await.unwrap();
+        }
+        assert!(names.len() >= 2 && high_or_above_per_report.iter().all(|n| *n > 0), "{high_or_above_per_report:?}");
+        VulnerabilityReports { namespace: ns.to_string(), names, high_or_above_per_report, api, client }
+    }
+}
+
+impl VulnerabilityReports {
+    async fn delete(&self) {
+        let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(self.client.clone());
+        namespaces.delete(&self.namespace, &Default::default()).await.unwrap();
+    }
+}
+
+/// `secop trivy-sync` of one namespace's reports at threshold HIGH; its summary line.
+fn trivy_sync(es_url: &str, kubeconfig: &Path, index: &str, cluster_name: &str, ns: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_secop"))
+        .args(["trivy-sync", "--endpoint", es_url, "--index", index, "--cluster-name", cluster_name, "--severity-threshold", "HIGH", "--namespace", ns])
+        .env("KUBECONFIG", kubeconfig)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "trivy-sync: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
 /// `secop trivy-sync` between the real control plane (VulnerabilityReports
 /// of the Trivy Operator's CRD) and the real Elasticsearch: upserts at or
 /// above the threshold, re-runs without duplicates, resolves findings whose
 /// report vanished and keeps them as evidence; DISC-01, PRI-01, PRI-02.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trivy_sync_upserts_findings_and_resolves_vanished_reports() {
-    use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
-    use kube::core::{ApiResource, GroupVersionKind};
-
     let Some(servers) = servers() else { return };
-    let kubeconfig = match std::env::var_os("SECOP_E2E_KUBECONFIG") {
-        Some(k) => PathBuf::from(k),
-        None if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("CI expects the e2e control plane (SECOP_E2E_KUBECONFIG)"),
-        None => return,
-    };
-    let config = kube::Config::from_custom_kubeconfig(kube::config::Kubeconfig::read_from(&kubeconfig).unwrap(), &Default::default()).await.unwrap();
-    let client = kube::Client::try_from(config).unwrap();
-
-    // The CRD, exactly as the trivy feature contributes it.
-    let out = Command::new(env!("CARGO_BIN_EXE_secop"))
-        .args(["render", "-o", "json", "--feature", "trivy", "-f"])
-        .arg(repo("deploy/samples/securityagent_full.yaml"))
-        .env("SECOP_CACHE_DIR", Path::new(env!("CARGO_TARGET_TMPDIR")).join("secop-datapath-cache"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let rendered: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let crd = rendered["objects"].as_array().unwrap().iter().find(|o| o["metadata"]["name"] == "vulnerabilityreports.aquasecurity.github.io").unwrap().clone();
-    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> = Api::all(client.clone());
-    crds.patch("vulnerabilityreports.aquasecurity.github.io", &PatchParams::apply("datapath-test").force(), &Patch::Apply(&crd)).await.unwrap();
-    let start = Instant::now();
-    while !crds.get("vulnerabilityreports.aquasecurity.github.io").await.unwrap().status.and_then(|s| s.conditions).unwrap_or_default().iter().any(|c| c.type_ == "Established" && c.status == "True") {
-        assert!(start.elapsed() < Duration::from_secs(30), "CRD not established");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-
-    let ns = format!("trivy-sync-{}", std::process::id());
-    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-    namespaces.create(&PostParams::default(), &serde_json::from_value(json!({ "metadata": { "name": ns } })).unwrap()).await.unwrap();
-    let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("aquasecurity.github.io", "v1alpha1", "VulnerabilityReport"), "vulnerabilityreports");
-    let reports: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &resource);
-    let list: Value = serde_yaml::from_str(&std::fs::read_to_string(repo("test/fixtures/trivy/vulnerabilityreports.yaml")).unwrap()).unwrap();
-    let mut names = vec![];
-    let mut high_or_above_per_report = vec![];
-    for item in list["items"].as_array().unwrap() {
-        let mut item = item.clone();
-        let meta = item["metadata"].as_object_mut().unwrap();
-        // Owners that do not exist here would have the report collected.
-        for key in ["uid", "resourceVersion", "creationTimestamp", "ownerReferences", "generation", "managedFields"] {
-            meta.remove(key);
-        }
-        meta.insert("namespace".into(), json!(ns));
-        names.push(meta["name"].as_str().unwrap().to_string());
-        high_or_above_per_report.push(item["report"]["vulnerabilities"].as_array().unwrap().iter().filter(|v| matches!(v["severity"].as_str(), Some("HIGH" | "CRITICAL"))).count() as u64);
-        reports.create(&PostParams::default(), &serde_json::from_value(item).unwrap()).await.unwrap();
-    }
-    assert!(names.len() >= 2 && high_or_above_per_report.iter().all(|n| *n > 0), "{high_or_above_per_report:?}");
+    let Some(cluster) = control_plane().await else { return };
+    let fixture = cluster.vulnerability_reports(&format!("trivy-sync-{}", std::process::id())).await;
+    let (ns, names, high_or_above_per_report, kubeconfig) = (&fixture.namespace, &fixture.names, &fixture.high_or_above_per_report, &cluster.kubeconfig);
     let want: u64 = high_or_above_per_report.iter().sum();
+    let reports = &fixture.api;
 
     let index = format!("trivysync{}-vuln", std::process::id());
-    let cluster = format!("c{}", std::process::id());
-    let sync = || {
-        let out = Command::new(env!("CARGO_BIN_EXE_secop"))
-            .args(["trivy-sync", "--endpoint", &servers.es_url, "--index", &index, "--cluster-name", &cluster, "--severity-threshold", "HIGH", "--namespace", &ns])
-            .env("KUBECONFIG", &kubeconfig)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "trivy-sync: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).to_string()
-    };
+    let cluster_name = format!("c{}", std::process::id());
+    let sync = || trivy_sync(&servers.es_url, kubeconfig, &index, &cluster_name, ns);
     let first = sync();
     assert!(first.contains(&format!("{want} findings at or above HIGH: {want} created")), "{first}");
     let es = es(&servers.es_url).await;
@@ -506,19 +544,20 @@ async fn trivy_sync_upserts_findings_and_resolves_vanished_reports() {
     let open = json!({ "term": { "finding.status": "open" } });
     assert_eq!(count(&es, &index, open.clone()).await, want);
     assert_eq!(count(&es, &index, json!({ "terms": { "vulnerability.severity": ["MEDIUM", "LOW", "UNKNOWN"] } })).await, 0, "below the threshold");
-    // DISC-01: searchable by CVE, severity and image.
-    let exists = |f: &str| json!({ "exists": { "field": f } });
-    assert_eq!(count(&es, &index, json!({ "bool": { "filter": [exists("vulnerability.id"), exists("vulnerability.severity"), exists("container.image.name")] } })).await, want, "DISC-01");
-    // PRI-01: the CRITICAL filter returns only CVSS >= 9.0.
+    // DISC-01, PRI-01, PRI-02 as `secop ctem-report` reads them.
+    let scope = secop_elastic::ctem::Scope { inventory: format!("{index}-none"), events: format!("{index}-none"), vulnerabilities: index.clone(), sensor_namespace: "security-system".into(), since: None };
+    let checks = secop_elastic::ctem::run(&es, &scope).await.unwrap();
+    let check = |id: &str| checks.iter().find(|c| c.id == id).unwrap().clone();
+    for id in ["DISC-01", "PRI-01", "PRI-02", "ROUTING", "SEVERITY"] {
+        assert_eq!(check(id).outcome, Outcome::Pass, "{id}: {}", check(id).detail);
+    }
+    assert_eq!(check("DISC-01").figures["searchable"], want, "DISC-01");
     let critical = json!({ "term": { "vulnerability.severity": "CRITICAL" } });
-    let scores = search(&es, &index, json!({ "size": 0, "query": critical, "aggs": { "min": { "min": { "field": "vulnerability.score" } } } })).await;
-    assert!(scores["hits"]["total"]["value"].as_u64().unwrap() > 0);
-    assert!(scores["aggregations"]["min"]["value"].as_f64().unwrap() >= 9.0, "PRI-01: {scores}");
-    assert_eq!(count(&es, &index, json!({ "bool": { "filter": [critical.clone(), { "term": { "event.severity": 5 } }] } })).await, scores["hits"]["total"]["value"].as_u64().unwrap());
-    // PRI-02: "patchable criticals" = CRITICAL with a fixedVersion.
-    let patchable = count(&es, &index, json!({ "bool": { "filter": [critical.clone(), exists("vulnerability.fixedVersion")] } })).await;
-    let unpatchable = count(&es, &index, json!({ "bool": { "filter": [critical], "must_not": [exists("vulnerability.fixedVersion")] } })).await;
+    assert_eq!(count(&es, &index, json!({ "bool": { "filter": [critical.clone(), { "term": { "event.severity": 5 } }] } })).await, check("PRI-01").figures["critical"]);
+    let (patchable, unpatchable) = (check("PRI-02").figures["patchable"], check("PRI-02").figures["unpatchable"]);
     assert!(patchable > 0 && unpatchable > 0, "PRI-02: {patchable} patchable, {unpatchable} without a fix");
+    // A finding below 9.0 filed as CRITICAL would fail PRI-01.
+    assert_eq!(check("PRI-01").figures["critical_below_9"], 0);
 
     // A re-run: the same documents, updated, no duplicates; first_seen kept.
     let some = search(&es, &index, json!({ "size": 1, "sort": [{ "finding.id": "asc" }] })).await["hits"]["hits"][0].clone();
@@ -533,15 +572,16 @@ async fn trivy_sync_upserts_findings_and_resolves_vanished_reports() {
 
     // The first report vanishes (its workload was deleted): its findings
     // are resolved, not dropped, and still queryable.
-    reports.delete(&names[0], &DeleteParams::default()).await.unwrap();
+    reports.delete(&names[0], &Default::default()).await.unwrap();
     let third = sync();
     assert!(third.contains(&format!("{} resolved", high_or_above_per_report[0])), "{third}");
     es.refresh(&index).await.unwrap();
     assert_eq!(total().await, want, "evidence kept");
+    let exists = |f: &str| json!({ "exists": { "field": f } });
     let resolved = json!({ "bool": { "filter": [{ "term": { "finding.status": "resolved" } }, exists("finding.resolved_at"), exists("vulnerability.id")] } });
     assert_eq!(count(&es, &index, resolved).await, high_or_above_per_report[0]);
     assert_eq!(count(&es, &index, open).await, want - high_or_above_per_report[0]);
-    namespaces.delete(&ns, &DeleteParams::default()).await.unwrap();
+    fixture.delete().await;
 }
 
 /// Durability: with Elasticsearch stopped while events keep coming, the

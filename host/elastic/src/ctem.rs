@@ -1,0 +1,422 @@
+//! The CTEM checklist of the plan (§7.2) as queries against the three
+//! indices: what `secop ctem-report` prints and what the data-path tests
+//! assert. One place says what "SCOPE-02 passes" means, so the report a
+//! user reads and the test CI runs cannot drift apart.
+//!
+//! Every check is a handful of `_count`/`_search` requests; nothing is
+//! written. A check that the indices alone cannot answer says so
+//! (`NotChecked`) instead of passing.
+
+use std::collections::BTreeMap;
+
+use reqwest::Method;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::{Elastic, Error};
+
+/// Where the documents are, and what to look for.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    pub inventory: String,
+    pub events: String,
+    pub vulnerabilities: String,
+    /// Namespace of the sensors themselves: a runtime event attributed to a
+    /// pod there names the sensor, not the subject (VAL-05).
+    pub sensor_namespace: String,
+    /// Only documents with `@timestamp` at or after this (an Elasticsearch
+    /// date or date math such as `now-15m`); all of them when `None`.
+    pub since: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Outcome {
+    Pass,
+    Fail,
+    /// The indices cannot answer this (no such data yet, or it needs the cluster).
+    NotChecked,
+}
+
+impl Outcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Pass => "PASS",
+            Outcome::Fail => "FAIL",
+            Outcome::NotChecked => "N/A",
+        }
+    }
+}
+
+/// One row of the checklist.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub id: &'static str,
+    pub title: &'static str,
+    pub outcome: Outcome,
+    /// What was found, in a sentence; says what is missing on failure.
+    pub detail: String,
+    /// The counts behind the outcome, by name (for tests and dashboards).
+    pub figures: BTreeMap<&'static str, u64>,
+}
+
+/// The MITRE ATT&CK scenarios of the plan (§8) and what shows each was
+/// detected. A scenario counts as detected when any of its signals has a
+/// document; which tools saw it is in the detail.
+struct Scenario {
+    name: &'static str,
+    index: fn(&Scope) -> &str,
+    signals: &'static [(&'static str, fn() -> Value)],
+}
+
+const SCENARIOS: &[Scenario] = &[
+    Scenario { name: "A Scope inventory", index: |s| &s.inventory, signals: &[("osquery", || and(&[tool("osquery"), term("osquery.query_name", "system_info")]))] },
+    Scenario {
+        name: "B T1059.004 Unix shell",
+        index: |s| &s.events,
+        signals: &[
+            ("falco", || and(&[tool("falco"), term("rule.name", "Terminal shell in container")])),
+            ("tetragon", || and(&[tool("tetragon"), terms("process.executable", &["/bin/sh", "/bin/bash", "/bin/ash", "/bin/busybox"]), exists("kubernetes.pod.name")])),
+        ],
+    },
+    Scenario {
+        name: "C T1552.001 credentials + K8s API",
+        index: |s| &s.events,
+        signals: &[
+            ("falco", || and(&[tool("falco"), terms("rule.name", &["Read service account token in container", "Contact K8S API Server From Container", "Read sensitive file untrusted"])])),
+            ("tetragon", || and(&[tool("tetragon"), json!({ "wildcard": { "process.executable": "*curl" } }), exists("kubernetes.pod.name")])),
+        ],
+    },
+    Scenario {
+        name: "D T1611 container escape",
+        index: |s| &s.events,
+        signals: &[
+            ("falco", || and(&[tool("falco"), terms("rule.name", &["Change thread namespace", "Mount Launched in Privileged Container", "Launch Privileged Container"])])),
+            ("tetragon", || and(&[tool("tetragon"), term("rule.ruleset", "container-escape-monitor")])),
+        ],
+    },
+    Scenario {
+        name: "E T1053.003 cron persistence",
+        index: |s| &s.events,
+        signals: &[
+            ("falco", || and(&[tool("falco"), terms("rule.name", &["Write below etc", "Schedule Cron Jobs", "Drop and execute new binary in container"])])),
+            ("tetragon", || and(&[tool("tetragon"), json!({ "wildcard": { "process.executable": "*crontab" } })])),
+        ],
+    },
+];
+
+fn term(field: &str, value: &str) -> Value {
+    json!({ "term": { field: value } })
+}
+
+fn terms(field: &str, values: &[&str]) -> Value {
+    json!({ "terms": { field: values } })
+}
+
+fn exists(field: &str) -> Value {
+    json!({ "exists": { "field": field } })
+}
+
+fn tool(name: &str) -> Value {
+    term("labels.security_tool", name)
+}
+
+fn and(filters: &[Value]) -> Value {
+    json!({ "bool": { "filter": filters } })
+}
+
+fn not(filters: &[Value]) -> Value {
+    json!({ "bool": { "must_not": filters } })
+}
+
+/// Queries within the scope's time window.
+struct Queries<'a> {
+    es: &'a Elastic,
+    scope: &'a Scope,
+}
+
+impl Queries<'_> {
+    fn windowed(&self, query: Value) -> Value {
+        match &self.scope.since {
+            Some(since) => and(&[query, json!({ "range": { "@timestamp": { "gte": since } } })]),
+            None => query,
+        }
+    }
+
+    async fn count(&self, index: &str, query: Value) -> Result<u64, Error> {
+        let body = json!({ "query": self.windowed(query) });
+        let answer = self.es.ok(Method::POST, &format!("{index}/_count?ignore_unavailable=true"), Some(&body)).await?;
+        Ok(answer["count"].as_u64().unwrap_or(0))
+    }
+
+    /// Bucket keys of a terms aggregation on `field`, with doc counts.
+    async fn terms(&self, index: &str, query: Value, field: &str) -> Result<BTreeMap<String, u64>, Error> {
+        let body = json!({ "size": 0, "query": self.windowed(query), "aggs": { "t": { "terms": { "field": field, "size": 1000 } } } });
+        let answer = self.es.ok(Method::POST, &format!("{index}/_search?ignore_unavailable=true"), Some(&body)).await?;
+        Ok(answer["aggregations"]["t"]["buckets"]
+            .as_array()
+            .map(|buckets| buckets.iter().map(|b| (b["key"].as_str().map(str::to_string).unwrap_or_else(|| b["key"].to_string()), b["doc_count"].as_u64().unwrap_or(0))).collect())
+            .unwrap_or_default())
+    }
+
+    async fn min(&self, index: &str, query: Value, field: &str) -> Result<Option<f64>, Error> {
+        let body = json!({ "size": 0, "query": self.windowed(query), "aggs": { "m": { "min": { "field": field } } } });
+        let answer = self.es.ok(Method::POST, &format!("{index}/_search?ignore_unavailable=true"), Some(&body)).await?;
+        Ok(answer["aggregations"]["m"]["value"].as_f64())
+    }
+}
+
+struct Row {
+    figures: BTreeMap<&'static str, u64>,
+}
+
+impl Row {
+    fn new() -> Self {
+        Row { figures: BTreeMap::new() }
+    }
+
+    fn n(&mut self, name: &'static str, value: u64) -> u64 {
+        self.figures.insert(name, value);
+        value
+    }
+
+    fn done(self, id: &'static str, title: &'static str, outcome: Outcome, detail: String) -> Check {
+        Check { id, title, outcome, detail, figures: self.figures }
+    }
+}
+
+fn pass_if(ok: bool) -> Outcome {
+    if ok {
+        Outcome::Pass
+    } else {
+        Outcome::Fail
+    }
+}
+
+/// Run the whole checklist. Fails only when Elasticsearch cannot be asked;
+/// a check that finds nothing is a `Fail` row, not an error.
+pub async fn run(es: &Elastic, scope: &Scope) -> Result<Vec<Check>, Error> {
+    let q = Queries { es, scope };
+    let (inv, ev, vuln) = (scope.inventory.as_str(), scope.events.as_str(), scope.vulnerabilities.as_str());
+    let runtime = terms("labels.security_tool", &["falco", "tetragon"]);
+    let mut checks = vec![];
+
+    // SCOPE-01: system_info with host.hostname; the kernel of every
+    // inventoried node (host.os.kernel, from kernel_info: osquery's
+    // system_info has no kernel column).
+    let mut row = Row::new();
+    let info = row.n("system_info", q.count(inv, term("osquery.query_name", "system_info")).await?);
+    let with_host = row.n("system_info_with_hostname", q.count(inv, and(&[term("osquery.query_name", "system_info"), exists("host.hostname")])).await?);
+    let nodes = q.terms(inv, term("osquery.query_name", "system_info"), "kubernetes.node.name").await?;
+    let kernels = q.terms(inv, exists("host.os.kernel"), "kubernetes.node.name").await?;
+    let without_kernel: Vec<&String> = nodes.keys().filter(|n| !kernels.contains_key(*n)).collect();
+    row.n("nodes", nodes.len() as u64);
+    row.n("nodes_without_kernel", without_kernel.len() as u64);
+    let detail = if info == 0 {
+        format!("no system_info document in {inv}: check osquery's results log, the node collector's filelog receiver and Pod Security admission")
+    } else {
+        format!("{info} system_info documents ({with_host} with host.hostname) from {} nodes; nodes without host.os.kernel: {without_kernel:?}", nodes.len())
+    };
+    checks.push(row.done("SCOPE-01", "system_info with host.hostname and host.os.kernel", pass_if(info > 0 && with_host == info && without_kernel.is_empty()), detail));
+
+    // SCOPE-02: listening ports with port, protocol and process.
+    let mut row = Row::new();
+    let ports = row.n("listening_ports", q.count(inv, term("osquery.query_name", "listening_ports")).await?);
+    let complete = row.n(
+        "complete",
+        q.count(inv, and(&[term("osquery.query_name", "listening_ports"), json!({ "range": { "network.port": { "gte": 0, "lte": 65535 } } }), exists("network.protocol"), exists("process.name")]))
+            .await?,
+    );
+    checks.push(row.done(
+        "SCOPE-02",
+        "listening_ports with network.port, network.protocol, process.name",
+        pass_if(ports > 0 && complete == ports),
+        format!("{ports} listening_ports documents, {complete} with a numeric network.port, network.protocol and process.name"),
+    ));
+
+    // SCOPE-03: the vulnerabilities index holds findings, not scans; an
+    // image without a finding at or above the threshold leaves no document,
+    // so coverage of every workload image cannot be read from it.
+    let mut row = Row::new();
+    let images = q.terms(vuln, exists("container.image.name"), "container.image.name").await?;
+    row.n("images_with_findings", images.len() as u64);
+    checks.push(row.done(
+        "SCOPE-03",
+        "every workload image scanned into security-vuln",
+        Outcome::NotChecked,
+        format!(
+            "{} images have findings in {vuln}; an image with no finding at or above the threshold leaves no document, so compare `kubectl get vulnerabilityreports -A` with the cluster's workloads",
+            images.len()
+        ),
+    ));
+
+    // SCOPE-04: kernel versions compared per node.
+    let mut row = Row::new();
+    row.n("nodes_with_kernel", kernels.len() as u64);
+    let mut versions = vec![];
+    for node in kernels.keys() {
+        let kernel = q.terms(inv, and(&[term("kubernetes.node.name", node), exists("host.os.kernel")]), "host.os.kernel").await?;
+        versions.push(format!("{node}={}", kernel.keys().cloned().collect::<Vec<_>>().join("|")));
+    }
+    row.n("distinct_kernels", q.terms(inv, exists("host.os.kernel"), "host.os.kernel").await?.len() as u64);
+    checks.push(row.done(
+        "SCOPE-04",
+        "kernel version per node (osquery inventory)",
+        pass_if(!kernels.is_empty()),
+        if kernels.is_empty() { format!("no document in {inv} has host.os.kernel and kubernetes.node.name") } else { versions.join(", ") },
+    ));
+
+    // SCOPE-05 / SCOPE-06: kernel modules; containers per node.
+    for (id, title, query_name, fields) in [
+        ("SCOPE-05", "kernel_modules inventory (eBPF-related modules)", "kernel_modules", &["osquery.columns.name"][..]),
+        ("SCOPE-06", "running containers per node (docker_containers)", "docker_containers", &["container.id", "container.image.name"][..]),
+    ] {
+        let mut row = Row::new();
+        let mut filters = vec![term("osquery.query_name", query_name)];
+        filters.extend(fields.iter().map(|f| exists(f)));
+        let n = row.n("documents", q.count(inv, and(&filters)).await?);
+        let per_node = q.terms(inv, and(&filters), "kubernetes.node.name").await?;
+        row.n("nodes", per_node.len() as u64);
+        let detail = if n == 0 && query_name == "docker_containers" {
+            format!("no {query_name} document with {}: osquery's table is empty on containerd nodes", fields.join(", "))
+        } else {
+            format!("{n} {query_name} documents with {} from {} nodes", fields.join(", "), per_node.len())
+        };
+        checks.push(row.done(id, title, pass_if(n > 0), detail));
+    }
+
+    // VAL-01: the shell on the test pod, seen by Falco AND Tetragon.
+    let mut row = Row::new();
+    let testbox = |t: &str| and(&[term("kubernetes.namespace", "ctem-test"), term("kubernetes.pod.name", "ctem-testbox"), tool(t)]);
+    let falco = row.n("falco", q.count(ev, testbox("falco")).await?);
+    let tetragon = row.n("tetragon", q.count(ev, testbox("tetragon")).await?);
+    let detail = match (falco > 0, tetragon > 0) {
+        (true, true) => format!("ctem-test/ctem-testbox: {falco} Falco and {tetragon} Tetragon events"),
+        (true, false) => format!("only Falco ({falco}) saw ctem-test/ctem-testbox: check the Tetragon feature and its export filter"),
+        (false, true) => format!("only Tetragon ({tetragon}) saw ctem-test/ctem-testbox: check Falco's rules (the shell rule needs `kubectl exec -it`)"),
+        (false, false) => "no event for pod ctem-test/ctem-testbox: run scenario B of test/scenarios".to_string(),
+    };
+    checks.push(row.done("VAL-01", "shell in ctem-testbox seen by Falco and Tetragon", pass_if(falco > 0 && tetragon > 0), detail));
+
+    // VAL-02: contact with the API server from a pod.
+    let mut row = Row::new();
+    let falco = row.n("falco", q.count(ev, and(&[tool("falco"), term("rule.name", "Contact K8S API Server From Container")])).await?);
+    let tetragon = row.n("tetragon", q.count(ev, and(&[tool("tetragon"), json!({ "wildcard": { "process.executable": "*curl" } }), exists("kubernetes.pod.name")])).await?);
+    checks.push(row.done(
+        "VAL-02",
+        "Kubernetes API contacted from a pod (Falco and Tetragon)",
+        pass_if(falco > 0 && tetragon > 0),
+        format!("{falco} Falco `Contact K8S API Server From Container` alerts, {tetragon} Tetragon curl execs in pods"),
+    ));
+
+    // VAL-03: container-escape kprobes.
+    let mut row = Row::new();
+    let calls = q.terms(ev, and(&[tool("tetragon"), term("rule.ruleset", "container-escape-monitor")]), "rule.name").await?;
+    let n = row.n("kprobe_events", calls.values().sum());
+    checks.push(row.done(
+        "VAL-03",
+        "container escape (mount/setns) as Tetragon kprobe events",
+        pass_if(n > 0),
+        if n == 0 { "no event of TracingPolicy container-escape-monitor: check the Tetragon feature's tracing policies".into() } else { format!("{n} kprobe events: {calls:?}") },
+    ));
+
+    // VAL-04: at least 4 of the 5 scenarios detected.
+    let mut row = Row::new();
+    let mut detected = 0;
+    let mut lines = vec![];
+    for scenario in SCENARIOS {
+        let mut seen_by = vec![];
+        for (tool_name, signal) in scenario.signals {
+            if q.count((scenario.index)(scope), signal()).await? > 0 {
+                seen_by.push(*tool_name);
+            }
+        }
+        if !seen_by.is_empty() {
+            detected += 1;
+        }
+        lines.push(format!("{}: {}", scenario.name, if seen_by.is_empty() { "not detected".to_string() } else { seen_by.join("+") }));
+    }
+    row.n("detected", detected);
+    checks.push(row.done("VAL-04", "at least 4 of the 5 MITRE scenarios detected", pass_if(detected >= 4), format!("{detected}/5: {}", lines.join("; "))));
+
+    // VAL-05: the subject's namespace and pod on every runtime event, never
+    // a sensor's own pod.
+    let mut row = Row::new();
+    let total = row.n("runtime_events", q.count(ev, runtime.clone()).await?);
+    let attributed = row.n("attributed", q.count(ev, and(&[runtime.clone(), exists("kubernetes.namespace"), exists("kubernetes.pod.name")])).await?);
+    let sensors = row.n("attributed_to_sensors", q.count(ev, and(&[runtime.clone(), term("kubernetes.namespace", &scope.sensor_namespace)])).await?);
+    checks.push(row.done(
+        "VAL-05",
+        "kubernetes.namespace and kubernetes.pod.name of the subject on every event",
+        pass_if(total > 0 && attributed == total && sensors == 0),
+        format!("{attributed} of {total} Falco/Tetragon events name a namespace and pod; {sensors} name a pod in the sensors' namespace {}", scope.sensor_namespace),
+    ));
+
+    // DISC-01: findings searchable by CVE, severity and image.
+    let mut row = Row::new();
+    let findings = row.n("findings", q.count(vuln, json!({ "match_all": {} })).await?);
+    let searchable = row.n("searchable", q.count(vuln, and(&[exists("vulnerability.id"), exists("vulnerability.severity"), exists("container.image.name")])).await?);
+    checks.push(row.done(
+        "DISC-01",
+        "vulnerability.id, vulnerability.severity, container.image.name searchable",
+        if findings == 0 { Outcome::NotChecked } else { pass_if(searchable == findings) },
+        if findings == 0 { format!("no finding in {vuln} yet: has the trivy-sync CronJob run?") } else { format!("{searchable} of {findings} findings carry all three fields") },
+    ));
+
+    // PRI-01: the CRITICAL filter returns only CVSS >= 9.0.
+    let mut row = Row::new();
+    let critical = term("vulnerability.severity", "CRITICAL");
+    let criticals = row.n("critical", q.count(vuln, critical.clone()).await?);
+    let below = row.n("critical_below_9", q.count(vuln, and(&[critical.clone(), json!({ "range": { "vulnerability.score": { "lt": 9.0 } } })])).await?);
+    let lowest = q.min(vuln, critical.clone(), "vulnerability.score").await?;
+    checks.push(row.done(
+        "PRI-01",
+        "CRITICAL filter returns only CVSS >= 9.0",
+        if criticals == 0 { Outcome::NotChecked } else { pass_if(below == 0) },
+        if criticals == 0 { "no CRITICAL finding to filter".into() } else { format!("{criticals} CRITICAL findings, lowest score {}, {below} below 9.0", lowest.map_or("none".to_string(), |s| format!("{s:.1}"))) },
+    ));
+
+    // PRI-02: patchable criticals (with a fixedVersion) told apart.
+    let mut row = Row::new();
+    let patchable = row.n("patchable", q.count(vuln, and(&[critical.clone(), exists("vulnerability.fixedVersion")])).await?);
+    let unpatchable = row.n("unpatchable", q.count(vuln, and(&[critical.clone(), not(&[exists("vulnerability.fixedVersion")])])).await?);
+    checks.push(row.done(
+        "PRI-02",
+        "patchable CRITICAL findings (vulnerability.fixedVersion present)",
+        if criticals == 0 { Outcome::NotChecked } else { pass_if(patchable + unpatchable == criticals) },
+        format!("{patchable} CRITICAL findings with a fixed version, {unpatchable} without"),
+    ));
+
+    // Beyond the plan's list, what every query above relies on: each tool
+    // in its own index, and a 1–5 severity on every document.
+    let mut row = Row::new();
+    let unlabelled = row.n("unlabelled", q.count(&format!("{inv},{ev},{vuln}"), not(&[exists("labels.security_tool")])).await?);
+    let misrouted = row.n("misrouted", q.count(ev, terms("labels.security_tool", &["osquery", "trivy"])).await? + q.count(inv, runtime.clone()).await? + q.count(vuln, runtime.clone()).await?);
+    checks.push(row.done(
+        "ROUTING",
+        "labels.security_tool on every document, each tool in its index",
+        pass_if(unlabelled == 0 && misrouted == 0),
+        format!("{unlabelled} documents without labels.security_tool, {misrouted} in another tool's index"),
+    ));
+    let mut row = Row::new();
+    let all_docs = row.n("documents", q.count(&format!("{inv},{ev},{vuln}"), json!({ "match_all": {} })).await?);
+    let out_of_range = row.n("out_of_range", q.count(&format!("{inv},{ev},{vuln}"), not(&[json!({ "range": { "event.severity": { "gte": 1, "lte": 5 } } })])).await?);
+    checks.push(row.done(
+        "SEVERITY",
+        "event.severity between 1 and 5 on every document",
+        if all_docs == 0 { Outcome::NotChecked } else { pass_if(out_of_range == 0) },
+        format!("{out_of_range} of {all_docs} documents without a severity in 1..=5"),
+    ));
+    Ok(checks)
+}
+
+/// The checklist as a fixed-width table, one row per check.
+pub fn table(checks: &[Check]) -> String {
+    let mut out = String::new();
+    for c in checks {
+        out.push_str(&format!("{:<4}  {:<9} {}\n      {}\n", c.outcome.label(), c.id, c.title, c.detail));
+    }
+    let count = |o| checks.iter().filter(|c| c.outcome == o).count();
+    out.push_str(&format!("\n{} passed, {} failed, {} not checked\n", count(Outcome::Pass), count(Outcome::Fail), count(Outcome::NotChecked)));
+    out
+}
