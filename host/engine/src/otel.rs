@@ -210,10 +210,22 @@ fn severity_statements(receivers: &[(String, m::OtelReceiver)]) -> Vec<String> {
     out
 }
 
+/// How long the gateway keeps retrying one batch against an unreachable
+/// Elasticsearch before the batch is lost. The exporter (0.152) bounds each
+/// flush, retries included, by its `timeout` (default 90 s) and has no
+/// exporterhelper retry behind it: when the flush gives up, the persistent
+/// queue deletes the batch. So `timeout` *is* the outage the pipeline
+/// survives. While the consumers wait, new batches stay in the on-disk
+/// queue, then back-pressure reaches the node collectors, whose own queues
+/// retry without limit. A hung (connected but silent) Elasticsearch holds a
+/// consumer this long too; dead peers are found sooner by TCP keepalive.
+pub const GATEWAY_EXPORT_TIMEOUT: &str = "6h";
+
 fn exporter(ctx: &m::Context, slots: &m::CollectorSlots, index: &str) -> Value {
     let mut e = json!({
         "endpoints": ctx.output.endpoints,
         "logs_index": index,
+        "timeout": GATEWAY_EXPORT_TIMEOUT,
         "sending_queue": {
             "enabled": true,
             "storage": "file_storage/queue",
@@ -223,7 +235,9 @@ fn exporter(ctx: &m::Context, slots: &m::CollectorSlots, index: &str) -> Value {
         },
         "retry": {
             "enabled": true,
-            "max_retries": 1000,
+            // Enough attempts to fill the timeout at the 30 s ceiling
+            // (6 h / 30 s = 720), so the timeout alone bounds the wait.
+            "max_retries": 10000,
             "initial_interval": "1s",
             "max_interval": "30s",
             "retry_on_status": [429, 500, 502, 503, 504],
@@ -273,7 +287,9 @@ pub fn synthesize(ctx: &m::Context, slots: &m::CollectorSlots, receivers: &[(Str
             "otlp_grpc/gateway": {
                 "endpoint": slots.gateway_endpoint,
                 "tls": { "insecure": true },
-                "sending_queue": { "enabled": true, "storage": "file_storage/queue", "queue_size": 1000 },
+                // Full queue: block the receivers (filelog stops reading and
+                // keeps its offsets) instead of refusing, which drops.
+                "sending_queue": { "enabled": true, "storage": "file_storage/queue", "queue_size": 1000, "block_on_overflow": true },
                 "retry_on_failure": { "enabled": true, "max_elapsed_time": "0s" },
             },
         },

@@ -635,13 +635,16 @@ async fn no_event_is_lost_while_elasticsearch_is_down() {
         };
         std::fs::write(copy, format!("{banner}{text}")).unwrap();
     }
-    // A 20 s outage: the node collector has shipped the second round to the
-    // gateway, whose exporter retries against the stopped node (silently, at
-    // debug level, within its 90 s request timeout).
-    tokio::time::sleep(Duration::from_secs(20)).await;
+    // An outage longer than the exporter's default 90 s request timeout,
+    // after which 0.152 drops the batch from its persistent queue: the
+    // rendered gateway sets a longer one (GATEWAY_EXPORT_TIMEOUT), so the
+    // batches wait for Elasticsearch instead.
+    tokio::time::sleep(Duration::from_secs(100)).await;
     node.start_again().unwrap();
     assert_eq!(landed(2 * per_round).await, 2 * per_round, "every event of the outage landed");
     tokio::time::sleep(Duration::from_secs(3)).await;
     es.refresh(&format!("{events},{inventory}")).await.unwrap();
     assert_eq!(try_count(&es, &events).await + try_count(&es, &inventory).await, 2 * per_round, "exactly once");
+    let gateway_log = std::fs::read_to_string(dir.join("gateway.log")).unwrap();
+    assert!(!gateway_log.contains("Dropping data"), "the gateway dropped a batch:\n{gateway_log}");
 }
