@@ -17,7 +17,7 @@ tasks:
   test             the whole test suite (what CI runs)
   ctem-report      replay the sensor fixtures and Trivy reports through the real collectors into a
                    real Elasticsearch, then print the CTEM checklist (`secop ctem-report`)
-  bench [NAME]     benchmarks (render, operator, trivy-sync; all by default); figures go in docs/benchmarks.md
+  bench [NAME]     benchmarks (render, operator, trivy-sync, latency; all by default); figures go in docs/benchmarks.md
   crd              regenerate deploy/crds/ from the Rust types
   chart            regenerate the Helm chart's CRD and feature RBAC rules
   golden           rewrite test/fixtures/golden/ from the current render
@@ -96,7 +96,7 @@ fn main() -> Result<()> {
             with_test_servers(cmd)
         }
         Some("bench") => {
-            // `cargo xtask bench [render|operator|trivy-sync]`; all by default.
+            // `cargo xtask bench [render|operator|trivy-sync|latency]`; all by default.
             let only = args.get(1).map(String::as_str);
             let root = root();
             if only.is_none_or(|b| b == "render") {
@@ -123,6 +123,18 @@ fn main() -> Result<()> {
                 let es = secop_test_harness::Elasticsearch::start(&es_home, &es_dir, secop_test_harness::free_port()).map_err(anyhow::Error::msg)?;
                 let mut cmd = cargo();
                 cmd.args(["bench", "--locked", "-p", "secop-elastic", "--bench", "trivy_sync"]).env("SECOP_E2E_ES_URL", es.url());
+                run(cmd)?;
+            }
+            if only.is_none_or(|b| b == "latency") {
+                // Line written → searchable, through the real collectors
+                // into a real Elasticsearch node.
+                let otelcol = datapath::build_otelcol(&root)?;
+                let es_home = datapath::fetch_elasticsearch(&root)?;
+                let es_dir = root.join("target/bench-elasticsearch");
+                let _ = std::fs::remove_dir_all(&es_dir);
+                let es = secop_test_harness::Elasticsearch::start(&es_home, &es_dir, secop_test_harness::free_port()).map_err(anyhow::Error::msg)?;
+                let mut cmd = cargo();
+                cmd.args(["bench", "--locked", "-p", "secop", "--bench", "latency"]).env("SECOP_OTELCOL", &otelcol).env("SECOP_E2E_ES_URL", es.url());
                 run(cmd)?;
             }
             Ok(())

@@ -17,7 +17,11 @@ use std::time::{Duration, Instant};
 use secop_elastic::Method;
 use secop_elastic::ctem::Outcome;
 use secop_elastic::{Elastic, ElasticConfig};
-use secop_test_harness::{free_port, validate_collector_config, Collector};
+use secop_test_harness::{free_port, validate_collector_config};
+
+#[path = "common/pipeline.rs"]
+mod pipeline;
+use pipeline::{collector_env, render_collector_configs, repo, sample, scratch, start_replay, Replay};
 use serde_json::{json, Value};
 
 struct Servers {
@@ -36,47 +40,6 @@ fn servers() -> Option<Servers> {
             None
         }
     }
-}
-
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// `secop render -o json` of `agent`; the collector configs by ConfigMap name.
-fn render_collector_configs(agent: &Value, dir: &Path) -> BTreeMap<String, String> {
-    let file = dir.join("agent.yaml");
-    std::fs::write(&file, serde_yaml::to_string(agent).unwrap()).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_secop"))
-        .args(["render", "-o", "json", "-f"])
-        .arg(&file)
-        .env("SECOP_CACHE_DIR", Path::new(env!("CARGO_TARGET_TMPDIR")).join("secop-datapath-cache"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "render: {}", String::from_utf8_lossy(&out.stderr));
-    let rendered: Value = serde_json::from_slice(&out.stdout).unwrap();
-    rendered["objects"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|o| o["kind"] == "ConfigMap" && o["metadata"]["name"].as_str().unwrap().starts_with("otel-"))
-        .map(|o| (o["metadata"]["name"].as_str().unwrap().to_string(), o["data"]["config.yaml"].as_str().unwrap().to_string()))
-        .collect()
-}
-
-fn sample(path: &str) -> Value {
-    serde_yaml::from_str(&std::fs::read_to_string(repo(path)).unwrap()).unwrap()
-}
-
-/// What the collectors' `${env:...}` references need.
-fn collector_env() -> Vec<(&'static str, String)> {
-    vec![("K8S_NODE_NAME", "kwok-node-1".into()), ("ES_USERNAME", "elastic".into()), ("ES_PASSWORD", "unused".into())]
 }
 
 /// Issue 2's last point: the configs the operator generates pass the real
@@ -106,42 +69,6 @@ fn rendered_collector_configs_pass_otelcol_validate() {
             }
         }
     }
-}
-
-/// Prefix every include/exclude glob with `root`; point ports and storage
-/// at this machine. Nothing else changes.
-fn localize(config: &str, fixtures: &Path, storage: &Path, gateway_port: u16, health_port: u16) -> String {
-    let mut c: serde_yaml::Value = serde_yaml::from_str(config).unwrap();
-    if let Some(receivers) = c["receivers"].as_mapping_mut() {
-        for (_, r) in receivers.iter_mut() {
-            for key in ["include", "exclude"] {
-                if let Some(globs) = r.get_mut(key).and_then(|g| g.as_sequence_mut()) {
-                    for g in globs.iter_mut() {
-                        *g = format!("{}{}", fixtures.display(), g.as_str().unwrap()).into();
-                    }
-                }
-            }
-            if r.get("protocols").is_some() {
-                r["protocols"]["grpc"]["endpoint"] = format!("127.0.0.1:{gateway_port}").into();
-            }
-        }
-    }
-    if let Some(extensions) = c["extensions"].as_mapping_mut() {
-        for (name, e) in extensions.iter_mut() {
-            if e["directory"].is_string() {
-                e["directory"] = storage.join(name.as_str().unwrap().replace('/', "-")).display().to_string().into();
-            }
-            if name.as_str() == Some("health_check") {
-                e["endpoint"] = format!("127.0.0.1:{health_port}").into();
-            }
-        }
-    }
-    if c["exporters"]["otlp_grpc/gateway"].is_mapping() {
-        c["exporters"]["otlp_grpc/gateway"]["endpoint"] = format!("127.0.0.1:{gateway_port}").into();
-    }
-    // Two collectors on one machine: no internal metrics server (port 8888).
-    c["service"]["telemetry"] = serde_yaml::from_str("{ metrics: { level: none } }").unwrap();
-    serde_yaml::to_string(&c).unwrap()
 }
 
 /// Events in a fixture file, counted the way the pipeline must: CRI
@@ -215,48 +142,6 @@ fn bucket_keys(aggregation: &Value) -> BTreeSet<String> {
     aggregation["buckets"].as_array().unwrap().iter().map(|b| b["key_as_string"].as_str().map(str::to_string).unwrap_or_else(|| b["key"].to_string().trim_matches('"').to_string())).collect()
 }
 
-/// The full sample's pipeline, pointed at `es_url` with indices of its own
-/// (`<prefix>-inventory|events|vuln`, so tests sharing a node cannot
-/// interfere): templates installed by `secop es-setup` (as the gateway's
-/// init container does), the fixtures copied to `dir/fixtures`, and the
-/// rendered gateway and node collectors running on them.
-struct Replay {
-    inventory: String,
-    events: String,
-    vuln: String,
-    fixtures: PathBuf,
-    setup_output: String,
-    _gateway: Collector,
-    _node: Collector,
-}
-
-fn start_replay(servers: &Servers, es_url: &str, prefix: &str, dir: &Path) -> Replay {
-    let (inventory, events, vuln) = (format!("{prefix}-inventory"), format!("{prefix}-events"), format!("{prefix}-vuln"));
-    let mut agent = sample("deploy/samples/securityagent_full.yaml");
-    let output = &mut agent["spec"]["output"]["elasticsearch"];
-    output["endpoints"] = json!([es_url]);
-    output.as_object_mut().unwrap().remove("authSecretRef");
-    output.as_object_mut().unwrap().remove("caSecretRef");
-    output["indices"] = json!({ "inventory": inventory, "events": events, "vulnerabilities": vuln });
-    let configs = render_collector_configs(&agent, dir);
-
-    let setup = Command::new(env!("CARGO_BIN_EXE_secop"))
-        .args(["es-setup", "--endpoint", es_url, "--index-inventory", &inventory, "--index-events", &events, "--index-vulnerabilities", &vuln])
-        .output()
-        .unwrap();
-    assert!(setup.status.success(), "es-setup: {}", String::from_utf8_lossy(&setup.stderr));
-
-    let fixtures = dir.join("fixtures");
-    secop_test_harness::copy_dir(&repo("test/fixtures/replay"), &fixtures).unwrap();
-    let gateway_port = free_port();
-    let (node_health, gateway_health) = (free_port(), free_port());
-    std::fs::write(dir.join("gateway.yaml"), localize(&configs["otel-gateway-config"], &fixtures, &dir.join("gateway-storage"), gateway_port, gateway_health)).unwrap();
-    std::fs::write(dir.join("node.yaml"), localize(&configs["otel-node-config"], &fixtures, &dir.join("node-storage"), gateway_port, node_health)).unwrap();
-    let gateway = Collector::start(&servers.otelcol, "gateway", &dir.join("gateway.yaml"), gateway_health, &collector_env(), &dir.join("gateway.log")).unwrap();
-    let node = Collector::start(&servers.otelcol, "node", &dir.join("node.yaml"), node_health, &collector_env(), &dir.join("node.log")).unwrap();
-    Replay { inventory, events, vuln, fixtures, setup_output: String::from_utf8_lossy(&setup.stdout).into_owned(), _gateway: gateway, _node: node }
-}
-
 fn ctem_scope(replay: &Replay) -> secop_elastic::ctem::Scope {
     secop_elastic::ctem::Scope {
         inventory: replay.inventory.clone(),
@@ -274,7 +159,7 @@ async fn sensor_events_reach_the_ctem_indices_through_the_real_collectors() {
     let Some(servers) = servers() else { return };
     let dir = scratch("replay");
     let prefix = format!("replay{}", std::process::id());
-    let replay = start_replay(&servers, &servers.es_url, &prefix, &dir);
+    let replay = start_replay(&servers.otelcol, &servers.es_url, &prefix, &dir);
     let (inventory, events, vuln) = (&replay.inventory, &replay.events, &replay.vuln);
     assert!(replay.setup_output.contains("written"), "{}", replay.setup_output);
     let expected = expected_per_tool(&replay.fixtures);
@@ -594,7 +479,7 @@ async fn no_event_is_lost_while_elasticsearch_is_down() {
     let es_home = PathBuf::from(std::env::var_os("SECOP_ES_HOME").expect("SECOP_ES_HOME (cargo xtask test fetches Elasticsearch)"));
     let dir = scratch("durability");
     let mut node = secop_test_harness::Elasticsearch::start(&es_home, &dir.join("es"), free_port()).unwrap();
-    let replay = start_replay(&servers, &node.url(), &format!("durable{}", std::process::id()), &dir);
+    let replay = start_replay(&servers.otelcol, &node.url(), &format!("durable{}", std::process::id()), &dir);
     let (inventory, events, fixtures) = (replay.inventory.clone(), replay.events.clone(), replay.fixtures.clone());
     // First round: the fixtures as they are; the second while Elasticsearch is down.
     let expected = expected_per_tool(&fixtures);

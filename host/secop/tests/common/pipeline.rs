@@ -1,0 +1,131 @@
+//! The data path's moving parts, shared by the data-path tests and the
+//! latency benchmark: `secop render`'s collector configs, rewritten for
+//! this machine, and a running node → gateway → Elasticsearch pipeline.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use secop_test_harness::{free_port, Collector};
+use serde_json::{json, Value};
+
+pub fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
+}
+
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `secop render -o json` of `agent`; the collector configs by ConfigMap name.
+pub fn render_collector_configs(agent: &Value, dir: &Path) -> BTreeMap<String, String> {
+    let file = dir.join("agent.yaml");
+    std::fs::write(&file, serde_yaml::to_string(agent).unwrap()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_secop"))
+        .args(["render", "-o", "json", "-f"])
+        .arg(&file)
+        .env("SECOP_CACHE_DIR", Path::new(env!("CARGO_TARGET_TMPDIR")).join("secop-datapath-cache"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "render: {}", String::from_utf8_lossy(&out.stderr));
+    let rendered: Value = serde_json::from_slice(&out.stdout).unwrap();
+    rendered["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["kind"] == "ConfigMap" && o["metadata"]["name"].as_str().unwrap().starts_with("otel-"))
+        .map(|o| (o["metadata"]["name"].as_str().unwrap().to_string(), o["data"]["config.yaml"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+pub fn sample(path: &str) -> Value {
+    serde_yaml::from_str(&std::fs::read_to_string(repo(path)).unwrap()).unwrap()
+}
+
+/// What the collectors' `${env:...}` references need.
+pub fn collector_env() -> Vec<(&'static str, String)> {
+    vec![("K8S_NODE_NAME", "kwok-node-1".into()), ("ES_USERNAME", "elastic".into()), ("ES_PASSWORD", "unused".into())]
+}
+
+/// Prefix every include/exclude glob with `root`; point ports and storage
+/// at this machine. Nothing else changes.
+pub fn localize(config: &str, fixtures: &Path, storage: &Path, gateway_port: u16, health_port: u16) -> String {
+    let mut c: serde_yaml::Value = serde_yaml::from_str(config).unwrap();
+    if let Some(receivers) = c["receivers"].as_mapping_mut() {
+        for (_, r) in receivers.iter_mut() {
+            for key in ["include", "exclude"] {
+                if let Some(globs) = r.get_mut(key).and_then(|g| g.as_sequence_mut()) {
+                    for g in globs.iter_mut() {
+                        *g = format!("{}{}", fixtures.display(), g.as_str().unwrap()).into();
+                    }
+                }
+            }
+            if r.get("protocols").is_some() {
+                r["protocols"]["grpc"]["endpoint"] = format!("127.0.0.1:{gateway_port}").into();
+            }
+        }
+    }
+    if let Some(extensions) = c["extensions"].as_mapping_mut() {
+        for (name, e) in extensions.iter_mut() {
+            if e["directory"].is_string() {
+                e["directory"] = storage.join(name.as_str().unwrap().replace('/', "-")).display().to_string().into();
+            }
+            if name.as_str() == Some("health_check") {
+                e["endpoint"] = format!("127.0.0.1:{health_port}").into();
+            }
+        }
+    }
+    if c["exporters"]["otlp_grpc/gateway"].is_mapping() {
+        c["exporters"]["otlp_grpc/gateway"]["endpoint"] = format!("127.0.0.1:{gateway_port}").into();
+    }
+    // Two collectors on one machine: no internal metrics server (port 8888).
+    c["service"]["telemetry"] = serde_yaml::from_str("{ metrics: { level: none } }").unwrap();
+    serde_yaml::to_string(&c).unwrap()
+}
+
+/// The full sample's pipeline, pointed at `es_url` with indices of its own
+/// (`<prefix>-inventory|events|vuln`, so tests sharing a node cannot
+/// interfere): templates installed by `secop es-setup` (as the gateway's
+/// init container does), the fixtures copied to `dir/fixtures`, and the
+/// rendered gateway and node collectors running on them.
+pub struct Replay {
+    pub inventory: String,
+    pub events: String,
+    pub vuln: String,
+    pub fixtures: PathBuf,
+    pub setup_output: String,
+    pub _gateway: Collector,
+    pub _node: Collector,
+}
+
+pub fn start_replay(otelcol: &Path, es_url: &str, prefix: &str, dir: &Path) -> Replay {
+    let (inventory, events, vuln) = (format!("{prefix}-inventory"), format!("{prefix}-events"), format!("{prefix}-vuln"));
+    let mut agent = sample("deploy/samples/securityagent_full.yaml");
+    let output = &mut agent["spec"]["output"]["elasticsearch"];
+    output["endpoints"] = json!([es_url]);
+    output.as_object_mut().unwrap().remove("authSecretRef");
+    output.as_object_mut().unwrap().remove("caSecretRef");
+    output["indices"] = json!({ "inventory": inventory, "events": events, "vulnerabilities": vuln });
+    let configs = render_collector_configs(&agent, dir);
+
+    let setup = Command::new(env!("CARGO_BIN_EXE_secop"))
+        .args(["es-setup", "--endpoint", es_url, "--index-inventory", &inventory, "--index-events", &events, "--index-vulnerabilities", &vuln])
+        .output()
+        .unwrap();
+    assert!(setup.status.success(), "es-setup: {}", String::from_utf8_lossy(&setup.stderr));
+
+    let fixtures = dir.join("fixtures");
+    secop_test_harness::copy_dir(&repo("test/fixtures/replay"), &fixtures).unwrap();
+    let gateway_port = free_port();
+    let (node_health, gateway_health) = (free_port(), free_port());
+    std::fs::write(dir.join("gateway.yaml"), localize(&configs["otel-gateway-config"], &fixtures, &dir.join("gateway-storage"), gateway_port, gateway_health)).unwrap();
+    std::fs::write(dir.join("node.yaml"), localize(&configs["otel-node-config"], &fixtures, &dir.join("node-storage"), gateway_port, node_health)).unwrap();
+    let gateway = Collector::start(otelcol, "gateway", &dir.join("gateway.yaml"), gateway_health, &collector_env(), &dir.join("gateway.log")).unwrap();
+    let node = Collector::start(otelcol, "node", &dir.join("node.yaml"), node_health, &collector_env(), &dir.join("node.log")).unwrap();
+    Replay { inventory, events, vuln, fixtures, setup_output: String::from_utf8_lossy(&setup.stdout).into_owned(), _gateway: gateway, _node: node }
+}
+
