@@ -88,3 +88,15 @@ pub fn fetch_elasticsearch(root: &Path) -> Result<PathBuf> {
     }
     Ok(home)
 }
+
+/// Debian's `docker-registry` (distribution 2.8), the OCI registry of the
+/// module tests. Installed by `.ci/run` (`apt-get install docker-registry`).
+pub fn registry_bin() -> Result<PathBuf> {
+    for dir in std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect::<Vec<_>>()).unwrap_or_default() {
+        let candidate = dir.join("docker-registry");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    anyhow::bail!("docker-registry not found on PATH: install it (`apt-get install docker-registry`), as .ci/run does")
+}

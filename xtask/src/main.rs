@@ -56,6 +56,7 @@ fn with_test_servers(mut cmd: Command) -> Result<()> {
     let helm = cluster::build_helm()?;
     let otelcol = datapath::build_otelcol(&root)?;
     let es_home = datapath::fetch_elasticsearch(&root)?;
+    let registry = datapath::registry_bin()?;
     cluster::up(&root)?;
     // One shared Elasticsearch node for the data-path tests (the durability
     // test starts its own, to stop it at will).
@@ -69,6 +70,7 @@ fn with_test_servers(mut cmd: Command) -> Result<()> {
             .env("SECOP_E2E_AUDIT_LOG", cluster::audit_log(&root))
             .env("SECOP_OTELCOL", &otelcol)
             .env("SECOP_ES_HOME", &es_home)
+            .env("SECOP_REGISTRY_BIN", &registry)
             .env("SECOP_E2E_ES_URL", es.url());
         let result = run(cmd);
         drop(es);
@@ -187,6 +189,7 @@ fn main() -> Result<()> {
             println!("helm: {}", cluster::build_helm()?.display());
             println!("otelcol: {}", datapath::build_otelcol(&root)?.display());
             println!("elasticsearch: {}", datapath::fetch_elasticsearch(&root)?.display());
+            println!("registry: {}", datapath::registry_bin()?.display());
             Ok(())
         }
         Some("cluster") => match args.get(1).map(String::as_str) {

@@ -339,24 +339,24 @@ pub fn validate(spec: &SecurityAgentSpec) -> Result<(), SpecError> {
                 format!("duplicate feature `{}` (also spec.features[{first}])", feature.name),
             ));
         }
-        if let Some(config) = &feature.config {
-            if !config.is_object() {
-                return Err(SpecError::new(format!("spec.features[{i}].config"), "must be an object"));
-            }
+        if let Some(config) = &feature.config
+            && !config.is_object()
+        {
+            return Err(SpecError::new(format!("spec.features[{i}].config"), "must be an object"));
         }
     }
     if let Some(overrides) = &spec.overrides {
         let entries = overrides.node_agent.iter().map(|o| ("nodeAgent", o)).chain(overrides.components.iter().map(|(k, o)| (k.as_str(), o)));
         for (key, o) in entries {
-            if let Some(replicas) = o.replicas {
-                if replicas < 0 {
-                    return Err(SpecError::new(format!("spec.override.{key}.replicas"), format!("must be >= 0, got {replicas}")));
-                }
+            if let Some(replicas) = o.replicas
+                && replicas < 0
+            {
+                return Err(SpecError::new(format!("spec.override.{key}.replicas"), format!("must be >= 0, got {replicas}")));
             }
-            if let Some(image) = &o.image {
-                if image.trim().is_empty() {
-                    return Err(SpecError::new(format!("spec.override.{key}.image"), "must not be empty"));
-                }
+            if let Some(image) = &o.image
+                && image.trim().is_empty()
+            {
+                return Err(SpecError::new(format!("spec.override.{key}.image"), "must not be empty"));
             }
         }
     }

@@ -63,10 +63,13 @@ pub struct Check {
 /// The MITRE ATT&CK scenarios of the plan (§8) and what shows each was
 /// detected. A scenario counts as detected when any of its signals has a
 /// document; which tools saw it is in the detail.
+/// A tool and the query that shows it saw the scenario.
+type Signal = (&'static str, fn() -> Value);
+
 struct Scenario {
     name: &'static str,
     index: fn(&Scope) -> &str,
-    signals: &'static [(&'static str, fn() -> Value)],
+    signals: &'static [Signal],
 }
 
 const SCENARIOS: &[Scenario] = &[

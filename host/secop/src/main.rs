@@ -1,5 +1,6 @@
 //! `secop`: the security operator's command line.
 
+mod feature;
 mod output;
 
 use std::io::Write;
@@ -90,6 +91,9 @@ enum Command {
     /// Print the CTEM checklist (plan §7.2) with pass/fail read from the
     /// indices; exits 1 when a check fails.
     CtemReport(output::CtemReport),
+    /// Feature modules in OCI registries: push, pull, inspect, test.
+    #[command(subcommand)]
+    Feature(feature::FeatureCommand),
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -176,6 +180,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::EsSetup(args) => output::es_setup(args),
         Command::TrivySync(args) => output::trivy_sync(args),
         Command::CtemReport(args) => output::ctem_report(args),
+        Command::Feature(command) => feature::run(command, cache_dir(&cli)),
         Command::Crd => {
             print!("{}", serde_yaml::to_string(&SecurityAgent::crd())?);
             Ok(ExitCode::SUCCESS)

@@ -254,6 +254,55 @@ impl Collector {
     }
 }
 
+/// A real OCI registry (Debian's `docker-registry`, distribution 2.8) on
+/// loopback, storing under `dir`. Stop and start it again to test a
+/// registry outage; the blobs stay.
+pub struct Registry {
+    bin: PathBuf,
+    dir: PathBuf,
+    pub port: u16,
+    process: Option<Process>,
+}
+
+impl Registry {
+    pub fn start(bin: &Path, dir: &Path, port: u16) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let config = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.join("data").display()
+        );
+        std::fs::write(dir.join("config.yml"), config).map_err(|e| e.to_string())?;
+        let mut registry = Self { bin: bin.to_path_buf(), dir: dir.to_path_buf(), port, process: None };
+        registry.start_again()?;
+        Ok(registry)
+    }
+
+    /// `127.0.0.1:<port>`, the registry part of an image reference.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn start_again(&mut self) -> Result<()> {
+        let mut command = Command::new(&self.bin);
+        command.arg("serve").arg(self.dir.join("config.yml"));
+        let mut process = Process::spawn("registry", command, &self.dir.join("registry.log"))?;
+        let port = self.port;
+        let ready = wait_until("registry", Duration::from_secs(30), || !process.alive() || matches!(http("GET", port, "/v2/", None), Ok((200, _))));
+        if !process.alive() {
+            return Err(format!("registry exited during start:\n{}", process.log_tail()));
+        }
+        ready.map_err(|e| format!("{e}:\n{}", process.log_tail()))?;
+        self.process = Some(process);
+        Ok(())
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            p.stop();
+        }
+    }
+}
+
 /// `<collector> validate --config=<file>`: Ok, or the collector's complaint.
 pub fn validate_collector_config(bin: &Path, config: &Path, env: &[(&str, String)]) -> Result<()> {
     let mut command = Command::new(bin);

@@ -1,0 +1,399 @@
+//! Feature modules from OCI registries.
+//!
+//! A feature author pushes a WebAssembly component as an OCI artifact; a
+//! `SecurityAgent` names it in `features[].module.image`. This crate pulls
+//! it (either wasm layout), checks its digest, and keeps it in an on-disk
+//! cache addressed by the component's sha256, so a restarted operator can
+//! start from the cache while the registry is down. Loading and checking
+//! the component itself (is it a component, which contract) is the
+//! runtime's job; this crate only moves verified bytes.
+//!
+//! Cache layout under the cache directory:
+//! - `blobs/<sha256>.wasm`: component bytes, named by their own digest and
+//!   re-verified on every read (a corrupted file is a miss, not a module);
+//! - `refs/<sha256 of the image reference>.json`: what a reference
+//!   resolved to last time (manifest digest, component digest).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
+use oci_client::manifest::{OciImageManifest, WASM_CONFIG_MEDIA_TYPE, WASM_LAYER_MEDIA_TYPE};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+/// The layer of the CNCF TAG Runtime layout (what `wkg oci push` writes).
+pub const WKG_LAYER_MEDIA_TYPE: &str = "application/wasm";
+/// Its config media type.
+pub const WKG_CONFIG_MEDIA_TYPE: &str = "application/vnd.wasm.config.v0+json";
+/// Manifest annotations `secop feature push` writes (read by `inspect`).
+pub const ANNOTATION_FEATURE: &str = "io.example.security.feature.id";
+pub const ANNOTATION_CONTRACT: &str = "io.example.security.feature.contract";
+pub const ANNOTATION_PRIORITY: &str = "io.example.security.feature.priority";
+pub const ANNOTATION_COMPONENT_DIGEST: &str = "io.example.security.component.sha256";
+
+/// When to ask the registry (compare Kubernetes' imagePullPolicy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PullPolicy {
+    /// Use the cached resolution of the reference when there is one.
+    #[default]
+    IfNotPresent,
+    /// Resolve the reference on every fetch (a moved tag is noticed); fall
+    /// back to the cache only when the registry cannot be reached.
+    Always,
+}
+
+#[derive(Clone, Default)]
+pub enum Credentials {
+    #[default]
+    Anonymous,
+    Basic { username: String, password: String },
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::Anonymous => f.write_str("Anonymous"),
+            Credentials::Basic { username, .. } => write!(f, "Basic({username}, <redacted>)"),
+        }
+    }
+}
+
+impl Credentials {
+    fn auth(&self) -> RegistryAuth {
+        match self {
+            Credentials::Anonymous => RegistryAuth::Anonymous,
+            Credentials::Basic { username, password } => RegistryAuth::Basic(username.clone(), password.clone()),
+        }
+    }
+
+    /// The credentials for `registry` in a `.dockerconfigjson` document
+    /// (`auths.<registry>.auth` = base64 `user:password`, or
+    /// `username`/`password`). Anonymous when the registry is not listed.
+    pub fn from_dockerconfigjson(json: &[u8], registry: &str) -> Result<Self, String> {
+        use base64::Engine as _;
+        let doc: serde_json::Value = serde_json::from_slice(json).map_err(|e| format!("not a .dockerconfigjson document: {e}"))?;
+        let auths = doc.get("auths").and_then(|a| a.as_object()).ok_or("no `auths` object in .dockerconfigjson")?;
+        let entry = auths.iter().find(|(key, _)| {
+            let key = key.trim_start_matches("https://").trim_start_matches("http://");
+            key == registry || key.split('/').next() == Some(registry)
+        });
+        let Some((_, entry)) = entry else { return Ok(Credentials::Anonymous) };
+        if let (Some(u), Some(p)) = (entry.get("username").and_then(|v| v.as_str()), entry.get("password").and_then(|v| v.as_str())) {
+            return Ok(Credentials::Basic { username: u.to_string(), password: p.to_string() });
+        }
+        let encoded = entry.get("auth").and_then(|v| v.as_str()).ok_or_else(|| format!("auths.{registry}: neither `auth` nor `username`/`password`"))?;
+        let decoded = base64::engine::general_purpose::STANDARD.decode(encoded).map_err(|e| format!("auths.{registry}.auth: not base64: {e}"))?;
+        let decoded = String::from_utf8(decoded).map_err(|_| format!("auths.{registry}.auth: not UTF-8"))?;
+        let (u, p) = decoded.split_once(':').ok_or_else(|| format!("auths.{registry}.auth: not `user:password`"))?;
+        Ok(Credentials::Basic { username: u.to_string(), password: p.to_string() })
+    }
+}
+
+/// What to fetch, for which feature.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// The feature that asked (named in every error).
+    pub feature: String,
+    /// `registry/repo:tag` or `registry/repo@sha256:...`.
+    pub image: String,
+    /// Expected sha256 (hex) of the component bytes.
+    pub sha256: Option<String>,
+    pub pull_policy: PullPolicy,
+    pub credentials: Credentials,
+}
+
+/// Where the bytes came from this time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Registry,
+    /// The cached resolution, as the pull policy allows.
+    Cache,
+    /// The cache, because the registry could not be asked (`reason`).
+    CacheRegistryUnavailable { reason: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub bytes: Vec<u8>,
+    /// sha256 (hex) of the component bytes.
+    pub sha256: String,
+    /// `sha256:...` of the manifest the reference resolved to.
+    pub manifest_digest: String,
+    /// The manifest's annotations (feature id, contract, ... when pushed by us).
+    pub annotations: BTreeMap<String, String>,
+    pub origin: Origin,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("feature {feature}: module image `{image}` is not a valid reference: {reason}")]
+    Reference { feature: String, image: String, reason: String },
+    #[error("feature {feature}: module {image}: registry unreachable and nothing cached: {reason}")]
+    Unavailable { feature: String, image: String, reason: String },
+    #[error("feature {feature}: module {image}: {reason}")]
+    Registry { feature: String, image: String, reason: String },
+    #[error("feature {feature}: module {image} has no wasm layer (media types: {found}); expected one `{WASM_LAYER_MEDIA_TYPE}` or `{WKG_LAYER_MEDIA_TYPE}` layer")]
+    NoWasmLayer { feature: String, image: String, found: String },
+    #[error("feature {feature}: module {image}: digest mismatch: expected sha256:{expected}, the registry served sha256:{actual}")]
+    DigestMismatch { feature: String, image: String, expected: String, actual: String },
+    #[error("module cache {path}: {reason}")]
+    Cache { path: PathBuf, reason: String },
+}
+
+impl Error {
+    /// One word per kind, for condition reasons and metric labels.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Reference { .. } => "InvalidModuleReference",
+            Error::Unavailable { .. } => "RegistryUnavailable",
+            Error::Registry { .. } => "RegistryError",
+            Error::NoWasmLayer { .. } => "NotAWasmArtifact",
+            Error::DigestMismatch { .. } => "DigestMismatch",
+            Error::Cache { .. } => "ModuleCacheError",
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct RefRecord {
+    image: String,
+    manifest_digest: String,
+    sha256: String,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn normalize_pin(pin: &str) -> String {
+    pin.trim().trim_start_matches("sha256:").to_ascii_lowercase()
+}
+
+/// Pulls, pushes and caches feature modules.
+pub struct ModuleStore {
+    client: Client,
+    cache: PathBuf,
+}
+
+impl ModuleStore {
+    /// `plain_http`: registries (`host:port`) reached over plain HTTP, for
+    /// loopback test registries; every other one is HTTPS.
+    pub fn new(cache: PathBuf, plain_http: Vec<String>) -> Self {
+        // reqwest without a bundled provider needs a process default; ring,
+        // as kube and secop-elastic use. Already installed is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let protocol = if plain_http.is_empty() { ClientProtocol::Https } else { ClientProtocol::HttpsExcept(plain_http) };
+        let client = Client::new(ClientConfig { protocol, ..Default::default() });
+        Self { client, cache }
+    }
+
+    pub fn cache_dir(&self) -> &Path {
+        &self.cache
+    }
+
+    fn blob_path(&self, sha256: &str) -> PathBuf {
+        self.cache.join("blobs").join(format!("{sha256}.wasm"))
+    }
+
+    fn ref_path(&self, image: &str) -> PathBuf {
+        self.cache.join("refs").join(format!("{}.json", sha256_hex(image.as_bytes())))
+    }
+
+    fn cached_blob(&self, sha256: &str) -> Option<Vec<u8>> {
+        let bytes = std::fs::read(self.blob_path(sha256)).ok()?;
+        (sha256_hex(&bytes) == sha256).then_some(bytes)
+    }
+
+    fn cached_ref(&self, image: &str) -> Option<(RefRecord, Vec<u8>)> {
+        let record: RefRecord = serde_json::from_slice(&std::fs::read(self.ref_path(image)).ok()?).ok()?;
+        let bytes = self.cached_blob(&record.sha256)?;
+        Some((record, bytes))
+    }
+
+    /// Write `bytes` to `path` atomically (a reader never sees half a file).
+    fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+        let fail = |e: std::io::Error| Error::Cache { path: path.to_path_buf(), reason: e.to_string() };
+        std::fs::create_dir_all(path.parent().expect("cache paths have a parent")).map_err(fail)?;
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, bytes).map_err(fail)?;
+        std::fs::rename(&tmp, path).map_err(fail)
+    }
+
+    fn remember(&self, record: &RefRecord, bytes: &[u8]) -> Result<(), Error> {
+        Self::write_atomic(&self.blob_path(&record.sha256), bytes)?;
+        Self::write_atomic(&self.ref_path(&record.image), &serde_json::to_vec_pretty(record).expect("a record serializes"))
+    }
+
+    fn check_pin(source: &Source, actual: &str) -> Result<(), Error> {
+        match &source.sha256 {
+            Some(pin) if normalize_pin(pin) != actual => Err(Error::DigestMismatch {
+                feature: source.feature.clone(),
+                image: source.image.clone(),
+                expected: normalize_pin(pin),
+                actual: actual.to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The component `source` names: from the cache when the pull policy
+    /// allows, else from the registry (then cached); from the cache again
+    /// when the registry cannot be reached. The sha256 pin is checked on
+    /// every path, including the cache.
+    pub async fn fetch(&self, source: &Source) -> Result<Fetched, Error> {
+        let reference: Reference = source.image.parse().map_err(|e: oci_client::ParseError| Error::Reference {
+            feature: source.feature.clone(),
+            image: source.image.clone(),
+            reason: e.to_string(),
+        })?;
+        let cached = self.cached_ref(&source.image);
+        if source.pull_policy == PullPolicy::IfNotPresent
+            && let Some((record, bytes)) = cached
+        {
+            Self::check_pin(source, &record.sha256)?;
+            return Ok(Fetched { bytes, sha256: record.sha256, manifest_digest: record.manifest_digest, annotations: record.annotations, origin: Origin::Cache });
+        }
+        match self.pull(source, &reference).await {
+            Ok(fetched) => Ok(fetched),
+            Err(Error::Unavailable { reason, .. }) if cached.is_some() => {
+                let (record, bytes) = cached.expect("checked");
+                Self::check_pin(source, &record.sha256)?;
+                tracing::warn!(feature = %source.feature, image = %source.image, %reason, "registry unavailable; using the cached module");
+                Ok(Fetched {
+                    bytes,
+                    sha256: record.sha256,
+                    manifest_digest: record.manifest_digest,
+                    annotations: record.annotations,
+                    origin: Origin::CacheRegistryUnavailable { reason },
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn pull(&self, source: &Source, reference: &Reference) -> Result<Fetched, Error> {
+        let (feature, image) = (source.feature.clone(), source.image.clone());
+        let accepted = vec![WASM_LAYER_MEDIA_TYPE, WKG_LAYER_MEDIA_TYPE];
+        let data = self.client.pull(reference, &source.credentials.auth(), accepted).await.map_err(|e| classify(&feature, &image, e))?;
+        let manifest = data.manifest.as_ref();
+        let found = || manifest.map(|m| m.layers.iter().map(|l| l.media_type.as_str()).collect::<Vec<_>>().join(", ")).unwrap_or_default();
+        let wasm: Vec<&ImageLayer> = data.layers.iter().filter(|l| l.media_type == WASM_LAYER_MEDIA_TYPE || l.media_type == WKG_LAYER_MEDIA_TYPE).collect();
+        let [layer] = wasm.as_slice() else {
+            return Err(Error::NoWasmLayer { feature, image, found: found() });
+        };
+        let bytes = layer.data.to_vec();
+        let sha256 = sha256_hex(&bytes);
+        Self::check_pin(source, &sha256)?;
+        let manifest_digest = data.digest.clone().unwrap_or_default();
+        if let Some(pinned) = reference.digest()
+            && pinned != manifest_digest
+        {
+            return Err(Error::DigestMismatch { feature, image, expected: pinned.trim_start_matches("sha256:").into(), actual: manifest_digest.trim_start_matches("sha256:").into() });
+        }
+        let annotations = manifest.and_then(|m| m.annotations.clone()).unwrap_or_default();
+        let record = RefRecord { image: source.image.clone(), manifest_digest: manifest_digest.clone(), sha256: sha256.clone(), annotations: annotations.clone() };
+        self.remember(&record, &bytes)?;
+        Ok(Fetched { bytes, sha256, manifest_digest, annotations, origin: Origin::Registry })
+    }
+
+    /// Push `component` to `image` in our layout (or wkg's, for tests and
+    /// for authors who publish with wkg), with `annotations` on the
+    /// manifest. Returns the manifest digest.
+    pub async fn push(&self, image: &str, component: &[u8], annotations: BTreeMap<String, String>, layout: Layout, credentials: &Credentials) -> Result<String, Error> {
+        let fail = |reason: String| Error::Registry { feature: annotations.get(ANNOTATION_FEATURE).cloned().unwrap_or_default(), image: image.to_string(), reason };
+        let reference: Reference = image.parse().map_err(|e: oci_client::ParseError| fail(e.to_string()))?;
+        let sha256 = sha256_hex(component);
+        let (layer_type, config_type) = match layout {
+            Layout::Secop => (WASM_LAYER_MEDIA_TYPE, WASM_CONFIG_MEDIA_TYPE),
+            Layout::Wkg => (WKG_LAYER_MEDIA_TYPE, WKG_CONFIG_MEDIA_TYPE),
+        };
+        let config = serde_json::json!({ "architecture": "wasm", "os": "wasip2", "layerDigests": [format!("sha256:{sha256}")] });
+        let layers = vec![ImageLayer::new(component.to_vec(), layer_type.to_string(), None)];
+        let config = Config::new(serde_json::to_vec(&config).expect("json"), config_type.to_string(), None);
+        let mut annotations = annotations.clone();
+        annotations.insert(ANNOTATION_COMPONENT_DIGEST.into(), sha256);
+        let manifest = OciImageManifest::build(&layers, &config, Some(annotations));
+        self.client.push(&reference, &layers, config, &credentials.auth(), Some(manifest)).await.map_err(|e| fail(e.to_string()))?;
+        let digest = self.client.fetch_manifest_digest(&reference, &credentials.auth()).await.map_err(|e| fail(e.to_string()))?;
+        Ok(digest)
+    }
+}
+
+/// Which OCI layout `push` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// Layer `application/vnd.wasm.content.layer.v1+wasm` (oci-client, Kubewarden).
+    Secop,
+    /// Layer `application/wasm`, config `application/vnd.wasm.config.v0+json` (wkg).
+    Wkg,
+}
+
+/// Transport failures (the registry may come back) vs. answers.
+fn classify(feature: &str, image: &str, e: oci_client::errors::OciDistributionError) -> Error {
+    use oci_client::errors::OciDistributionError as E;
+    let reason = e.to_string();
+    let unavailable = match &e {
+        E::RequestError(r) => r.is_connect() || r.is_timeout() || r.is_request(),
+        E::ServerError { code, .. } => *code >= 500,
+        _ => false,
+    };
+    if unavailable {
+        Error::Unavailable { feature: feature.into(), image: image.into(), reason }
+    } else if let E::IncompatibleLayerMediaTypeError(found) = &e {
+        Error::NoWasmLayer { feature: feature.into(), image: image.into(), found: found.clone() }
+    } else {
+        Error::Registry { feature: feature.into(), image: image.into(), reason }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dockerconfigjson_auth_and_username_forms() {
+        let json = br#"{"auths":{"registry.example:5000":{"auth":"dXNlcjpzM2NyZXQ="},"https://other.example":{"username":"a","password":"b"}}}"#;
+        match Credentials::from_dockerconfigjson(json, "registry.example:5000").unwrap() {
+            Credentials::Basic { username, password } => assert_eq!((username.as_str(), password.as_str()), ("user", "s3cret")),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(Credentials::from_dockerconfigjson(json, "other.example").unwrap(), Credentials::Basic { .. }));
+        assert!(matches!(Credentials::from_dockerconfigjson(json, "unlisted.example").unwrap(), Credentials::Anonymous));
+        let err = Credentials::from_dockerconfigjson(br#"{"auths":{"r":{"auth":"!!"}}}"#, "r").unwrap_err();
+        assert!(err.contains("auths.r.auth"), "{err}");
+        assert!(format!("{:?}", Credentials::Basic { username: "u".into(), password: "p".into() }).contains("redacted"));
+    }
+
+    #[test]
+    fn corrupted_cache_entries_are_misses() {
+        let dir = std::env::temp_dir().join(format!("secop-oci-cache-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = ModuleStore::new(dir.clone(), vec![]);
+        let bytes = b"\0asm component bytes".to_vec();
+        let record = RefRecord { image: "r.example/f:1".into(), manifest_digest: "sha256:m".into(), sha256: sha256_hex(&bytes), annotations: BTreeMap::new() };
+        store.remember(&record, &bytes).unwrap();
+        assert_eq!(store.cached_ref("r.example/f:1").unwrap().1, bytes);
+        std::fs::write(store.blob_path(&record.sha256), b"tampered").unwrap();
+        assert!(store.cached_ref("r.example/f:1").is_none(), "a blob that no longer matches its name is not served");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn pin_mismatch_on_the_cache_path_names_the_feature_and_both_digests() {
+        let dir = std::env::temp_dir().join(format!("secop-oci-pin-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = ModuleStore::new(dir.clone(), vec![]);
+        let bytes = b"component".to_vec();
+        let actual = sha256_hex(&bytes);
+        store.remember(&RefRecord { image: "r.example/falco:0.1.0".into(), manifest_digest: "sha256:m".into(), sha256: actual.clone(), annotations: BTreeMap::new() }, &bytes).unwrap();
+        let source = Source { feature: "falco".into(), image: "r.example/falco:0.1.0".into(), sha256: Some(format!("sha256:{}", "ab".repeat(32))), pull_policy: PullPolicy::IfNotPresent, credentials: Credentials::Anonymous };
+        let err = store.fetch(&source).await.unwrap_err().to_string();
+        assert!(err.contains("feature falco") && err.contains(&"ab".repeat(32)) && err.contains(&actual), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,206 @@
+//! `secop feature push | pull | inspect | test`: the feature author's side
+//! of modules in OCI registries.
+//!
+//! Every command checks a module the way the operator will: `push` refuses
+//! what the runtime would refuse (not a component, another contract), so a
+//! broken module fails on the author's machine, not in a cluster.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use clap::{Args, Subcommand};
+use secop_oci::{Credentials, Layout, ModuleStore, PullPolicy, Source};
+use secop_runtime::{Module, Runtime};
+use serde_json::json;
+
+#[derive(Subcommand, Debug)]
+pub enum FeatureCommand {
+    /// Check a component and push it to a registry with our media types.
+    Push {
+        /// The component (.wasm, built for wasm32-wasip2).
+        file: PathBuf,
+        /// `registry/repo:tag`.
+        image: String,
+        /// Write the wkg layout (`application/wasm` layer) instead of ours.
+        #[arg(long)]
+        wkg_layout: bool,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Fetch a module (checking its digest) into the cache, and optionally a file.
+    Pull {
+        image: String,
+        /// Expected sha256 of the component.
+        #[arg(long)]
+        sha256: Option<String>,
+        /// Also write the component here.
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Print a module's id, priority, contract version and digests.
+    Inspect {
+        /// A component file or an image reference.
+        module: String,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Configure and contribute, as a reconcile would, and print the objects.
+    Test {
+        /// A component file or an image reference.
+        module: String,
+        /// The feature's `config` (YAML or JSON); none = the feature's defaults.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct RegistryArgs {
+    /// A registry (`host:port`) reached over plain HTTP (repeatable; for loopback registries).
+    #[arg(long = "plain-http", value_name = "HOST:PORT")]
+    plain_http: Vec<String>,
+    #[arg(long, env = "SECOP_REGISTRY_USERNAME")]
+    username: Option<String>,
+    #[arg(long, env = "SECOP_REGISTRY_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+}
+
+impl RegistryArgs {
+    fn credentials(&self) -> Credentials {
+        match (&self.username, &self.password) {
+            (Some(u), Some(p)) => Credentials::Basic { username: u.clone(), password: p.clone() },
+            _ => Credentials::Anonymous,
+        }
+    }
+}
+
+/// What errors call a module given only by image: its repository's last
+/// segment (`registry/features/falco:0.2.0` → `falco`).
+fn name_of(image: &str) -> String {
+    let path = image.split('@').next().unwrap_or(image);
+    let last = path.rsplit('/').next().unwrap_or(path);
+    last.split(':').next().unwrap_or(last).to_string()
+}
+
+/// Print, and stop quietly when the reader went away (`| head`).
+fn emit(text: &str) -> Result<()> {
+    use std::io::Write as _;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+/// A module named on the command line: a file if one exists there,
+/// otherwise an image reference.
+async fn resolve(module: &str, registry: &RegistryArgs, store: &ModuleStore) -> Result<(String, Vec<u8>, Option<secop_oci::Fetched>)> {
+    if Path::new(module).is_file() {
+        let bytes = std::fs::read(module).with_context(|| format!("reading {module}"))?;
+        return Ok((module.to_string(), bytes, None));
+    }
+    let source = Source { feature: name_of(module), image: module.to_string(), sha256: None, pull_policy: PullPolicy::Always, credentials: registry.credentials() };
+    let fetched = store.fetch(&source).await?;
+    Ok((module.to_string(), fetched.bytes.clone(), Some(fetched)))
+}
+
+fn load(runtime: &Runtime, name: &str, bytes: &[u8]) -> Result<Module> {
+    runtime.load(name, bytes).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+pub fn run(command: &FeatureCommand, cache_dir: Option<PathBuf>) -> Result<ExitCode> {
+    let cache = cache_dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("secop-modules-{}", std::process::id())));
+    let runtime = Arc::new(Runtime::new(cache_dir.clone()).map_err(anyhow::Error::msg)?);
+    let tokio = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let store = |registry: &RegistryArgs| ModuleStore::new(cache.join("oci"), registry.plain_http.clone());
+    match command {
+        FeatureCommand::Push { file, image, wkg_layout, registry } => {
+            let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+            let module = load(&runtime, &file.display().to_string(), &bytes)?;
+            let annotations = BTreeMap::from([
+                (secop_oci::ANNOTATION_FEATURE.to_string(), module.metadata.id.clone()),
+                (secop_oci::ANNOTATION_CONTRACT.to_string(), module.metadata.contract_version.clone()),
+                (secop_oci::ANNOTATION_PRIORITY.to_string(), module.metadata.priority.to_string()),
+                ("org.opencontainers.image.description".to_string(), module.metadata.description.clone()),
+            ]);
+            let layout = if *wkg_layout { Layout::Wkg } else { Layout::Secop };
+            let digest = tokio.block_on(store(registry).push(image, &bytes, annotations, layout, &registry.credentials()))?;
+            println!("pushed feature {} (contract {}) to {image}", module.metadata.id, module.metadata.contract_version);
+            println!("manifest: {digest}");
+            println!("component: sha256:{}", module.digest);
+            Ok(ExitCode::SUCCESS)
+        }
+        FeatureCommand::Pull { image, sha256, output, registry } => {
+            let source = Source { feature: name_of(image), image: image.clone(), sha256: sha256.clone(), pull_policy: PullPolicy::Always, credentials: registry.credentials() };
+            let fetched = tokio.block_on(store(registry).fetch(&source))?;
+            let module = load(&runtime, image, &fetched.bytes)?;
+            if let Some(path) = output {
+                std::fs::write(path, &fetched.bytes).with_context(|| format!("writing {}", path.display()))?;
+            }
+            println!("pulled feature {} from {image} ({:?})", module.metadata.id, fetched.origin);
+            println!("manifest: {}", fetched.manifest_digest);
+            println!("component: sha256:{}", fetched.sha256);
+            Ok(ExitCode::SUCCESS)
+        }
+        FeatureCommand::Inspect { module, registry } => {
+            let (name, bytes, fetched) = tokio.block_on(resolve(module, registry, &store(registry)))?;
+            let loaded = load(&runtime, &name, &bytes)?;
+            let m = &loaded.metadata;
+            let out = json!({
+                "id": m.id,
+                "priority": m.priority,
+                "contractVersion": m.contract_version,
+                "conditionType": m.condition_type,
+                "description": m.description,
+                "componentDigest": format!("sha256:{}", loaded.digest),
+                "manifestDigest": fetched.as_ref().map(|f| f.manifest_digest.clone()),
+                "annotations": fetched.as_ref().map(|f| f.annotations.clone()),
+                "size": bytes.len(),
+            });
+            emit(&serde_yaml::to_string(&out)?)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        FeatureCommand::Test { module, config, registry } => {
+            let (name, bytes, _) = tokio.block_on(resolve(module, registry, &store(registry)))?;
+            let loaded = load(&runtime, &name, &bytes)?;
+            let config: Option<serde_json::Value> = match config {
+                Some(path) => Some(serde_yaml::from_str(&std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?).with_context(|| format!("{}: not YAML/JSON", path.display()))?),
+                None => None,
+            };
+            // The feature alone in an agent, next to the pipeline it feeds.
+            let id = loaded.metadata.id.clone();
+            let mut features = vec![json!({ "name": id, "config": config.unwrap_or(json!({})) })];
+            if id != "otel_pipeline" {
+                features.insert(0, json!({ "name": "otel_pipeline" }));
+            }
+            let agent = json!({
+                "apiVersion": "security.example.io/v1alpha1", "kind": "SecurityAgent",
+                "metadata": { "name": "feature-test", "namespace": "security-system" },
+                "spec": { "features": features, "output": { "elasticsearch": { "endpoints": ["https://elasticsearch.example:9200"] } } },
+            });
+            let agent = secop_api::parse(&agent.to_string()).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let mut engine_registry = secop_engine::Registry::with_builtins(runtime.clone()).map_err(|e| anyhow::anyhow!("built-in feature `{}`: {}", e.feature, e.error))?;
+            engine_registry.insert(loaded);
+            let rendered = secop_engine::render(&engine_registry, &agent, &Default::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let failures: Vec<String> = rendered.failed().filter_map(|f| f.error_line()).collect();
+            for line in &failures {
+                eprintln!("error: {line}");
+            }
+            let objects: Vec<&serde_json::Value> = rendered.objects.iter().filter(|(k, _)| rendered.owners.get(k).is_some_and(|o| *o == id)).map(|(_, v)| v).collect();
+            if failures.is_empty() {
+                let mut out = String::new();
+                for object in objects {
+                    out.push_str(&format!("---\n{}", serde_yaml::to_string(object)?));
+                }
+                emit(&out)?;
+            }
+            Ok(if failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! Feature modules in a real OCI registry (Debian's `docker-registry`,
+//! distribution 2.8, on loopback): `secop feature push | pull | inspect |
+//! test` with both wasm layouts, digest pins, refusal of non-components,
+//! and the cache when the registry is down.
+//!
+//! `cargo xtask test` provides SECOP_REGISTRY_BIN; without it these tests
+//! fail when CI=true and are skipped otherwise.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use secop_test_harness::{free_port, Registry};
+
+fn registry_bin() -> Option<PathBuf> {
+    match std::env::var_os("SECOP_REGISTRY_BIN") {
+        Some(bin) => Some(bin.into()),
+        None if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("CI expects the OCI registry: run the suite with `cargo xtask test` (SECOP_REGISTRY_BIN not set)"),
+        None => {
+            eprintln!("skipping registry test: no docker-registry (run `cargo xtask test`)");
+            None
+        }
+    }
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A built-in module's component, as `cargo xtask build-features` (and the
+/// build of secop-builtin) leaves it.
+fn component(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../target/wasm-features/wasm32-wasip2/wasm/feature_{name}.wasm"));
+    assert!(path.is_file(), "{} missing: the build of secop-builtin writes it", path.display());
+    path
+}
+
+struct Cli {
+    cache: PathBuf,
+    registry: String,
+}
+
+impl Cli {
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_secop")).args(args).args(["--plain-http", &self.registry]).env("SECOP_CACHE_DIR", &self.cache).output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "secop {args:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(!out.status.success(), "secop {args:?} should fail: {}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+}
+
+fn line_value<'a>(text: &'a str, prefix: &str) -> &'a str {
+    text.lines().find_map(|l| l.strip_prefix(prefix)).unwrap_or_else(|| panic!("no `{prefix}` in:\n{text}")).trim()
+}
+
+#[test]
+fn feature_modules_round_trip_through_a_real_registry() {
+    let Some(bin) = registry_bin() else { return };
+    let dir = scratch("registry");
+    let mut registry = Registry::start(&bin, &dir.join("registry"), free_port()).unwrap();
+    let cli = Cli { cache: dir.join("cache"), registry: registry.host() };
+    let falco = component("falco");
+    let falco_bytes = std::fs::read(&falco).unwrap();
+    let want = format!("sha256:{}", secop_oci_digest(&falco_bytes));
+    let image = format!("{}/features/falco:0.1.0", registry.host());
+    let wkg_image = format!("{}/features/falco-wkg:0.1.0", registry.host());
+
+    // push, in both layouts: same component digest, different manifests.
+    let pushed = cli.ok(&["feature", "push", falco.to_str().unwrap(), &image]);
+    assert!(pushed.contains("pushed feature falco (contract 0.1.0)"), "{pushed}");
+    assert_eq!(line_value(&pushed, "component:"), want);
+    let pushed_wkg = cli.ok(&["feature", "push", falco.to_str().unwrap(), &wkg_image, "--wkg-layout"]);
+    assert_ne!(line_value(&pushed, "manifest:"), line_value(&pushed_wkg, "manifest:"));
+
+    // pull accepts both layouts and returns the very bytes pushed.
+    for (reference, manifest) in [(&image, line_value(&pushed, "manifest:")), (&wkg_image, line_value(&pushed_wkg, "manifest:"))] {
+        let out = dir.join("pulled.wasm");
+        let pulled = cli.ok(&["feature", "pull", reference, "-o", out.to_str().unwrap()]);
+        assert_eq!(line_value(&pulled, "component:"), want, "{reference}");
+        assert_eq!(line_value(&pulled, "manifest:"), manifest);
+        assert_eq!(std::fs::read(&out).unwrap(), falco_bytes);
+    }
+    // By digest, too.
+    let by_digest = format!("{}/features/falco@{}", registry.host(), line_value(&pushed, "manifest:"));
+    assert_eq!(line_value(&cli.ok(&["feature", "pull", &by_digest]), "component:"), want);
+
+    // inspect: id, priority, contract, digests, our annotations.
+    let inspected: serde_json::Value = serde_yaml::from_str(&cli.ok(&["feature", "inspect", &image])).unwrap();
+    assert_eq!(inspected["id"], "falco");
+    assert_eq!(inspected["priority"], 100);
+    assert_eq!(inspected["contractVersion"], "0.1.0");
+    assert_eq!(inspected["componentDigest"], want.as_str());
+    assert_eq!(inspected["annotations"]["io.example.security.feature.id"], "falco");
+
+    // test: configure + contribute with a config file, the feature's objects only.
+    let config = dir.join("falco-config.yaml");
+    std::fs::write(&config, "disabledRules: []\n").unwrap();
+    let objects = cli.ok(&["feature", "test", &image, "--config", config.to_str().unwrap()]);
+    assert!(objects.contains("kind: DaemonSet") && objects.contains("security.example.io/feature: falco"), "{objects}");
+    assert!(!objects.contains("security.example.io/feature: otel_pipeline"), "only the tested feature's objects");
+    let bad_config = dir.join("bad-config.yaml");
+    std::fs::write(&bad_config, "disabledRules: 7\n").unwrap();
+    let complaint = cli.fails(&["feature", "test", &image, "--config", bad_config.to_str().unwrap()]);
+    assert!(complaint.contains("falco") && complaint.contains("disabledRules"), "{complaint}");
+
+    // A wrong pin: refused, naming the module and both digests.
+    let wrong = "0".repeat(64);
+    let refused = cli.fails(&["feature", "pull", &image, "--sha256", &wrong]);
+    assert!(refused.contains("falco") && refused.contains(&wrong) && refused.contains(want.trim_start_matches("sha256:")), "{refused}");
+    // A file that is not a component is refused before it reaches the registry.
+    let junk = dir.join("junk.wasm");
+    std::fs::write(&junk, b"not a component").unwrap();
+    let refused = cli.fails(&["feature", "push", junk.to_str().unwrap(), &format!("{}/features/junk:1", registry.host())]);
+    assert!(refused.contains("is not WebAssembly"), "{refused}");
+
+    // Registry down: the cache answers, and says so.
+    registry.stop();
+    let cached = cli.ok(&["feature", "pull", &image]);
+    assert!(cached.contains("CacheRegistryUnavailable"), "{cached}");
+    assert_eq!(line_value(&cached, "component:"), want);
+    // Nothing cached for this one: a clear error.
+    let missing = cli.fails(&["feature", "pull", &format!("{}/features/never-pushed:1", registry.host())]);
+    assert!(missing.contains("registry unreachable and nothing cached"), "{missing}");
+}
+
+fn secop_oci_digest(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
