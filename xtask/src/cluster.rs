@@ -143,12 +143,11 @@ fn build_kubernetes(cache: &Path) -> Result<PathBuf> {
     let mut replaced = 0;
     for line in upstream.lines() {
         let line = line.trim();
-        if let Some((module, target)) = line.split_once("=>") {
-            if target.trim().starts_with("./staging/") {
+        if let Some((module, target)) = line.split_once("=>")
+            && target.trim().starts_with("./staging/") {
                 go_mod.push_str(&format!("\t{} => {} {staging_version}\n", module.trim(), module.trim()));
                 replaced += 1;
             }
-        }
     }
     go_mod.push_str(")\n");
     if replaced < 20 {

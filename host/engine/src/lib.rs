@@ -397,13 +397,12 @@ pub fn render(registry: &Registry, agent: &SecurityAgent, options: &RenderOption
             Err((diagnostics, error)) => {
                 reports[i].diagnostics = diagnostics;
                 reports[i].error = Some(error);
-                if options.keep_last_good {
-                    if let Some(last) = registry.memo.last_good(&slot) {
+                if options.keep_last_good
+                    && let Some(last) = registry.memo.last_good(&slot) {
                         reports[i].stale = true;
                         reports[i].receiver = last.receiver.clone();
                         outputs.push((i, (*last).clone(), config));
                     }
-                }
             }
         }
     }
@@ -466,14 +465,13 @@ pub fn render(registry: &Registry, agent: &SecurityAgent, options: &RenderOption
                 }
             }
         }
-        if failure.is_none() {
-            if let Some(slots) = output.collector {
+        if failure.is_none()
+            && let Some(slots) = output.collector {
                 match &collector {
                     Some((other, _)) => failure = Some(FeatureError::SecondCollector { other: other.clone() }),
                     None => collector = Some((report.name.clone(), slots)),
                 }
             }
-        }
         if let Some(e) = failure {
             if !report.stale {
                 report.error = Some(e);

@@ -262,11 +262,10 @@ fn check_rbac(group: &str, kind: &str, value: &Value, own_roles: &BTreeSet<(Stri
                     if values.iter().any(|v| v == "*") {
                         return Err(format!("rules[{i}].{field} contains a wildcard"));
                     }
-                    if field == "verbs" {
-                        if let Some(v) = values.iter().filter_map(Value::as_str).find(|v| ESCALATION_VERBS.contains(v)) {
+                    if field == "verbs"
+                        && let Some(v) = values.iter().filter_map(Value::as_str).find(|v| ESCALATION_VERBS.contains(v)) {
                             return Err(format!("rules[{i}].verbs grants `{v}`"));
                         }
-                    }
                 }
             }
         }

@@ -45,11 +45,10 @@ pub fn apply(spec: Option<&OverrideSpec>, objects: &mut [(ObjectKey, Value)]) ->
     let Some(spec) = spec else { return Ok(vec![]) };
     let mut warnings = vec![];
     for (key, object) in objects.iter_mut().filter(|(k, _)| is_workload(k)) {
-        if key.kind == "DaemonSet" {
-            if let Some(node_agent) = &spec.node_agent {
+        if key.kind == "DaemonSet"
+            && let Some(node_agent) = &spec.node_agent {
                 apply_one("nodeAgent", node_agent, key, object, &mut warnings)?;
             }
-        }
         for (name, o) in &spec.components {
             if matches(name, object) {
                 apply_one(name, o, key, object, &mut warnings)?;

@@ -380,18 +380,16 @@ impl Runtime {
     }
 
     fn compile(&self, name: &str, digest: &str, bytes: &[u8]) -> Result<(Component, LoadSource), LoadError> {
-        if let Some(cache) = &self.cache {
-            if let Some(component) = cache.get(&self.engine, digest) {
+        if let Some(cache) = &self.cache
+            && let Some(component) = cache.get(&self.engine, digest) {
                 return Ok((component, LoadSource::Cache));
             }
-        }
         let component = Component::new(&self.engine, bytes)
             .map_err(|e| LoadError::Compile { module: name.to_string(), reason: format!("{e:#}") })?;
-        if let Some(cache) = &self.cache {
-            if let Err(e) = cache.put(digest, &component) {
+        if let Some(cache) = &self.cache
+            && let Err(e) = cache.put(digest, &component) {
                 tracing::warn!(module = name, "could not write precompiled module to cache: {e}");
             }
-        }
         Ok((component, LoadSource::Compiled))
     }
 

@@ -199,11 +199,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 let bytes = std::fs::read(path).with_context(|| format!("reading module {}", path.display()))?;
                 registry.load(&path.display().to_string(), &bytes)?;
             }
-            if let Some(name) = feature {
-                if !agent.spec.features.iter().any(|f| &f.name == name) {
+            if let Some(name) = feature
+                && !agent.spec.features.iter().any(|f| &f.name == name) {
                     bail!("--feature {name}: the SecurityAgent has no feature of that name");
                 }
-            }
             let options = RenderOptions { operator_image: operator_image.clone(), ..Default::default() };
             let rendered = secop_engine::render(&registry, &agent, &options).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
             let failures: Vec<String> = rendered.failed().filter_map(|f| f.error_line()).collect();

@@ -172,7 +172,7 @@ async fn sensor_events_reach_the_ctem_indices_through_the_real_collectors() {
     loop {
         let _ = es.refresh(&format!("{events},{inventory}")).await;
         // A just-created index answers 503 until its shard has started.
-        let (e, i) = (try_count(&es, &events).await, try_count(&es, &inventory).await);
+        let (e, i) = (try_count(&es, events).await, try_count(&es, inventory).await);
         if e >= want_events && i >= want_inventory {
             break;
         }
@@ -187,8 +187,8 @@ async fn sensor_events_reach_the_ctem_indices_through_the_real_collectors() {
     // Exactly once: nothing more arrives (no duplicates, no stray lines).
     tokio::time::sleep(Duration::from_secs(3)).await;
     es.refresh(&format!("{events},{inventory}")).await.unwrap();
-    assert_eq!(count(&es, &events, json!({ "match_all": {} })).await, want_events, "events: exactly one document per event");
-    assert_eq!(count(&es, &inventory, json!({ "match_all": {} })).await, want_inventory, "inventory: exactly one document per row");
+    assert_eq!(count(&es, events, json!({ "match_all": {} })).await, want_events, "events: exactly one document per event");
+    assert_eq!(count(&es, inventory, json!({ "match_all": {} })).await, want_inventory, "inventory: exactly one document per row");
 
     let tool = |t: &str| json!({ "term": { "labels.security_tool": t } });
     let exists = |f: &str| json!({ "exists": { "field": f } });
@@ -198,11 +198,11 @@ async fn sensor_events_reach_the_ctem_indices_through_the_real_collectors() {
     for index in [&events, &inventory] {
         assert_eq!(count(&es, index, json!({ "bool": { "must_not": [exists("labels.security_tool")] } })).await, 0, "{index}: labels.security_tool on every document");
     }
-    assert_eq!(count(&es, &events, tool("falco")).await, expected["falco"] as u64);
-    assert_eq!(count(&es, &events, tool("tetragon")).await, expected["tetragon"] as u64);
-    assert_eq!(count(&es, &events, tool("osquery")).await, 0, "osquery only in the inventory");
-    assert_eq!(count(&es, &inventory, tool("osquery")).await, expected["osquery"] as u64);
-    assert_eq!(count(&es, &inventory, json!({ "terms": { "labels.security_tool": ["falco", "tetragon"] } })).await, 0, "runtime events only in the events index");
+    assert_eq!(count(&es, events, tool("falco")).await, expected["falco"] as u64);
+    assert_eq!(count(&es, events, tool("tetragon")).await, expected["tetragon"] as u64);
+    assert_eq!(count(&es, events, tool("osquery")).await, 0, "osquery only in the inventory");
+    assert_eq!(count(&es, inventory, tool("osquery")).await, expected["osquery"] as u64);
+    assert_eq!(count(&es, inventory, json!({ "terms": { "labels.security_tool": ["falco", "tetragon"] } })).await, 0, "runtime events only in the events index");
 
     // The findings: the Trivy fixture's VulnerabilityReports in the real
     // control plane, synced into this replay's vulnerabilities index.
@@ -223,7 +223,7 @@ async fn sensor_events_reach_the_ctem_indices_through_the_real_collectors() {
     assert!(check("SCOPE-01").figures["nodes"] >= 3 && check("SCOPE-04").figures["nodes_with_kernel"] >= 2, "{:?}", check("SCOPE-04"));
     assert_eq!(check("VAL-04").figures["detected"], 5, "{}", check("VAL-04").detail);
     assert_eq!(check("VAL-05").figures["runtime_events"], want_events);
-    let kprobes = search(&es, &events, json!({ "size": 0, "query": all(vec![tool("tetragon"), json!({ "term": { "rule.ruleset": "container-escape-monitor" } }), json!({ "term": { "event.severity": 4 } })]),
+    let kprobes = search(&es, events, json!({ "size": 0, "query": all(vec![tool("tetragon"), json!({ "term": { "rule.ruleset": "container-escape-monitor" } }), json!({ "term": { "event.severity": 4 } })]),
         "aggs": { "calls": { "terms": { "field": "rule.name" } } } })).await;
     assert_eq!(bucket_keys(&kprobes["aggregations"]["calls"]), BTreeSet::from(["__x64_sys_mount".to_string(), "__x64_sys_setns".to_string()]), "VAL-03");
 
