@@ -88,6 +88,18 @@ impl Process {
         Ok(Self { name: name.into(), child: Some(child), log: log.into() })
     }
 
+    /// Spawn, then wait until `ready` or the
+    /// process dies; either failure carries the tail of its log.
+    pub fn spawn_ready(name: &str, command: Command, log: &Path, timeout: Duration, mut ready: impl FnMut() -> bool) -> Result<Self> {
+        let mut process = Self::spawn(name, command, log)?;
+        let waited = wait_until(name, timeout, || !process.alive() || ready());
+        if !process.alive() {
+            return Err(format!("{name} exited during start:\n{}", process.log_tail()));
+        }
+        waited.map_err(|e| format!("{e}:\n{}", process.log_tail()))?;
+        Ok(process)
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
@@ -181,18 +193,10 @@ impl Elasticsearch {
             .args(["-E", &format!("path.data={}", p("data")), "-E", &format!("path.logs={}", p("logs"))])
             .args(["-E", "xpack.security.enabled=false", "-E", "cluster.routing.allocation.disk.threshold_enabled=false"])
             .args(["-E", "action.destructive_requires_name=false"]);
-        let mut process = Process::spawn("elasticsearch", command, &dir.join("out.log"))?;
         let port = self.port;
-        let ready = wait_until("elasticsearch", Duration::from_secs(180), || {
-            if !process.alive() {
-                return true; // reported below
-            }
+        let process = Process::spawn_ready("elasticsearch", command, &dir.join("out.log"), Duration::from_secs(180), || {
             matches!(http("GET", port, "/_cluster/health?wait_for_status=yellow&timeout=1s", None), Ok((200, _)))
-        });
-        if !process.alive() {
-            return Err(format!("elasticsearch exited during start:\n{}", process.log_tail()));
-        }
-        ready.map_err(|e| format!("{e}:\n{}", process.log_tail()))?;
+        })?;
         self.process = Some(process);
         Ok(())
     }
@@ -244,12 +248,7 @@ impl Collector {
         for (k, v) in env {
             command.env(k, v);
         }
-        let mut process = Process::spawn(name, command, log)?;
-        let ready = wait_until(name, Duration::from_secs(60), || !process.alive() || matches!(http("GET", health_port, "/", None), Ok((200, _))));
-        if !process.alive() {
-            return Err(format!("{name} exited during start:\n{}", process.log_tail()));
-        }
-        ready.map_err(|e| format!("{e}:\n{}", process.log_tail()))?;
+        let process = Process::spawn_ready(name, command, log, Duration::from_secs(60), || matches!(http("GET", health_port, "/", None), Ok((200, _))))?;
         Ok(Self { process, health_port })
     }
 }
@@ -285,13 +284,8 @@ impl Registry {
     pub fn start_again(&mut self) -> Result<()> {
         let mut command = Command::new(&self.bin);
         command.arg("serve").arg(self.dir.join("config.yml"));
-        let mut process = Process::spawn("registry", command, &self.dir.join("registry.log"))?;
         let port = self.port;
-        let ready = wait_until("registry", Duration::from_secs(30), || !process.alive() || matches!(http("GET", port, "/v2/", None), Ok((200, _))));
-        if !process.alive() {
-            return Err(format!("registry exited during start:\n{}", process.log_tail()));
-        }
-        ready.map_err(|e| format!("{e}:\n{}", process.log_tail()))?;
+        let process = Process::spawn_ready("registry", command, &self.dir.join("registry.log"), Duration::from_secs(30), || matches!(http("GET", port, "/v2/", None), Ok((200, _))))?;
         self.process = Some(process);
         Ok(())
     }
