@@ -17,7 +17,7 @@ tasks:
   test             the whole test suite (what CI runs)
   ctem-report      replay the sensor fixtures and Trivy reports through the real collectors into a
                    real Elasticsearch, then print the CTEM checklist (`secop ctem-report`)
-  bench [NAME]     benchmarks (render, operator, trivy-sync, latency; all by default); figures go in docs/benchmarks.md
+  bench [NAME]     benchmarks (render, operator, trivy-sync, fetch, latency; all by default); figures go in docs/benchmarks.md
   crd              regenerate deploy/crds/ from the Rust types
   chart            regenerate the Helm chart's CRD and feature RBAC rules
   golden           rewrite test/fixtures/golden/ from the current render
@@ -98,7 +98,7 @@ fn main() -> Result<()> {
             with_test_servers(cmd)
         }
         Some("bench") => {
-            // `cargo xtask bench [render|operator|trivy-sync|latency]`; all by default.
+            // `cargo xtask bench [render|operator|trivy-sync|fetch|latency]`; all by default.
             let only = args.get(1).map(String::as_str);
             let root = root();
             if only.is_none_or(|b| b == "render") {
@@ -125,6 +125,12 @@ fn main() -> Result<()> {
                 let es = secop_test_harness::Elasticsearch::start(&es_home, &es_dir, secop_test_harness::free_port()).map_err(anyhow::Error::msg)?;
                 let mut cmd = cargo();
                 cmd.args(["bench", "--locked", "-p", "secop-elastic", "--bench", "trivy_sync"]).env("SECOP_E2E_ES_URL", es.url());
+                run(cmd)?;
+            }
+            if only.is_none_or(|b| b == "fetch") {
+                // Feature modules from a real registry: cold vs cached start.
+                let mut cmd = cargo();
+                cmd.args(["bench", "--locked", "-p", "secop-oci", "--bench", "fetch"]).env("SECOP_REGISTRY_BIN", datapath::registry_bin()?);
                 run(cmd)?;
             }
             if only.is_none_or(|b| b == "latency") {

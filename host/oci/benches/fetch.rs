@@ -1,0 +1,73 @@
+//! Cold fetch + compile vs cached start, per feature module, against a
+//! real OCI registry (Debian's docker-registry on loopback; `cargo xtask
+//! bench fetch` starts one).
+//!
+//! - cold: empty module cache and no precompiled cache: pull from the
+//!   registry (manifest, config, layer), verify, write the cache, compile;
+//! - cached: what a restarted operator does with `IfNotPresent`: read the
+//!   cached component (re-verifying its sha256) and deserialize the
+//!   precompiled form, no network.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use secop_oci::{Credentials, Layout, ModuleStore, PullPolicy, Source};
+use secop_runtime::Runtime;
+
+const ROUNDS: usize = 5;
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn main() {
+    let Some(bin) = std::env::var_os("SECOP_REGISTRY_BIN") else {
+        eprintln!("fetch bench: needs docker-registry (run `cargo xtask bench fetch`, which provides it)");
+        return;
+    };
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("fetch-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let registry = secop_test_harness::Registry::start(Path::new(&bin), &dir.join("registry"), secop_test_harness::free_port()).unwrap();
+    let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let pusher = ModuleStore::new(dir.join("push-cache"), vec![registry.host()]);
+
+    println!("feature module start: cold (registry pull + verify + compile) vs cached (cache read + verify + deserialize); median of {ROUNDS}");
+    println!("| module | size | cold | cached | ratio |");
+    println!("|---|---|---|---|---|");
+    for (id, bytes) in secop_builtin::MODULES {
+        let image = format!("{}/features/{id}:bench", registry.host());
+        tokio.block_on(pusher.push(&image, bytes, Default::default(), Layout::Secop, &Credentials::Anonymous)).unwrap();
+        let source = |policy| Source { feature: id.to_string(), image: image.clone(), sha256: None, pull_policy: policy, credentials: Credentials::Anonymous };
+        let (mut cold, mut cached) = (vec![], vec![]);
+        for round in 0..ROUNDS {
+            let cache = dir.join(format!("cache-{id}-{round}"));
+            // Cold: nothing on disk.
+            let start = Instant::now();
+            let store = ModuleStore::new(cache.join("oci"), vec![registry.host()]);
+            let fetched = tokio.block_on(store.fetch(&source(PullPolicy::Always))).unwrap();
+            let runtime = Runtime::new(Some(cache.join("compiled"))).unwrap();
+            let module = runtime.load(id, &fetched.bytes).unwrap();
+            cold.push(start.elapsed());
+            assert_eq!(module.metadata.id, *id);
+            drop(runtime);
+            // Cached: a restarted process, same directories.
+            let start = Instant::now();
+            let store = ModuleStore::new(cache.join("oci"), vec![registry.host()]);
+            let fetched = tokio.block_on(store.fetch(&source(PullPolicy::IfNotPresent))).unwrap();
+            let runtime = Runtime::new(Some(cache.join("compiled"))).unwrap();
+            let module = runtime.load(id, &fetched.bytes).unwrap();
+            cached.push(start.elapsed());
+            assert_eq!(fetched.origin, secop_oci::Origin::Cache);
+            assert_eq!(module.source, secop_runtime::LoadSource::Cache);
+        }
+        let (cold, cached) = (median(cold), median(cached));
+        println!(
+            "| {id} | {} KiB | {:.1} ms | {:.1} ms | {:.0}x |",
+            bytes.len() / 1024,
+            cold.as_secs_f64() * 1e3,
+            cached.as_secs_f64() * 1e3,
+            cold.as_secs_f64() / cached.as_secs_f64()
+        );
+    }
+}
