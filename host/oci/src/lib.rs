@@ -251,29 +251,28 @@ impl ModuleStore {
             image: source.image.clone(),
             reason: e.to_string(),
         })?;
-        let cached = self.cached_ref(&source.image);
+        // The cache is read only when it may answer: first with
+        // IfNotPresent, else only once the registry has failed.
         if source.pull_policy == PullPolicy::IfNotPresent
-            && let Some((record, bytes)) = cached
+            && let Some((record, bytes)) = self.cached_ref(&source.image)
         {
-            Self::check_pin(source, &record.sha256)?;
-            return Ok(Fetched { bytes, sha256: record.sha256, manifest_digest: record.manifest_digest, annotations: record.annotations, origin: Origin::Cache });
+            return Self::from_cache(source, record, bytes, Origin::Cache);
         }
         match self.pull(source, &reference).await {
-            Ok(fetched) => Ok(fetched),
-            Err(Error::Unavailable { reason, .. }) if cached.is_some() => {
-                let (record, bytes) = cached.expect("checked");
-                Self::check_pin(source, &record.sha256)?;
-                tracing::warn!(feature = %source.feature, image = %source.image, %reason, "registry unavailable; using the cached module");
-                Ok(Fetched {
-                    bytes,
-                    sha256: record.sha256,
-                    manifest_digest: record.manifest_digest,
-                    annotations: record.annotations,
-                    origin: Origin::CacheRegistryUnavailable { reason },
-                })
-            }
-            Err(e) => Err(e),
+            Err(Error::Unavailable { feature, image, reason }) => match self.cached_ref(&source.image) {
+                Some((record, bytes)) => {
+                    tracing::warn!(%feature, %image, %reason, "registry unavailable; using the cached module");
+                    Self::from_cache(source, record, bytes, Origin::CacheRegistryUnavailable { reason })
+                }
+                None => Err(Error::Unavailable { feature, image, reason }),
+            },
+            other => other,
         }
+    }
+
+    fn from_cache(source: &Source, record: RefRecord, bytes: Vec<u8>, origin: Origin) -> Result<Fetched, Error> {
+        Self::check_pin(source, &record.sha256)?;
+        Ok(Fetched { bytes, sha256: record.sha256, manifest_digest: record.manifest_digest, annotations: record.annotations, origin })
     }
 
     async fn pull(&self, source: &Source, reference: &Reference) -> Result<Fetched, Error> {
