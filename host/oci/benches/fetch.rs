@@ -39,27 +39,29 @@ fn main() {
         let image = format!("{}/features/{id}:bench", registry.host());
         tokio.block_on(pusher.push(&image, bytes, Default::default(), Layout::Secop, &Credentials::Anonymous)).unwrap();
         let source = |policy| Source { feature: id.to_string(), image: image.clone(), sha256: None, pull_policy: policy, credentials: Credentials::Anonymous };
+        // A process start: open the module store and the runtime over
+        // `cache`, fetch with `policy`, load.
+        let start = |cache: &Path, policy| {
+            let began = Instant::now();
+            let store = ModuleStore::new(cache.join("oci"), vec![registry.host()]);
+            let fetched = tokio.block_on(store.fetch(&source(policy))).unwrap();
+            let runtime = Runtime::new(Some(cache.join("compiled"))).unwrap();
+            let module = runtime.load(id, &fetched.bytes).unwrap();
+            let took = began.elapsed();
+            assert_eq!(module.metadata.id, *id);
+            (took, fetched.origin, module.source)
+        };
         let (mut cold, mut cached) = (vec![], vec![]);
         for round in 0..ROUNDS {
             let cache = dir.join(format!("cache-{id}-{round}"));
             // Cold: nothing on disk.
-            let start = Instant::now();
-            let store = ModuleStore::new(cache.join("oci"), vec![registry.host()]);
-            let fetched = tokio.block_on(store.fetch(&source(PullPolicy::Always))).unwrap();
-            let runtime = Runtime::new(Some(cache.join("compiled"))).unwrap();
-            let module = runtime.load(id, &fetched.bytes).unwrap();
-            cold.push(start.elapsed());
-            assert_eq!(module.metadata.id, *id);
-            drop(runtime);
+            let (took, origin, _) = start(&cache, PullPolicy::Always);
+            assert_eq!(origin, secop_oci::Origin::Registry);
+            cold.push(took);
             // Cached: a restarted process, same directories.
-            let start = Instant::now();
-            let store = ModuleStore::new(cache.join("oci"), vec![registry.host()]);
-            let fetched = tokio.block_on(store.fetch(&source(PullPolicy::IfNotPresent))).unwrap();
-            let runtime = Runtime::new(Some(cache.join("compiled"))).unwrap();
-            let module = runtime.load(id, &fetched.bytes).unwrap();
-            cached.push(start.elapsed());
-            assert_eq!(fetched.origin, secop_oci::Origin::Cache);
-            assert_eq!(module.source, secop_runtime::LoadSource::Cache);
+            let (took, origin, compiled) = start(&cache, PullPolicy::IfNotPresent);
+            assert_eq!((origin, compiled), (secop_oci::Origin::Cache, secop_runtime::LoadSource::Cache));
+            cached.push(took);
         }
         let (cold, cached) = (median(cold), median(cached));
         println!(
