@@ -14,7 +14,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use secop_elastic::{Elastic, ElasticConfig, Method};
+use secop_elastic::{Elastic, ElasticConfig};
 use serde_json::{json, Value};
 
 #[path = "../tests/common/pipeline.rs"]
@@ -40,18 +40,11 @@ fn falco_log(fixtures: &Path) -> PathBuf {
     pod.join("falco/0.log")
 }
 
-async fn visible(es: &Elastic, index: &str, query: &Value) -> u64 {
-    match es.ok(Method::POST, &format!("{index}/_count?ignore_unavailable=true"), Some(&json!({ "query": query }))).await {
-        Ok(answer) => answer["count"].as_u64().unwrap_or(0),
-        Err(_) => 0,
-    }
-}
-
 /// Poll (every 20 ms, no refresh) until `query` matches `want` documents.
 async fn wait_visible(es: &Elastic, index: &str, query: &Value, want: u64) -> Duration {
     let start = Instant::now();
     loop {
-        if visible(es, index, query).await >= want {
+        if pipeline::count_or_zero(es, index, query).await >= want {
             return start.elapsed();
         }
         assert!(start.elapsed() < Duration::from_secs(180), "not visible after 180 s: {query}");

@@ -21,7 +21,7 @@ use secop_test_harness::{free_port, validate_collector_config};
 
 #[path = "common/pipeline.rs"]
 mod pipeline;
-use pipeline::{collector_env, render_collector_configs, repo, sample, scratch, start_replay, Replay};
+use pipeline::{collector_env, count_or_zero, render_collector_configs, render_file, repo, sample, scratch, start_replay, Replay};
 use serde_json::{json, Value};
 
 struct Servers {
@@ -132,10 +132,7 @@ async fn count(es: &Elastic, index: &str, query: Value) -> u64 {
 }
 
 async fn try_count(es: &Elastic, index: &str) -> u64 {
-    match es.ok(Method::POST, &format!("{index}/_count?ignore_unavailable=true"), None).await {
-        Ok(answer) => answer["count"].as_u64().unwrap_or(0),
-        Err(_) => 0,
-    }
+    count_or_zero(es, index, &json!({ "match_all": {} })).await
 }
 
 fn bucket_keys(aggregation: &Value) -> BTreeSet<String> {
@@ -345,14 +342,7 @@ impl ControlPlane {
         use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
         use kube::core::{ApiResource, GroupVersionKind};
         let client = self.client.clone();
-        let out = Command::new(env!("CARGO_BIN_EXE_secop"))
-            .args(["render", "-o", "json", "--feature", "trivy", "-f"])
-            .arg(repo("deploy/samples/securityagent_full.yaml"))
-            .env("SECOP_CACHE_DIR", Path::new(env!("CARGO_TARGET_TMPDIR")).join("secop-datapath-cache"))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let rendered: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let rendered = render_file(&repo("deploy/samples/securityagent_full.yaml"), &["--feature", "trivy"]);
         let crd = rendered["objects"].as_array().unwrap().iter().find(|o| o["metadata"]["name"] == "vulnerabilityreports.aquasecurity.github.io").unwrap().clone();
         let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> = Api::all(client.clone());
         crds.patch("vulnerabilityreports.aquasecurity.github.io", &PatchParams::apply("datapath-test").force(), &Patch::Apply(&crd)).await.unwrap();

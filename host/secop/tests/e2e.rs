@@ -17,6 +17,9 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, Config};
+
+#[path = "common/pipeline.rs"]
+mod pipeline;
 use secop_api::SecurityAgent;
 use serde_json::{json, Value};
 
@@ -372,15 +375,7 @@ async fn lifecycle_on_a_real_control_plane() {
 fn desired_objects(agent: &Value) -> std::collections::BTreeSet<(String, String)> {
     let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("agent-{}.yaml", std::process::id()));
     std::fs::write(&path, serde_yaml::to_string(agent).unwrap()).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_secop"))
-        .args(["render", "-o", "json", "-f"])
-        .arg(&path)
-        .env("SECOP_CACHE_DIR", Path::new(env!("CARGO_TARGET_TMPDIR")).join("secop-e2e-cache"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let rendered: Value = serde_json::from_slice(&out.stdout).unwrap();
-    rendered["objects"]
+    pipeline::render_file(&path, &[])["objects"]
         .as_array()
         .unwrap()
         .iter()

@@ -11,6 +11,10 @@ use std::process::{Command, Output};
 
 use secop_test_harness::{free_port, Registry};
 
+#[path = "common/pipeline.rs"]
+mod pipeline;
+use pipeline::scratch;
+
 fn registry_bin() -> Option<PathBuf> {
     match std::env::var_os("SECOP_REGISTRY_BIN") {
         Some(bin) => Some(bin.into()),
@@ -20,13 +24,6 @@ fn registry_bin() -> Option<PathBuf> {
             None
         }
     }
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// A built-in module's component, as `cargo xtask build-features` (and the

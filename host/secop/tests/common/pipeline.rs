@@ -21,25 +21,40 @@ pub fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// `secop render -o json <extra> -f <file>`, parsed.
+pub fn render_file(file: &Path, extra: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_secop"))
+        .args(["render", "-o", "json"])
+        .args(extra)
+        .arg("-f")
+        .arg(file)
+        .env("SECOP_CACHE_DIR", Path::new(env!("CARGO_TARGET_TMPDIR")).join("secop-datapath-cache"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "render {}: {}", file.display(), String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// `secop render -o json` of `agent`; the collector configs by ConfigMap name.
 pub fn render_collector_configs(agent: &Value, dir: &Path) -> BTreeMap<String, String> {
     let file = dir.join("agent.yaml");
     std::fs::write(&file, serde_yaml::to_string(agent).unwrap()).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_secop"))
-        .args(["render", "-o", "json", "-f"])
-        .arg(&file)
-        .env("SECOP_CACHE_DIR", Path::new(env!("CARGO_TARGET_TMPDIR")).join("secop-datapath-cache"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "render: {}", String::from_utf8_lossy(&out.stderr));
-    let rendered: Value = serde_json::from_slice(&out.stdout).unwrap();
-    rendered["objects"]
+    render_file(&file, &[])["objects"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|o| o["kind"] == "ConfigMap" && o["metadata"]["name"].as_str().unwrap().starts_with("otel-"))
         .map(|o| (o["metadata"]["name"].as_str().unwrap().to_string(), o["data"]["config.yaml"].as_str().unwrap().to_string()))
         .collect()
+}
+
+/// `_count` of `query`, 0 while the index cannot answer yet (a
+/// just-created index answers 503 until its shard has started).
+pub async fn count_or_zero(es: &secop_elastic::Elastic, index: &str, query: &Value) -> u64 {
+    match es.ok(secop_elastic::Method::POST, &format!("{index}/_count?ignore_unavailable=true"), Some(&json!({ "query": query }))).await {
+        Ok(answer) => answer["count"].as_u64().unwrap_or(0),
+        Err(_) => 0,
+    }
 }
 
 pub fn sample(path: &str) -> Value {
