@@ -19,7 +19,7 @@ const BUILTIN: &[(&str, &str, &str)] = &[
     ("trivy", "feature-trivy", "feature_trivy"),
 ];
 /// Built for the sandbox tests, never embedded.
-const TEST_ONLY: &[&str] = &["feature-hostile"];
+const TEST_ONLY: &[&str] = &["feature-hostile", "feature-falco-next", "feature-falco-broken"];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());

@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 
 mod cluster;
 mod datapath;
+mod pyfeature;
 
 const USAGE: &str = "\
 usage: cargo xtask <task>
@@ -22,6 +23,7 @@ tasks:
   chart            regenerate the Helm chart's CRD and feature RBAC rules
   golden           rewrite test/fixtures/golden/ from the current render
   build-features   build the feature components (target/wasm-features/wasm32-wasip2/wasm)
+  build-py-feature build the Python sample feature (features-wasm/kube_bench) with componentize-py; prints its path
   servers          build or fetch every test server (control plane, helm, collector, Elasticsearch)
   cluster build    build etcd, kube-apiserver/-controller-manager/-scheduler and kwok (cached)
   cluster up       start the test control plane on loopback with 3 kwok nodes
@@ -88,6 +90,8 @@ fn main() -> Result<()> {
         Some("test") => {
             let mut cmd = cargo();
             cmd.args(["test", "--workspace", "--locked", "--no-fail-fast"]).args(&args[1..]);
+            // The Python sample feature, for host/secop/tests/python_feature.rs.
+            cmd.env("SECOP_PY_FEATURE", pyfeature::build(&root())?);
             with_test_servers(cmd)
         }
         Some("ctem-report") => {
@@ -183,10 +187,14 @@ fn main() -> Result<()> {
             let mut cmd = cargo();
             cmd.args(["build", "--locked", "--profile", "wasm", "--target", "wasm32-wasip2", "--lib"])
                 .env("CARGO_TARGET_DIR", root().join("target/wasm-features"));
-            for package in ["feature-otel-pipeline", "feature-falco", "feature-tetragon", "feature-osquery", "feature-trivy", "feature-hostile"] {
+            for package in ["feature-otel-pipeline", "feature-falco", "feature-tetragon", "feature-osquery", "feature-trivy", "feature-hostile", "feature-falco-next", "feature-falco-broken"] {
                 cmd.args(["-p", package]);
             }
             run(cmd)
+        }
+        Some("build-py-feature") => {
+            println!("{}", pyfeature::build(&root())?.display());
+            Ok(())
         }
         Some("servers") => {
             // Build/fetch every test server without starting anything.

@@ -289,6 +289,11 @@ pub struct FeatureStatus {
     /// sha256 of the module in use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub module_digest: Option<String>,
+    /// The reference the module in use was fetched by; absent for the
+    /// built-in module. After a rollback this is the last good module,
+    /// not the one the spec asks for (see the Degraded condition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module_image: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }

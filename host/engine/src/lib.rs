@@ -146,6 +146,9 @@ pub enum FeatureError {
     Conflict { object: String, other: String },
     #[error("a second collector (the first is feature `{other}`)")]
     SecondCollector { other: String },
+    /// The module the spec names could not be used (fetch, digest, load).
+    #[error("{message}")]
+    Module { reason: &'static str, message: String },
 }
 
 impl FeatureError {
@@ -159,6 +162,7 @@ impl FeatureError {
             FeatureError::Rejected(_) => "ObjectRejected",
             FeatureError::Conflict { .. } => "ObjectConflict",
             FeatureError::SecondCollector { .. } => "SecondCollector",
+            FeatureError::Module { reason, .. } => reason,
         }
     }
 }
@@ -233,6 +237,10 @@ pub struct RenderOptions {
     /// (the operator: nothing applied is lost to a bad config or module).
     /// The feature still reports its error.
     pub keep_last_good: bool,
+    /// Per-agent modules (from `features[].module`), in place of the
+    /// registry's entry of the same name; an `Err` fails that feature
+    /// with the reason instead of silently running the built-in module.
+    pub modules: BTreeMap<String, Result<Entry, FeatureError>>,
 }
 
 impl Default for RenderOptions {
@@ -242,6 +250,7 @@ impl Default for RenderOptions {
             cluster: Arc::new(secop_runtime::NoCluster),
             memoize: true,
             keep_last_good: false,
+            modules: BTreeMap::new(),
         }
     }
 }
@@ -335,9 +344,22 @@ fn memo_key(entry: &Entry, limits: Limits, config: &str, ctx: &m::Context) -> St
     )
 }
 
+/// The entry a feature runs: the agent's own module, else the registry's.
+fn entry_for<'a>(registry: &'a Registry, options: &'a RenderOptions, name: &str) -> Result<Option<&'a Entry>, &'a FeatureError> {
+    match options.modules.get(name) {
+        Some(Ok(entry)) => Ok(Some(entry)),
+        Some(Err(e)) => Err(e),
+        None => Ok(registry.get(name)),
+    }
+}
+
 /// Compute the desired state of `agent`. Spec-level errors (bad overrides)
 /// fail the whole render: nothing may be half-applied. Feature errors are
 /// reported per feature.
+///
+/// Feature calls are synchronous, and so is WASI in the sandbox: inside a
+/// tokio runtime call this (and [`assess`]) from a blocking thread
+/// (`spawn_blocking`), never from an async task.
 pub fn render(registry: &Registry, agent: &SecurityAgent, options: &RenderOptions) -> Result<Rendered, SpecError> {
     secop_api::validate(&agent.spec)?;
     let ctx = context(agent, options);
@@ -346,18 +368,21 @@ pub fn render(registry: &Registry, agent: &SecurityAgent, options: &RenderOption
         .spec
         .features
         .iter()
-        .map(|f| FeatureReport {
-            name: f.name.clone(),
-            enabled: f.enabled,
-            priority: registry.get(&f.name).map_or(u32::MAX, |e| e.metadata().priority),
-            module_digest: registry.get(&f.name).and_then(|e| e.digest().map(str::to_string)),
-            diagnostics: vec![],
-            error: None,
-            receiver: None,
-            objects: vec![],
-            call_time: Duration::ZERO,
-            condition_type: registry.get(&f.name).map_or_else(|| format!("{}Ready", f.name), |e| e.metadata().condition_type.clone()),
-            stale: false,
+        .map(|f| {
+            let entry = entry_for(registry, options, &f.name).ok().flatten();
+            FeatureReport {
+                name: f.name.clone(),
+                enabled: f.enabled,
+                priority: entry.map_or(u32::MAX, |e| e.metadata().priority),
+                module_digest: entry.and_then(|e| e.digest().map(str::to_string)),
+                diagnostics: vec![],
+                error: None,
+                receiver: None,
+                objects: vec![],
+                call_time: Duration::ZERO,
+                condition_type: entry.map_or_else(|| format!("{}Ready", f.name), |e| e.metadata().condition_type.clone()),
+                stale: false,
+            }
         })
         .collect();
 
@@ -369,10 +394,22 @@ pub fn render(registry: &Registry, agent: &SecurityAgent, options: &RenderOption
     let mut outputs: Vec<(usize, Output, String)> = vec![];
     for i in order {
         let spec = &agent.spec.features[i];
-        let Some(entry) = registry.get(&spec.name) else {
-            let available = registry.names().collect::<Vec<_>>().join(", ");
-            reports[i].error = Some(FeatureError::Unknown { available });
-            continue;
+        let entry = match entry_for(registry, options, &spec.name) {
+            Ok(Some(entry)) => entry,
+            Ok(None) => {
+                let available = registry.names().collect::<Vec<_>>().join(", ");
+                reports[i].error = Some(FeatureError::Unknown { available });
+                continue;
+            }
+            Err(module_error) => {
+                reports[i].error = Some(module_error.clone());
+                if let Some(last) = stand_in(registry, options, &agent_id, &spec.name) {
+                    reports[i].stale = true;
+                    reports[i].receiver = last.receiver.clone();
+                    outputs.push((i, (*last).clone(), String::new()));
+                }
+                continue;
+            }
         };
         let config = spec.config.as_ref().map_or_else(|| "{}".to_string(), Value::to_string);
         let limits = limits_of(spec);
@@ -397,12 +434,11 @@ pub fn render(registry: &Registry, agent: &SecurityAgent, options: &RenderOption
             Err((diagnostics, error)) => {
                 reports[i].diagnostics = diagnostics;
                 reports[i].error = Some(error);
-                if options.keep_last_good
-                    && let Some(last) = registry.memo.last_good(&slot) {
-                        reports[i].stale = true;
-                        reports[i].receiver = last.receiver.clone();
-                        outputs.push((i, (*last).clone(), config));
-                    }
+                if let Some(last) = stand_in(registry, options, &agent_id, &spec.name) {
+                    reports[i].stale = true;
+                    reports[i].receiver = last.receiver.clone();
+                    outputs.push((i, (*last).clone(), config));
+                }
             }
         }
     }
@@ -485,7 +521,7 @@ pub fn render(registry: &Registry, agent: &SecurityAgent, options: &RenderOption
         if !report.stale {
         live.push(LiveFeature {
             name: report.name.clone(),
-            entry: registry.get(&report.name).expect("entry exists").clone(),
+            entry: entry_for(registry, options, &report.name).ok().flatten().expect("a rendered feature has an entry").clone(),
             limits: limits_of(spec),
             config,
             ctx: ctx.clone(),
@@ -535,6 +571,12 @@ pub fn render(registry: &Registry, agent: &SecurityAgent, options: &RenderOption
     warnings.extend(overrides::apply(agent.spec.overrides.as_ref(), &mut objects)?);
 
     Ok(Rendered { objects, owners, features: reports, warnings, live })
+}
+
+/// With `keep_last_good`, the last good output of a failed feature, to
+/// stand in for it: its objects stay applied while it reports its error.
+fn stand_in(registry: &Registry, options: &RenderOptions, agent_id: &str, name: &str) -> Option<Arc<Output>> {
+    options.keep_last_good.then(|| registry.memo.last_good(&(agent_id.to_string(), name.to_string()))).flatten()
 }
 
 /// A fresh instance of a registry entry.

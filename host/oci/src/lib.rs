@@ -92,6 +92,13 @@ impl Credentials {
     }
 }
 
+/// The registry host of an image reference (`docker.io` for bare names),
+/// the key to look up in a `.dockerconfigjson`.
+pub fn registry_of(image: &str) -> Result<String, String> {
+    let reference: Reference = image.parse().map_err(|e: oci_client::ParseError| format!("`{image}` is not a valid image reference: {e}"))?;
+    Ok(reference.registry().to_string())
+}
+
 /// What to fetch, for which feature.
 #[derive(Debug, Clone)]
 pub struct Source {

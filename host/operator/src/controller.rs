@@ -25,6 +25,7 @@ use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
 use crate::metrics::{FeatureErrorLabel, FeatureLabel, Metrics};
+use crate::modules::{ModuleRender, Modules};
 use crate::resources::{self, Kinds};
 use crate::status;
 
@@ -36,6 +37,12 @@ const RESYNC: Duration = Duration::from_secs(300);
 pub struct Context {
     pub client: Client,
     pub registry: Arc<Registry>,
+    /// Modules named in `features[].module`, and the last good ones.
+    pub modules: Modules,
+    /// How often an agent is re-resolved while it pulls a module with
+    /// `Always` or runs a degraded module (a moved tag or a recovered
+    /// registry is noticed within this time).
+    pub module_poll: Duration,
     pub kinds: Kinds,
     pub metrics: Metrics,
     pub recorder: Recorder,
@@ -85,6 +92,7 @@ async fn finalize(agent: &SecurityAgent, api: &Api<SecurityAgent>, ctx: &Context
         kinds.insert(resources::kind_id(api_version, kind));
     }
     let deleted = resources::delete_cluster_scoped(&ctx.client, &ctx.kinds, &agent.name_any(), namespace, &kinds).await?;
+    ctx.modules.forget(agent);
     ctx.metrics.objects_pruned.inc_by(deleted as u64);
     let remaining: Vec<&String> = agent.finalizers().iter().filter(|f| *f != FINALIZER).collect();
     api.patch(&agent.name_any(), &PatchParams::default(), &Patch::Merge(json!({ "metadata": { "finalizers": remaining } }))).await?;
@@ -106,9 +114,18 @@ async fn reconcile_agent(agent: Arc<SecurityAgent>, ctx: Arc<Context>) -> Result
         api.patch(&name, &PatchParams::default(), &Patch::Merge(json!({ "metadata": { "finalizers": finalizers } }))).await?;
     }
 
-    // CR → features → desired state → overrides.
+    // CR → features (their modules, fetched and loaded) → desired state →
+    // overrides; a failing new module is rolled back to the last good one.
+    let resolutions = ctx.modules.resolve(&ctx.client, &agent).await;
     let options = RenderOptions { operator_image: ctx.operator_image.clone(), memoize: true, keep_last_good: true, ..Default::default() };
-    let rendered = match secop_engine::render(&ctx.registry, &agent, &options) {
+    // Feature calls run on a blocking thread: WASI's synchronous streams
+    // (a module writing to stderr, e.g. a panic message) block on the
+    // tokio runtime, which must not happen on an async worker.
+    let render = {
+        let (ctx, agent) = (ctx.clone(), agent.clone());
+        tokio::task::spawn_blocking(move || ctx.modules.render(&ctx.registry, &agent, options, resolutions)).await.map_err(Error::task)?
+    };
+    let ModuleRender { rendered, in_use, notes } = match render {
         Ok(r) => r,
         Err(spec_error) => {
             let message = spec_error.to_string();
@@ -148,9 +165,17 @@ async fn reconcile_agent(agent: Arc<SecurityAgent>, ctx: Arc<Context>) -> Result
     }
 
     // Assess against the live state, then status.
-    let assessed = secop_engine::assess(&ctx.registry, &rendered.live, Arc::new(Snapshot::new(&sync.live)));
+    let (rendered, assessed) = {
+        let (ctx, snapshot) = (ctx.clone(), Arc::new(Snapshot::new(&sync.live)));
+        tokio::task::spawn_blocking(move || {
+            let assessed = secop_engine::assess(&ctx.registry, &rendered.live, snapshot);
+            (rendered, assessed)
+        })
+        .await
+        .map_err(Error::task)?
+    };
     let previous = agent.status.clone().unwrap_or_default();
-    let status = status::desired(&agent, &rendered, &assessed, &sync.kinds);
+    let status = status::desired(&agent, &rendered, &in_use, &notes, &assessed, &sync.kinds);
     for report in rendered.failed() {
         let message = status.features.get(&report.name).and_then(|f| f.message.clone()).unwrap_or_default();
         if previous.features.get(&report.name).and_then(|f| f.message.clone()).unwrap_or_default() != message {
@@ -158,8 +183,14 @@ async fn reconcile_agent(agent: Arc<SecurityAgent>, ctx: Arc<Context>) -> Result
             publish(&ctx, &agent, EventType::Warning, "FeatureFailed", "Render", message).await;
         }
     }
+    let previous_notes = previous.conditions.iter().find(|c| c.type_ == status::DEGRADED && c.status == "True").map(|c| c.message.clone());
+    for note in notes.iter().filter(|n| previous_notes.as_deref().is_none_or(|p| !p.contains(&n.message))) {
+        tracing::warn!(agent = %name, feature = %note.feature, reason = %note.reason, "{}", note.message);
+        publish(&ctx, &agent, EventType::Warning, &note.reason, "ResolveModule", note.message.clone()).await;
+    }
     status::write(&api, &agent, status).await?;
-    Ok(Action::requeue(RESYNC))
+    let pulls_always = agent.spec.features.iter().any(|f| f.module.as_ref().is_some_and(|m| m.pull_policy == Some(secop_api::PullPolicy::Always)));
+    Ok(Action::requeue(if pulls_always || !notes.is_empty() { ctx.module_poll } else { RESYNC }))
 }
 
 async fn reconcile(agent: Arc<SecurityAgent>, ctx: Arc<Context>) -> Result<Action> {

@@ -17,6 +17,10 @@ pub enum Error {
     MissingNamespace,
     #[error("{0}")]
     Serialization(#[from] serde_json::Error),
+    /// The blocking task of the feature calls panicked or was cancelled
+    /// (a host bug; the sandbox turns module faults into feature errors).
+    #[error("feature calls task failed: {0}")]
+    Task(String),
 }
 
 impl Error {
@@ -29,7 +33,14 @@ impl Error {
             Error::CrdNotEstablished { .. } => "crd_not_established",
             Error::MissingNamespace => "missing_namespace",
             Error::Serialization(_) => "serialization",
+            Error::Task(_) => "task",
         }
+    }
+}
+
+impl Error {
+    pub fn task(e: tokio::task::JoinError) -> Self {
+        Error::Task(e.to_string())
     }
 }
 

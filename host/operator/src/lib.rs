@@ -8,6 +8,7 @@ pub mod controller;
 pub mod error;
 pub mod leader;
 pub mod metrics;
+pub mod modules;
 pub mod resources;
 pub mod server;
 pub mod status;
@@ -32,6 +33,10 @@ pub struct Options {
     pub namespace: Option<String>,
     pub metrics_addr: SocketAddr,
     pub cache_dir: Option<PathBuf>,
+    /// Registries (`host:port`) reached over plain HTTP (loopback tests).
+    pub plain_http_registries: Vec<String>,
+    /// Re-resolve agents that pull `Always` (or are degraded) this often.
+    pub module_poll: Duration,
     /// Leader election: (lease namespace, identity); None = run at once.
     pub leader_election: Option<(String, String)>,
     pub identity: String,
@@ -44,6 +49,10 @@ pub async fn run(options: Options) -> std::result::Result<(), String> {
     let server = tokio::spawn(server::serve(options.metrics_addr, metrics.clone(), ready.clone()));
 
     let runtime = Arc::new(Runtime::new(options.cache_dir.clone())?);
+    // Fetched components live beside the precompiled ones (both by
+    // digest); without a cache directory, in a directory of this process.
+    let module_cache = options.cache_dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("secop-modules-{}", std::process::id()))).join("oci");
+    let modules = modules::Modules::new(runtime.clone(), module_cache, options.plain_http_registries.clone());
     let registry = Registry::with_builtins(runtime).map_err(|e| format!("built-in feature `{}`: {}", e.feature, e.error))?;
     let client = Client::try_default().await.map_err(|e| format!("connecting to the API server: {e}"))?;
     client.apiserver_version().await.map_err(|e| format!("reaching the API server: {e}"))?;
@@ -69,6 +78,8 @@ pub async fn run(options: Options) -> std::result::Result<(), String> {
         recorder: Recorder::new(client.clone(), controller::reporter(&options.identity)),
         client,
         registry: Arc::new(registry),
+        modules,
+        module_poll: options.module_poll,
         kinds: resources::Kinds::default(),
         metrics,
         operator_image: options.operator_image,

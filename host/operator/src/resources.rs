@@ -176,6 +176,19 @@ async fn wait_established(client: &Client, kinds: &Kinds, name: &str) -> Result<
     Err(Error::CrdNotEstablished { name: name.to_string(), seconds: 30 })
 }
 
+/// The hash of an object as the operator last applied it. The subset test
+/// sees drift in what is desired, but not a field the desired state no
+/// longer has (an annotation, env var or rule a new module dropped); with
+/// the hash, such an object differs and is applied, and server-side apply
+/// removes the fields this manager stopped sending.
+pub const APPLIED_HASH_ANNOTATION: &str = "security.example.io/applied-hash";
+
+fn stamp_applied_hash(object: &mut Value) {
+    use sha2::Digest as _;
+    let hash = hex::encode(sha2::Sha256::digest(object.to_string().as_bytes()));
+    object["metadata"]["annotations"][APPLIED_HASH_ANNOTATION] = json!(&hash[..16]);
+}
+
 /// Apply `desired` (in apply order) and prune what is live but no longer
 /// desired, except the objects of `keep_features` (features that failed
 /// this time: their last applied objects stay).
@@ -200,6 +213,7 @@ pub async fn sync(
         if key.namespace.is_some() {
             object["metadata"]["ownerReferences"] = json!([owner_reference]);
         }
+        stamp_applied_hash(&mut object);
         let current = live.get(key);
         if current.is_some_and(|l| is_subset(&object, l)) {
             continue;

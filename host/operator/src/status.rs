@@ -15,9 +15,14 @@ use secop_feature_sdk::model as m;
 use serde_json::json;
 
 use crate::error::Result;
+use crate::modules::{InUse, ModuleNote};
 
 pub const STATUS_MANAGER: &str = "security-operator-status";
 pub const READY: &str = "Ready";
+/// True while a feature runs another module than its spec asks for
+/// (rolled back, or unavailable), or from the cache because the registry
+/// is unreachable.
+pub const DEGRADED: &str = "Degraded";
 
 /// Keep a condition's lastTransitionTime while its status is unchanged.
 fn condition(previous: &[Condition], type_: &str, status: &str, reason: &str, message: &str, generation: Option<i64>) -> Condition {
@@ -46,6 +51,8 @@ pub fn inventory(agent: &SecurityAgent) -> BTreeSet<String> {
 pub fn desired(
     agent: &SecurityAgent,
     rendered: &Rendered,
+    modules: &BTreeMap<String, InUse>,
+    notes: &[ModuleNote],
     assessed: &[(String, m::Condition)],
     applied_kinds: &BTreeSet<String>,
 ) -> SecurityAgentStatus {
@@ -55,7 +62,12 @@ pub fn desired(
     let mut features = BTreeMap::new();
     let (mut enabled, mut ready) = (0, 0);
     for report in &rendered.features {
-        let mut status = FeatureStatus { enabled: report.enabled, module_digest: report.module_digest.clone(), message: None };
+        let mut status = FeatureStatus {
+            enabled: report.enabled,
+            module_digest: report.module_digest.clone(),
+            module_image: modules.get(&report.name).and_then(|m| m.image.clone()),
+            message: None,
+        };
         if report.enabled {
             enabled += 1;
             let (state, reason, message) = match (&report.error, assessed.iter().find(|(n, _)| n == &report.name)) {
@@ -69,7 +81,10 @@ pub fn desired(
             if state == "True" {
                 ready += 1;
             }
-            status.message = Some(message.clone()).filter(|m| !m.is_empty());
+            // A rollback note says more than the (healthy) assessment of
+            // the module that stands in.
+            let note = notes.iter().find(|n| n.feature == report.name).map(|n| n.message.clone());
+            status.message = note.or_else(|| Some(message.clone())).filter(|m| !m.is_empty());
             conditions.push(condition(&previous, &report.condition_type, &state, &reason, &message, generation));
         }
         features.insert(report.name.clone(), status);
@@ -82,6 +97,14 @@ pub fn desired(
         ("False", "FeaturesNotReady", format!("{ready}/{enabled} features ready; not ready: {}", not_ready.join(", ")))
     };
     conditions.insert(0, condition(&previous, READY, state, reason, &message, generation));
+    let degraded = match notes.first() {
+        Some(first) => {
+            let message = notes.iter().map(|n| n.message.as_str()).collect::<Vec<_>>().join("; ");
+            condition(&previous, DEGRADED, "True", &first.reason, &message, generation)
+        }
+        None => condition(&previous, DEGRADED, "False", "ModulesAsSpecified", "every feature runs the module its spec names", generation),
+    };
+    conditions.insert(1, degraded);
     SecurityAgentStatus {
         observed_generation: generation,
         conditions,

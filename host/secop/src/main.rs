@@ -81,6 +81,12 @@ enum Command {
         /// Log lines as JSON (default) or text.
         #[arg(long, value_enum, default_value_t = LogFormat::Json)]
         log_format: LogFormat,
+        /// A module registry (`host:port`) reached over plain HTTP (repeatable; loopback registries only).
+        #[arg(long = "plain-http", value_name = "HOST:PORT")]
+        plain_http: Vec<String>,
+        /// Seconds between re-resolving agents whose modules pull `Always` (moved tags) or are degraded.
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+        module_poll_seconds: u64,
     },
     /// Install the index templates of the CTEM indices in Elasticsearch,
     /// idempotently (the gateway collector's init container runs this).
@@ -144,7 +150,7 @@ fn cache_dir(cli: &Cli) -> Option<PathBuf> {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match &cli.command {
-        Command::Run { namespace, metrics_addr, leader_elect, lease_namespace, identity, operator_image, .. } => {
+        Command::Run { namespace, metrics_addr, leader_elect, lease_namespace, identity, operator_image, plain_http, module_poll_seconds, .. } => {
             let identity = identity.clone().unwrap_or_else(|| {
                 std::env::var("HOSTNAME").unwrap_or_else(|_| format!("secop-{}", std::process::id()))
             });
@@ -153,6 +159,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 namespace: namespace.clone(),
                 metrics_addr: *metrics_addr,
                 cache_dir: cache_dir(&cli),
+                plain_http_registries: plain_http.clone(),
+                module_poll: std::time::Duration::from_secs(*module_poll_seconds),
                 leader_election: leader_elect.then(|| (lease_namespace.clone(), identity.clone())),
                 identity,
             };

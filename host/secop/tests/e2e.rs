@@ -537,3 +537,186 @@ async fn two_replicas_elect_one_leader_and_fail_over() {
     .await;
     b.kill();
 }
+
+/// A feature component as the build of secop-builtin leaves it (the
+/// built-ins and the test modules falco_next / falco_broken).
+fn component(stem: &str) -> PathBuf {
+    let path = repo(&format!("target/wasm-features/wasm32-wasip2/wasm/{stem}.wasm"));
+    assert!(path.is_file(), "{} missing: the build of secop-builtin writes it", path.display());
+    path
+}
+
+fn sha256_of(path: &Path) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+/// `secop feature push`, the author's tool, into the loopback registry.
+fn push(file: &Path, image: &str, registry: &str) {
+    let out = Command::new(env!("CARGO_BIN_EXE_secop"))
+        .args(["feature", "push", file.to_str().unwrap(), image, "--plain-http", registry])
+        .env("SECOP_CACHE_DIR", Path::new(env!("CARGO_TARGET_TMPDIR")).join("secop-e2e-push-cache"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "push {image}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Falco from `module`, and the Python kube_bench feature from the
+/// registry (`kube_bench`): the agent of the module tests.
+fn falco_agent(namespace: &str, module: Value, config: Value, kube_bench: &str) -> Value {
+    json!({
+        "apiVersion": "security.example.io/v1alpha1",
+        "kind": "SecurityAgent",
+        "metadata": { "name": "modules", "namespace": namespace },
+        "spec": { "features": [
+            { "name": "falco", "module": module, "config": config },
+            { "name": "kube_bench", "module": { "image": kube_bench }, "config": { "schedule": "30 4 * * *" } },
+        ] },
+    })
+}
+
+/// The falco DaemonSet's (module-version annotation, first container image, uid).
+async fn falco_daemonset(client: &Client, namespace: &str) -> Result<(Option<String>, String, String), String> {
+    let ds = Api::<DaemonSet>::namespaced(client.clone(), namespace).get("falco").await.map_err(|e| e.to_string())?;
+    let template = ds.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
+    let version = template.metadata.and_then(|m| m.annotations).and_then(|a| a.get("security.example.io/module-version").cloned());
+    let image = template.spec.and_then(|s| s.containers.first().and_then(|c| c.image.clone())).unwrap_or_default();
+    Ok((version, image, ds.metadata.uid.unwrap_or_default()))
+}
+
+/// `status.features.falco`: (moduleImage, moduleDigest).
+fn falco_module(agent: &SecurityAgent) -> (Option<String>, Option<String>) {
+    let status = agent.status.as_ref().and_then(|s| s.features.get("falco"));
+    (status.and_then(|f| f.module_image.clone()), status.and_then(|f| f.module_digest.clone()))
+}
+
+/// Wait until Degraded has `status` and `reason` for the current
+/// generation; returns its message.
+async fn wait_degraded(client: &Client, namespace: &str, status: &str, reason: &str) -> String {
+    let degraded = || async {
+        let agent = agent_status(client, namespace, "modules").await?;
+        let observed = agent.status.as_ref().and_then(|s| s.observed_generation) == agent.metadata.generation;
+        let degraded = agent.status.and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Degraded"));
+        Ok::<_, String>(degraded.filter(|c| observed && c.status == status && c.reason == reason))
+    };
+    wait_for(&format!("Degraded={status} ({reason})"), Duration::from_secs(60), || async { Ok(degraded().await?.is_some()) }).await;
+    degraded().await.unwrap().expect("stays until the next spec change").message
+}
+
+/// Issue #5 end to end on a real registry and a real control plane:
+/// falco 0.1.0 → 0.2.0 swapped in the running operator; a digest mismatch
+/// and a module that traps in configure are rolled back with nothing
+/// deleted; a moved tag is picked up under `Always`; and a restarted
+/// operator reconciles from its cache while the registry is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feature_modules_hot_swap_and_roll_back_on_a_real_registry() {
+    let Some(env) = env() else { return };
+    let registry_bin = std::env::var_os("SECOP_REGISTRY_BIN").map(PathBuf::from).expect("SECOP_REGISTRY_BIN (set by `cargo xtask test`)");
+    let python = std::env::var_os("SECOP_PY_FEATURE").map(PathBuf::from).expect("SECOP_PY_FEATURE (set by `cargo xtask test`)");
+    let _serial = SERIAL.lock().await;
+    let client = client(&env.kubeconfig).await;
+    install_crd(&client).await;
+    let run = format!("{}-{}", std::process::id(), Instant::now().elapsed().as_nanos() % 1000);
+    let ns = &format!("e2e-modules-{run}");
+    create_namespace(&client, ns).await;
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("modules-{run}"));
+    let mut registry = secop_test_harness::Registry::start(&registry_bin, &dir.join("registry"), secop_test_harness::free_port()).unwrap();
+    let host = registry.host();
+    // A repository of this run: the operator's cache outlives runs.
+    let repository = format!("{host}/features/falco-{}", std::process::id());
+    let (v1, v2, v3) = (component("feature_falco"), component("feature_falco_next"), component("feature_falco_broken"));
+    for (file, tag) in [(&v1, "0.1.0"), (&v2, "0.2.0"), (&v3, "0.3.0"), (&v1, "stable")] {
+        push(file, &format!("{repository}:{tag}"), &host);
+    }
+    let kube_bench = &format!("{host}/features/kube-bench-{}:0.1.0", std::process::id());
+    push(&python, kube_bench, &host);
+    let operator_args = ["--plain-http", host.as_str(), "--module-poll-seconds", "2"];
+    let mut operator = Operator::start_with(&env, ns, &operator_args);
+    let default_config = json!({});
+
+    // 0.1.0 deploys: the built-in falco's objects, its digest in status.
+    apply_agent(&client, ns, &falco_agent(ns, json!({ "image": format!("{repository}:0.1.0") }), default_config.clone(), kube_bench)).await;
+    wait_ready(&client, ns, "modules", Duration::from_secs(180)).await;
+    let agent = agent_status(&client, ns, "modules").await.unwrap();
+    assert_eq!(falco_module(&agent), (Some(format!("{repository}:0.1.0")), Some(sha256_of(&v1))));
+    assert_eq!(condition(&agent, "Degraded").map(|c| c.0), Some("False".into()));
+    let (version, _, uid) = falco_daemonset(&client, ns).await.unwrap();
+    assert_eq!(version, None, "0.1.0 does not annotate its version");
+    // The feature written in Python deploys like the Rust ones.
+    let kube_bench_status = agent.status.as_ref().unwrap().features["kube_bench"].clone();
+    assert_eq!(kube_bench_status.module_digest, Some(sha256_of(&python)));
+    assert_eq!(condition(&agent, "KubeBenchReady").map(|c| c.0), Some("True".into()));
+    let cronjob = Api::<k8s_openapi::api::batch::v1::CronJob>::namespaced(client.clone(), ns).get("kube-bench").await.unwrap();
+    assert_eq!(cronjob.spec.unwrap().schedule, "30 4 * * *");
+    assert_eq!(cronjob.metadata.labels.unwrap()["security.example.io/feature"], "kube_bench");
+
+    // 0.2.0: swapped inside the same operator process, DaemonSet rolled.
+    let switched = Instant::now();
+    apply_agent(&client, ns, &falco_agent(ns, json!({ "image": format!("{repository}:0.2.0") }), default_config.clone(), kube_bench)).await;
+    wait_for("the DaemonSet of falco 0.2.0", Duration::from_secs(60), || async {
+        Ok(falco_daemonset(&client, ns).await?.0.as_deref() == Some("0.2.0"))
+    })
+    .await;
+    eprintln!("falco 0.1.0 → 0.2.0: DaemonSet updated {:.1?} after the reference changed", switched.elapsed());
+    assert!(operator.child.try_wait().unwrap().is_none(), "the operator kept running through the swap");
+    assert_eq!(falco_daemonset(&client, ns).await.unwrap().2, uid, "updated in place, not recreated");
+    wait_ready(&client, ns, "modules", Duration::from_secs(60)).await;
+    let agent = agent_status(&client, ns, "modules").await.unwrap();
+    assert_eq!(falco_module(&agent), (Some(format!("{repository}:0.2.0")), Some(sha256_of(&v2))));
+
+    // A wrong sha256 pin: refused, naming the module and both digests;
+    // 0.2.0 stays.
+    let wrong = sha256_of(&v1);
+    apply_agent(&client, ns, &falco_agent(ns, json!({ "image": format!("{repository}:0.3.0"), "sha256": wrong }), default_config.clone(), kube_bench)).await;
+    let message = wait_degraded(&client, ns, "True", "ModuleRolledBack").await;
+    for expected in ["falco", &format!("{repository}:0.3.0"), &wrong, &sha256_of(&v3), "DigestMismatch", &format!("rolled back to {repository}:0.2.0")] {
+        assert!(message.contains(expected), "`{expected}` not in: {message}");
+    }
+
+    // Broken 0.3.0 (traps in configure): 0.2.0's objects stay, Degraded says why.
+    apply_agent(&client, ns, &falco_agent(ns, json!({ "image": format!("{repository}:0.3.0") }), default_config.clone(), kube_bench)).await;
+    let message = wait_degraded(&client, ns, "True", "ModuleRolledBack").await;
+    for expected in ["falco", "Trap", "configure", &format!("rolled back to {repository}:0.2.0")] {
+        assert!(message.contains(expected), "`{expected}` not in: {message}");
+    }
+    let agent = agent_status(&client, ns, "modules").await.unwrap();
+    assert_eq!(falco_module(&agent), (Some(format!("{repository}:0.2.0")), Some(sha256_of(&v2))), "status names the module in use");
+    assert_eq!(condition(&agent, "FalcoReady").map(|c| c.0), Some("True".into()), "the rolled-back module is assessed");
+    let (version, _, still) = falco_daemonset(&client, ns).await.unwrap();
+    assert_eq!((version.as_deref(), still), (Some("0.2.0"), uid.clone()), "0.2.0's DaemonSet kept");
+
+    // `Always` notices a moved tag without a spec change.
+    let stable = json!({ "image": format!("{repository}:stable"), "pullPolicy": "Always" });
+    apply_agent(&client, ns, &falco_agent(ns, stable.clone(), default_config.clone(), kube_bench)).await;
+    wait_degraded(&client, ns, "False", "ModulesAsSpecified").await;
+    wait_for("falco from :stable (0.1.0)", Duration::from_secs(60), || async { Ok(falco_daemonset(&client, ns).await?.0.is_none()) }).await;
+    push(&v2, &format!("{repository}:stable"), &host);
+    let moved = Instant::now();
+    wait_for("the moved :stable tag (0.2.0)", Duration::from_secs(60), || async {
+        Ok(falco_daemonset(&client, ns).await?.0.as_deref() == Some("0.2.0"))
+    })
+    .await;
+    eprintln!(":stable moved to 0.2.0: DaemonSet updated {:.1?} after the push", moved.elapsed());
+
+    // Restarted with the registry stopped: reconciles from its cache (a
+    // config change is rendered with the cached module), and says so.
+    operator.kill();
+    registry.stop();
+    let mut operator = Operator::start_with(&env, ns, &operator_args);
+    let config = json!({ "image": "falcosecurity/falco:0.41.3-e2e" });
+    apply_agent(&client, ns, &falco_agent(ns, stable, config, kube_bench)).await;
+    let message = wait_degraded(&client, ns, "True", "RegistryUnavailable").await;
+    assert!(message.contains("registry unreachable") && message.contains(&sha256_of(&v2)), "{message}");
+    wait_for("the DaemonSet rendered from the cache", Duration::from_secs(60), || async {
+        let (version, image, _) = falco_daemonset(&client, ns).await?;
+        Ok(version.as_deref() == Some("0.2.0") && image == "falcosecurity/falco:0.41.3-e2e")
+    })
+    .await;
+
+    Api::<SecurityAgent>::namespaced(client.clone(), ns).delete("modules", &DeleteParams::default()).await.unwrap();
+    wait_for("the agent to be gone", Duration::from_secs(60), || async {
+        Ok(Api::<SecurityAgent>::namespaced(client.clone(), ns).get_opt("modules").await.map_err(|e| e.to_string())?.is_none())
+    })
+    .await;
+    operator.kill();
+}

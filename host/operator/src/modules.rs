@@ -1,0 +1,266 @@
+//! Feature modules named in `features[].module`, and the rollback that
+//! keeps a bad module from costing anything already applied.
+//!
+//! Per reconcile: [`Modules::resolve`] fetches every referenced module
+//! (secop-oci: pull policy, digest pins, on-disk cache, pull secret) and
+//! loads it (once per digest, in memory); [`Modules::render`] renders with
+//! them and, for each feature whose new module fails (fetch, load,
+//! configure, contribute), renders again with the module that last worked
+//! for that agent and feature. Modules are swapped in place: a changed
+//! reference, or a moved tag under `Always`, takes effect on the next
+//! reconcile without a restart.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::{Client, ResourceExt};
+use secop_api::{ModuleRef, PullPolicy, SecurityAgent, SpecError};
+use secop_engine::{Entry, FeatureError, Registry, RenderOptions, Rendered};
+use secop_oci::{Credentials, ModuleStore, Origin, Source};
+use secop_runtime::{Module, Runtime};
+
+/// The module a feature runs and where it came from.
+#[derive(Clone)]
+pub struct InUse {
+    /// The reference it was fetched by; None for the built-in module.
+    pub image: Option<String>,
+    pub entry: Entry,
+    /// Served from the cache because the registry could not be reached.
+    pub registry_unavailable: Option<String>,
+}
+
+impl InUse {
+    fn digest(&self) -> Option<&str> {
+        self.entry.digest()
+    }
+
+    /// `image (sha256:...)`, or `the built-in module (sha256:...)`.
+    fn describe(&self) -> String {
+        let digest = self.digest().map(|d| format!(" (sha256:{d})")).unwrap_or_default();
+        match &self.image {
+            Some(image) => format!("{image}{digest}"),
+            None => format!("the built-in module{digest}"),
+        }
+    }
+}
+
+/// Something the agent's status must say about modules: Degraded=True.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleNote {
+    pub feature: String,
+    pub reason: String,
+    pub message: String,
+}
+
+/// What one feature's module reference resolved to in this reconcile.
+pub struct Resolution {
+    feature: String,
+    image: String,
+    outcome: Result<InUse, FeatureError>,
+}
+
+/// The result of a render with per-agent modules.
+pub struct ModuleRender {
+    pub rendered: Rendered,
+    /// The module each rendered feature ran, by feature.
+    pub in_use: BTreeMap<String, InUse>,
+    pub notes: Vec<ModuleNote>,
+}
+
+pub struct Modules {
+    store: ModuleStore,
+    runtime: Arc<Runtime>,
+    /// Loaded modules by component sha256: compiling (or reading the
+    /// precompiled cache) and probing happen once per digest.
+    loaded: Mutex<HashMap<String, Module>>,
+    /// Per (agent, feature): the module of the last render without error.
+    last_good: Mutex<HashMap<(String, String), InUse>>,
+}
+
+fn module_error(reason: &'static str, message: String) -> FeatureError {
+    FeatureError::Module { reason, message }
+}
+
+impl Modules {
+    /// `cache`: where fetched components are kept by digest (next to the
+    /// precompiled cache); `plain_http`: loopback registries without TLS.
+    pub fn new(runtime: Arc<Runtime>, cache: PathBuf, plain_http: Vec<String>) -> Self {
+        Self { store: ModuleStore::new(cache, plain_http), runtime, loaded: Mutex::default(), last_good: Mutex::default() }
+    }
+
+    /// Fetch and load the module of every enabled feature that names one.
+    /// Never fails as a whole: each feature gets its own outcome.
+    pub async fn resolve(&self, client: &Client, agent: &SecurityAgent) -> Vec<Resolution> {
+        let namespace = agent.namespace().unwrap_or_default();
+        let mut resolutions = vec![];
+        for (index, feature) in agent.spec.features.iter().enumerate().filter(|(_, f)| f.enabled) {
+            let Some(module) = &feature.module else { continue };
+            let field = format!("spec.features[{index}].module");
+            let outcome = self.resolve_one(client, &namespace, &feature.name, &field, module).await;
+            resolutions.push(Resolution { feature: feature.name.clone(), image: module.image.clone(), outcome });
+        }
+        resolutions
+    }
+
+    async fn resolve_one(&self, client: &Client, namespace: &str, feature: &str, field: &str, module: &ModuleRef) -> Result<InUse, FeatureError> {
+        let credentials = match &module.pull_secret {
+            Some(secret) => pull_credentials(client, namespace, secret, &module.image)
+                .await
+                .map_err(|message| module_error("PullSecretError", format!("{field}.pullSecret: {message}")))?,
+            None => Credentials::Anonymous,
+        };
+        let source = Source {
+            feature: feature.to_string(),
+            image: module.image.clone(),
+            sha256: module.sha256.clone(),
+            pull_policy: match module.pull_policy {
+                Some(PullPolicy::Always) => secop_oci::PullPolicy::Always,
+                _ => secop_oci::PullPolicy::IfNotPresent,
+            },
+            credentials,
+        };
+        let fetched = self.store.fetch(&source).await.map_err(|e| module_error(e.reason(), e.to_string()))?;
+        let loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner()).get(&fetched.sha256).cloned();
+        let module = match loaded {
+            Some(module) => module,
+            None => {
+                // Compiling is CPU work for seconds: off the async workers.
+                let runtime = self.runtime.clone();
+                let (name, bytes) = (format!("{feature} ({})", module.image), fetched.bytes);
+                let module = tokio::task::spawn_blocking(move || runtime.load(&name, &bytes))
+                    .await
+                    .map_err(|e| module_error("LoadFailed", format!("loading the module of `{feature}`: {e}")))?
+                    .map_err(|e| module_error(load_reason(&e), e.to_string()))?;
+                self.loaded.lock().unwrap_or_else(|e| e.into_inner()).insert(fetched.sha256.clone(), module.clone());
+                module
+            }
+        };
+        if module.metadata.id != feature {
+            return Err(module_error(
+                "ModuleIdMismatch",
+                format!("{field}: {} (sha256:{}) is the module of feature `{}`, not `{feature}`", source.image, module.digest, module.metadata.id),
+            ));
+        }
+        let registry_unavailable = match fetched.origin {
+            Origin::CacheRegistryUnavailable { reason } => Some(reason),
+            Origin::Registry | Origin::Cache => None,
+        };
+        Ok(InUse { image: Some(source.image), entry: Entry::Wasm(module), registry_unavailable })
+    }
+
+    /// Render `agent` with its modules. A feature whose module failed (to
+    /// resolve, or in its calls) runs the module that last worked for it
+    /// instead, and a note says so; without one it fails with the cause
+    /// (its applied objects are kept by the caller).
+    pub fn render(&self, registry: &Registry, agent: &SecurityAgent, options: RenderOptions, resolutions: Vec<Resolution>) -> Result<ModuleRender, SpecError> {
+        let agent_id = format!("{}/{}", agent.namespace().unwrap_or_default(), agent.name_any());
+        let last_good = |feature: &str| self.last_good.lock().unwrap_or_else(|e| e.into_inner()).get(&(agent_id.clone(), feature.to_string())).cloned();
+        let mut options = options;
+        let mut in_use: BTreeMap<String, InUse> = BTreeMap::new();
+        let mut notes = vec![];
+        for feature in agent.spec.features.iter().filter(|f| f.enabled && f.module.is_none()) {
+            if let Some(entry) = registry.get(&feature.name) {
+                in_use.insert(feature.name.clone(), InUse { image: None, entry: entry.clone(), registry_unavailable: None });
+            }
+        }
+        for resolution in resolutions {
+            let (feature, image) = (resolution.feature, resolution.image);
+            match resolution.outcome {
+                Ok(module) => {
+                    if let Some(reason) = &module.registry_unavailable {
+                        notes.push(ModuleNote {
+                            feature: feature.clone(),
+                            reason: "RegistryUnavailable".into(),
+                            message: format!("feature `{feature}`: registry unreachable ({reason}); running the cached {}", module.describe()),
+                        });
+                    }
+                    options.modules.insert(feature.clone(), Ok(module.entry.clone()));
+                    in_use.insert(feature, module);
+                }
+                Err(error) => match last_good(&feature) {
+                    Some(good) => {
+                        notes.push(rolled_back(&feature, &image, &error, &good));
+                        options.modules.insert(feature.clone(), Ok(good.entry.clone()));
+                        in_use.insert(feature, good);
+                    }
+                    None => {
+                        notes.push(ModuleNote { feature: feature.clone(), reason: error.reason().into(), message: format!("feature `{feature}`: {error}") });
+                        options.modules.insert(feature, Err(error));
+                    }
+                },
+            }
+        }
+
+        let mut rendered = secop_engine::render(registry, agent, &options)?;
+        // A new module that fails in its calls: back to the last good one.
+        let mut retry = false;
+        for report in rendered.failed() {
+            let Some(error) = &report.error else { continue };
+            let (Some(current), Some(good)) = (in_use.get(&report.name), last_good(&report.name)) else { continue };
+            if matches!(error, FeatureError::Module { .. }) || current.digest() == good.digest() {
+                continue;
+            }
+            notes.push(rolled_back(&report.name, &current.describe(), error, &good));
+            options.modules.insert(report.name.clone(), Ok(good.entry.clone()));
+            in_use.insert(report.name.clone(), good);
+            retry = true;
+        }
+        if retry {
+            rendered = secop_engine::render(registry, agent, &options)?;
+        }
+
+        let mut remembered = self.last_good.lock().unwrap_or_else(|e| e.into_inner());
+        for report in rendered.features.iter().filter(|r| r.enabled && r.error.is_none()) {
+            if let Some(module) = in_use.get(&report.name) {
+                remembered.insert((agent_id.clone(), report.name.clone()), module.clone());
+            }
+        }
+        in_use.retain(|name, _| rendered.features.iter().any(|r| &r.name == name));
+        Ok(ModuleRender { rendered, in_use, notes })
+    }
+
+    /// Forget an agent's last good modules (it was deleted).
+    pub fn forget(&self, agent: &SecurityAgent) {
+        let agent_id = format!("{}/{}", agent.namespace().unwrap_or_default(), agent.name_any());
+        self.last_good.lock().unwrap_or_else(|e| e.into_inner()).retain(|(agent, _), _| agent != &agent_id);
+    }
+}
+
+/// The note of a rollback: the failed module, why, and what runs instead.
+fn rolled_back(feature: &str, failed: &str, error: &FeatureError, good: &InUse) -> ModuleNote {
+    ModuleNote {
+        feature: feature.to_string(),
+        reason: "ModuleRolledBack".into(),
+        message: format!("feature `{feature}`: module {failed} failed ({}: {error}); rolled back to {}", error.reason(), good.describe()),
+    }
+}
+
+fn load_reason(error: &secop_runtime::LoadError) -> &'static str {
+    use secop_runtime::LoadError as L;
+    match error {
+        L::NotWasm { .. } => "NotWasm",
+        L::NotAComponent { .. } => "NotAComponent",
+        L::Compile { .. } => "CompileFailed",
+        L::Contract { .. } => "ContractMismatch",
+        L::IncompatibleContract { .. } => "IncompatibleContract",
+        L::Call { source, .. } => source.reason(),
+    }
+}
+
+/// Registry credentials from a `kubernetes.io/dockerconfigjson` Secret in
+/// the agent's namespace, for the registry of `image`.
+async fn pull_credentials(client: &Client, namespace: &str, secret: &str, image: &str) -> Result<Credentials, String> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let found = api.get_opt(secret).await.map_err(|e| format!("reading Secret {namespace}/{secret}: {e}"))?;
+    let found = found.ok_or_else(|| format!("Secret {namespace}/{secret} not found"))?;
+    let json = found
+        .data
+        .as_ref()
+        .and_then(|d| d.get(".dockerconfigjson"))
+        .ok_or_else(|| format!("Secret {namespace}/{secret} has no `.dockerconfigjson` key (type kubernetes.io/dockerconfigjson)"))?;
+    let registry = secop_oci::registry_of(image).map_err(|e| e.to_string())?;
+    Credentials::from_dockerconfigjson(&json.0, &registry).map_err(|e| format!("Secret {namespace}/{secret}: {e}"))
+}
