@@ -134,7 +134,9 @@ fn main() -> Result<()> {
             if only.is_none_or(|b| b == "fetch") {
                 // Feature modules from a real registry: cold vs cached start.
                 let mut cmd = cargo();
-                cmd.args(["bench", "--locked", "-p", "secop-oci", "--bench", "fetch"]).env("SECOP_REGISTRY_BIN", datapath::registry_bin()?);
+                cmd.args(["bench", "--locked", "-p", "secop-oci", "--bench", "fetch"])
+                    .env("SECOP_REGISTRY_BIN", datapath::registry_bin()?)
+                    .env("SECOP_PY_FEATURE", pyfeature::build(&root)?);
                 run(cmd)?;
             }
             if only.is_none_or(|b| b == "latency") {

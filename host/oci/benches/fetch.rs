@@ -7,6 +7,9 @@
 //! - cached: what a restarted operator does with `IfNotPresent`: read the
 //!   cached component (re-verifying its sha256) and deserialize the
 //!   precompiled form, no network.
+//!
+//! The built-in (Rust) modules, plus the Python sample feature when
+//! SECOP_PY_FEATURE names its component.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -35,7 +38,15 @@ fn main() {
     println!("feature module start: cold (registry pull + verify + compile) vs cached (cache read + verify + deserialize); median of {ROUNDS}");
     println!("| module | size | cold | cached | ratio |");
     println!("|---|---|---|---|---|");
-    for (id, bytes) in secop_builtin::MODULES {
+    // The built-ins, and the Python feature when built (`cargo xtask bench
+    // fetch` builds it): an 18 MB component with an embedded CPython.
+    let mut modules: Vec<(&str, Vec<u8>)> = secop_builtin::MODULES.iter().map(|(id, bytes)| (*id, bytes.to_vec())).collect();
+    match std::env::var_os("SECOP_PY_FEATURE") {
+        Some(path) => modules.push(("kube_bench", std::fs::read(path).expect("SECOP_PY_FEATURE"))),
+        None => eprintln!("fetch bench: SECOP_PY_FEATURE not set, the Python feature is left out"),
+    }
+    for (id, bytes) in &modules {
+        let bytes = bytes.as_slice();
         let image = format!("{}/features/{id}:bench", registry.host());
         tokio.block_on(pusher.push(&image, bytes, Default::default(), Layout::Secop, &Credentials::Anonymous)).unwrap();
         let source = |policy| Source { feature: id.to_string(), image: image.clone(), sha256: None, pull_policy: policy, credentials: Credentials::Anonymous };
