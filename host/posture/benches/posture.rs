@@ -107,7 +107,7 @@ fn stream(posture: &mut Posture, generation: usize, now: &str) -> PassFigures {
             bytes += serde_json::to_vec(&doc).map(|v| v.len()).unwrap_or(0);
         }
     };
-    posture.begin_list();
+    posture.begin_list(&Kind::ALL);
     let objects = workloads().into_iter().chain((0..PODS).map(|i| pod(i, if i % 100 == 0 { generation } else { 0 })));
     for object in objects {
         let asset: Asset = parse(&object).expect("an object parses");

@@ -137,7 +137,8 @@ pub struct Posture {
     config: PostureConfig,
     checks: Vec<&'static Check>,
     tracked: HashMap<String, Tracked>,
-    epoch: u32,
+    /// Per kind: the number of the current (or last) full list.
+    epochs: [u32; Kind::ALL.len()],
     /// The `now` of the current pass, shared by the assets it creates.
     now: Arc<str>,
 }
@@ -157,7 +158,7 @@ pub struct Pass {
 impl Posture {
     pub fn new(cluster: &str, config: PostureConfig) -> Self {
         let checks = config.active();
-        Self { cluster: cluster.to_string(), config, checks, tracked: HashMap::new(), epoch: 0, now: Arc::from("") }
+        Self { cluster: cluster.to_string(), config, checks, tracked: HashMap::new(), epochs: [0; Kind::ALL.len()], now: Arc::from("") }
     }
 
     pub fn tracked(&self) -> usize {
@@ -180,7 +181,7 @@ impl Posture {
     pub fn apply(&mut self, asset: &Asset, now: &str, writes: &mut Vec<Write>, pass: &mut Pass) {
         pass.seen += 1;
         let hash = content_hash(asset);
-        let epoch = self.epoch;
+        let epoch = self.epochs[asset.kind as usize];
         if let Some(t) = self.tracked.get_mut(&asset.uid) {
             t.epoch = epoch;
             if t.hash == hash {
@@ -215,7 +216,8 @@ impl Posture {
                     pass.alerts_opened += 1;
                 }
                 let id = self.alert_id(&asset.uid, finding.check.id, finding.container.as_deref());
-                writes.push(Write::Index { target: Target::Events, id, doc: self.alert_doc(asset, &finding, &first, now) });
+                let doc = self.alert_doc(asset, &finding, &id, evidence_hash, &first, now);
+                writes.push(Write::Index { target: Target::Events, id, doc });
             }
             alerts.push(OpenAlert { check: finding.check.id, container: finding.container, first_seen: first, evidence_hash });
         }
@@ -242,27 +244,48 @@ impl Posture {
         }
     }
 
-    /// Start a full list (a resync or a watch's re-list after 410 Gone):
-    /// assets applied from now on count as listed.
-    pub fn begin_list(&mut self) {
-        self.epoch = self.epoch.wrapping_add(1);
+    /// Start a full list of `kinds` (a resync, or a watch's re-list after
+    /// 410 Gone): their assets applied from now on count as listed.
+    pub fn begin_list(&mut self, kinds: &[Kind]) {
+        for kind in kinds {
+            self.epochs[*kind as usize] = self.epochs[*kind as usize].wrapping_add(1);
+        }
     }
 
     /// End a full list of `kinds`: the tracked assets of those kinds that
     /// it did not contain are deleted (the NOT-IN diff). Other kinds are
     /// untouched: a re-list of pods says nothing about services.
     pub fn end_list(&mut self, kinds: &[Kind], now: &str, writes: &mut Vec<Write>, pass: &mut Pass) {
-        let epoch = self.epoch;
-        let missing: Vec<String> = self.tracked.iter().filter(|(_, t)| kinds.contains(&t.kind) && t.epoch != epoch).map(|(uid, _)| uid.clone()).collect();
+        let missing: Vec<String> = self
+            .tracked
+            .iter()
+            .filter(|(_, t)| kinds.contains(&t.kind) && t.epoch != self.epochs[t.kind as usize])
+            .map(|(uid, _)| uid.clone())
+            .collect();
         for uid in missing {
             self.delete(&uid, now, writes, pass);
+        }
+    }
+
+    /// What the indices already hold, read back after a restart, so the
+    /// first list writes only what changed meanwhile.
+    pub fn restore_asset(&mut self, uid: &str, kind: Kind, hash: u64, first_seen: &str) {
+        let epoch = self.epochs[kind as usize];
+        self.tracked.insert(uid.to_string(), Tracked { kind, hash, first_seen: Arc::from(first_seen), epoch, alerts: vec![] });
+    }
+
+    /// An open alert read back after a restart (its asset restored first).
+    pub fn restore_alert(&mut self, uid: &str, check: &str, container: Option<&str>, first_seen: &str, evidence_hash: u64) {
+        let Some(check) = crate::audits::check(check) else { return };
+        if let Some(t) = self.tracked.get_mut(uid) {
+            t.alerts.push(OpenAlert { check: check.id, container: container.map(str::to_string), first_seen: Arc::from(first_seen), evidence_hash });
         }
     }
 
     /// A full list of `kinds` in one call: `begin_list`, apply each, `end_list`.
     pub fn resync<'a>(&mut self, kinds: &[Kind], listed: impl IntoIterator<Item = &'a Asset>, now: &str) -> (Vec<Write>, Pass) {
         let (mut writes, mut pass) = (vec![], Pass::default());
-        self.begin_list();
+        self.begin_list(kinds);
         for asset in listed {
             self.apply(asset, now, &mut writes, &mut pass);
         }
@@ -274,7 +297,7 @@ impl Posture {
         Write::Update {
             target: Target::Events,
             id: self.alert_id(uid, alert.check, alert.container.as_deref()),
-            doc: json!({ "posture": { "status": "resolved", "resolution": why, "resolved_at": now, "last_seen": now } }),
+            doc: json!({ "finding": { "status": "resolved", "resolved_at": now, "last_seen": now }, "posture": { "resolution": why } }),
         }
     }
 
@@ -300,28 +323,36 @@ impl Posture {
         })
     }
 
-    fn alert_doc(&self, asset: &Asset, finding: &Finding, first_seen: &str, now: &str) -> Value {
+    fn alert_doc(&self, asset: &Asset, finding: &Finding, id: &str, evidence_hash: u64, first_seen: &str, now: &str) -> Value {
         let check = finding.check;
+        let ruleset = match check.pss {
+            Some(crate::audits::Level::Baseline) => "pss-baseline",
+            Some(crate::audits::Level::Restricted) => "pss-restricted",
+            None => "kubernetes-hygiene",
+        };
+        let pod = (asset.kind == Kind::Pod).then(|| json!({ "name": asset.name, "uid": asset.uid }));
+        let namespace = asset.namespace.as_deref().map(|n| format!("{n}/")).unwrap_or_default();
+        let container = finding.container.as_deref().map(|c| format!(", container {c}")).unwrap_or_default();
+        // Labels are left out: their dotted keys would clash as object
+        // paths in a keyword mapping (the inventory keeps them, flattened).
         json!({
             "@timestamp": now,
             "event": { "kind": "alert", "category": ["configuration"], "type": ["info"], "dataset": "posture.audit", "module": "posture", "severity": check.severity },
-            "rule": { "id": check.id, "name": check.title, "ruleset": check.pss.map_or("k8s-hygiene", |l| match l { crate::audits::Level::Baseline => "pss-baseline", crate::audits::Level::Restricted => "pss-restricted" }) },
+            "labels": { "security_tool": "posture" },
+            "rule": { "id": check.id, "name": check.title, "ruleset": ruleset, "category": "security-context" },
             "threat": { "framework": "MITRE ATT&CK", "technique": { "id": [check.mitre] } },
             "orchestrator": { "cluster": { "name": self.cluster }, "namespace": asset.namespace, "resource": { "type": asset.kind.name(), "name": asset.name } },
             "kubernetes": {
                 "namespace": asset.namespace,
+                "pod": pod,
+                "node": asset.node.as_ref().map(|n| json!({ "name": n })),
                 "resource": { "kind": asset.kind.name(), "name": asset.name, "uid": asset.uid },
-                "container": { "name": finding.container },
-                "labels": asset.labels,
             },
-            "message": format!("{}: {} {}{}", check.title, asset.kind.name(), asset.namespace.as_deref().map(|n| format!("{n}/")).unwrap_or_default() + &asset.name, finding.container.as_deref().map(|c| format!(" container {c}")).unwrap_or_default()),
-            "posture": {
-                "status": "open",
-                "first_seen": first_seen,
-                "last_seen": now,
-                "evidence": finding.evidence.to_string(),
-                "remediation": check.remediation,
-            },
+            "container": finding.container.as_ref().map(|c| json!({ "name": c })),
+            "message": format!("{}: {} {namespace}{}{container}", check.title, asset.kind.name(), asset.name),
+            "finding": { "id": id, "status": "open", "first_seen": first_seen, "last_seen": now, "resolved_at": null },
+            "evidence": finding.evidence,
+            "posture": { "remediation": check.remediation, "evidence_hash": format!("{evidence_hash:016x}") },
         })
     }
 }

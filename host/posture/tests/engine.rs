@@ -142,20 +142,22 @@ fn a_deleted_pod_is_marked_deleted_and_its_alerts_resolved_with_their_evidence()
     let risky_alerts = doc(&first, Target::Events, |d| d["kubernetes"]["resource"]["name"] == "risky-pod");
     assert_eq!(risky_alerts.len(), 3);
     let privileged = risky_alerts.iter().find(|d| d["rule"]["id"] == "PSS-B-02").unwrap();
-    assert_eq!(privileged["posture"]["status"], "open");
+    assert_eq!(privileged["finding"]["status"], "open");
     assert_eq!(privileged["event"]["severity"], 5);
-    assert_eq!(privileged["kubernetes"]["container"]["name"], "risky");
-    assert_eq!(serde_json::from_str::<Value>(privileged["posture"]["evidence"].as_str().unwrap()).unwrap(), json!({ "securityContext": { "privileged": true } }));
+    assert_eq!(privileged["container"]["name"], "risky");
+    assert_eq!(privileged["kubernetes"]["pod"]["name"], "risky-pod");
+    assert_eq!(privileged["evidence"], json!({ "securityContext": { "privileged": true } }));
 
     // Re-list of pods without the risky pod: NOT IN → deleted, 3 resolved.
     let pods: Vec<&Asset> = assets.iter().filter(|a| a.kind == Kind::Pod && a.name != "risky-pod").collect();
+    assert_eq!(pods.len(), 2);
     let (writes, pass) = posture.resync(&[Kind::Pod], pods, "t2");
     assert_eq!((pass.deleted, pass.alerts_resolved), (1, 3));
     let deleted = doc(&writes, Target::Inventory, |_| true);
     assert_eq!(deleted.len(), 1, "only the pod; other kinds were not re-listed");
     assert_eq!(deleted[0]["asset"], json!({ "state": "deleted", "last_seen": "t2" }));
     let resolved = doc(&writes, Target::Events, |_| true);
-    assert!(resolved.iter().all(|d| d["posture"]["status"] == "resolved" && d["posture"]["resolution"] == "resource deleted"));
+    assert!(resolved.iter().all(|d| d["finding"]["status"] == "resolved" && d["posture"]["resolution"] == "resource deleted"));
     // Resolution is a partial update of the same documents: the evidence stays.
     let opened: BTreeSet<&str> = first.iter().filter(|w| w.target() == Target::Events).map(Write::id).collect();
     assert!(writes.iter().filter(|w| w.target() == Target::Events).all(|w| matches!(w, Write::Update { .. }) && opened.contains(w.id())));

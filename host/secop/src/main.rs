@@ -2,6 +2,7 @@
 
 mod feature;
 mod output;
+mod posture;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -100,6 +101,9 @@ enum Command {
     /// Feature modules in OCI registries: push, pull, inspect, test.
     #[command(subcommand)]
     Feature(feature::FeatureCommand),
+    /// The posture engine: inventory and security-context alerts (`scan` offline, `run` on a cluster).
+    #[command(subcommand)]
+    Posture(posture::PostureCommand),
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -118,6 +122,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let (default_level, json) = match &cli.command {
         Command::Run { log_format, .. } => ("info", *log_format == LogFormat::Json),
+        Command::Posture(posture::PostureCommand::Run(_)) => ("info", false),
         _ => ("warn", false),
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("SECOP_LOG").unwrap_or_else(|_| default_level.into());
@@ -187,6 +192,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::EsSetup(args) => output::es_setup(args),
         Command::TrivySync(args) => output::trivy_sync(args),
+        Command::Posture(command) => posture::run(command),
         Command::CtemReport(args) => output::ctem_report(args),
         Command::Feature(command) => feature::run(command, cache_dir(&cli)),
         Command::Crd => {

@@ -34,7 +34,7 @@ pub struct Connection {
 }
 
 impl Connection {
-    fn client(&self) -> Result<Elastic> {
+    pub(crate) fn client(&self) -> Result<Elastic> {
         let mut config = ElasticConfig::new(self.endpoints.clone());
         config.username = self.username.clone();
         config.password = self.password.clone();
@@ -101,7 +101,7 @@ pub struct TrivySync {
 }
 
 /// Retry `f` while its error is transient, up to `wait`.
-async fn with_patience<T, F, Fut>(what: &str, wait: Duration, mut f: F) -> Result<T, secop_elastic::Error>
+pub(crate) async fn with_patience<T, F, Fut>(what: &str, wait: Duration, mut f: F) -> Result<T, secop_elastic::Error>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, secop_elastic::Error>>,

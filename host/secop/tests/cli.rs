@@ -133,3 +133,37 @@ fn helm_chart_files_are_current() {
     assert!(parsed.as_array().unwrap().len() > 10);
     assert!(!rules.contains("\"*\""));
 }
+
+/// `secop posture scan` on the checked-in snapshot: no cluster, no cache.
+#[test]
+fn posture_scan_works_offline_on_the_checked_in_snapshot() {
+    let snapshot = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../test/fixtures/posture/snapshot.json");
+    let out = secop(&["posture", "scan", "-f", snapshot.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8_lossy(&out.stdout);
+    for line in ["5    PSS-B-02  Pod/default/risky-pod", "4    PSS-R-04  Pod/default/risky-pod", "2    K8S-01    Pod/default/risky-pod", "K8S-03    DaemonSet/shop/log-shipper"] {
+        assert!(table.contains(line), "`{line}` not in:\n{table}");
+    }
+    assert!(table.contains("11 findings on 16 assets (16 checks at level baseline)"), "{table}");
+
+    let out = secop(&["posture", "scan", "-f", snapshot.to_str().unwrap(), "-o", "json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let findings = report["findings"].as_array().unwrap();
+    assert_eq!(findings.len(), 11);
+    let privileged = findings.iter().find(|f| f["rule"]["id"] == "PSS-B-02").unwrap();
+    assert_eq!(privileged["evidence"], serde_json::json!({ "securityContext": { "privileged": true } }));
+    assert_eq!(privileged["rule"]["mitre"], "T1611");
+
+    // A config file switches the level; a bad one names the field.
+    let dir = std::env::temp_dir().join(format!("secop-posture-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("restricted.yaml"), "level: restricted\nexemptions: []\n").unwrap();
+    let out = secop(&["posture", "scan", "-f", snapshot.to_str().unwrap(), "--config", dir.join("restricted.yaml").to_str().unwrap()]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("PSS-R-02") && table.contains("Pod/kube-system/kube-proxy-x1"), "{table}");
+    std::fs::write(dir.join("bad.yaml"), "disable: [PSS-B-02, NOPE]\n").unwrap();
+    let out = secop(&["posture", "scan", "-f", snapshot.to_str().unwrap(), "--config", dir.join("bad.yaml").to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("disable[1]: unknown check `NOPE`"), "{stderr}");
+}
