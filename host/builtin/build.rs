@@ -17,6 +17,7 @@ const BUILTIN: &[(&str, &str, &str)] = &[
     ("tetragon", "feature-tetragon", "feature_tetragon"),
     ("osquery", "feature-osquery", "feature_osquery"),
     ("trivy", "feature-trivy", "feature_trivy"),
+    ("posture", "feature-posture", "feature_posture"),
 ];
 /// Built for the sandbox tests, never embedded.
 const TEST_ONLY: &[&str] = &["feature-hostile", "feature-falco-next", "feature-falco-broken"];

@@ -84,6 +84,7 @@ fn main() {
     native.insert_native(|| Box::new(feature_tetragon::Tetragon::default()));
     native.insert_native(|| Box::new(feature_osquery::Osquery::default()));
     native.insert_native(|| Box::new(feature_trivy::Trivy::default()));
+    native.insert_native(|| Box::new(feature_posture::Posture::default()));
     let (memo_p50, memo_p95) = time_renders(&wasm, &agent, iterations, true);
     let (wasm_p50, wasm_p95) = time_renders(&wasm, &agent, iterations, false);
     let (native_p50, native_p95) = time_renders(&native, &agent, iterations, false);

@@ -82,7 +82,7 @@ pub struct RegistryError {
 }
 
 impl Registry {
-    /// A registry with the five embedded built-in modules.
+    /// A registry with the six embedded built-in modules.
     pub fn with_builtins(runtime: Arc<Runtime>) -> Result<Self, RegistryError> {
         let mut registry = Self { runtime, modules: BTreeMap::new(), memo: Memo::default() };
         for (id, bytes) in secop_builtin::MODULES {

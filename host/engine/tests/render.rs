@@ -158,5 +158,6 @@ fn native_and_wasm_features_render_the_same_state() {
     native.insert_native(|| Box::new(feature_tetragon::Tetragon::default()));
     native.insert_native(|| Box::new(feature_osquery::Osquery::default()));
     native.insert_native(|| Box::new(feature_trivy::Trivy::default()));
+    native.insert_native(|| Box::new(feature_posture::Posture::default()));
     assert_eq!(yaml_stream(&render(&native, &agent)), wasm);
 }

@@ -73,7 +73,7 @@ fn wrong_type_in_a_feature_config_names_the_feature_and_field() {
 fn unknown_feature_is_named_with_the_alternatives() {
     let (code, _, stderr) = render_bad("unknown-feature.yaml");
     assert_eq!(code, 1);
-    assert!(stderr.contains("feature `falcon`: unknown feature (available: falco, osquery, otel_pipeline, tetragon, trivy)"), "{stderr}");
+    assert!(stderr.contains("feature `falcon`: unknown feature (available: falco, osquery, otel_pipeline, posture, tetragon, trivy)"), "{stderr}");
 }
 
 #[test]
