@@ -18,7 +18,7 @@ tasks:
   test             the whole test suite (what CI runs)
   ctem-report      replay the sensor fixtures and Trivy reports through the real collectors into a
                    real Elasticsearch, then print the CTEM checklist (`secop ctem-report`)
-  bench [NAME]     benchmarks (render, operator, trivy-sync, fetch, latency; all by default); figures go in docs/benchmarks.md
+  bench [NAME]     benchmarks (render, operator, trivy-sync, fetch, posture, latency; all by default); figures go in docs/benchmarks.md
   crd              regenerate deploy/crds/ from the Rust types
   chart            regenerate the Helm chart's CRD and feature RBAC rules
   golden           rewrite test/fixtures/golden/ from the current render
@@ -102,7 +102,7 @@ fn main() -> Result<()> {
             with_test_servers(cmd)
         }
         Some("bench") => {
-            // `cargo xtask bench [render|operator|trivy-sync|fetch|latency]`; all by default.
+            // `cargo xtask bench [render|operator|trivy-sync|fetch|posture|latency]`; all by default.
             let only = args.get(1).map(String::as_str);
             let root = root();
             if only.is_none_or(|b| b == "render") {
@@ -137,6 +137,12 @@ fn main() -> Result<()> {
                 cmd.args(["bench", "--locked", "-p", "secop-oci", "--bench", "fetch"])
                     .env("SECOP_REGISTRY_BIN", datapath::registry_bin()?)
                     .env("SECOP_PY_FEATURE", pyfeature::build(&root)?);
+                run(cmd)?;
+            }
+            if only.is_none_or(|b| b == "posture") {
+                // The posture engine at 100k pods: pure, no servers needed.
+                let mut cmd = cargo();
+                cmd.args(["bench", "--locked", "-p", "secop-posture", "--bench", "posture"]);
                 run(cmd)?;
             }
             if only.is_none_or(|b| b == "latency") {

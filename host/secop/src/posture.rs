@@ -285,7 +285,9 @@ async fn watch(args: &Run, config: PostureConfig) -> Result<ExitCode> {
                     Ok(Change::Deleted(uid)) => posture.delete(&uid, &now, &mut writes, &mut pass),
                     Ok(Change::ListEnd(kind)) => {
                         posture.end_list(&[kind], &now, &mut writes, &mut pass);
-                        tracing::info!(kind = kind.name(), seen = pass.seen, unchanged = pass.unchanged, created = pass.created, changed = pass.changed, deleted = pass.deleted, "posture: list complete");
+                        // Counts since the previous list completed.
+                        tracing::info!(kind = kind.name(), seen = pass.seen, unchanged = pass.unchanged, created = pass.created, changed = pass.changed, deleted = pass.deleted, alerts_opened = pass.alerts_opened, alerts_resolved = pass.alerts_resolved, "posture: list complete");
+                        pass = Pass::default();
                     }
                     Err(e) => tracing::warn!("posture: watch: {e}"),
                 }

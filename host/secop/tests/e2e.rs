@@ -6,6 +6,7 @@
 //! otherwise. They run one at a time: agents in different namespaces share
 //! cluster-scoped CRDs.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -250,7 +251,7 @@ async fn lifecycle_on_a_real_control_plane() {
     let tracing_policies = dynamic(&client, "cilium.io", "v1alpha1", "TracingPolicy", "tracingpolicies", None);
     assert!(exists(&tracing_policies, "container-escape-monitor").await);
     let agent_now = agent_status(&client, ns, "poc-security").await.unwrap();
-    for c in ["PipelineReady", "FalcoReady", "TetragonReady", "OSQueryReady", "TrivyReady"] {
+    for c in ["PipelineReady", "FalcoReady", "TetragonReady", "OSQueryReady", "TrivyReady", "PostureReady"] {
         assert_eq!(condition(&agent_now, c).map(|c| c.0), Some("True".into()), "{c}");
     }
 
@@ -307,7 +308,7 @@ async fn lifecycle_on_a_real_control_plane() {
     let toggle = |enabled: bool| {
         let mut a = changed.clone();
         for f in a["spec"]["features"].as_array_mut().unwrap() {
-            if f["name"] == "tetragon" {
+            if f["name"] == "tetragon" || f["name"] == "posture" {
                 f["enabled"] = json!(enabled);
             }
         }
@@ -323,9 +324,13 @@ async fn lifecycle_on_a_real_control_plane() {
     assert!(exists(&crds, "tracingpolicies.cilium.io").await, "CRDs are never pruned");
     let receivers = node_config_receivers(&config_maps.get("otel-node-config").await.unwrap());
     assert!(!receivers.contains(&"file_log/tetragon".to_string()), "{receivers:?}");
+    let cluster_roles: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(client.clone());
+    let posture_role = format!("secop-{ns}-posture");
+    assert!(!exists(&deployments, "posture").await && !exists(&cluster_roles, &posture_role).await, "posture pruned, its ClusterRole too");
     apply_agent(&client, ns, &toggle(true)).await;
     wait_ready(&client, ns, "poc-security", Duration::from_secs(120)).await;
     assert!(exists(&daemonsets, "tetragon").await && exists(&tracing_policies, "container-escape-monitor").await);
+    assert!(exists(&deployments, "posture").await && exists(&cluster_roles, &posture_role).await, "posture back");
     assert!(node_config_receivers(&config_maps.get("otel-node-config").await.unwrap()).contains(&"file_log/tetragon".to_string()));
 
     // A bad feature config: its condition says which field, nothing is
@@ -719,4 +724,129 @@ async fn feature_modules_hot_swap_and_roll_back_on_a_real_registry() {
     })
     .await;
     operator.kill();
+}
+
+/// `secop posture run` as a process, against the test cluster and the
+/// shared Elasticsearch node.
+struct PostureEngine {
+    child: Child,
+    log: PathBuf,
+}
+
+impl PostureEngine {
+    fn start(env: &Env, es_url: &str, cluster: &str, inventory: &str, events: &str) -> Self {
+        let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("posture-{cluster}.log"));
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_secop"))
+            .args(["posture", "run", "--endpoint", es_url, "--cluster-name", cluster, "--index-inventory", inventory, "--index-events", events, "--flush-millis", "200"])
+            .env("KUBECONFIG", &env.operator_kubeconfig)
+            .env("SECOP_LOG", "info,kube=warn")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .expect("start secop posture run");
+        Self { child, log }
+    }
+
+    /// Kinds whose first list has been applied, per the log.
+    fn lists_complete(&self) -> usize {
+        std::fs::read_to_string(&self.log).map(|t| t.lines().filter(|l| l.contains("posture: list complete")).count()).unwrap_or(0)
+    }
+
+    fn stop(&mut self) {
+        // SIGINT: the engine flushes what it holds, then exits.
+        let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && self.child.try_wait().ok().flatten().is_none() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for PostureEngine {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Documents indexed into `index` so far (creations and updates).
+async fn index_total(es: &secop_elastic::Elastic, index: &str) -> u64 {
+    es.refresh(index).await.unwrap();
+    let stats = es.ok(secop_elastic::Method::GET, &format!("{index}/_stats/indexing"), None).await.unwrap();
+    stats["_all"]["primaries"]["indexing"]["index_total"].as_u64().unwrap()
+}
+
+/// Hits of `query` (none while the index does not exist yet).
+async fn search(es: &secop_elastic::Elastic, index: &str, query: Value) -> Vec<Value> {
+    es.ok(secop_elastic::Method::POST, &format!("{index}/_refresh?ignore_unavailable=true"), None).await.unwrap();
+    let found = es.ok(secop_elastic::Method::POST, &format!("{index}/_search?ignore_unavailable=true"), Some(&json!({ "size": 100, "query": query }))).await.unwrap();
+    found["hits"]["hits"].as_array().unwrap().iter().map(|h| h["_source"].clone()).collect()
+}
+
+/// Issue #6 on the real control plane and a real Elasticsearch: the plan's
+/// risky pod raises its three alerts; deleting it marks the asset deleted
+/// and resolves the alerts, which stay queryable with their evidence; a
+/// restarted engine's resync of an unchanged cluster writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posture_alerts_outlive_the_risky_pod_and_an_unchanged_resync_writes_nothing() {
+    let Some(env) = env() else { return };
+    let es_url = std::env::var("SECOP_E2E_ES_URL").expect("SECOP_E2E_ES_URL (set by `cargo xtask test`)");
+    let _serial = SERIAL.lock().await;
+    let client = client(&env.kubeconfig).await;
+    let es = secop_elastic::Elastic::new(&secop_elastic::ElasticConfig::new(vec![es_url.clone()])).unwrap();
+    let run = std::process::id();
+    let (cluster, inventory, events) = (format!("e2e-posture-{run}"), format!("posture-inventory-{run}"), format!("posture-events-{run}"));
+    let mut engine = PostureEngine::start(&env, &es_url, &cluster, &inventory, &events);
+    wait_for("the first list of every kind", Duration::from_secs(120), || async { Ok(engine.lists_complete() >= 15) }).await;
+
+    // The plan's risky pod: privileged, root, in the default namespace.
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), "default");
+    let name = format!("risky-{run}");
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+        "metadata": { "name": name, "labels": { "app": "risky" } },
+        "spec": { "automountServiceAccountToken": false, "containers": [{ "name": "risky", "image": "nginx:1.27", "securityContext": { "privileged": true, "runAsUser": 0 } }] },
+    }))
+    .unwrap();
+    let created = Instant::now();
+    let uid = pods.create(&PostParams::default(), &pod).await.unwrap().metadata.uid.unwrap();
+    let of_pod = json!({ "term": { "kubernetes.resource.uid": uid } });
+    wait_for("three alerts on the risky pod", Duration::from_secs(10), || async {
+        Ok(search(&es, &events, of_pod.clone()).await.len() == 3)
+    })
+    .await;
+    eprintln!("risky pod → 3 alerts searchable after {:.1?}", created.elapsed());
+    let alerts = search(&es, &events, of_pod.clone()).await;
+    let rules: BTreeSet<&str> = alerts.iter().map(|a| a["rule"]["id"].as_str().unwrap()).collect();
+    assert_eq!(rules, BTreeSet::from(["K8S-01", "PSS-B-02", "PSS-R-04"]), "default namespace, privileged, root");
+    assert!(alerts.iter().all(|a| a["finding"]["status"] == "open" && a["event"]["kind"] == "alert" && a["kubernetes"]["pod"]["name"] == name.as_str()));
+
+    // Deleted: the asset is marked deleted, the alerts resolved, and a
+    // query still returns them with their evidence.
+    pods.delete(&name, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.unwrap();
+    wait_for("the risky pod's alerts resolved", Duration::from_secs(60), || async {
+        Ok(search(&es, &events, of_pod.clone()).await.iter().filter(|a| a["finding"]["status"] == "resolved").count() == 3)
+    })
+    .await;
+    let asset = search(&es, &inventory, json!({ "term": { "asset.uid": uid } })).await;
+    assert_eq!(asset.len(), 1);
+    assert_eq!(asset[0]["asset"]["state"], "deleted");
+    assert_eq!(asset[0]["asset"]["name"], name.as_str(), "the deleted asset keeps what it was");
+    let evidence = search(&es, &events, json!({ "bool": { "filter": [of_pod, { "term": { "evidence.securityContext.privileged": "true" } }] } })).await;
+    assert_eq!(evidence.len(), 1, "the privileged alert, found by its evidence after the pod is gone");
+    assert_eq!(evidence[0]["posture"]["resolution"], "resource deleted");
+    assert_eq!(evidence[0]["finding"]["status"], "resolved");
+
+    // A restarted engine restores what the indices hold; its first list of
+    // the unchanged cluster writes nothing.
+    engine.stop();
+    let before = (index_total(&es, &inventory).await, index_total(&es, &events).await);
+    let mut engine = PostureEngine::start(&env, &es_url, &cluster, &inventory, &events);
+    wait_for("the resync's lists", Duration::from_secs(120), || async { Ok(engine.lists_complete() >= 30) }).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = (index_total(&es, &inventory).await, index_total(&es, &events).await);
+    assert_eq!(after, before, "an unchanged resync wrote documents");
+    engine.stop();
 }
