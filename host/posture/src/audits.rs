@@ -81,6 +81,12 @@ fn once(evidence: Option<Value>) -> Vec<Violation> {
     evidence.map(|evidence| Violation { container: None, evidence }).into_iter().collect()
 }
 
+fn host_process(a: &Asset) -> Vec<Violation> {
+    let mut found = once(pod(a).filter(|p| p.host_process).map(|_| json!({ "securityContext": { "windowsOptions": { "hostProcess": true } } })));
+    found.extend(per_container(a, |_, c| c.host_process.then(|| json!({ "securityContext": { "windowsOptions": { "hostProcess": true } } }))));
+    found
+}
+
 fn host_namespaces(a: &Asset) -> Vec<Violation> {
     once(pod(a).filter(|p| p.host_network || p.host_pid || p.host_ipc).map(|p| {
         json!({ "hostNetwork": p.host_network, "hostPID": p.host_pid, "hostIPC": p.host_ipc })
@@ -154,32 +160,39 @@ fn restricted_volumes(a: &Asset) -> Vec<Violation> {
 }
 
 fn privilege_escalation(a: &Asset) -> Vec<Violation> {
-    per_container(a, |_, c| (c.allow_privilege_escalation != Some(false)).then(|| json!({ "securityContext": { "allowPrivilegeEscalation": c.allow_privilege_escalation } })))
+    per_container(a, |p, c| (!p.windows && c.allow_privilege_escalation != Some(false)).then(|| json!({ "securityContext": { "allowPrivilegeEscalation": c.allow_privilege_escalation } })))
 }
 
+/// As the PSS admission check: an explicit `false` at the pod level is a
+/// violation even when every container overrides it.
 fn run_as_non_root(a: &Asset) -> Vec<Violation> {
-    per_container(a, |p, c| {
+    let mut found = once(pod(a).filter(|p| p.security.run_as_non_root == Some(false) && !p.user_namespace).map(|_| json!({ "securityContext": { "runAsNonRoot": false } })));
+    found.extend(per_container(a, |p, c| {
         let effective = c.security.run_as_non_root.or(p.security.run_as_non_root);
         (effective != Some(true) && !p.user_namespace).then(|| json!({ "securityContext": { "runAsNonRoot": effective } }))
-    })
+    }));
+    found
 }
 
+/// Pod- and container-level `runAsUser: 0` are each a violation.
 fn root_user(a: &Asset) -> Vec<Violation> {
-    per_container(a, |p, c| {
-        let effective = c.security.run_as_user.or(p.security.run_as_user);
-        (effective == Some(0) && !p.user_namespace).then(|| json!({ "securityContext": { "runAsUser": 0 } }))
-    })
+    let mut found = once(pod(a).filter(|p| p.security.run_as_user == Some(0) && !p.user_namespace).map(|_| json!({ "securityContext": { "runAsUser": 0 } })));
+    found.extend(per_container(a, |p, c| (c.security.run_as_user == Some(0) && !p.user_namespace).then(|| json!({ "securityContext": { "runAsUser": 0 } }))));
+    found
 }
 
 fn seccomp_required(a: &Asset) -> Vec<Violation> {
     per_container(a, |p, c| {
         let effective = c.security.seccomp.as_deref().or(p.security.seccomp.as_deref());
-        (!matches!(effective, Some("RuntimeDefault" | "Localhost"))).then(|| json!({ "securityContext": { "seccompProfile": { "type": effective } } }))
+        (!p.windows && !matches!(effective, Some("RuntimeDefault" | "Localhost"))).then(|| json!({ "securityContext": { "seccompProfile": { "type": effective } } }))
     })
 }
 
 fn capabilities_restricted(a: &Asset) -> Vec<Violation> {
-    per_container(a, |_, c| {
+    per_container(a, |p, c| {
+        if p.windows {
+            return None;
+        }
         let drops_all = c.caps_drop.iter().any(|d| d == "ALL");
         let extra: Vec<&String> = c.caps_add.iter().filter(|cap| cap.trim_start_matches("CAP_") != "NET_BIND_SERVICE").collect();
         (!drops_all || !extra.is_empty()).then(|| json!({ "securityContext": { "capabilities": { "drop": c.caps_drop, "add": c.caps_add } } }))
@@ -187,7 +200,8 @@ fn capabilities_restricted(a: &Asset) -> Vec<Violation> {
 }
 
 fn default_namespace(a: &Asset) -> Vec<Violation> {
-    let workload = a.kind == Kind::Pod || a.kind.has_pod_template() || a.kind == Kind::Service;
+    // The API server's own `default/kubernetes` Service is not a workload.
+    let workload = a.kind == Kind::Pod || a.kind.has_pod_template() || (a.kind == Kind::Service && a.name != "kubernetes");
     once((workload && a.namespace.as_deref() == Some("default")).then(|| json!({ "metadata": { "namespace": "default" } })))
 }
 
@@ -214,17 +228,21 @@ fn bindings_to(a: &Asset, role: impl Fn(&str, &str) -> bool) -> Option<Value> {
     role(&role_ref.kind, &role_ref.name).then(|| json!({ "roleRef": { "kind": role_ref.kind, "name": role_ref.name }, "subjects": rbac.subjects }))
 }
 
+/// The API server's default roles and bindings (it labels them itself);
+/// names are not trusted: anyone may call a binding `system:x`.
+fn bootstrap(a: &Asset) -> bool {
+    a.namespace.is_none() && a.labels.get("kubernetes.io/bootstrapping").is_some_and(|v| v == "rbac-defaults")
+}
+
 fn cluster_admin_binding(a: &Asset) -> Vec<Violation> {
-    // The built-in `system:masters`-style bindings of the control plane are
-    // the cluster's own; a user binding to cluster-admin is the finding.
-    if a.name.starts_with("system:") {
+    if bootstrap(a) {
         return vec![];
     }
     once(bindings_to(a, |kind, name| kind == "ClusterRole" && name == "cluster-admin"))
 }
 
 fn wildcard_role(a: &Asset) -> Vec<Violation> {
-    if a.name.starts_with("system:") || a.name == "cluster-admin" {
+    if bootstrap(a) {
         return vec![];
     }
     let Some(rbac) = &a.rbac else { return vec![] };
@@ -238,7 +256,7 @@ fn wildcard_role(a: &Asset) -> Vec<Violation> {
 }
 
 fn exec_permission(a: &Asset) -> Vec<Violation> {
-    if a.name.starts_with("system:") || matches!(a.name.as_str(), "cluster-admin" | "admin" | "edit") {
+    if bootstrap(a) {
         return vec![];
     }
     let Some(rbac) = &a.rbac else { return vec![] };
@@ -253,6 +271,7 @@ fn exec_permission(a: &Asset) -> Vec<Violation> {
 
 /// Every check, in report order.
 pub static CHECKS: &[Check] = &[
+    Check { id: "PSS-B-00", title: "Windows HostProcess container", severity: 5, pss: Some(Level::Baseline), mitre: "T1611", remediation: "Remove windowsOptions.hostProcess.", default: true, eval: host_process },
     Check { id: "PSS-B-01", title: "Host namespaces shared (hostNetwork, hostPID or hostIPC)", severity: 4, pss: Some(Level::Baseline), mitre: "T1611", remediation: "Remove hostNetwork, hostPID and hostIPC from the pod spec.", default: true, eval: host_namespaces },
     Check { id: "PSS-B-02", title: "Privileged container", severity: 5, pss: Some(Level::Baseline), mitre: "T1611", remediation: "Set securityContext.privileged to false; grant only the capabilities needed.", default: true, eval: privileged },
     Check { id: "PSS-B-03", title: "Capabilities added beyond the baseline set", severity: 4, pss: Some(Level::Baseline), mitre: "T1611", remediation: "Remove capabilities such as SYS_ADMIN or NET_ADMIN from capabilities.add.", default: true, eval: added_capabilities },

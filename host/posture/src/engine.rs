@@ -26,8 +26,8 @@ pub enum Target {
 /// One document write: a whole document, or a partial update of one.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Write {
-    Index { target: Target, id: String, doc: Value },
-    Update { target: Target, id: String, doc: Value },
+    Index { target: Target, id: String, doc: Value, uid: String },
+    Update { target: Target, id: String, doc: Value, uid: String },
 }
 
 impl Write {
@@ -39,6 +39,12 @@ impl Write {
     pub fn id(&self) -> &str {
         match self {
             Write::Index { id, .. } | Write::Update { id, .. } => id,
+        }
+    }
+    /// The resource the document is about.
+    pub fn uid(&self) -> &str {
+        match self {
+            Write::Index { uid, .. } | Write::Update { uid, .. } => uid,
         }
     }
 }
@@ -98,11 +104,27 @@ impl std::io::Write for Fnv {
     }
 }
 
-/// The hash of everything the engine keeps of an asset (its JSON form).
-pub fn content_hash(asset: &Asset) -> u64 {
-    let mut hasher = Fnv(0xcbf2_9ce4_8422_2325);
+/// Bump when a check's logic changes: stored hashes then no longer match
+/// and every asset is audited again after the upgrade.
+pub const AUDIT_VERSION: u32 = 1;
+
+/// What the audit of an unchanged asset depends on besides the asset: the
+/// audits' version and the config (level, checks, exemptions).
+fn config_fingerprint(config: &PostureConfig) -> u64 {
+    fnv1a(format!("{AUDIT_VERSION}\n{}", serde_json::to_string(config).expect("a config serializes")).as_bytes())
+}
+
+fn hash_with(seed: u64, asset: &Asset) -> u64 {
+    let mut hasher = Fnv(seed);
     serde_json::to_writer(&mut hasher, asset).expect("an asset serializes");
     hasher.0
+}
+
+/// The hash stored with an asset: its lean JSON form, seeded with the
+/// config's fingerprint, so a new config or audit version re-audits every
+/// asset once instead of skipping it as unchanged.
+pub fn content_hash(config: &PostureConfig, asset: &Asset) -> u64 {
+    hash_with(config_fingerprint(config), asset)
 }
 
 /// Run the config's active checks on `asset`, minus exemptions.
@@ -110,13 +132,23 @@ pub fn audit(config: &PostureConfig, checks: &[&'static Check], asset: &Asset) -
     // A pod run by a controller is audited through the controller's
     // template (one alert per workload, not per replica); likewise a
     // ReplicaSet of a Deployment and a Job of a CronJob.
+    // Only a `controller: true` owner of a kind whose template is audited
+    // counts: an owner reference anyone can add must not hide a pod, nor
+    // may a controller the engine does not watch.
+    let by = |kinds: &[&str]| asset.owner.as_ref().is_some_and(|o| o.controller && kinds.contains(&o.kind.as_str()));
     let controlled = match asset.kind {
-        Kind::Pod => asset.owner.is_some(),
-        Kind::ReplicaSet => asset.owner.as_ref().is_some_and(|o| o.kind == "Deployment"),
-        Kind::Job => asset.owner.as_ref().is_some_and(|o| o.kind == "CronJob"),
+        Kind::Pod => by(&["ReplicaSet", "DaemonSet", "StatefulSet", "Job"]),
+        Kind::ReplicaSet => by(&["Deployment"]),
+        Kind::Job => by(&["CronJob"]),
         _ => false,
     };
-    if controlled {
+    // A controlled pod's template is audited on its workload; what it adds
+    // on its own are ephemeral (`kubectl debug`) containers.
+    let ephemeral: Vec<&str> = match (&asset.pod, controlled) {
+        (Some(p), true) => p.containers.iter().filter(|c| c.ephemeral).map(|c| c.name.as_str()).collect(),
+        _ => vec![],
+    };
+    if controlled && ephemeral.is_empty() {
         return vec![];
     }
     let mut findings = vec![];
@@ -125,6 +157,9 @@ pub fn audit(config: &PostureConfig, checks: &[&'static Check], asset: &Asset) -
             continue;
         }
         for v in (check.eval)(asset) {
+            if controlled && !v.container.as_deref().is_some_and(|c| ephemeral.contains(&c)) {
+                continue;
+            }
             findings.push(Finding { check, container: v.container, evidence: v.evidence });
         }
     }
@@ -136,6 +171,8 @@ pub struct Posture {
     cluster: String,
     config: PostureConfig,
     checks: Vec<&'static Check>,
+    /// Seeds every content hash (see [`content_hash`]).
+    fingerprint: u64,
     tracked: HashMap<String, Tracked>,
     /// Per kind: the number of the current (or last) full list.
     epochs: [u32; Kind::ALL.len()],
@@ -158,7 +195,8 @@ pub struct Pass {
 impl Posture {
     pub fn new(cluster: &str, config: PostureConfig) -> Self {
         let checks = config.active();
-        Self { cluster: cluster.to_string(), config, checks, tracked: HashMap::new(), epochs: [0; Kind::ALL.len()], now: Arc::from("") }
+        let fingerprint = config_fingerprint(&config);
+        Self { cluster: cluster.to_string(), config, checks, fingerprint, tracked: HashMap::new(), epochs: [0; Kind::ALL.len()], now: Arc::from("") }
     }
 
     pub fn tracked(&self) -> usize {
@@ -169,8 +207,11 @@ impl Posture {
         self.tracked.values().map(|t| t.alerts.len()).sum()
     }
 
-    fn alert_id(&self, uid: &str, check: &str, container: Option<&str>) -> String {
-        format!("{:016x}", fnv1a(format!("{}\0{uid}\0{check}\0{}", self.cluster, container.unwrap_or("")).as_bytes()))
+    /// One document per occurrence: (cluster, resource, check, container)
+    /// and when it opened, so a problem that comes back after it was
+    /// resolved gets a new document and the earlier evidence stays.
+    fn alert_id(&self, uid: &str, check: &str, container: Option<&str>, first_seen: &str) -> String {
+        format!("{:016x}", fnv1a(format!("{}\0{uid}\0{check}\0{}\0{first_seen}", self.cluster, container.unwrap_or("")).as_bytes()))
     }
 
     fn inventory_id(&self, uid: &str) -> String {
@@ -180,7 +221,7 @@ impl Posture {
     /// An added or modified asset (a watch event, or one of a re-list).
     pub fn apply(&mut self, asset: &Asset, now: &str, writes: &mut Vec<Write>, pass: &mut Pass) {
         pass.seen += 1;
-        let hash = content_hash(asset);
+        let hash = hash_with(self.fingerprint, asset);
         let epoch = self.epochs[asset.kind as usize];
         if let Some(t) = self.tracked.get_mut(&asset.uid) {
             t.epoch = epoch;
@@ -203,7 +244,7 @@ impl Posture {
                 ("creation", vec![])
             }
         };
-        writes.push(Write::Index { target: Target::Inventory, id: self.inventory_id(&asset.uid), doc: self.asset_doc(asset, hash, &first_seen, now, event_type) });
+        writes.push(Write::Index { target: Target::Inventory, id: self.inventory_id(&asset.uid), doc: self.asset_doc(asset, hash, &first_seen, now, event_type), uid: asset.uid.clone() });
 
         // Alerts: open new ones, refresh changed evidence, resolve fixed ones.
         let mut alerts = vec![];
@@ -215,9 +256,9 @@ impl Posture {
                 if known.is_none() {
                     pass.alerts_opened += 1;
                 }
-                let id = self.alert_id(&asset.uid, finding.check.id, finding.container.as_deref());
+                let id = self.alert_id(&asset.uid, finding.check.id, finding.container.as_deref(), &first);
                 let doc = self.alert_doc(asset, &finding, &id, evidence_hash, &first, now);
-                writes.push(Write::Index { target: Target::Events, id, doc });
+                writes.push(Write::Index { target: Target::Events, id, doc, uid: asset.uid.clone() });
             }
             alerts.push(OpenAlert { check: finding.check.id, container: finding.container, first_seen: first, evidence_hash });
         }
@@ -237,10 +278,19 @@ impl Posture {
             target: Target::Inventory,
             id: self.inventory_id(uid),
             doc: json!({ "@timestamp": now, "event": { "type": "deletion" }, "asset": { "state": "deleted", "last_seen": now } }),
+            uid: uid.to_string(),
         });
         for alert in &tracked.alerts {
             pass.alerts_resolved += 1;
             writes.push(self.resolve(uid, alert, now, "resource deleted"));
+        }
+    }
+
+    /// A write about `uid` was rejected: forget its hash, so the next event
+    /// or list of the asset writes it (and its alerts) again.
+    pub fn invalidate(&mut self, uid: &str) {
+        if let Some(t) = self.tracked.get_mut(uid) {
+            t.hash = 0;
         }
     }
 
@@ -275,10 +325,27 @@ impl Posture {
     }
 
     /// An open alert read back after a restart (its asset restored first).
-    pub fn restore_alert(&mut self, uid: &str, check: &str, container: Option<&str>, first_seen: &str, evidence_hash: u64) {
-        let Some(check) = crate::audits::check(check) else { return };
-        if let Some(t) = self.tracked.get_mut(uid) {
-            t.alerts.push(OpenAlert { check: check.id, container: container.map(str::to_string), first_seen: Arc::from(first_seen), evidence_hash });
+    /// One whose asset is not active any more (its deletion was written but
+    /// not the resolution) is resolved now: the returned write.
+    pub fn restore_alert(&mut self, uid: &str, check: &str, container: Option<&str>, first_seen: &str, evidence_hash: u64, now: &str) -> Option<Write> {
+        let alert = OpenAlert {
+            check: crate::audits::check(check).map_or("unknown", |c| c.id),
+            container: container.map(str::to_string),
+            first_seen: Arc::from(first_seen),
+            evidence_hash,
+        };
+        match self.tracked.get_mut(uid) {
+            Some(t) if alert.check != "unknown" => {
+                t.alerts.push(alert);
+                None
+            }
+            // A check that no longer exists, or an asset that is gone.
+            _ => Some(Write::Update {
+                target: Target::Events,
+                id: self.alert_id(uid, check, container, first_seen),
+                doc: json!({ "finding": { "status": "resolved", "resolved_at": now, "last_seen": now }, "posture": { "resolution": if self.tracked.contains_key(uid) { "check removed" } else { "resource deleted" } } }),
+                uid: uid.to_string(),
+            }),
         }
     }
 
@@ -296,15 +363,19 @@ impl Posture {
     fn resolve(&self, uid: &str, alert: &OpenAlert, now: &str, why: &str) -> Write {
         Write::Update {
             target: Target::Events,
-            id: self.alert_id(uid, alert.check, alert.container.as_deref()),
+            id: self.alert_id(uid, alert.check, alert.container.as_deref(), &alert.first_seen),
             doc: json!({ "finding": { "status": "resolved", "resolved_at": now, "last_seen": now }, "posture": { "resolution": why } }),
+            uid: uid.to_string(),
         }
     }
 
     fn asset_doc(&self, asset: &Asset, hash: u64, first_seen: &str, now: &str, event_type: &str) -> Value {
         json!({
             "@timestamp": now,
-            "event": { "kind": "asset", "category": ["configuration"], "type": event_type, "dataset": "posture.inventory", "module": "posture" },
+            // Severity 1: an asset is information (the CTEM report expects
+            // a 1–5 severity and a tool label on every document).
+            "event": { "kind": "asset", "category": ["configuration"], "type": event_type, "dataset": "posture.inventory", "module": "posture", "severity": 1 },
+            "labels": { "security_tool": "posture" },
             "orchestrator": { "cluster": { "name": self.cluster }, "resource": { "type": asset.kind.name(), "name": asset.name } },
             "asset": {
                 "kind": asset.kind.name(),

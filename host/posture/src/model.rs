@@ -81,6 +81,10 @@ impl Kind {
 pub struct Owner {
     pub kind: String,
     pub name: String,
+    /// The managing controller (`controller: true`), not just a reference
+    /// anyone may set.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub controller: bool,
 }
 
 /// One resource, as retained.
@@ -122,6 +126,12 @@ pub struct PodSpec {
     pub containers: Vec<Container>,
     /// spec.hostUsers == false: a user namespace relaxes some checks.
     pub user_namespace: bool,
+    /// spec.os.name == windows: the Linux-only restricted checks do not apply.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub windows: bool,
+    /// spec.securityContext.windowsOptions.hostProcess
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub host_process: bool,
 }
 
 /// Fields shared by the pod- and container-level securityContext.
@@ -164,6 +174,12 @@ pub struct Container {
     pub image: String,
     /// init or ephemeral container
     pub init: bool,
+    /// added with `kubectl debug` (audited even in a controller's pod)
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub ephemeral: bool,
+    /// windowsOptions.hostProcess
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub host_process: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub privileged: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -222,12 +238,14 @@ fn security_context(sc: &Value, annotations_apparmor: Option<String>) -> Securit
     }
 }
 
-fn container(c: &Value, init: bool, apparmor: Option<String>) -> Container {
+fn container(c: &Value, init: bool, ephemeral: bool, apparmor: Option<String>) -> Container {
     let sc = &c["securityContext"];
     Container {
         name: str_of(&c["name"]).unwrap_or_default(),
         image: str_of(&c["image"]).unwrap_or_default(),
         init,
+        ephemeral,
+        host_process: sc["windowsOptions"]["hostProcess"].as_bool() == Some(true),
         privileged: sc["privileged"].as_bool(),
         allow_privilege_escalation: sc["allowPrivilegeEscalation"].as_bool(),
         security: security_context(sc, apparmor),
@@ -243,10 +261,10 @@ fn container(c: &Value, init: bool, apparmor: Option<String>) -> Container {
 pub fn pod_spec(spec: &Value, annotations: &Value) -> PodSpec {
     let apparmor = |name: &str| str_of(&annotations[format!("container.apparmor.security.beta.kubernetes.io/{name}")]);
     let mut containers = vec![];
-    for (key, init) in [("initContainers", true), ("containers", false), ("ephemeralContainers", true)] {
+    for (key, init, ephemeral) in [("initContainers", true, false), ("containers", false, false), ("ephemeralContainers", true, true)] {
         for c in spec[key].as_array().into_iter().flatten() {
             let name = c["name"].as_str().unwrap_or_default();
-            containers.push(container(c, init, apparmor(name)));
+            containers.push(container(c, init, ephemeral, apparmor(name)));
         }
     }
     let volumes = spec["volumes"]
@@ -271,6 +289,8 @@ pub fn pod_spec(spec: &Value, annotations: &Value) -> PodSpec {
         volumes,
         containers,
         user_namespace: spec["hostUsers"].as_bool() == Some(false),
+        windows: spec["os"]["name"].as_str() == Some("windows"),
+        host_process: spec["securityContext"]["windowsOptions"]["hostProcess"].as_bool() == Some(true),
     }
 }
 
@@ -290,7 +310,7 @@ pub fn parse(object: &Value) -> Option<Asset> {
         .unwrap_or_default();
     let owner = meta["ownerReferences"].as_array().and_then(|refs| {
         let r = refs.iter().find(|r| r["controller"] == true).or(refs.first())?;
-        Some(Owner { kind: str_of(&r["kind"])?, name: str_of(&r["name"])? })
+        Some(Owner { kind: str_of(&r["kind"])?, name: str_of(&r["name"])?, controller: r["controller"] == true })
     });
     let spec = &object["spec"];
     let template = match kind {
@@ -304,7 +324,7 @@ pub fn parse(object: &Value) -> Option<Asset> {
         Kind::Role | Kind::ClusterRole => Some(Rbac { rules: object["rules"].as_array().map(|rs| rs.iter().map(rule).collect()).unwrap_or_default(), ..Default::default() }),
         Kind::RoleBinding | Kind::ClusterRoleBinding => Some(Rbac {
             rules: vec![],
-            role_ref: Some(Owner { kind: str_of(&object["roleRef"]["kind"]).unwrap_or_default(), name: str_of(&object["roleRef"]["name"]).unwrap_or_default() }),
+            role_ref: Some(Owner { kind: str_of(&object["roleRef"]["kind"]).unwrap_or_default(), name: str_of(&object["roleRef"]["name"]).unwrap_or_default(), controller: false }),
             subjects: object["subjects"]
                 .as_array()
                 .map(|s| {

@@ -76,8 +76,21 @@ fn every_check_fires_on_some_resource() {
                     "seccompProfile": { "type": "Unconfined" }, "capabilities": { "add": ["NET_ADMIN"] } } }]
         }
     });
+    let windows = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": { "name": "win", "namespace": "shop", "uid": "uid-win" },
+        "spec": { "os": { "name": "windows" }, "securityContext": { "windowsOptions": { "hostProcess": true } }, "hostNetwork": true,
+            "containers": [{ "name": "w", "image": "mcr.microsoft.com/windows/nanoserver:ltsc2022" }] }
+    });
     let mut assets = fixture();
     assets.push(secop_posture::model::parse(&worst).unwrap());
+    assets.push(secop_posture::model::parse(&windows).unwrap());
+    // Windows pods are exempt from the Linux-only restricted checks.
+    let restricted_all = PostureConfig { level: secop_posture::audits::Level::Restricted, exemptions: vec![], ..Default::default() };
+    let on_windows = ids(&findings(&restricted_all, &assets), "win");
+    for linux_only in ["PSS-R-02", "PSS-R-05", "PSS-R-06"] {
+        assert!(!on_windows.contains(&linux_only.to_string()), "{linux_only} on a Windows pod: {on_windows:?}");
+    }
     let restricted = PostureConfig { level: secop_posture::audits::Level::Restricted, exemptions: vec![], ..Default::default() };
     let fired: BTreeSet<String> = findings(&restricted, &assets).into_iter().map(|(id, _, _)| id).collect();
     let all: BTreeSet<String> = secop_posture::audits::CHECKS.iter().map(|c| c.id.to_string()).collect();
@@ -132,6 +145,7 @@ fn an_unchanged_resync_writes_nothing_and_a_change_writes_only_that_asset() {
     assert_eq!(service["asset"]["first_seen"], "2026-11-24T10:00:00Z", "first_seen kept");
     assert_eq!(service["asset"]["last_seen"], "2026-11-24T10:10:00Z");
     assert_eq!(service["event"]["type"], "change");
+    assert_eq!((service["labels"]["security_tool"].as_str(), service["event"]["severity"].as_u64()), (Some("posture"), Some(1)), "what the CTEM report's ROUTING and SEVERITY checks read");
 }
 
 #[test]
@@ -176,6 +190,44 @@ fn fixing_the_pod_resolves_only_the_fixed_alert() {
     let resolved = doc(&writes, Target::Events, |_| true);
     assert_eq!(resolved.len(), 1);
     assert_eq!(resolved[0]["posture"]["resolution"], "fixed");
+}
+
+#[test]
+fn an_owner_reference_alone_does_not_hide_a_pod_but_a_controller_does_except_for_debug_containers() {
+    let pod = |owner: Value, ephemeral: bool| {
+        let mut p = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": { "name": "p", "namespace": "shop", "uid": "uid-p", "ownerReferences": [owner] },
+            "spec": { "containers": [{ "name": "app", "image": "x", "securityContext": { "privileged": true } }] }
+        });
+        if ephemeral {
+            p["spec"]["ephemeralContainers"] = json!([{ "name": "debugger", "image": "busybox", "securityContext": { "privileged": true } }]);
+        }
+        secop_posture::model::parse(&p).unwrap()
+    };
+    let config = PostureConfig::default();
+    let found = |a: &Asset| findings(&config, std::slice::from_ref(a)).into_iter().map(|(id, _, c)| format!("{id}/{}", c.unwrap_or_default())).collect::<Vec<_>>();
+    let by_replicaset = json!({ "kind": "ReplicaSet", "name": "rs", "controller": true });
+    assert!(found(&pod(by_replicaset.clone(), false)).is_empty(), "audited through its workload");
+    assert_eq!(found(&pod(json!({ "kind": "ConfigMap", "name": "cm" }), false)), ["PSS-B-02/app"], "a plain owner reference hides nothing");
+    assert_eq!(found(&pod(json!({ "kind": "Workflow", "name": "argo", "controller": true }), false)), ["PSS-B-02/app"], "a controller the engine does not watch");
+    assert_eq!(found(&pod(by_replicaset, true)), ["PSS-B-02/debugger"], "kubectl debug adds what the template lacks");
+}
+
+#[test]
+fn a_config_change_re_audits_unchanged_assets() {
+    let assets = fixture();
+    let mut posture = Posture::new("test", PostureConfig::default());
+    posture.resync(&Kind::ALL, &assets, "t1");
+    // The same resources under another config: a new engine restored from
+    // the indices (as after the feature's rollout) must not skip them.
+    let mut restarted = Posture::new("test", PostureConfig::parse(r#"{"disable": ["K8S-01"]}"#).unwrap());
+    for a in &assets {
+        restarted.restore_asset(&a.uid, a.kind, secop_posture::engine::content_hash(&PostureConfig::default(), a), "t1");
+    }
+    let (writes, pass) = restarted.resync(&Kind::ALL, &assets, "t2");
+    assert_eq!(pass.unchanged, 0, "every asset is re-audited under the new config");
+    assert!(!writes.is_empty());
 }
 
 #[test]

@@ -196,7 +196,7 @@ async fn all_hits(es: &Elastic, index: &str, query: Value, sort: &str, fields: &
 
 /// Read back what the indices hold for this cluster, so a restarted
 /// engine writes only what changed while it was away.
-async fn restore(es: &Elastic, args: &Run, posture: &mut Posture) -> Result<(usize, usize)> {
+async fn restore(es: &Elastic, args: &Run, posture: &mut Posture, writes: &mut Vec<Write>) -> Result<(usize, usize)> {
     let cluster = json!({ "term": { "orchestrator.cluster.name": args.cluster_name } });
     let assets = all_hits(
         es,
@@ -222,42 +222,64 @@ async fn restore(es: &Elastic, args: &Run, posture: &mut Posture) -> Result<(usi
     for a in &alerts {
         let (Some(uid), Some(rule), Some(first)) = (a["kubernetes"]["resource"]["uid"].as_str(), a["rule"]["id"].as_str(), a["finding"]["first_seen"].as_str()) else { continue };
         let evidence = a["posture"]["evidence_hash"].as_str().and_then(|h| u64::from_str_radix(h, 16).ok()).unwrap_or(0);
-        posture.restore_alert(uid, rule, a["container"]["name"].as_str(), first, evidence);
+        writes.extend(posture.restore_alert(uid, rule, a["container"]["name"].as_str(), first, evidence, &now()));
     }
     Ok((assets.len(), alerts.len()))
 }
 
-/// Send `writes`; a failed request is retried until it goes through (the
-/// engine already counts them as written: nothing may be dropped).
-async fn flush(es: &Elastic, args: &Run, writes: &mut Vec<Write>) {
+/// Send `writes`. A request that fails for a transient reason (network,
+/// 429, 5xx) is retried until it goes through: the engine already counts
+/// the writes as done, so nothing may be dropped. Documents rejected for
+/// good (a mapping conflict, 4xx) are logged, and their assets forgotten
+/// so the next event or list writes them again.
+async fn flush(es: &Elastic, args: &Run, posture: &mut Posture, writes: &mut Vec<Write>) {
     if writes.is_empty() {
         return;
     }
     let index = |t: Target| if t == Target::Inventory { args.index_inventory.as_str() } else { args.index_events.as_str() };
-    let ops: Vec<Operation> = writes
-        .drain(..)
+    let batch: Vec<Write> = std::mem::take(writes);
+    let ops: Vec<Operation> = batch
+        .iter()
         .map(|w| match w {
-            Write::Index { target, id, doc } => Operation::index(index(target), &id, doc),
-            Write::Update { target, id, doc } => Operation::update(index(target), &id, doc),
+            Write::Index { target, id, doc, .. } => Operation::index(index(*target), id, doc.clone()),
+            Write::Update { target, id, doc, .. } => Operation::update(index(*target), id, doc.clone()),
         })
         .collect();
-    let count = ops.len();
     let mut backoff = Duration::from_secs(1);
     loop {
         match bulk(es, ops.clone(), &BulkOptions::default()).await {
             Ok(report) => {
                 for f in &report.failed {
                     tracing::error!(id = %f.id, status = f.status, "posture document rejected: {}", f.reason);
+                    if let Some(w) = batch.iter().find(|w| w.id() == f.id) {
+                        posture.invalidate(w.uid());
+                    }
                 }
-                tracing::info!(documents = count, failed = report.failed.len(), "posture: written");
+                tracing::info!(documents = batch.len(), failed = report.failed.len(), "posture: written");
                 return;
             }
-            Err(e) => {
-                tracing::warn!("posture: writing {count} documents: {e}; retrying in {}s", backoff.as_secs());
+            Err(e) if e.is_transient() => {
+                tracing::warn!("posture: writing {} documents: {e}; retrying in {}s", batch.len(), backoff.as_secs());
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
+            Err(e) => {
+                tracing::error!("posture: writing {} documents failed for good: {e}; their assets will be written again", batch.len());
+                for w in &batch {
+                    posture.invalidate(w.uid());
+                }
+                return;
+            }
         }
+    }
+}
+
+/// SIGINT or SIGTERM (the kubelet stopping the pod).
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
     }
 }
 
@@ -267,11 +289,13 @@ async fn watch(args: &Run, config: PostureConfig) -> Result<ExitCode> {
     with_patience("posture", Duration::from_secs(300), || templates::install(&es, &indices)).await?;
     let client = Client::try_default().await.context("connecting to the API server")?;
     let mut posture = Posture::new(&args.cluster_name, config);
-    let (assets, alerts) = restore(&es, args, &mut posture).await?;
-    tracing::info!(assets, alerts, "posture: restored from the indices");
+    let mut writes: Vec<Write> = vec![];
+    let (assets, alerts) = restore(&es, args, &mut posture, &mut writes).await?;
+    tracing::info!(assets, alerts, resolved = writes.len(), "posture: restored from the indices");
 
     let mut changes = watches(&client);
-    let mut writes: Vec<Write> = vec![];
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
     let mut pass = Pass::default();
     let mut tick = tokio::time::interval(Duration::from_millis(args.flush_millis.max(10)));
     loop {
@@ -292,13 +316,13 @@ async fn watch(args: &Run, config: PostureConfig) -> Result<ExitCode> {
                     Err(e) => tracing::warn!("posture: watch: {e}"),
                 }
                 if writes.len() >= 1000 {
-                    flush(&es, args, &mut writes).await;
+                    flush(&es, args, &mut posture, &mut writes).await;
                 }
             }
-            _ = tick.tick() => flush(&es, args, &mut writes).await,
-            _ = tokio::signal::ctrl_c() => break,
+            _ = tick.tick() => flush(&es, args, &mut posture, &mut writes).await,
+            _ = &mut shutdown => break,
         }
     }
-    flush(&es, args, &mut writes).await;
+    flush(&es, args, &mut posture, &mut writes).await;
     Ok(ExitCode::SUCCESS)
 }
