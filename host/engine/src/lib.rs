@@ -323,6 +323,11 @@ impl Memo {
         self.entries.lock().unwrap_or_else(|e| e.into_inner()).insert(slot, (key, output));
     }
 
+    /// Forget one agent's outputs (`namespace/name`; it was deleted).
+    pub fn forget_agent(&self, agent_id: &str) {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).retain(|(agent, _), _| agent != agent_id);
+    }
+
     /// Forget everything (benchmarks, module swaps are keyed anyway).
     pub fn clear(&self) {
         self.entries.lock().unwrap_or_else(|e| e.into_inner()).clear();
@@ -369,12 +374,15 @@ pub fn render(registry: &Registry, agent: &SecurityAgent, options: &RenderOption
         .features
         .iter()
         .map(|f| {
-            let entry = entry_for(registry, options, &f.name).ok().flatten();
+            // A feature whose module failed keeps the identity (priority,
+            // condition type) of the built-in module of that name.
+            let running = entry_for(registry, options, &f.name).ok().flatten();
+            let entry = running.or_else(|| registry.get(&f.name));
             FeatureReport {
                 name: f.name.clone(),
                 enabled: f.enabled,
                 priority: entry.map_or(u32::MAX, |e| e.metadata().priority),
-                module_digest: entry.and_then(|e| e.digest().map(str::to_string)),
+                module_digest: running.and_then(|e| e.digest().map(str::to_string)),
                 diagnostics: vec![],
                 error: None,
                 receiver: None,

@@ -92,7 +92,7 @@ async fn finalize(agent: &SecurityAgent, api: &Api<SecurityAgent>, ctx: &Context
         kinds.insert(resources::kind_id(api_version, kind));
     }
     let deleted = resources::delete_cluster_scoped(&ctx.client, &ctx.kinds, &agent.name_any(), namespace, &kinds).await?;
-    ctx.modules.forget(agent);
+    ctx.modules.forget(&ctx.registry, agent);
     ctx.metrics.objects_pruned.inc_by(deleted as u64);
     let remaining: Vec<&String> = agent.finalizers().iter().filter(|f| *f != FINALIZER).collect();
     api.patch(&agent.name_any(), &PatchParams::default(), &Patch::Merge(json!({ "metadata": { "finalizers": remaining } }))).await?;

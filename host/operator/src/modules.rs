@@ -106,11 +106,15 @@ impl Modules {
     }
 
     async fn resolve_one(&self, client: &Client, namespace: &str, feature: &str, field: &str, module: &ModuleRef) -> Result<InUse, FeatureError> {
-        let credentials = match &module.pull_secret {
-            Some(secret) => pull_credentials(client, namespace, secret, &module.image)
-                .await
-                .map_err(|message| module_error("PullSecretError", format!("{field}.pullSecret: {message}")))?,
-            None => Credentials::Anonymous,
+        // A pull secret that cannot be read does not stop a module the
+        // cache already holds (IfNotPresent); it fails only what needs the
+        // registry.
+        let (credentials, secret_error) = match &module.pull_secret {
+            Some(secret) => match pull_credentials(client, namespace, secret, &module.image).await {
+                Ok(credentials) => (credentials, None),
+                Err(message) => (Credentials::Anonymous, Some(module_error("PullSecretError", format!("{field}.pullSecret: {message}")))),
+            },
+            None => (Credentials::Anonymous, None),
         };
         let source = Source {
             feature: feature.to_string(),
@@ -122,7 +126,10 @@ impl Modules {
             },
             credentials,
         };
-        let fetched = self.store.fetch(&source).await.map_err(|e| module_error(e.reason(), e.to_string()))?;
+        let fetched = match self.store.fetch(&source).await {
+            Ok(fetched) => fetched,
+            Err(e) => return Err(secret_error.unwrap_or_else(|| module_error(e.reason(), e.to_string()))),
+        };
         let loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner()).get(&fetched.sha256).cloned();
         let module = match loaded {
             Some(module) => module,
@@ -210,6 +217,14 @@ impl Modules {
         }
         if retry {
             rendered = secop_engine::render(registry, agent, &options)?;
+            // A rollback that failed too is no rollback: say what failed.
+            for report in rendered.failed() {
+                if let Some(note) = notes.iter_mut().find(|n| n.feature == report.name && n.reason == "ModuleRolledBack") {
+                    let error = report.error.as_ref().expect("failed reports have an error");
+                    note.reason = error.reason().to_string();
+                    note.message = format!("{}; the last good module failed too: {error}", note.message.replacen("rolled back to", "rolling back to", 1));
+                }
+            }
         }
 
         let mut remembered = self.last_good.lock().unwrap_or_else(|e| e.into_inner());
@@ -219,13 +234,21 @@ impl Modules {
             }
         }
         in_use.retain(|name, _| rendered.features.iter().any(|r| &r.name == name));
+        // Compiled modules nobody runs or may roll back to are released (a
+        // tag that keeps moving under `Always` would otherwise pile them up).
+        let kept: std::collections::HashSet<String> =
+            remembered.values().chain(in_use.values()).filter_map(|m| m.digest().map(str::to_string)).collect();
+        drop(remembered);
+        self.loaded.lock().unwrap_or_else(|e| e.into_inner()).retain(|digest, _| kept.contains(digest));
         Ok(ModuleRender { rendered, in_use, notes })
     }
 
-    /// Forget an agent's last good modules (it was deleted).
-    pub fn forget(&self, agent: &SecurityAgent) {
+    /// Forget an agent's last good modules and outputs (it was deleted): a
+    /// new agent of the same name starts clean.
+    pub fn forget(&self, registry: &Registry, agent: &SecurityAgent) {
         let agent_id = format!("{}/{}", agent.namespace().unwrap_or_default(), agent.name_any());
         self.last_good.lock().unwrap_or_else(|e| e.into_inner()).retain(|(agent, _), _| agent != &agent_id);
+        registry.memo().forget_agent(&agent_id);
     }
 }
 
