@@ -43,8 +43,8 @@ fn container(i: usize, risky: bool) -> Value {
 
 fn pod(i: usize, generation: usize) -> Value {
     let ns = format!("ns-{}", i % NAMESPACES);
-    let standalone = i % 10 == 0;
-    let risky = standalone && i % 500 == 0;
+    let standalone = i.is_multiple_of(10);
+    let risky = standalone && i.is_multiple_of(500);
     let deployment = i % DEPLOYMENTS;
     let mut meta = json!({
         "name": format!("pod-{i}"), "namespace": if risky { "default".to_string() } else { ns }, "uid": format!("00000000-0000-0000-0000-{i:012}"),

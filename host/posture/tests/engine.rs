@@ -112,7 +112,7 @@ fn count(writes: &[Write], target: Target) -> usize {
     writes.iter().filter(|w| w.target() == target).count()
 }
 
-fn doc<'a>(writes: &'a [Write], target: Target, pred: impl Fn(&Value) -> bool) -> Vec<&'a Value> {
+fn doc(writes: &[Write], target: Target, pred: impl Fn(&Value) -> bool) -> Vec<&Value> {
     writes
         .iter()
         .filter(|w| w.target() == target)
