@@ -39,6 +39,11 @@ pub enum PostureCommand {
     },
     /// Watch the cluster; keep the inventory and the alerts in Elasticsearch up to date.
     Run(Run),
+    /// List the checks (ids for `enable`, `disable` and `exemptions`).
+    Checks {
+        #[arg(short = 'o', long = "output", default_value = "table", value_parser = ["table", "json"])]
+        output: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -70,12 +75,45 @@ fn read_config(path: Option<&PathBuf>) -> Result<PostureConfig> {
 pub fn run(command: &PostureCommand) -> Result<ExitCode> {
     match command {
         PostureCommand::Scan { file, config, output } => scan(file, read_config(config.as_ref())?, output),
+        PostureCommand::Checks { output } => {
+            list_checks(output)?;
+            Ok(ExitCode::SUCCESS)
+        }
         PostureCommand::Run(args) => {
             let config = read_config(args.config.as_ref())?;
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(watch(args, config))
         }
     }
+}
+
+fn list_checks(output: &str) -> Result<()> {
+    let defaults = PostureConfig::default();
+    let default_ids: Vec<&str> = defaults.active().iter().map(|c| c.id).collect();
+    let checks: Vec<Value> = secop_posture::audits::CHECKS
+        .iter()
+        .map(|c| {
+            json!({ "id": c.id, "title": c.title, "severity": c.severity, "pss": c.pss, "mitre": c.mitre,
+                    "default": default_ids.contains(&c.id), "remediation": c.remediation })
+        })
+        .collect();
+    if output == "json" {
+        println!("{}", serde_json::to_string_pretty(&checks)?);
+        return Ok(());
+    }
+    println!("{:<9} {:<4} {:<11} {:<6} {:<8} TITLE", "CHECK", "SEV", "PSS", "MITRE", "DEFAULT");
+    for c in &checks {
+        println!(
+            "{:<9} {:<4} {:<11} {:<6} {:<8} {}",
+            c["id"].as_str().unwrap_or(""),
+            c["severity"].as_u64().unwrap_or(0),
+            c["pss"].as_str().unwrap_or("-"),
+            c["mitre"].as_str().unwrap_or(""),
+            if c["default"] == true { "yes" } else { "restricted" },
+            c["title"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
 }
 
 fn scan(file: &PathBuf, config: PostureConfig, output: &str) -> Result<ExitCode> {

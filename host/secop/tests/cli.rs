@@ -161,6 +161,13 @@ fn posture_scan_works_offline_on_the_checked_in_snapshot() {
     let out = secop(&["posture", "scan", "-f", snapshot.to_str().unwrap(), "--config", dir.join("restricted.yaml").to_str().unwrap()]);
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("PSS-R-02") && table.contains("Pod/kube-system/kube-proxy-x1"), "{table}");
+    // The check list names what a config may refer to, defaults marked.
+    let listed: serde_json::Value = serde_json::from_slice(&secop(&["posture", "checks", "-o", "json"]).stdout).unwrap();
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 23);
+    let root = listed.iter().find(|c| c["id"] == "PSS-R-04").unwrap();
+    assert_eq!((root["default"].as_bool(), root["pss"].as_str()), (Some(true), Some("restricted")));
+    assert_eq!(listed.iter().find(|c| c["id"] == "K8S-02").unwrap()["default"], false);
     std::fs::write(dir.join("bad.yaml"), "disable: [PSS-B-02, NOPE]\n").unwrap();
     let out = secop(&["posture", "scan", "-f", snapshot.to_str().unwrap(), "--config", dir.join("bad.yaml").to_str().unwrap()]);
     assert!(!out.status.success());
