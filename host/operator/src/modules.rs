@@ -287,3 +287,96 @@ async fn pull_credentials(client: &Client, namespace: &str, secret: &str, image:
     let registry = secop_oci::registry_of(image).map_err(|e| e.to_string())?;
     Credentials::from_dockerconfigjson(&json.0, &registry).map_err(|e| format!("Secret {namespace}/{secret}: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    //! The rollback decisions of [`Modules::render`], without a cluster:
+    //! resolutions are built by hand from the built-in falco module and the
+    //! test module that traps in configure.
+
+    use super::*;
+
+    fn runtime() -> Arc<Runtime> {
+        Arc::new(Runtime::new(None).unwrap())
+    }
+
+    fn agent(name: &str, falco_config: &str) -> SecurityAgent {
+        secop_api::parse(&format!(
+            "apiVersion: security.example.io/v1alpha1\nkind: SecurityAgent\nmetadata: {{ name: {name}, namespace: sec }}\nspec:\n  features:\n    - name: falco\n      module: {{ image: reg/falco:x }}\n      config: {falco_config}\n"
+        ))
+        .unwrap()
+    }
+
+    fn module(runtime: &Runtime, bytes: &[u8]) -> Entry {
+        Entry::Wasm(runtime.load("falco", bytes).unwrap())
+    }
+
+    fn resolution(image: &str, outcome: Result<Entry, FeatureError>) -> Vec<Resolution> {
+        vec![Resolution {
+            feature: "falco".into(),
+            image: image.into(),
+            outcome: outcome.map(|entry| InUse { image: Some(image.into()), entry, registry_unavailable: None }),
+        }]
+    }
+
+    fn options() -> RenderOptions {
+        RenderOptions { keep_last_good: true, ..Default::default() }
+    }
+
+    #[test]
+    fn a_failing_new_module_is_rolled_back_to_the_last_good_one() {
+        let runtime = runtime();
+        let registry = Registry::with_builtins(runtime.clone()).unwrap();
+        let modules = Modules::new(runtime.clone(), std::env::temp_dir().join("secop-modules-unit"), vec![]);
+        let good = module(&runtime, secop_builtin::module("falco").unwrap());
+        let broken = module(&runtime, &std::fs::read(secop_builtin::artifact_path("feature_falco_broken")).unwrap());
+        let agent = agent("a", "{}");
+
+        let first = modules.render(&registry, &agent, options(), resolution("reg/falco:0.1.0", Ok(good.clone()))).unwrap();
+        assert!(first.notes.is_empty() && first.rendered.failed().next().is_none());
+        let objects = first.rendered.objects.len();
+
+        // Traps in configure: the last good module renders instead.
+        let swapped = modules.render(&registry, &agent, options(), resolution("reg/falco:0.3.0", Ok(broken.clone()))).unwrap();
+        assert!(swapped.rendered.failed().next().is_none(), "the rollback renders cleanly");
+        assert_eq!(swapped.rendered.objects.len(), objects, "nothing dropped");
+        assert_eq!(swapped.in_use["falco"].image.as_deref(), Some("reg/falco:0.1.0"));
+        let note = &swapped.notes[0];
+        assert_eq!(note.reason, "ModuleRolledBack");
+        assert!(note.message.contains("reg/falco:0.3.0") && note.message.contains("Trap") && note.message.contains("rolled back to reg/falco:0.1.0"), "{}", note.message);
+
+        // Not even fetched (a digest mismatch): rolled back as well.
+        let mismatch = FeatureError::Module { reason: "DigestMismatch", message: "digest mismatch: expected sha256:aa, the registry served sha256:bb".into() };
+        let refused = modules.render(&registry, &agent, options(), resolution("reg/falco:0.3.0", Err(mismatch))).unwrap();
+        assert!(refused.rendered.failed().next().is_none());
+        assert!(refused.notes[0].message.contains("DigestMismatch"), "{}", refused.notes[0].message);
+    }
+
+    #[test]
+    fn without_a_last_good_module_the_feature_fails_with_the_cause() {
+        let runtime = runtime();
+        let registry = Registry::with_builtins(runtime.clone()).unwrap();
+        let modules = Modules::new(runtime.clone(), std::env::temp_dir().join("secop-modules-unit"), vec![]);
+        let broken = module(&runtime, &std::fs::read(secop_builtin::artifact_path("feature_falco_broken")).unwrap());
+        let fresh = modules.render(&registry, &agent("b", "{}"), options(), resolution("reg/falco:0.3.0", Ok(broken))).unwrap();
+        let failed: Vec<_> = fresh.rendered.failed().collect();
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0].error.as_ref().unwrap().reason(), "Trap");
+        assert_eq!(failed[0].condition_type, "FalcoReady");
+    }
+
+    #[test]
+    fn a_rollback_that_fails_too_is_reported_as_the_failure() {
+        let runtime = runtime();
+        let registry = Registry::with_builtins(runtime.clone()).unwrap();
+        let modules = Modules::new(runtime.clone(), std::env::temp_dir().join("secop-modules-unit"), vec![]);
+        let good = module(&runtime, secop_builtin::module("falco").unwrap());
+        let broken = module(&runtime, &std::fs::read(secop_builtin::artifact_path("feature_falco_broken")).unwrap());
+        modules.render(&registry, &agent("c", "{}"), options(), resolution("reg/falco:0.1.0", Ok(good))).unwrap();
+        // A new module and a config the old module refuses, in one change.
+        let both = modules.render(&registry, &agent("c", "{ jsonOutput: false }"), options(), resolution("reg/falco:0.3.0", Ok(broken))).unwrap();
+        let note = &both.notes[0];
+        assert_eq!(note.reason, "InvalidConfig", "{}", note.message);
+        assert!(note.message.contains("the last good module failed too") && note.message.contains("jsonOutput"), "{}", note.message);
+    }
+}
