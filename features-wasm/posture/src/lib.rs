@@ -45,20 +45,13 @@ impl Posture {
             format!("--index-events={}", output.index_events),
             format!("--config={CONFIG_PATH}/config.json"),
         ];
-        args.extend(output.endpoints.iter().map(|e| format!("--endpoint={e}")));
-        let mut env = vec![];
+        let es = k8s::secop_elasticsearch(output);
+        args.extend(es.args);
+        let env = es.env;
         let mut mounts = vec![k8s::mount("config", CONFIG_PATH, true)];
+        mounts.extend(es.mounts);
         let mut volumes = vec![k8s::config_map_volume("config", "posture-config")];
-        if let Some(auth) = &output.auth_secret {
-            for (var, key) in [("ES_USERNAME", "username"), ("ES_PASSWORD", "password")] {
-                env.push(json!({ "name": var, "valueFrom": { "secretKeyRef": { "name": auth.name, "key": key } } }));
-            }
-        }
-        if let Some(ca) = &output.ca_secret {
-            args.push("--ca-file=/etc/secop/es-ca/ca.crt".to_string());
-            mounts.push(k8s::mount("es-ca", "/etc/secop/es-ca", true));
-            volumes.push(json!({ "name": "es-ca", "secret": { "secretName": ca.name } }));
-        }
+        volumes.extend(es.volumes);
         let pod_spec = json!({
             "serviceAccountName": NAME,
             "automountServiceAccountToken": true,

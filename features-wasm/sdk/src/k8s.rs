@@ -7,7 +7,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::model::Context;
+use crate::model::{Context, OutputSettings};
 
 pub const PART_OF: &str = "security-operator";
 
@@ -142,6 +142,33 @@ pub fn mount(name: &str, path: &str, read_only: bool) -> Value {
     } else {
         json!({ "name": name, "mountPath": path })
     }
+}
+
+/// What a container running a `secop` subcommand needs to reach
+/// Elasticsearch: `--endpoint`/`--ca-file` arguments, the credentials of
+/// the auth Secret as `ES_USERNAME`/`ES_PASSWORD`, and the CA Secret
+/// mounted. Callers append these to their own arguments, env and volumes.
+#[derive(Debug, Default)]
+pub struct SecopElasticsearch {
+    pub args: Vec<String>,
+    pub env: Vec<Value>,
+    pub mounts: Vec<Value>,
+    pub volumes: Vec<Value>,
+}
+
+pub fn secop_elasticsearch(output: &OutputSettings) -> SecopElasticsearch {
+    let mut es = SecopElasticsearch { args: output.endpoints.iter().map(|e| format!("--endpoint={e}")).collect(), ..Default::default() };
+    if let Some(auth) = &output.auth_secret {
+        for (var, key) in [("ES_USERNAME", "username"), ("ES_PASSWORD", "password")] {
+            es.env.push(json!({ "name": var, "valueFrom": { "secretKeyRef": { "name": auth.name, "key": key } } }));
+        }
+    }
+    if let Some(ca) = &output.ca_secret {
+        es.args.push("--ca-file=/etc/secop/es-ca/ca.crt".to_string());
+        es.mounts.push(mount("es-ca", "/etc/secop/es-ca", true));
+        es.volumes.push(json!({ "name": "es-ca", "secret": { "secretName": ca.name } }));
+    }
+    es
 }
 
 /// Container securityContext of the Pod Security Standards `restricted`

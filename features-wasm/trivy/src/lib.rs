@@ -190,20 +190,9 @@ impl Trivy {
             format!("--index={}", output.index_vulnerabilities),
             format!("--cluster-name={}", self.ctx.cluster_name),
         ];
-        args.extend(output.endpoints.iter().map(|e| format!("--endpoint={e}")));
-        let mut env = vec![];
-        let mut mounts = vec![];
-        let mut volumes = vec![];
-        if let Some(auth) = &output.auth_secret {
-            for (var, key) in [("ES_USERNAME", "username"), ("ES_PASSWORD", "password")] {
-                env.push(json!({ "name": var, "valueFrom": { "secretKeyRef": { "name": auth.name, "key": key } } }));
-            }
-        }
-        if let Some(ca) = &output.ca_secret {
-            args.push("--ca-file=/etc/secop/es-ca/ca.crt".to_string());
-            mounts.push(k8s::mount("es-ca", "/etc/secop/es-ca", true));
-            volumes.push(json!({ "name": "es-ca", "secret": { "secretName": ca.name } }));
-        }
+        let es = k8s::secop_elasticsearch(output);
+        args.extend(es.args);
+        let (env, mounts, volumes) = (es.env, es.mounts, es.volumes);
         json!({
             "apiVersion": "batch/v1",
             "kind": "CronJob",

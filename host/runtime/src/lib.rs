@@ -84,6 +84,20 @@ pub enum LoadError {
     },
 }
 
+impl LoadError {
+    /// A short, stable label (for metrics and condition reasons).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            LoadError::NotWasm { .. } => "NotWasm",
+            LoadError::NotAComponent { .. } => "NotAComponent",
+            LoadError::Compile { .. } => "CompileFailed",
+            LoadError::Contract { .. } => "ContractMismatch",
+            LoadError::IncompatibleContract { .. } => "IncompatibleContract",
+            LoadError::Call { source, .. } => source.reason(),
+        }
+    }
+}
+
 /// Why one call into a feature failed. The feature's other calls in this
 /// reconcile are skipped; other features are not affected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

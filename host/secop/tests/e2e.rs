@@ -543,17 +543,8 @@ async fn two_replicas_elect_one_leader_and_fail_over() {
     b.kill();
 }
 
-/// A feature component as the build of secop-builtin leaves it (the
-/// built-ins and the test modules falco_next / falco_broken).
-fn component(stem: &str) -> PathBuf {
-    let path = repo(&format!("target/wasm-features/wasm32-wasip2/wasm/{stem}.wasm"));
-    assert!(path.is_file(), "{} missing: the build of secop-builtin writes it", path.display());
-    path
-}
-
 fn sha256_of(path: &Path) -> String {
-    use sha2::Digest as _;
-    hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
+    pipeline::sha256_hex(&std::fs::read(path).unwrap())
 }
 
 /// `secop feature push`, the author's tool, into the loopback registry.
@@ -629,7 +620,7 @@ async fn feature_modules_hot_swap_and_roll_back_on_a_real_registry() {
     let host = registry.host();
     // A repository of this run: the operator's cache outlives runs.
     let repository = format!("{host}/features/falco-{}", std::process::id());
-    let (v1, v2, v3) = (component("feature_falco"), component("feature_falco_next"), component("feature_falco_broken"));
+    let (v1, v2, v3) = (pipeline::component("feature_falco"), pipeline::component("feature_falco_next"), pipeline::component("feature_falco_broken"));
     for (file, tag) in [(&v1, "0.1.0"), (&v2, "0.2.0"), (&v3, "0.3.0"), (&v1, "stable")] {
         push(file, &format!("{repository}:{tag}"), &host);
     }

@@ -6,14 +6,14 @@
 //! `cargo xtask test` provides SECOP_REGISTRY_BIN; without it these tests
 //! fail when CI=true and are skipped otherwise.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use secop_test_harness::{free_port, Registry};
 
 #[path = "common/pipeline.rs"]
 mod pipeline;
-use pipeline::scratch;
+use pipeline::{component, scratch, sha256_hex};
 
 fn registry_bin() -> Option<PathBuf> {
     match std::env::var_os("SECOP_REGISTRY_BIN") {
@@ -24,14 +24,6 @@ fn registry_bin() -> Option<PathBuf> {
             None
         }
     }
-}
-
-/// A built-in module's component, as `cargo xtask build-features` (and the
-/// build of secop-builtin) leaves it.
-fn component(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../target/wasm-features/wasm32-wasip2/wasm/feature_{name}.wasm"));
-    assert!(path.is_file(), "{} missing: the build of secop-builtin writes it", path.display());
-    path
 }
 
 struct Cli {
@@ -67,9 +59,9 @@ fn feature_modules_round_trip_through_a_real_registry() {
     let dir = scratch("registry");
     let mut registry = Registry::start(&bin, &dir.join("registry"), free_port()).unwrap();
     let cli = Cli { cache: dir.join("cache"), registry: registry.host() };
-    let falco = component("falco");
+    let falco = component("feature_falco");
     let falco_bytes = std::fs::read(&falco).unwrap();
-    let want = format!("sha256:{}", secop_oci_digest(&falco_bytes));
+    let want = format!("sha256:{}", sha256_hex(&falco_bytes));
     let image = format!("{}/features/falco:0.1.0", registry.host());
     let wkg_image = format!("{}/features/falco-wkg:0.1.0", registry.host());
 
@@ -129,9 +121,4 @@ fn feature_modules_round_trip_through_a_real_registry() {
     // Nothing cached for this one: a clear error.
     let missing = cli.fails(&["feature", "pull", &format!("{}/features/never-pushed:1", registry.host())]);
     assert!(missing.contains("registry unreachable and nothing cached"), "{missing}");
-}
-
-fn secop_oci_digest(bytes: &[u8]) -> String {
-    use sha2::Digest as _;
-    hex::encode(sha2::Sha256::digest(bytes))
 }

@@ -14,6 +14,20 @@ pub fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
 }
 
+/// A feature component as the build of secop-builtin leaves it (the
+/// built-ins and the test modules), by artifact stem, e.g. `feature_falco`.
+pub fn component(stem: &str) -> PathBuf {
+    let path = repo(&format!("target/wasm-features/wasm32-wasip2/wasm/{stem}.wasm"));
+    assert!(path.is_file(), "{} missing: the build of secop-builtin writes it", path.display());
+    path
+}
+
+/// sha256 (hex) of `bytes`, as module digests are written.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
 pub fn scratch(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
