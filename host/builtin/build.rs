@@ -20,7 +20,7 @@ const BUILTIN: &[(&str, &str, &str)] = &[
     ("posture", "feature-posture", "feature_posture"),
 ];
 /// Built for the sandbox tests, never embedded.
-const TEST_ONLY: &[&str] = &["feature-hostile", "feature-falco-next", "feature-falco-broken"];
+const TEST_ONLY: &[&str] = &["feature-hostile", "feature-falco-next", "feature-falco-broken", "feature-falco-greedy"];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());

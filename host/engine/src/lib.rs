@@ -7,6 +7,7 @@
 //!   3. collector configs: the host writes both OTel configs from every
 //!      feature's `otel-config` into the pipeline feature's ConfigMaps.
 //!   4. overrides: `nodeAgent`, then per tool.
+//!
 //! Applying and status are the operator's; offline render prints the result.
 //!
 //! A feature that fails contributes nothing and gets an error naming it and
@@ -305,21 +306,24 @@ struct Output {
 /// entry per (agent, feature), replaced on change; failures are not kept.
 #[derive(Default)]
 pub struct Memo {
-    entries: Mutex<HashMap<(String, String), (String, Arc<Output>)>>,
+    entries: Mutex<HashMap<MemoSlot, (String, Arc<Output>)>>,
 }
 
+/// (agent `namespace/name`, feature): one memoized output each.
+type MemoSlot = (String, String);
+
 impl Memo {
-    fn get(&self, slot: &(String, String), key: &str) -> Option<Arc<Output>> {
+    fn get(&self, slot: &MemoSlot, key: &str) -> Option<Arc<Output>> {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries.get(slot).filter(|(k, _)| k == key).map(|(_, o)| o.clone())
     }
 
     /// The last good output of a feature, whatever its inputs were.
-    fn last_good(&self, slot: &(String, String)) -> Option<Arc<Output>> {
+    fn last_good(&self, slot: &MemoSlot) -> Option<Arc<Output>> {
         self.entries.lock().unwrap_or_else(|e| e.into_inner()).get(slot).map(|(_, o)| o.clone())
     }
 
-    fn put(&self, slot: (String, String), key: String, output: Arc<Output>) {
+    fn put(&self, slot: MemoSlot, key: String, output: Arc<Output>) {
         self.entries.lock().unwrap_or_else(|e| e.into_inner()).insert(slot, (key, output));
     }
 

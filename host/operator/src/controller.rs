@@ -152,7 +152,8 @@ async fn reconcile_agent(agent: Arc<SecurityAgent>, ctx: Arc<Context>) -> Result
         "controller": true,
         "blockOwnerDeletion": true,
     });
-    let sync = resources::sync(&ctx.client, &ctx.kinds, &name, &namespace, &owner, &rendered.objects, &status::inventory(&agent), &keep).await?;
+    let owner = resources::Owner { agent: &name, namespace: &namespace, reference: &owner };
+    let sync = resources::sync(&ctx.client, &ctx.kinds, &owner, &rendered.objects, &status::inventory(&agent), &keep).await?;
     ctx.metrics.objects_applied.inc_by(sync.applied.len() as u64);
     ctx.metrics.objects_pruned.inc_by(sync.pruned.len() as u64);
     if !sync.applied.is_empty() {

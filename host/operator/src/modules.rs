@@ -140,7 +140,7 @@ impl Modules {
                 let module = tokio::task::spawn_blocking(move || runtime.load(&name, &bytes))
                     .await
                     .map_err(|e| module_error("LoadFailed", format!("loading the module of `{feature}`: {e}")))?
-                    .map_err(|e| module_error(load_reason(&e), e.to_string()))?;
+                    .map_err(|e| module_error(e.reason(), e.to_string()))?;
                 self.loaded.lock().unwrap_or_else(|e| e.into_inner()).insert(fetched.sha256.clone(), module.clone());
                 module
             }
@@ -189,7 +189,7 @@ impl Modules {
                 }
                 Err(error) => match last_good(&feature) {
                     Some(good) => {
-                        notes.push(rolled_back(&feature, &image, &error, &good));
+                        notes.push(rolled_back(&feature, &image, &format!("{}: {error}", error.reason()), &good));
                         options.modules.insert(feature.clone(), Ok(good.entry.clone()));
                         in_use.insert(feature, good);
                     }
@@ -203,16 +203,32 @@ impl Modules {
 
         let mut rendered = secop_engine::render(registry, agent, &options)?;
         // A new module that fails in its calls: back to the last good one.
+        let changed = |feature: &str, in_use: &BTreeMap<String, InUse>| match (in_use.get(feature), last_good(feature)) {
+            (Some(current), Some(good)) => current.digest() != good.digest(),
+            _ => false,
+        };
         let mut retry = false;
         for report in rendered.failed() {
             let Some(error) = &report.error else { continue };
-            let (Some(current), Some(good)) = (in_use.get(&report.name), last_good(&report.name)) else { continue };
-            if matches!(error, FeatureError::Module { .. }) || current.digest() == good.digest() {
+            if matches!(error, FeatureError::Module { .. }) {
                 continue;
             }
-            notes.push(rolled_back(&report.name, &current.describe(), error, &good));
-            options.modules.insert(report.name.clone(), Ok(good.entry.clone()));
-            in_use.insert(report.name.clone(), good);
+            // A conflict is reported on the feature that sorts later. When
+            // its module did not change and the other's did, the other's
+            // new module claimed the object: that one goes back.
+            let (culprit, cause) = match error {
+                FeatureError::Conflict { object, other } if !changed(&report.name, &in_use) && changed(other, &in_use) => {
+                    (other.clone(), format!("ObjectConflict: it contributes {object}, which feature `{}` contributes too", report.name))
+                }
+                _ => (report.name.clone(), format!("{}: {error}", error.reason())),
+            };
+            if !changed(&culprit, &in_use) || notes.iter().any(|n| n.feature == culprit && n.reason == "ModuleRolledBack") {
+                continue;
+            }
+            let (Some(current), Some(good)) = (in_use.get(&culprit), last_good(&culprit)) else { continue };
+            notes.push(rolled_back(&culprit, &current.describe(), &cause, &good));
+            options.modules.insert(culprit.clone(), Ok(good.entry.clone()));
+            in_use.insert(culprit, good);
             retry = true;
         }
         if retry {
@@ -252,24 +268,13 @@ impl Modules {
     }
 }
 
-/// The note of a rollback: the failed module, why, and what runs instead.
-fn rolled_back(feature: &str, failed: &str, error: &FeatureError, good: &InUse) -> ModuleNote {
+/// The note of a rollback: the failed module, why (`Reason: message`), and
+/// what runs instead.
+fn rolled_back(feature: &str, failed: &str, cause: &str, good: &InUse) -> ModuleNote {
     ModuleNote {
         feature: feature.to_string(),
         reason: "ModuleRolledBack".into(),
-        message: format!("feature `{feature}`: module {failed} failed ({}: {error}); rolled back to {}", error.reason(), good.describe()),
-    }
-}
-
-fn load_reason(error: &secop_runtime::LoadError) -> &'static str {
-    use secop_runtime::LoadError as L;
-    match error {
-        L::NotWasm { .. } => "NotWasm",
-        L::NotAComponent { .. } => "NotAComponent",
-        L::Compile { .. } => "CompileFailed",
-        L::Contract { .. } => "ContractMismatch",
-        L::IncompatibleContract { .. } => "IncompatibleContract",
-        L::Call { source, .. } => source.reason(),
+        message: format!("feature `{feature}`: module {failed} failed ({cause}); rolled back to {}", good.describe()),
     }
 }
 
@@ -296,8 +301,27 @@ mod tests {
 
     use super::*;
 
-    fn runtime() -> Arc<Runtime> {
-        Arc::new(Runtime::new(None).unwrap())
+    /// The built-in registry, an empty module store, and three falco
+    /// modules: the built-in one, the one that traps in configure and the
+    /// one that claims tetragon's ConfigMap.
+    struct Setup {
+        registry: Registry,
+        modules: Modules,
+        good: Entry,
+        broken: Entry,
+        greedy: Entry,
+    }
+
+    fn setup() -> Setup {
+        let runtime = Arc::new(Runtime::new(None).unwrap());
+        let load = |bytes: &[u8]| Entry::Wasm(runtime.load("falco", bytes).unwrap());
+        Setup {
+            registry: Registry::with_builtins(runtime.clone()).unwrap(),
+            modules: Modules::new(runtime.clone(), std::env::temp_dir().join("secop-modules-unit"), vec![]),
+            good: load(secop_builtin::module("falco").unwrap()),
+            broken: load(&std::fs::read(secop_builtin::artifact_path("feature_falco_broken")).unwrap()),
+            greedy: load(&std::fs::read(secop_builtin::artifact_path("feature_falco_greedy")).unwrap()),
+        }
     }
 
     fn agent(name: &str, falco_config: &str) -> SecurityAgent {
@@ -305,10 +329,6 @@ mod tests {
             "apiVersion: security.example.io/v1alpha1\nkind: SecurityAgent\nmetadata: {{ name: {name}, namespace: sec }}\nspec:\n  features:\n    - name: falco\n      module: {{ image: reg/falco:x }}\n      config: {falco_config}\n"
         ))
         .unwrap()
-    }
-
-    fn module(runtime: &Runtime, bytes: &[u8]) -> Entry {
-        Entry::Wasm(runtime.load("falco", bytes).unwrap())
     }
 
     fn resolution(image: &str, outcome: Result<Entry, FeatureError>) -> Vec<Resolution> {
@@ -325,11 +345,7 @@ mod tests {
 
     #[test]
     fn a_failing_new_module_is_rolled_back_to_the_last_good_one() {
-        let runtime = runtime();
-        let registry = Registry::with_builtins(runtime.clone()).unwrap();
-        let modules = Modules::new(runtime.clone(), std::env::temp_dir().join("secop-modules-unit"), vec![]);
-        let good = module(&runtime, secop_builtin::module("falco").unwrap());
-        let broken = module(&runtime, &std::fs::read(secop_builtin::artifact_path("feature_falco_broken")).unwrap());
+        let Setup { registry, modules, good, broken, .. } = setup();
         let agent = agent("a", "{}");
 
         let first = modules.render(&registry, &agent, options(), resolution("reg/falco:0.1.0", Ok(good.clone()))).unwrap();
@@ -354,10 +370,7 @@ mod tests {
 
     #[test]
     fn without_a_last_good_module_the_feature_fails_with_the_cause() {
-        let runtime = runtime();
-        let registry = Registry::with_builtins(runtime.clone()).unwrap();
-        let modules = Modules::new(runtime.clone(), std::env::temp_dir().join("secop-modules-unit"), vec![]);
-        let broken = module(&runtime, &std::fs::read(secop_builtin::artifact_path("feature_falco_broken")).unwrap());
+        let Setup { registry, modules, broken, .. } = setup();
         let fresh = modules.render(&registry, &agent("b", "{}"), options(), resolution("reg/falco:0.3.0", Ok(broken))).unwrap();
         let failed: Vec<_> = fresh.rendered.failed().collect();
         assert_eq!(failed.len(), 1);
@@ -367,16 +380,39 @@ mod tests {
 
     #[test]
     fn a_rollback_that_fails_too_is_reported_as_the_failure() {
-        let runtime = runtime();
-        let registry = Registry::with_builtins(runtime.clone()).unwrap();
-        let modules = Modules::new(runtime.clone(), std::env::temp_dir().join("secop-modules-unit"), vec![]);
-        let good = module(&runtime, secop_builtin::module("falco").unwrap());
-        let broken = module(&runtime, &std::fs::read(secop_builtin::artifact_path("feature_falco_broken")).unwrap());
+        let Setup { registry, modules, good, broken, .. } = setup();
         modules.render(&registry, &agent("c", "{}"), options(), resolution("reg/falco:0.1.0", Ok(good))).unwrap();
         // A new module and a config the old module refuses, in one change.
         let both = modules.render(&registry, &agent("c", "{ jsonOutput: false }"), options(), resolution("reg/falco:0.3.0", Ok(broken))).unwrap();
         let note = &both.notes[0];
         assert_eq!(note.reason, "InvalidConfig", "{}", note.message);
         assert!(note.message.contains("the last good module failed too") && note.message.contains("jsonOutput"), "{}", note.message);
+    }
+
+    #[test]
+    fn a_conflict_rolls_back_the_new_module_that_caused_it_not_the_feature_it_shows_on() {
+        let Setup { registry, modules, good, greedy, .. } = setup();
+        // falco (by module) and tetragon (built in): falco sorts first, so a
+        // conflict between them is reported on tetragon.
+        let agent = secop_api::parse(
+            "apiVersion: security.example.io/v1alpha1\nkind: SecurityAgent\nmetadata: { name: d, namespace: sec }\nspec:\n  features:\n    - name: falco\n      module: { image: reg/falco:x }\n    - name: tetragon\n",
+        )
+        .unwrap();
+        let first = modules.render(&registry, &agent, options(), resolution("reg/falco:0.1.0", Ok(good))).unwrap();
+        assert!(first.notes.is_empty() && first.rendered.failed().next().is_none());
+        let objects = first.rendered.objects.len();
+
+        let swapped = modules.render(&registry, &agent, options(), resolution("reg/falco:0.4.0", Ok(greedy))).unwrap();
+        assert!(swapped.rendered.failed().next().is_none(), "after falco's rollback tetragon renders too");
+        assert_eq!(swapped.rendered.objects.len(), objects, "nothing dropped");
+        assert_eq!(swapped.in_use["falco"].image.as_deref(), Some("reg/falco:0.1.0"));
+        assert_eq!(swapped.notes.len(), 1, "{:?}", swapped.notes);
+        let note = &swapped.notes[0];
+        assert_eq!((note.feature.as_str(), note.reason.as_str()), ("falco", "ModuleRolledBack"));
+        assert!(
+            note.message.contains("reg/falco:0.4.0") && note.message.contains("tetragon-config") && note.message.contains("feature `tetragon`"),
+            "{}",
+            note.message
+        );
     }
 }

@@ -189,19 +189,27 @@ fn stamp_applied_hash(object: &mut Value) {
     object["metadata"]["annotations"][APPLIED_HASH_ANNOTATION] = json!(&hash[..16]);
 }
 
+/// The agent whose objects these are: its name and namespace select the
+/// live objects, its owner reference is stamped on the namespaced ones.
+#[derive(Clone, Copy)]
+pub struct Owner<'a> {
+    pub agent: &'a str,
+    pub namespace: &'a str,
+    pub reference: &'a Value,
+}
+
 /// Apply `desired` (in apply order) and prune what is live but no longer
 /// desired, except the objects of `keep_features` (features that failed
 /// this time: their last applied objects stay).
 pub async fn sync(
     client: &Client,
     kinds: &Kinds,
-    agent: &str,
-    namespace: &str,
-    owner_reference: &Value,
+    owner: &Owner<'_>,
     desired: &[(ObjectKey, Value)],
     previous_kinds: &BTreeSet<String>,
     keep_features: &BTreeSet<String>,
 ) -> Result<SyncReport> {
+    let Owner { agent, namespace, reference: owner_reference } = *owner;
     let ranks: HashMap<(String, String), u8> = desired.iter().map(|(k, _)| ((k.api_version.clone(), k.kind.clone()), k.rank)).collect();
     let mut kind_ids: BTreeSet<String> = desired.iter().map(|(k, _)| kind_id(&k.api_version, &k.kind)).collect();
     kind_ids.extend(previous_kinds.iter().cloned());
