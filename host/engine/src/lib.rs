@@ -404,6 +404,9 @@ pub fn render(registry: &Registry, agent: &SecurityAgent, options: &RenderOption
 
     // 2. Configure and contribute, each in its own sandbox (or from the memo).
     let mut outputs: Vec<(usize, Output, String)> = vec![];
+    // Written once the outputs are admitted: the memo's "last good" output
+    // stands in for a failed feature, so it must be one that was accepted.
+    let mut memo_writes: Vec<(usize, MemoSlot, String, Arc<Output>)> = vec![];
     for i in order {
         let spec = &agent.spec.features[i];
         let entry = match entry_for(registry, options, &spec.name) {
@@ -429,15 +432,15 @@ pub fn render(registry: &Registry, agent: &SecurityAgent, options: &RenderOption
         let key = memo_key(entry, limits, &config, &ctx);
         let started = std::time::Instant::now();
         let cached = if options.memoize { registry.memo.get(&slot, &key) } else { None };
-        let outcome = match cached {
-            Some(output) => Ok((*output).clone()),
+        let outcome = match &cached {
+            Some(output) => Ok((**output).clone()),
             None => run_feature(registry, entry, &spec.name, limits, &config, &ctx, options),
         };
         reports[i].call_time = started.elapsed();
         match outcome {
             Ok(output) => {
-                if options.memoize {
-                    registry.memo.put(slot, key, Arc::new(output.clone()));
+                if options.memoize && cached.is_none() {
+                    memo_writes.push((i, slot, key, Arc::new(output.clone())));
                 }
                 reports[i].diagnostics = output.diagnostics.clone();
                 reports[i].receiver = output.receiver.clone();
@@ -576,6 +579,12 @@ pub fn render(registry: &Registry, agent: &SecurityAgent, options: &RenderOption
             receivers.iter().map(|(n, _)| format!("`{n}`")).collect::<Vec<_>>().join(", ")
         )),
         None => {}
+    }
+
+    for (index, slot, key, output) in memo_writes {
+        if reports[index].error.is_none() {
+            registry.memo.put(slot, key, output);
+        }
     }
 
     // 4. Overrides.

@@ -115,3 +115,34 @@ fn a_core_module_is_refused_as_not_a_component() {
     let err = Registry::empty(registry.runtime().clone()).load("plain.wasm", core_module).unwrap_err();
     assert!(err.to_string().contains("module `plain.wasm` is a core WebAssembly module, not a component"), "{err}");
 }
+
+/// With `keep_last_good`, a failed feature's last *accepted* output stands
+/// in for it. An output whose objects were rejected is never remembered as
+/// good: the stand-in stays the last output that was accepted.
+#[test]
+fn only_an_accepted_output_stands_in_for_a_later_failure() {
+    let registry = registry_with_hostile();
+    let options = secop_engine::RenderOptions { keep_last_good: true, ..Default::default() };
+    let render_mode = |mode: &str| {
+        let mut agent = sample("securityagent_minimal.yaml");
+        agent.spec.features.push(serde_json::from_value(json!({ "name": "hostile", "config": { "mode": mode } })).unwrap());
+        let rendered = secop_engine::render(&registry, &agent, &options).expect("render");
+        let report = rendered.features.iter().find(|f| f.name == "hostile").cloned().unwrap();
+        let names: Vec<String> = rendered.objects.iter().filter(|(_, o)| o["kind"] == "ConfigMap").map(|(_, o)| o["metadata"]["name"].as_str().unwrap().to_string()).collect();
+        (report, names)
+    };
+
+    // Accepted (ConfigMap `hostile` in the agent's namespace).
+    let (benign, objects) = render_mode("benign");
+    assert!(benign.error.is_none() && objects.contains(&"hostile".to_string()));
+
+    // Rejected (ConfigMap `escaped` in kube-system).
+    let (rejected, _) = render_mode("other-namespace");
+    assert!(matches!(rejected.error, Some(FeatureError::Rejected(_))), "{:?}", rejected.error);
+
+    // A trap: the accepted output stands in, not the rejected one.
+    let (trapped, objects) = render_mode("panic");
+    assert_eq!(trapped.error.as_ref().map(FeatureError::reason), Some("Trap"));
+    assert!(trapped.stale, "a stand-in is used");
+    assert!(objects.contains(&"hostile".to_string()) && !objects.contains(&"escaped".to_string()), "{objects:?}");
+}
