@@ -1,6 +1,7 @@
 //! `cargo xtask <task>`: the project's build, test and benchmark entry points.
 //!
-//! Kept to plain `std::process::Command` so it builds in seconds.
+//! Kept to plain `std::process::Command` (and serde_json) so it builds in
+//! seconds.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -9,6 +10,7 @@ use anyhow::{bail, Context, Result};
 
 mod cluster;
 mod datapath;
+mod image;
 mod pyfeature;
 
 const USAGE: &str = "\
@@ -23,6 +25,9 @@ tasks:
   chart            regenerate the Helm chart's CRD and feature RBAC rules
   golden           rewrite test/fixtures/golden/ from the current render
   build-features   build the feature components (target/wasm-features/wasm32-wasip2/wasm)
+  image [--out DIR] [--tag TAG]
+                   the operator image (static musl build, one layer, non-root) as an OCI image layout
+                   (default target/image, tag = the crate version); push it with any OCI tool
   build-py-feature build the Python sample feature (features-wasm/kube_bench) with componentize-py; prints its path
   servers          build or fetch every test server (control plane, helm, collector, Elasticsearch)
   cluster build    build etcd, kube-apiserver/-controller-manager/-scheduler and kwok (cached)
@@ -195,10 +200,27 @@ fn main() -> Result<()> {
             let mut cmd = cargo();
             cmd.args(["build", "--locked", "--profile", "wasm", "--target", "wasm32-wasip2", "--lib"])
                 .env("CARGO_TARGET_DIR", root().join("target/wasm-features"));
-            for package in ["feature-otel-pipeline", "feature-falco", "feature-tetragon", "feature-osquery", "feature-trivy", "feature-posture", "feature-hostile", "feature-falco-next", "feature-falco-broken"] {
+            for package in ["feature-otel-pipeline", "feature-falco", "feature-tetragon", "feature-osquery", "feature-trivy", "feature-posture", "feature-hostile", "feature-falco-next", "feature-falco-broken", "feature-falco-greedy"] {
                 cmd.args(["-p", package]);
             }
             run(cmd)
+        }
+        Some("image") => {
+            let root = root();
+            let (mut out, mut tag) = (root.join("target/image"), env!("CARGO_PKG_VERSION").to_string());
+            let mut rest = args[1..].iter();
+            while let Some(flag) = rest.next() {
+                let value = rest.next().with_context(|| format!("image: {flag} needs a value"))?;
+                match flag.as_str() {
+                    "--out" => out = PathBuf::from(value),
+                    "--tag" => tag = value.clone(),
+                    _ => bail!("image: unknown option {flag} (--out DIR, --tag TAG)"),
+                }
+            }
+            let image = image::build(&root, &out, &tag)?;
+            println!("image layout: {} (tag {}, manifest {})", image.layout.display(), image.tag, image.manifest_digest);
+            println!("push it with e.g.: skopeo copy oci:{}:{} docker://REGISTRY/security-operator:{}", image.layout.display(), image.tag, image.tag);
+            Ok(())
         }
         Some("build-py-feature") => {
             println!("{}", pyfeature::build(&root())?.display());
