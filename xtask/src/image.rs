@@ -92,9 +92,12 @@ pub fn stage_rootfs(rootfs: &Path, binary: &Path, ca_bundle: &Path) -> Result<()
         cmd
     })
     .context("strip (binutils) removes the debug info from the image's binary")?;
-    if ca_bundle.exists() {
-        put(CA_BUNDLE, 0o644, &|t| fs::copy(ca_bundle, t).map(drop))?;
+    // SSL_CERT_FILE points here: an image without it would fail every TLS
+    // connection to a publicly signed endpoint, at run time.
+    if !ca_bundle.is_file() {
+        bail!("no CA bundle at {} (Debian: ca-certificates); the image's SSL_CERT_FILE needs one", ca_bundle.display());
     }
+    put(CA_BUNDLE, 0o644, &|t| fs::copy(ca_bundle, t).map(drop))?;
     put("etc/passwd", 0o644, &|t| fs::write(t, "root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n"))?;
     put("etc/group", 0o644, &|t| fs::write(t, "root:x:0:\nnonroot:x:65532:\n"))?;
     put("home/nonroot/.keep", 0o644, &|t| fs::write(t, ""))?;
@@ -128,6 +131,12 @@ fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
 /// (`oci-layout`, `index.json`, `blobs/sha256/`), tagged `tag`.
 pub fn write_layout(rootfs: &Path, out: &Path, tag: &str) -> Result<Image> {
     if out.exists() {
+        // Only ever replace an earlier layout (or an empty directory): `--out`
+        // is the user's path, and `--out .` must not wipe a checkout.
+        let empty = fs::read_dir(out).map(|mut d| d.next().is_none()).unwrap_or(false);
+        if !empty && !out.join("oci-layout").is_file() {
+            bail!("{} exists and is not an OCI image layout; pick an empty or new directory for --out", out.display());
+        }
         fs::remove_dir_all(out).with_context(|| format!("clearing {}", out.display()))?;
     }
     let blobs = out.join("blobs/sha256");
@@ -310,9 +319,14 @@ mod tests {
             assert!(line.starts_with(mode) && line.contains(&format!(" {owner} ")), "{line}");
         }
 
-        // Same input, same digest.
-        let again = write_layout(&rootfs, &dir.join("layout-again"), "0.1.0").unwrap();
+        // Same input, same digest, also when replacing the earlier layout.
+        let again = write_layout(&rootfs, &dir.join("layout"), "0.1.0").unwrap();
         assert_eq!(again.manifest_digest, image.manifest_digest);
+
+        // A directory that is not a layout is never cleared.
+        let error = write_layout(&rootfs, &rootfs, "0.1.0").unwrap_err().to_string();
+        assert!(error.contains("not an OCI image layout"), "{error}");
+        assert!(rootfs.join("etc/passwd").exists());
         fs::remove_dir_all(&dir).unwrap();
     }
 }

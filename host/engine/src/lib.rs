@@ -328,6 +328,12 @@ impl Memo {
     }
 
     /// Forget one agent's outputs (`namespace/name`; it was deleted).
+    /// Forget one feature's output for an agent: the module that produced
+    /// it was rolled back, so it must not stand in later.
+    pub fn forget(&self, agent_id: &str, feature: &str) {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).remove(&(agent_id.to_string(), feature.to_string()));
+    }
+
     pub fn forget_agent(&self, agent_id: &str) {
         self.entries.lock().unwrap_or_else(|e| e.into_inner()).retain(|(agent, _), _| agent != agent_id);
     }
@@ -581,15 +587,16 @@ pub fn render(registry: &Registry, agent: &SecurityAgent, options: &RenderOption
         None => {}
     }
 
+    // 4. Overrides.
+    let mut objects: Vec<(ObjectKey, Value)> = desired.into_iter().collect();
+    warnings.extend(overrides::apply(agent.spec.overrides.as_ref(), &mut objects)?);
+
+    // Only a render that can be applied makes its outputs "last good".
     for (index, slot, key, output) in memo_writes {
         if reports[index].error.is_none() {
             registry.memo.put(slot, key, output);
         }
     }
-
-    // 4. Overrides.
-    let mut objects: Vec<(ObjectKey, Value)> = desired.into_iter().collect();
-    warnings.extend(overrides::apply(agent.spec.overrides.as_ref(), &mut objects)?);
 
     Ok(Rendered { objects, owners, features: reports, warnings, live })
 }

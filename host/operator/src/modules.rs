@@ -213,12 +213,16 @@ impl Modules {
             if matches!(error, FeatureError::Module { .. }) {
                 continue;
             }
-            // A conflict is reported on the feature that sorts later. When
-            // its module did not change and the other's did, the other's
-            // new module claimed the object: that one goes back.
+            // A conflict (an object, or the collector slot) is reported on
+            // the feature that sorts later. When its module did not change
+            // and the other's did, the other's new module claimed it: that
+            // one goes back.
             let (culprit, cause) = match error {
                 FeatureError::Conflict { object, other } if !changed(&report.name, &in_use) && changed(other, &in_use) => {
                     (other.clone(), format!("ObjectConflict: it contributes {object}, which feature `{}` contributes too", report.name))
+                }
+                FeatureError::SecondCollector { other } if !changed(&report.name, &in_use) && changed(other, &in_use) => {
+                    (other.clone(), format!("SecondCollector: it declares a collector, which feature `{}` provides", report.name))
                 }
                 _ => (report.name.clone(), format!("{}: {error}", error.reason())),
             };
@@ -227,6 +231,13 @@ impl Modules {
             }
             let (Some(current), Some(good)) = (in_use.get(&culprit), last_good(&culprit)) else { continue };
             notes.push(rolled_back(&culprit, &current.describe(), &cause, &good));
+            // A culprit other than the reporter had its output admitted, so
+            // the memo holds it as last good: drop it, or it would stand in
+            // should the retry fail too. (A failed reporter's slot still
+            // holds its last good module's output, the right stand-in.)
+            if culprit != report.name {
+                registry.memo().forget(&agent_id, &culprit);
+            }
             options.modules.insert(culprit.clone(), Ok(good.entry.clone()));
             in_use.insert(culprit, good);
             retry = true;
@@ -394,15 +405,18 @@ mod tests {
         let Setup { registry, modules, good, greedy, .. } = setup();
         // falco (by module) and tetragon (built in): falco sorts first, so a
         // conflict between them is reported on tetragon.
-        let agent = secop_api::parse(
-            "apiVersion: security.example.io/v1alpha1\nkind: SecurityAgent\nmetadata: { name: d, namespace: sec }\nspec:\n  features:\n    - name: falco\n      module: { image: reg/falco:x }\n    - name: tetragon\n",
-        )
-        .unwrap();
+        let agent_with = |falco_config: &str| {
+            secop_api::parse(&format!(
+                "apiVersion: security.example.io/v1alpha1\nkind: SecurityAgent\nmetadata: {{ name: d, namespace: sec }}\nspec:\n  features:\n    - name: falco\n      module: {{ image: reg/falco:x }}\n      config: {falco_config}\n    - name: tetragon\n"
+            ))
+            .unwrap()
+        };
+        let agent = agent_with("{}");
         let first = modules.render(&registry, &agent, options(), resolution("reg/falco:0.1.0", Ok(good))).unwrap();
         assert!(first.notes.is_empty() && first.rendered.failed().next().is_none());
         let objects = first.rendered.objects.len();
 
-        let swapped = modules.render(&registry, &agent, options(), resolution("reg/falco:0.4.0", Ok(greedy))).unwrap();
+        let swapped = modules.render(&registry, &agent, options(), resolution("reg/falco:0.4.0", Ok(greedy.clone()))).unwrap();
         assert!(swapped.rendered.failed().next().is_none(), "after falco's rollback tetragon renders too");
         assert_eq!(swapped.rendered.objects.len(), objects, "nothing dropped");
         assert_eq!(swapped.in_use["falco"].image.as_deref(), Some("reg/falco:0.1.0"));
@@ -414,5 +428,13 @@ mod tests {
             "{}",
             note.message
         );
+
+        // Again, with a config the last good module refuses: the rollback
+        // fails too, and the greedy output (admitted in the first pass)
+        // must not stand in for falco and take tetragon's ConfigMap.
+        let refused = modules.render(&registry, &agent_with("{ jsonOutput: false }"), options(), resolution("reg/falco:0.4.0", Ok(greedy))).unwrap();
+        let tetragon = refused.rendered.features.iter().find(|f| f.name == "tetragon").unwrap();
+        assert!(tetragon.error.is_none(), "{:?}", tetragon.error);
+        assert!(refused.rendered.objects.iter().all(|(_, o)| o["data"]["claimed-by"].is_null()), "the greedy ConfigMap is not in the desired state");
     }
 }
