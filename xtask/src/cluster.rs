@@ -1,6 +1,8 @@
 //! A real Kubernetes control plane on loopback for the e2e tests:
 //! etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok
-//! (fake kubelets that make DaemonSet pods Ready) with three fake nodes.
+//! (fake kubelets that make DaemonSet pods Ready) with three fake nodes,
+//! plus one real node (kubelet, containerd; xtask/src/node.rs) where the
+//! machine allows it.
 //!
 //! Binaries are built from Go modules once and cached outside the repo,
 //! keyed by tool and version (`~/.cache/secop-test-infra/<tool>-<version>`).
@@ -12,6 +14,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+
+use crate::node;
 
 pub const KUBERNETES: &str = "v1.34.4";
 pub const ETCD: &str = "v3.5.35";
@@ -124,11 +128,12 @@ fn build_etcd(cache: &Path) -> Result<PathBuf> {
 fn build_kubernetes(cache: &Path) -> Result<PathBuf> {
     let dir = cache.join(format!("kubernetes-{KUBERNETES}"));
     let bin = dir.join("bin");
-    let wanted = ["kube-apiserver", "kube-controller-manager", "kube-scheduler"];
+    // The control plane, and the real node's kubelet and kube-proxy.
+    let wanted = ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy"];
     if wanted.iter().all(|b| bin.join(b).exists()) {
         return Ok(bin);
     }
-    eprintln!("building Kubernetes {KUBERNETES} control plane (once, ~10 min; cached in {})", dir.display());
+    eprintln!("building Kubernetes {KUBERNETES} control plane, kubelet and kube-proxy (once, ~10 min; cached in {})", dir.display());
     let src = dir.join("src");
     fs::create_dir_all(&src)?;
     // Read the staging replace list from that release's go.mod.
@@ -163,7 +168,7 @@ fn build_kubernetes(cache: &Path) -> Result<PathBuf> {
          -X k8s.io/client-go/pkg/version.gitMinor={minor}"
     );
     fs::create_dir_all(&bin)?;
-    for b in wanted {
+    for b in wanted.iter().filter(|b| !bin.join(b).exists()) {
         run(go(&src).args(["build", "-ldflags", &ldflags, "-o"]).arg(bin.join(b)).arg(format!("k8s.io/kubernetes/cmd/{b}")))?;
     }
     Ok(bin)
@@ -233,7 +238,7 @@ fn curl(root: &Path, method: &str, path: &str, body: Option<&str>) -> Result<(u1
     Ok((code.trim().parse().unwrap_or(0), body.to_string()))
 }
 
-fn spawn(state: &Path, name: &str, program: &Path, args: &[String]) -> Result<()> {
+pub(crate) fn spawn(state: &Path, name: &str, program: &Path, args: &[String]) -> Result<()> {
     let log = fs::File::create(state.join(format!("{name}.log")))?;
     let child = Command::new(program)
         .args(args)
@@ -246,12 +251,13 @@ fn spawn(state: &Path, name: &str, program: &Path, args: &[String]) -> Result<()
     Ok(())
 }
 
-fn wait_for(what: &str, timeout: Duration, ready: impl FnMut() -> bool) -> Result<()> {
+pub(crate) fn wait_for(what: &str, timeout: Duration, ready: impl FnMut() -> bool) -> Result<()> {
     secop_test_harness::wait_until(what, timeout, ready).map_err(anyhow::Error::msg)
 }
 
-/// Start the control plane (building it first if needed). Idempotent: a
-/// running cluster is left alone.
+/// Start the control plane (building it first if needed), the kwok nodes
+/// and, where this machine can run one (root), the real node
+/// (xtask/src/node.rs). Idempotent: a running cluster is left alone.
 pub fn up(root: &Path) -> Result<()> {
     let state = state_dir(root);
     if state.join("apiserver.pid").exists() && curl(root, "GET", "/readyz", None).map(|(c, _)| c == 200).unwrap_or(false) {
@@ -260,16 +266,29 @@ pub fn up(root: &Path) -> Result<()> {
     }
     let bins = build()?;
     down(root)?;
+    let real_node = node::supported();
+    if !real_node {
+        eprintln!("note: the real node needs root (containerd, network namespaces, iptables); starting the kwok nodes only");
+    }
     fs::create_dir_all(state.join("certs"))?;
     let sa_key = state.join("sa.key");
     let sa_pub = state.join("sa.pub");
     run(Command::new("openssl").args(["genrsa", "-out"]).arg(&sa_key).arg("2048").stderr(Stdio::null()))?;
     run(Command::new("openssl").args(["rsa", "-pubout", "-in"]).arg(&sa_key).arg("-out").arg(&sa_pub).stderr(Stdio::null()))?;
+    let pki = node::pki(&state)?;
+    // The node's identities: the kubelet as system:node:<name> (the Node
+    // authorizer limits it to its own node and pods) and kube-proxy as
+    // system:kube-proxy (bound to system:node-proxier by default).
     let tokens = state.join("tokens.csv");
     fs::write(
         &tokens,
         format!(
-            "{TOKEN},secop-e2e-admin,secop-e2e-admin,\"system:masters\"\n{OPERATOR_TOKEN},{OPERATOR_USER},{OPERATOR_USER},\"system:masters\"\n"
+            "{TOKEN},secop-e2e-admin,secop-e2e-admin,\"system:masters\"\n{OPERATOR_TOKEN},{OPERATOR_USER},{OPERATOR_USER},\"system:masters\"\n\
+             {},system:node:{},system:node:{},\"system:nodes\"\n{},system:kube-proxy,system:kube-proxy,\n",
+            node::KUBELET_TOKEN,
+            node::NAME,
+            node::NAME,
+            node::PROXY_TOKEN
         ),
     )?;
     let kubeconfig = kubeconfig(root);
@@ -298,16 +317,31 @@ pub fn up(root: &Path) -> Result<()> {
         Command::new("curl").args(["-sf", &format!("http://{ETCD_CLIENT}/health")]).output().map(|o| o.status.success()).unwrap_or(false)
     })?;
 
+    // With the real node, pods reach the API server through the
+    // `kubernetes` Service (kube-proxy) at the node's address; the machine's
+    // own clients keep using loopback.
+    let (bind, advertise) = if real_node {
+        node::network_up()?;
+        ("0.0.0.0", node::NODE_IP)
+    } else {
+        ("127.0.0.1", "127.0.0.1")
+    };
     spawn(&state, "apiserver", &bins.kubernetes.join("kube-apiserver"), &[
         format!("--etcd-servers=http://{ETCD_CLIENT}"),
         format!("--cert-dir={}", p(&state.join("certs"))),
+        format!("--tls-cert-file={}", p(&pki.apiserver_cert)),
+        format!("--tls-private-key-file={}", p(&pki.apiserver_key)),
         format!("--secure-port={APISERVER_PORT}"),
-        "--bind-address=127.0.0.1".into(),
-        "--advertise-address=127.0.0.1".into(),
-        "--service-cluster-ip-range=10.96.0.0/16".into(),
+        format!("--bind-address={bind}"),
+        format!("--advertise-address={advertise}"),
+        format!("--service-cluster-ip-range={}", node::SERVICE_RANGE),
         "--allow-privileged=true".into(),
-        "--authorization-mode=RBAC".into(),
+        "--authorization-mode=Node,RBAC".into(),
+        "--enable-admission-plugins=NodeRestriction".into(),
         format!("--token-auth-file={}", p(&tokens)),
+        format!("--kubelet-client-certificate={}", p(&pki.kubelet_client_cert)),
+        format!("--kubelet-client-key={}", p(&pki.kubelet_client_key)),
+        "--kubelet-preferred-address-types=InternalIP".into(),
         "--service-account-issuer=https://kubernetes.default.svc".into(),
         format!("--service-account-key-file={}", p(&sa_pub)),
         format!("--service-account-signing-key-file={}", p(&sa_key)),
@@ -330,6 +364,9 @@ pub fn up(root: &Path) -> Result<()> {
         "--secure-port=11257".into(),
         "--bind-address=127.0.0.1".into(),
         format!("--service-account-private-key-file={}", p(&sa_key)),
+        // Published to every namespace as kube-root-ca.crt: in-cluster
+        // clients verify the API server with it.
+        format!("--root-ca-file={}", p(&pki.ca)),
         // No node-lifecycle controller: kwok heartbeats lag under load on 2 cores,
         // and a node flapped to NotReady leaves its pods NotReady for good.
         "--controllers=*,-nodeipam,-service-lb-controller,-cloud-node-lifecycle,-nodelifecycle".into(),
@@ -341,9 +378,12 @@ pub fn up(root: &Path) -> Result<()> {
         "--secure-port=11259".into(),
         "--bind-address=127.0.0.1".into(),
     ])?;
+    // kwok fakes only the nodes it is told to (by their annotation), not
+    // the real one.
     spawn(&state, "kwok", &bins.kwok, &[
         format!("--kubeconfig={}", p(&kubeconfig)),
-        "--manage-all-nodes=true".into(),
+        "--manage-all-nodes=false".into(),
+        "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake".into(),
         "--server-address=127.0.0.1:10247".into(),
     ])?;
 
@@ -356,32 +396,65 @@ pub fn up(root: &Path) -> Result<()> {
             bail!("creating node {node}: HTTP {code}: {text}");
         }
     }
-    wait_for("kwok nodes Ready", Duration::from_secs(60), || {
-        curl(root, "GET", "/api/v1/nodes", None)
-            .map(|(_, text)| text.matches("\"type\": \"Ready\",\n            \"status\": \"True\"").count() >= NODES.len() || text.matches(r#""type":"Ready","status":"True""#).count() >= NODES.len())
-            .unwrap_or(false)
-    })?;
+    wait_for("kwok nodes Ready", Duration::from_secs(60), || ready_nodes(root).is_ok_and(|ready| NODES.iter().all(|n| ready.iter().any(|r| r == n))))?;
+
+    if real_node {
+        // The API server's client identity towards kubelets (logs, exec).
+        let binding = r#"{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRoleBinding","metadata":{"name":"secop-e2e-apiserver-kubelet-client"},"roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"ClusterRole","name":"system:kubelet-api-admin"},"subjects":[{"apiGroup":"rbac.authorization.k8s.io","kind":"User","name":"kube-apiserver-kubelet-client"}]}"#;
+        let (code, text) = curl(root, "POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", Some(binding))?;
+        if code != 201 && code != 409 {
+            bail!("binding the API server's kubelet client: HTTP {code}: {text}");
+        }
+        node::up(root, &state, &bins.kubernetes, &format!("https://127.0.0.1:{APISERVER_PORT}"))?;
+        wait_for(&format!("the real node {} Ready (logs in {})", node::NAME, state.display()), Duration::from_secs(120), || {
+            ready_nodes(root).is_ok_and(|ready| ready.iter().any(|n| n == node::NAME))
+        })?;
+    }
     eprintln!("test cluster up: KUBECONFIG={}", kubeconfig.display());
     Ok(())
 }
 
-/// Stop every process of the test cluster and remove its state.
+/// Names of the nodes whose Ready condition is True.
+fn ready_nodes(root: &Path) -> Result<Vec<String>> {
+    let (_, text) = curl(root, "GET", "/api/v1/nodes", None)?;
+    let list: serde_json::Value = serde_json::from_str(&text)?;
+    Ok(list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|n| n["status"]["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        .filter_map(|n| n["metadata"]["name"].as_str().map(String::from))
+        .collect())
+}
+
+/// Stop the process whose pid file `<name>.pid` is in `state` (TERM, then
+/// KILL after 4 s).
+pub(crate) fn stop_pid(state: &Path, name: &str) {
+    let pid_file = state.join(format!("{name}.pid"));
+    if let Ok(pid) = fs::read_to_string(&pid_file) {
+        let pid = pid.trim();
+        let _ = Command::new("kill").arg(pid).stderr(Stdio::null()).status();
+        for _ in 0..40 {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = Command::new("kill").args(["-9", pid]).stderr(Stdio::null()).status();
+        let _ = fs::remove_file(pid_file);
+    }
+}
+
+/// Stop every process of the test cluster (the real node first) and
+/// remove its state.
 pub fn down(root: &Path) -> Result<()> {
     let state = state_dir(root);
+    let kubernetes_bin = cache_root().join(format!("kubernetes-{KUBERNETES}/bin"));
+    if node::supported() {
+        node::down(&state, Some(&kubernetes_bin))?;
+    }
     for name in ["kwok", "scheduler", "controller-manager", "apiserver", "etcd"] {
-        let pid_file = state.join(format!("{name}.pid"));
-        if let Ok(pid) = fs::read_to_string(&pid_file) {
-            let pid = pid.trim();
-            let _ = Command::new("kill").arg(pid).status();
-            for _ in 0..40 {
-                if !Path::new(&format!("/proc/{pid}")).exists() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = Command::new("kill").args(["-9", pid]).stderr(Stdio::null()).status();
-            let _ = fs::remove_file(pid_file);
-        }
+        stop_pid(&state, name);
     }
     if state.exists() {
         // Keep the logs of the last run for post-mortems.

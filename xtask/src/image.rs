@@ -30,6 +30,36 @@ const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 const CONFIG_TYPE: &str = "application/vnd.oci.image.config.v1+json";
 const LAYER_TYPE: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 
+/// What an image runs: its OCI config and labels. The operator's is
+/// `operator()`; the real-node tests build others (xtask/src/testimages.rs).
+pub struct Spec {
+    /// `org.opencontainers.image.title`.
+    pub title: &'static str,
+    pub description: &'static str,
+    /// `uid:gid`.
+    pub user: &'static str,
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    pub working_dir: &'static str,
+    /// A directory the user owns (`home/nonroot`); everything else is root's.
+    pub user_home: Option<&'static str>,
+}
+
+/// The operator image: `secop run` as the chart's non-root user.
+pub fn operator() -> Spec {
+    Spec {
+        title: "security-operator",
+        description: "SecurityAgent operator: WASM features for Falco, Tetragon, osquery, Trivy, posture and the OTel pipeline",
+        user: USER,
+        entrypoint: vec!["/usr/local/bin/secop".into()],
+        cmd: vec!["run".into()],
+        env: vec!["PATH=/usr/local/bin:/usr/bin:/bin".into(), format!("SSL_CERT_FILE=/{CA_BUNDLE}"), "HOME=/home/nonroot".into()],
+        working_dir: "/home/nonroot",
+        user_home: Some("home/nonroot"),
+    }
+}
+
 /// What was written: the tag inside the layout and the manifest digest.
 #[derive(Debug)]
 pub struct Image {
@@ -43,7 +73,7 @@ pub fn build(root: &Path, out: &Path, tag: &str) -> Result<Image> {
     let binary = build_binary(root)?;
     let rootfs = root.join("target/image-rootfs");
     stage_rootfs(&rootfs, &binary, Path::new("/").join(CA_BUNDLE).as_path())?;
-    write_layout(&rootfs, out, tag)
+    write_layout(&rootfs, out, tag, &operator())
 }
 
 /// `cargo build --release --target x86_64-unknown-linux-musl -p secop`,
@@ -129,7 +159,7 @@ fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// Write `rootfs` as a one-layer image into the OCI image layout `out`
 /// (`oci-layout`, `index.json`, `blobs/sha256/`), tagged `tag`.
-pub fn write_layout(rootfs: &Path, out: &Path, tag: &str) -> Result<Image> {
+pub fn write_layout(rootfs: &Path, out: &Path, tag: &str, spec: &Spec) -> Result<Image> {
     if out.exists() {
         // Only ever replace an earlier layout (or an empty directory): `--out`
         // is the user's path, and `--out .` must not wipe a checkout.
@@ -142,27 +172,30 @@ pub fn write_layout(rootfs: &Path, out: &Path, tag: &str) -> Result<Image> {
     let blobs = out.join("blobs/sha256");
     fs::create_dir_all(&blobs)?;
 
-    // The layer: sorted, owned by root (the home by its user), no times.
+    // The layer: sorted, owned by root (the user's home by the user), no times.
     let tar = out.join("layer.tar");
     let mut entries: Vec<String> = fs::read_dir(rootfs)?.map(|e| Ok(e?.file_name().to_string_lossy().into_owned())).collect::<Result<_>>()?;
     entries.sort();
     let mut cmd = Command::new("tar");
-    cmd.args(["--format=ustar", "--sort=name", "--mtime=@0", "--numeric-owner", "--owner=0", "--group=0", "--exclude=home/nonroot"])
-        .arg("-C")
-        .arg(rootfs)
-        .arg("-cf")
-        .arg(&tar)
-        .args(&entries);
+    cmd.args(["--format=ustar", "--sort=name", "--mtime=@0", "--numeric-owner", "--owner=0", "--group=0"]);
+    if let Some(home) = spec.user_home {
+        cmd.arg(format!("--exclude={home}"));
+    }
+    cmd.arg("-C").arg(rootfs).arg("-cf").arg(&tar).args(&entries);
     crate::run(cmd)?;
-    // The user's home, owned by the user: appended with its own owner.
-    let mut cmd = Command::new("tar");
-    cmd.args(["--format=ustar", "--sort=name", "--mtime=@0", "--numeric-owner", "--owner=65532", "--group=65532"])
-        .arg("-C")
-        .arg(rootfs)
-        .arg("-rf")
-        .arg(&tar)
-        .arg("home/nonroot");
-    crate::run(cmd)?;
+    if let Some(home) = spec.user_home {
+        let (uid, gid) = spec.user.split_once(':').unwrap_or((spec.user, spec.user));
+        let mut cmd = Command::new("tar");
+        cmd.args(["--format=ustar", "--sort=name", "--mtime=@0", "--numeric-owner"])
+            .arg(format!("--owner={uid}"))
+            .arg(format!("--group={gid}"))
+            .arg("-C")
+            .arg(rootfs)
+            .arg("-rf")
+            .arg(&tar)
+            .arg(home);
+        crate::run(cmd)?;
+    }
     let diff_id = sha256_file(&tar)?;
     let gz = out.join("layer.tar.gz");
     let gzip = Command::new("gzip").args(["-n", "-9", "-c"]).arg(&tar).output().context("running gzip")?;
@@ -174,21 +207,22 @@ pub fn write_layout(rootfs: &Path, out: &Path, tag: &str) -> Result<Image> {
     let layer = blob(&blobs, &gz)?;
     fs::remove_file(&gz)?;
 
+    let mut image_config = json!({
+        "User": spec.user,
+        "Env": spec.env,
+        "WorkingDir": spec.working_dir,
+        "Labels": labels(spec, tag),
+    });
+    if !spec.entrypoint.is_empty() {
+        image_config["Entrypoint"] = json!(spec.entrypoint);
+    }
+    if !spec.cmd.is_empty() {
+        image_config["Cmd"] = json!(spec.cmd);
+    }
     let config = json!({
         "architecture": "amd64",
         "os": "linux",
-        "config": {
-            "User": USER,
-            "Env": [
-                "PATH=/usr/local/bin:/usr/bin:/bin",
-                format!("SSL_CERT_FILE=/{CA_BUNDLE}"),
-                "HOME=/home/nonroot",
-            ],
-            "Entrypoint": ["/usr/local/bin/secop"],
-            "Cmd": ["run"],
-            "WorkingDir": "/home/nonroot",
-            "Labels": labels(tag),
-        },
+        "config": image_config,
         "rootfs": { "type": "layers", "diff_ids": [format!("sha256:{diff_id}")] },
         "history": [ { "created_by": "cargo xtask image" } ],
     });
@@ -198,7 +232,7 @@ pub fn write_layout(rootfs: &Path, out: &Path, tag: &str) -> Result<Image> {
         "mediaType": MANIFEST_TYPE,
         "config": { "mediaType": CONFIG_TYPE, "digest": config.digest, "size": config.size },
         "layers": [ { "mediaType": LAYER_TYPE, "digest": layer.digest, "size": layer.size } ],
-        "annotations": labels(tag),
+        "annotations": labels(spec, tag),
     });
     let manifest = blob_bytes(&blobs, &serde_json::to_vec(&manifest)?)?;
     let index = json!({
@@ -217,10 +251,10 @@ pub fn write_layout(rootfs: &Path, out: &Path, tag: &str) -> Result<Image> {
     Ok(Image { layout: out.to_path_buf(), tag: tag.to_string(), manifest_digest: manifest.digest })
 }
 
-fn labels(tag: &str) -> Value {
+fn labels(spec: &Spec, tag: &str) -> Value {
     json!({
-        "org.opencontainers.image.title": "security-operator",
-        "org.opencontainers.image.description": "SecurityAgent operator: WASM features for Falco, Tetragon, osquery, Trivy, posture and the OTel pipeline",
+        "org.opencontainers.image.title": spec.title,
+        "org.opencontainers.image.description": spec.description,
         "org.opencontainers.image.version": tag,
         "org.opencontainers.image.licenses": "Apache-2.0",
     })
@@ -288,7 +322,7 @@ mod tests {
         let rootfs = dir.join("rootfs");
         stage_rootfs(&rootfs, &binary, &ca).unwrap();
 
-        let image = write_layout(&rootfs, &dir.join("layout"), "0.1.0").unwrap();
+        let image = write_layout(&rootfs, &dir.join("layout"), "0.1.0", &operator()).unwrap();
         let layout = &image.layout;
         assert_eq!(read_json(&layout.join("oci-layout"))["imageLayoutVersion"], "1.0.0");
         let index = read_json(&layout.join("index.json"));
@@ -320,11 +354,11 @@ mod tests {
         }
 
         // Same input, same digest, also when replacing the earlier layout.
-        let again = write_layout(&rootfs, &dir.join("layout"), "0.1.0").unwrap();
+        let again = write_layout(&rootfs, &dir.join("layout"), "0.1.0", &operator()).unwrap();
         assert_eq!(again.manifest_digest, image.manifest_digest);
 
         // A directory that is not a layout is never cleared.
-        let error = write_layout(&rootfs, &rootfs, "0.1.0").unwrap_err().to_string();
+        let error = write_layout(&rootfs, &rootfs, "0.1.0", &operator()).unwrap_err().to_string();
         assert!(error.contains("not an OCI image layout"), "{error}");
         assert!(rootfs.join("etc/passwd").exists());
         fs::remove_dir_all(&dir).unwrap();

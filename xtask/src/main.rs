@@ -11,7 +11,10 @@ use anyhow::{bail, Context, Result};
 mod cluster;
 mod datapath;
 mod image;
+mod node;
+mod prereq;
 mod pyfeature;
+mod testimages;
 
 const USAGE: &str = "\
 usage: cargo xtask <task>
@@ -31,8 +34,11 @@ tasks:
   build-py-feature build the Python sample feature (features-wasm/kube_bench) with componentize-py; prints its path
   servers          build or fetch every test server (control plane, helm, collector, Elasticsearch)
   cluster build    build etcd, kube-apiserver/-controller-manager/-scheduler and kwok (cached)
-  cluster up       start the test control plane on loopback with 3 kwok nodes
-  cluster down     stop it
+  cluster up       start the test control plane on loopback with 3 kwok nodes and, as root, one
+                   real node (kubelet, containerd, runc, bridge CNI, kube-proxy) with its registry
+  cluster images   build the real node's images (operator, collector, sensor stand-ins, busybox)
+                   and push them into the cluster's registry
+  cluster down     stop it and remove every trace (pods, mounts, network namespaces, bridge)
   cluster env      print `export KUBECONFIG=...` for the running test cluster
 ";
 
@@ -60,11 +66,23 @@ fn run(mut cmd: Command) -> Result<()> {
 /// binary, passed in SECOP_* variables; always torn down afterwards.
 fn with_test_servers(mut cmd: Command) -> Result<()> {
     let root = root();
+    prereq::ensure(prereq::TEST_TOOLS)?;
     let helm = cluster::build_helm()?;
     let otelcol = datapath::build_otelcol(&root)?;
     let es_home = datapath::fetch_elasticsearch(&root)?;
     let registry = datapath::registry_bin()?;
     cluster::up(&root)?;
+    if node::supported() {
+        // The real node's images: operator, collector, stand-ins, busybox.
+        if let Err(e) = testimages::push_all(&root) {
+            let _ = cluster::down(&root);
+            return Err(e);
+        }
+        cmd.env("SECOP_NODE_NAME", node::NAME).env("SECOP_NODE_IP", node::NODE_IP).env("SECOP_NODE_TAINT", node::TAINT_KEY);
+        for (name, reference) in testimages::references() {
+            cmd.env(format!("SECOP_NODE_IMAGE_{name}"), reference);
+        }
+    }
     // One shared Elasticsearch node for the data-path tests (the durability
     // test starts its own, to stop it at will).
     let es_dir = root.join("target/test-elasticsearch");
@@ -240,7 +258,14 @@ fn main() -> Result<()> {
             Some("build") => cluster::build().map(|b| {
                 println!("etcd: {}\nkubernetes: {}\nkwok: {}", b.etcd.display(), b.kubernetes.display(), b.kwok.display())
             }),
-            Some("up") => cluster::up(&root()),
+            Some("up") => prereq::ensure(prereq::TEST_TOOLS).and_then(|()| cluster::up(&root())),
+            Some("images") => {
+                testimages::push_all(&root())?;
+                for (name, reference) in testimages::references() {
+                    println!("{name}: {reference}");
+                }
+                Ok(())
+            }
             Some("down") => cluster::down(&root()),
             Some("env") => {
                 let root = root();
@@ -248,11 +273,17 @@ fn main() -> Result<()> {
                 println!("export SECOP_E2E_KUBECONFIG={}", cluster::kubeconfig(&root).display());
                 println!("export SECOP_E2E_OPERATOR_KUBECONFIG={}", cluster::operator_kubeconfig(&root).display());
                 println!("export SECOP_E2E_AUDIT_LOG={}", cluster::audit_log(&root).display());
+                if node::supported() {
+                    println!("export SECOP_NODE_NAME={} SECOP_NODE_IP={} SECOP_NODE_TAINT={}", node::NAME, node::NODE_IP, node::TAINT_KEY);
+                    for (name, reference) in testimages::references() {
+                        println!("export SECOP_NODE_IMAGE_{name}={reference}");
+                    }
+                }
                 Ok(())
             }
             _ => {
                 eprint!("{USAGE}");
-                bail!("cluster: build, up, down or env")
+                bail!("cluster: build, up, images, down or env")
             }
         },
         _ => {

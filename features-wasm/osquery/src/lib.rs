@@ -171,14 +171,19 @@ impl Osquery {
                 "resources": k8s::resources("50m", "128Mi", "200m", "256Mi"),
                 "volumeMounts": [
                     k8s::mount("config", "/etc/osquery", true),
-                    { "name": "packs", "mountPath": format!("/etc/osquery/packs/{PACK}.conf"), "subPath": "pack.conf", "readOnly": true },
                     k8s::mount("logs", LOG_DIR, false),
                     k8s::mount("database", "/var/osquery", false),
                 ],
             }],
             "volumes": [
-                k8s::config_map_volume("config", "osquery-config"),
-                k8s::config_map_volume("packs", &format!("osquery-pack-{PACK}")),
+                // One projected volume: the flags and config at the top, the
+                // pack under packs/. A file mounted with subPath inside
+                // another ConfigMap's mount never starts on a real kubelet,
+                // which pre-creates nested mount points as directories.
+                { "name": "config", "projected": { "sources": [
+                    { "configMap": { "name": "osquery-config" } },
+                    { "configMap": { "name": format!("osquery-pack-{PACK}"), "items": [ { "key": "pack.conf", "path": format!("packs/{PACK}.conf") } ] } },
+                ] } },
                 k8s::host_path_volume("logs", LOG_DIR, "DirectoryOrCreate"),
                 { "name": "database", "emptyDir": { "sizeLimit": "256Mi" } },
             ],

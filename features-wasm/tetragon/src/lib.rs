@@ -36,6 +36,8 @@ pub struct TetragonConfig {
     pub export_mode: ExportMode,
     pub policies: Vec<String>,
     pub image: String,
+    /// The export-stdout sidecar's image (a mirror in air-gapped clusters).
+    pub export_image: String,
     /// Rotation of the export file Tetragon writes.
     pub export_file_max_size_mb: u32,
     pub export_file_max_backups: u32,
@@ -47,6 +49,7 @@ impl Default for TetragonConfig {
             export_mode: ExportMode::Stdout,
             policies: vec!["process-exec".into(), "container-escape-monitor".into()],
             image: DEFAULT_IMAGE.to_string(),
+            export_image: EXPORT_STDOUT_IMAGE.to_string(),
             export_file_max_size_mb: 10,
             export_file_max_backups: 5,
         }
@@ -177,7 +180,7 @@ impl Tetragon {
         if self.config.export_mode == ExportMode::Stdout {
             containers.push(json!({
                 "name": "export-stdout",
-                "image": EXPORT_STDOUT_IMAGE,
+                "image": self.config.export_image,
                 "imagePullPolicy": "IfNotPresent",
                 "command": ["hubble-export-stdout"],
                 "args": [format!("{EXPORT_DIR}/tetragon.log")],
@@ -235,6 +238,11 @@ impl Feature for Tetragon {
         }
         if config.export_file_max_size_mb == 0 {
             return Err(ConfigError::new("exportFileMaxSizeMb", "must be at least 1"));
+        }
+        for (field, image) in [("image", &config.image), ("exportImage", &config.export_image)] {
+            if image.trim().is_empty() {
+                return Err(ConfigError::new(field, "must name an image"));
+            }
         }
         self.ctx = ctx.clone();
         self.config = config;

@@ -327,13 +327,13 @@ impl Memo {
         self.entries.lock().unwrap_or_else(|e| e.into_inner()).insert(slot, (key, output));
     }
 
-    /// Forget one agent's outputs (`namespace/name`; it was deleted).
     /// Forget one feature's output for an agent: the module that produced
     /// it was rolled back, so it must not stand in later.
     pub fn forget(&self, agent_id: &str, feature: &str) {
         self.entries.lock().unwrap_or_else(|e| e.into_inner()).remove(&(agent_id.to_string(), feature.to_string()));
     }
 
+    /// Forget one agent's outputs (`namespace/name`; it was deleted).
     pub fn forget_agent(&self, agent_id: &str) {
         self.entries.lock().unwrap_or_else(|e| e.into_inner()).retain(|(agent, _), _| agent != agent_id);
     }

@@ -226,7 +226,9 @@ impl Modules {
                 }
                 _ => (report.name.clone(), format!("{}: {error}", error.reason())),
             };
-            if !changed(&culprit, &in_use) || notes.iter().any(|n| n.feature == culprit && n.reason == "ModuleRolledBack") {
+            // Unchanged also covers a culprit already rolled back (in use =
+            // its last good module): each is rolled back at most once.
+            if !changed(&culprit, &in_use) {
                 continue;
             }
             let (Some(current), Some(good)) = (in_use.get(&culprit), last_good(&culprit)) else { continue };
@@ -335,11 +337,20 @@ mod tests {
         }
     }
 
-    fn agent(name: &str, falco_config: &str) -> SecurityAgent {
-        secop_api::parse(&format!(
+    /// An agent whose falco runs a module, with `falco_config`, followed
+    /// by the built-in features named in `also`.
+    fn agent_also(name: &str, falco_config: &str, also: &[&str]) -> SecurityAgent {
+        let mut yaml = format!(
             "apiVersion: security.example.io/v1alpha1\nkind: SecurityAgent\nmetadata: {{ name: {name}, namespace: sec }}\nspec:\n  features:\n    - name: falco\n      module: {{ image: reg/falco:x }}\n      config: {falco_config}\n"
-        ))
-        .unwrap()
+        );
+        for feature in also {
+            yaml.push_str(&format!("    - name: {feature}\n"));
+        }
+        secop_api::parse(&yaml).unwrap()
+    }
+
+    fn agent(name: &str, falco_config: &str) -> SecurityAgent {
+        agent_also(name, falco_config, &[])
     }
 
     fn resolution(image: &str, outcome: Result<Entry, FeatureError>) -> Vec<Resolution> {
@@ -405,13 +416,7 @@ mod tests {
         let Setup { registry, modules, good, greedy, .. } = setup();
         // falco (by module) and tetragon (built in): falco sorts first, so a
         // conflict between them is reported on tetragon.
-        let agent_with = |falco_config: &str| {
-            secop_api::parse(&format!(
-                "apiVersion: security.example.io/v1alpha1\nkind: SecurityAgent\nmetadata: {{ name: d, namespace: sec }}\nspec:\n  features:\n    - name: falco\n      module: {{ image: reg/falco:x }}\n      config: {falco_config}\n    - name: tetragon\n"
-            ))
-            .unwrap()
-        };
-        let agent = agent_with("{}");
+        let agent = agent_also("d", "{}", &["tetragon"]);
         let first = modules.render(&registry, &agent, options(), resolution("reg/falco:0.1.0", Ok(good))).unwrap();
         assert!(first.notes.is_empty() && first.rendered.failed().next().is_none());
         let objects = first.rendered.objects.len();
@@ -432,7 +437,7 @@ mod tests {
         // Again, with a config the last good module refuses: the rollback
         // fails too, and the greedy output (admitted in the first pass)
         // must not stand in for falco and take tetragon's ConfigMap.
-        let refused = modules.render(&registry, &agent_with("{ jsonOutput: false }"), options(), resolution("reg/falco:0.4.0", Ok(greedy))).unwrap();
+        let refused = modules.render(&registry, &agent_also("d", "{ jsonOutput: false }", &["tetragon"]), options(), resolution("reg/falco:0.4.0", Ok(greedy))).unwrap();
         let tetragon = refused.rendered.features.iter().find(|f| f.name == "tetragon").unwrap();
         assert!(tetragon.error.is_none(), "{:?}", tetragon.error);
         assert!(refused.rendered.objects.iter().all(|(_, o)| o["data"]["claimed-by"].is_null()), "the greedy ConfigMap is not in the desired state");

@@ -19,8 +19,11 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, Config};
 
+#[path = "common/cluster.rs"]
+mod cluster;
 #[path = "common/pipeline.rs"]
 mod pipeline;
+use cluster::{live_objects, agent_status, apply_agent, client, condition, create_namespace, install_crd, repo, wait_for, wait_ready};
 use secop_api::SecurityAgent;
 use serde_json::{json, Value};
 
@@ -48,16 +51,6 @@ fn env() -> Option<Env> {
             None
         }
     }
-}
-
-async fn client(kubeconfig: &Path) -> Client {
-    let kubeconfig = Kubeconfig::read_from(kubeconfig).expect("kubeconfig");
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("client config");
-    Client::try_from(config).expect("client")
-}
-
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
 }
 
 /// The operator under test, as a process (so it can be killed).
@@ -103,82 +96,14 @@ impl Drop for Operator {
     }
 }
 
-async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<bool, String>>,
-{
-    let start = Instant::now();
-    let mut last = String::new();
-    while start.elapsed() < timeout {
-        match check().await {
-            Ok(true) => return,
-            Ok(false) => {}
-            Err(e) => last = e,
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!("timed out after {timeout:?} waiting for {what} {last}");
-}
-
-async fn install_crd(client: &Client) {
-    let crd: CustomResourceDefinition = serde_yaml::from_str(&std::fs::read_to_string(repo("deploy/crds/security.example.io_securityagents.yaml")).unwrap()).unwrap();
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    api.patch("securityagents.security.example.io", &PatchParams::apply("e2e").force(), &Patch::Apply(&crd)).await.unwrap();
-    wait_for("the SecurityAgent CRD", Duration::from_secs(30), || {
-        let api = api.clone();
-        async move {
-            let crd = api.get("securityagents.security.example.io").await.map_err(|e| e.to_string())?;
-            Ok(crd.status.and_then(|s| s.conditions).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True")))
-        }
-    })
-    .await;
-}
-
-async fn create_namespace(client: &Client, name: &str) {
-    let api: Api<Namespace> = Api::all(client.clone());
-    let ns: Namespace = serde_json::from_value(json!({ "metadata": { "name": name } })).unwrap();
-    match api.create(&PostParams::default(), &ns).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 409 => {}
-        Err(e) => panic!("creating namespace {name}: {e}"),
-    }
-}
-
-/// The full sample, moved into `namespace`.
+/// The full sample, moved into `namespace`, its node agents kept on the
+/// kwok nodes (its toleration of every taint would also place them on the
+/// real node, which the real-node test owns).
 fn sample(namespace: &str) -> Value {
     let mut agent: Value = serde_yaml::from_str(&std::fs::read_to_string(repo("deploy/samples/securityagent_full.yaml")).unwrap()).unwrap();
     agent["metadata"]["namespace"] = json!(namespace);
+    agent["spec"]["override"]["nodeAgent"]["nodeSelector"] = json!({ "type": "kwok" });
     agent
-}
-
-async fn apply_agent(client: &Client, namespace: &str, agent: &Value) {
-    let api: Api<SecurityAgent> = Api::namespaced(client.clone(), namespace);
-    let name = agent["metadata"]["name"].as_str().unwrap();
-    api.patch(name, &PatchParams::apply("e2e").force(), &Patch::Apply(agent)).await.unwrap();
-}
-
-async fn agent_status(client: &Client, namespace: &str, name: &str) -> Result<SecurityAgent, String> {
-    Api::<SecurityAgent>::namespaced(client.clone(), namespace).get(name).await.map_err(|e| e.to_string())
-}
-
-fn condition(agent: &SecurityAgent, type_: &str) -> Option<(String, String)> {
-    agent.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_).map(|c| (c.status.clone(), c.message.clone()))
-}
-
-/// Ready=True for the current generation.
-async fn wait_ready(client: &Client, namespace: &str, name: &str, timeout: Duration) {
-    wait_for(&format!("{namespace}/{name} Ready"), timeout, || async {
-        let agent = agent_status(client, namespace, name).await?;
-        let observed = agent.status.as_ref().and_then(|s| s.observed_generation);
-        let ready = condition(&agent, "Ready");
-        if observed == agent.metadata.generation && ready.as_ref().is_some_and(|(s, _)| s == "True") {
-            Ok(true)
-        } else {
-            Err(format!("(observed {observed:?} of {:?}, Ready {ready:?})", agent.metadata.generation))
-        }
-    })
-    .await;
 }
 
 fn dynamic(client: &Client, group: &str, version: &str, kind: &str, plural: &str, namespace: Option<&str>) -> Api<DynamicObject> {
@@ -386,27 +311,6 @@ fn desired_objects(agent: &Value) -> std::collections::BTreeSet<(String, String)
         .iter()
         .map(|o| (o["kind"].as_str().unwrap().to_string(), o["metadata"]["name"].as_str().unwrap().to_string()))
         .collect()
-}
-
-/// (kind, name) of every live object labelled as this agent's, across the
-/// kinds in its status inventory.
-async fn live_objects(client: &Client, namespace: &str, agent: &SecurityAgent) -> std::collections::BTreeSet<(String, String)> {
-    let selector = format!("security.example.io/owner={},security.example.io/owner-namespace={namespace}", agent.metadata.name.as_ref().unwrap());
-    let mut found = std::collections::BTreeSet::new();
-    for id in &agent.status.as_ref().unwrap().inventory {
-        let (api_version, kind) = id.rsplit_once('/').unwrap();
-        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-        let (resource, caps) = kube::discovery::pinned_kind(client, &GroupVersionKind::gvk(group, version, kind)).await.unwrap();
-        let api: Api<DynamicObject> = if caps.scope == kube::discovery::Scope::Namespaced {
-            Api::namespaced_with(client.clone(), namespace, &resource)
-        } else {
-            Api::all_with(client.clone(), &resource)
-        };
-        for item in api.list(&ListParams::default().labels(&selector)).await.unwrap() {
-            found.insert((kind.to_string(), item.metadata.name.unwrap()));
-        }
-    }
-    found
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

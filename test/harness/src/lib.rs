@@ -144,13 +144,24 @@ pub struct Elasticsearch {
     pub port: u16,
     pub dir: PathBuf,
     home: PathBuf,
+    /// Another local address it listens on besides loopback (the real
+    /// node's bridge, so pods reach it).
+    also_on: Option<String>,
     process: Option<Process>,
 }
 
 impl Elasticsearch {
     /// Start a node from the distribution in `home` (`$SECOP_ES_HOME`).
     pub fn start(home: &Path, dir: &Path, port: u16) -> Result<Self> {
-        let mut node = Self { port, dir: dir.into(), home: home.into(), process: None };
+        let mut node = Self { port, dir: dir.into(), home: home.into(), also_on: None, process: None };
+        node.start_again()?;
+        Ok(node)
+    }
+
+    /// Like `start`, listening on `address` too (a local address, e.g. the
+    /// real node's bridge); the tests still talk to it on loopback.
+    pub fn start_also_on(home: &Path, dir: &Path, port: u16, address: &str) -> Result<Self> {
+        let mut node = Self { port, dir: dir.into(), home: home.into(), also_on: Some(address.into()), process: None };
         node.start_again()?;
         Ok(node)
     }
@@ -188,7 +199,11 @@ impl Elasticsearch {
             .env("ES_TMPDIR", p("tmp"))
             .env("CLI_JAVA_OPTS", format!("-Djava.io.tmpdir={}", p("tmp")))
             .env("ES_JAVA_OPTS", format!("-Xms{heap} -Xmx{heap}"))
-            .args(["-E", "discovery.type=single-node", "-E", "network.host=127.0.0.1"])
+            .args(["-E", "discovery.type=single-node"])
+            .args(match &self.also_on {
+                None => vec!["-E".to_string(), "network.host=127.0.0.1".to_string()],
+                Some(address) => ["-E", &format!("network.bind_host=127.0.0.1,{address}"), "-E", "network.publish_host=127.0.0.1"].map(String::from).to_vec(),
+            })
             .args(["-E", &format!("http.port={}", self.port), "-E", &format!("transport.port={}", free_port())])
             .args(["-E", &format!("path.data={}", p("data")), "-E", &format!("path.logs={}", p("logs"))])
             .args(["-E", "xpack.security.enabled=false", "-E", "cluster.routing.allocation.disk.threshold_enabled=false"])

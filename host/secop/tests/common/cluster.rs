@@ -1,0 +1,130 @@
+//! Talking to the test cluster, shared by the e2e tests on kwok nodes and
+//! the real-node test: clients, waiting, CRD and namespace set-up, agents
+//! and their conditions.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::core::GroupVersionKind;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use secop_api::SecurityAgent;
+use serde_json::{json, Value};
+
+pub async fn client(kubeconfig: &Path) -> Client {
+    let kubeconfig = Kubeconfig::read_from(kubeconfig).expect("kubeconfig");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("client config");
+    Client::try_from(config).expect("client")
+}
+
+pub fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
+}
+
+pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool, String>>,
+{
+    let start = Instant::now();
+    let mut last = String::new();
+    while start.elapsed() < timeout {
+        match check().await {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(e) => last = e,
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("timed out after {timeout:?} waiting for {what} {last}");
+}
+
+pub async fn install_crd(client: &Client) {
+    let crd: CustomResourceDefinition = serde_yaml::from_str(&std::fs::read_to_string(repo("deploy/crds/security.example.io_securityagents.yaml")).unwrap()).unwrap();
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    api.patch("securityagents.security.example.io", &PatchParams::apply("e2e").force(), &Patch::Apply(&crd)).await.unwrap();
+    wait_for("the SecurityAgent CRD", Duration::from_secs(30), || {
+        let api = api.clone();
+        async move {
+            let crd = api.get("securityagents.security.example.io").await.map_err(|e| e.to_string())?;
+            Ok(crd.status.and_then(|s| s.conditions).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True")))
+        }
+    })
+    .await;
+}
+
+pub async fn create_namespace(client: &Client, name: &str) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(json!({ "metadata": { "name": name } })).unwrap();
+    match api.create(&PostParams::default(), &ns).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("creating namespace {name}: {e}"),
+    }
+}
+
+pub async fn apply_agent(client: &Client, namespace: &str, agent: &Value) {
+    let api: Api<SecurityAgent> = Api::namespaced(client.clone(), namespace);
+    let name = agent["metadata"]["name"].as_str().unwrap();
+    api.patch(name, &PatchParams::apply("e2e").force(), &Patch::Apply(agent)).await.unwrap();
+}
+
+pub async fn agent_status(client: &Client, namespace: &str, name: &str) -> Result<SecurityAgent, String> {
+    Api::<SecurityAgent>::namespaced(client.clone(), namespace).get(name).await.map_err(|e| e.to_string())
+}
+
+pub fn condition(agent: &SecurityAgent, type_: &str) -> Option<(String, String)> {
+    agent.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_).map(|c| (c.status.clone(), c.message.clone()))
+}
+
+/// Ready=True for the current generation.
+pub async fn wait_ready(client: &Client, namespace: &str, name: &str, timeout: Duration) {
+    wait_for(&format!("{namespace}/{name} Ready"), timeout, || async {
+        let agent = agent_status(client, namespace, name).await?;
+        let observed = agent.status.as_ref().and_then(|s| s.observed_generation);
+        let ready = condition(&agent, "Ready");
+        if observed == agent.metadata.generation && ready.as_ref().is_some_and(|(s, _)| s == "True") {
+            Ok(true)
+        } else {
+            Err(format!("(observed {observed:?} of {:?}, Ready {ready:?})", agent.metadata.generation))
+        }
+    })
+    .await;
+}
+
+
+/// (kind, name) of every live object labelled as this agent's, across the
+/// kinds of `inventory` (its status inventory); a kind whose CRD is gone
+/// has no objects.
+pub async fn live_objects(client: &Client, namespace: &str, agent: &SecurityAgent) -> std::collections::BTreeSet<(String, String)> {
+    live_objects_of(client, namespace, agent.metadata.name.as_ref().unwrap(), &agent.status.as_ref().unwrap().inventory).await
+}
+
+pub async fn live_objects_of(client: &Client, namespace: &str, name: &str, inventory: &[String]) -> std::collections::BTreeSet<(String, String)> {
+    let selector = format!("security.example.io/owner={name},security.example.io/owner-namespace={namespace}");
+    let mut found = std::collections::BTreeSet::new();
+    for id in inventory {
+        let (api_version, kind) = id.rsplit_once('/').unwrap();
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let Ok((resource, caps)) = kube::discovery::pinned_kind(client, &GroupVersionKind::gvk(group, version, kind)).await else { continue };
+        let api: Api<DynamicObject> = if caps.scope == kube::discovery::Scope::Namespaced {
+            Api::namespaced_with(client.clone(), namespace, &resource)
+        } else {
+            Api::all_with(client.clone(), &resource)
+        };
+        let items = match api.list(&ListParams::default().labels(&selector)).await {
+            Ok(items) => items,
+            Err(kube::Error::Api(e)) if e.code == 404 => continue,
+            Err(e) => panic!("listing {kind}: {e}"),
+        };
+        for item in items {
+            found.insert((kind.to_string(), item.metadata.name.unwrap()));
+        }
+    }
+    found
+}
+

@@ -1,0 +1,352 @@
+//! The user's own path on a real node: `helm install` of the chart, the
+//! operator as two pods under the chart's ServiceAccount (in-cluster
+//! config, leader election), the full sample reconciled, and every pod the
+//! rendered workloads create started by a real kubelet (containerd, runc,
+//! bridge CNI; xtask/src/node.rs) with the sensor stand-ins in place of the
+//! sensors' images (test/standins).
+//!
+//! Started by `cargo xtask test`; fails without the real node when CI=true,
+//! skips otherwise.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Event, Pod};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::Client;
+use serde_json::{json, Value};
+
+#[path = "common/cluster.rs"]
+mod cluster;
+use cluster::{agent_status, apply_agent, client, create_namespace, live_objects, live_objects_of, repo, wait_for, wait_ready};
+use secop_api::SecurityAgent;
+
+const OPERATOR_NAMESPACE: &str = "secop-system";
+const RELEASE: &str = "secop";
+const AGENT_NAMESPACE: &str = "security-system";
+
+struct Env {
+    kubeconfig: PathBuf,
+    helm: PathBuf,
+    es_home: PathBuf,
+    node: String,
+    node_ip: String,
+    taint: String,
+    images: BTreeMap<String, String>,
+}
+
+fn env() -> Option<Env> {
+    let Some(node) = std::env::var_os("SECOP_NODE_NAME") else {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("CI expects the real node: run the suite with `cargo xtask test` as root (SECOP_NODE_NAME is not set)");
+        }
+        eprintln!("skipping the real-node test: no real node (run `cargo xtask test` as root)");
+        return None;
+    };
+    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} (cargo xtask test sets it)"));
+    let images = std::env::vars().filter_map(|(k, v)| Some((k.strip_prefix("SECOP_NODE_IMAGE_")?.to_string(), v))).collect();
+    Some(Env {
+        kubeconfig: var("SECOP_E2E_KUBECONFIG").into(),
+        helm: var("SECOP_HELM").into(),
+        es_home: var("SECOP_ES_HOME").into(),
+        node: node.to_string_lossy().into_owned(),
+        node_ip: var("SECOP_NODE_IP"),
+        taint: var("SECOP_NODE_TAINT"),
+        images,
+    })
+}
+
+impl Env {
+    fn image(&self, name: &str) -> &str {
+        self.images.get(name).unwrap_or_else(|| panic!("SECOP_NODE_IMAGE_{name} (cargo xtask test sets it)"))
+    }
+
+    /// Placement on the real node: its label, and its taint tolerated.
+    fn placement(&self) -> Value {
+        json!({
+            "nodeSelector": { "secop.example.io/node": "real" },
+            "tolerations": [ { "key": self.taint, "operator": "Exists", "effect": "NoSchedule" } ],
+        })
+    }
+}
+
+fn helm(env: &Env, args: &[&str]) -> String {
+    let out = Command::new(&env.helm).args(args).env("KUBECONFIG", &env.kubeconfig).output().unwrap();
+    assert!(out.status.success(), "helm {args:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The full sample for this cluster: sensor stand-ins by image override,
+/// the collector image built here, everything placed on the real node, and
+/// this test's Elasticsearch (reachable from pods at the node address).
+fn agent(env: &Env, es_url: &str) -> Value {
+    let mut agent: Value = serde_yaml::from_str(&std::fs::read_to_string(repo("deploy/samples/securityagent_full.yaml")).unwrap()).unwrap();
+    let spec = &mut agent["spec"];
+    spec["output"]["elasticsearch"] = json!({ "endpoints": [es_url] });
+    for feature in spec["features"].as_array_mut().unwrap() {
+        if feature["name"] == "tetragon" {
+            feature["config"]["exportImage"] = json!(env.image("TETRAGON_EXPORT"));
+        }
+    }
+    let placement = env.placement();
+    let with_placement = |extra: Value| {
+        let mut o = placement.clone();
+        o.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        o
+    };
+    let falco_resources = spec["override"]["falco"]["resources"].clone();
+    spec["override"] = json!({
+        "nodeAgent": placement,
+        "falco": { "image": env.image("FALCO"), "resources": falco_resources },
+        "tetragon": { "image": env.image("TETRAGON") },
+        "osquery": { "image": env.image("OSQUERY") },
+        "otelNode": { "image": env.image("OTELCOL") },
+        "otelGateway": with_placement(json!({ "image": env.image("OTELCOL") })),
+        "trivyOperator": with_placement(json!({ "image": env.image("TRIVY_OPERATOR") })),
+        "trivyEsSync": placement,
+        "posture": placement,
+    });
+    agent
+}
+
+/// Why a pod is not Running and Ready: its containers' states and the
+/// kubelet's Events about it.
+async fn pod_trouble(client: &Client, pod: &Pod) -> String {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    let status = pod.status.clone().unwrap_or_default();
+    let mut lines = vec![format!("pod {namespace}/{name}: phase {:?} on {:?}", status.phase, pod.spec.as_ref().and_then(|s| s.node_name.clone()))];
+    for c in status.init_container_statuses.iter().flatten().chain(status.container_statuses.iter().flatten()) {
+        lines.push(format!("  container {}: ready {} restarts {} state {}", c.name, c.ready, c.restart_count, serde_json::to_string(&c.state).unwrap_or_default()));
+    }
+    let events: Api<Event> = Api::namespaced(client.clone(), &namespace);
+    if let Ok(list) = events.list(&ListParams::default().fields(&format!("involvedObject.name={name}"))).await {
+        for e in list.items {
+            lines.push(format!("  event {} {}: {}", e.type_.unwrap_or_default(), e.reason.unwrap_or_default(), e.message.unwrap_or_default()));
+        }
+    }
+    lines.join("\n")
+}
+
+fn running_and_ready(pod: &Pod) -> bool {
+    let status = pod.status.as_ref();
+    status.and_then(|s| s.phase.as_deref()) == Some("Running")
+        && status.and_then(|s| s.container_statuses.as_ref()).is_some_and(|cs| !cs.is_empty() && cs.iter().all(|c| c.ready))
+}
+
+/// Pods selected by `labels` (a label selector) in `namespace`.
+async fn pods(client: &Client, namespace: &str, labels: &str) -> Vec<Pod> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    api.list(&ListParams::default().labels(labels)).await.unwrap().items.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect()
+}
+
+fn selector(labels: &BTreeMap<String, String>) -> String {
+    labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+}
+
+/// Every DaemonSet and Deployment of `namespace` with its pod selector.
+async fn workloads(client: &Client, namespace: &str) -> Vec<(String, String)> {
+    let mut found = vec![];
+    for ds in Api::<DaemonSet>::namespaced(client.clone(), namespace).list(&ListParams::default()).await.unwrap() {
+        let labels = ds.spec.unwrap().selector.match_labels.unwrap_or_default();
+        found.push((format!("DaemonSet/{}", ds.metadata.name.unwrap()), selector(&labels)));
+    }
+    for d in Api::<Deployment>::namespaced(client.clone(), namespace).list(&ListParams::default()).await.unwrap() {
+        let labels = d.spec.unwrap().selector.match_labels.unwrap_or_default();
+        found.push((format!("Deployment/{}", d.metadata.name.unwrap()), selector(&labels)));
+    }
+    found
+}
+
+/// Wait until every pod of every workload in `namespace` runs Ready on the
+/// real node; print the table; on time-out fail with the kubelet's word.
+async fn wait_all_running(client: &Client, env: &Env, namespace: &str, timeout: Duration) -> Vec<(String, String, String)> {
+    let start = Instant::now();
+    loop {
+        let mut table = vec![];
+        let mut trouble = vec![];
+        for (workload, labels) in workloads(client, namespace).await {
+            let found = pods(client, namespace, &labels).await;
+            if found.is_empty() {
+                trouble.push(format!("{workload}: no pods yet"));
+            }
+            for pod in found {
+                let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
+                let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+                table.push((workload.clone(), pod.metadata.name.clone().unwrap_or_default(), format!("{phase} on {node}")));
+                if node != env.node || !running_and_ready(&pod) {
+                    trouble.push(pod_trouble(client, &pod).await);
+                }
+            }
+        }
+        if trouble.is_empty() && !table.is_empty() {
+            for (workload, pod, state) in &table {
+                eprintln!("{workload:32} {pod:48} {state} (Ready)");
+            }
+            return table;
+        }
+        if start.elapsed() > timeout {
+            panic!("not every workload's pods are Running and Ready on {} after {timeout:?}:\n{}", env.node, trouble.join("\n"));
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+fn uids(pods: &[Pod]) -> BTreeSet<String> {
+    pods.iter().filter_map(|p| p.metadata.uid.clone()).collect()
+}
+
+/// New pods (not `before`) of `labels`, all Running and Ready.
+async fn wait_rolled(client: &Client, labels: &str, before: &BTreeSet<String>, what: &str) {
+    wait_for(what, Duration::from_secs(180), || async {
+        let now = pods(client, AGENT_NAMESPACE, labels).await;
+        let fresh = !now.is_empty() && now.iter().all(|p| !before.contains(p.metadata.uid.as_deref().unwrap_or_default()));
+        Ok(fresh && now.iter().all(running_and_ready))
+    })
+    .await;
+}
+
+async fn operator_pods(client: &Client) -> Vec<Pod> {
+    pods(client, OPERATOR_NAMESPACE, &format!("app.kubernetes.io/name=security-operator,app.kubernetes.io/instance={RELEASE}")).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_install_runs_every_rendered_workload_on_a_real_node() {
+    let Some(env) = env() else { return };
+    let client = client(&env.kubeconfig).await;
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    // Pods reach this Elasticsearch at the node's address.
+    let es_dir = tmp.join("real-node-elasticsearch");
+    let _ = std::fs::remove_dir_all(&es_dir);
+    let es = secop_test_harness::Elasticsearch::start_also_on(&env.es_home, &es_dir, secop_test_harness::free_port(), &env.node_ip).unwrap();
+    let es_for_pods = format!("http://{}:{}", env.node_ip, es.port);
+
+    // 1. The chart, as a cluster admin installs it: 2 replicas on the real
+    //    node, the image from the cluster's registry.
+    let operator_image = env.image("OPERATOR");
+    let (repository, tag) = operator_image.rsplit_once(':').unwrap();
+    let placement = env.placement();
+    let installed = Instant::now();
+    helm(&env, &[
+        "install", RELEASE, repo("deploy/helm/security-operator").to_str().unwrap(),
+        "--namespace", OPERATOR_NAMESPACE, "--create-namespace",
+        "--set", &format!("image.repository={repository}"), "--set", &format!("image.tag={tag}"),
+        "--set-json", &format!("tolerations={}", placement["tolerations"]),
+        "--set-json", &format!("nodeSelector={}", placement["nodeSelector"]),
+        "--wait", "--timeout", "5m",
+    ]);
+    let operators = operator_pods(&client).await;
+    assert_eq!(operators.len(), 2, "two operator replicas");
+    for pod in &operators {
+        assert!(running_and_ready(pod), "{}", pod_trouble(&client, pod).await);
+        assert_eq!(pod.spec.as_ref().unwrap().node_name.as_deref(), Some(env.node.as_str()));
+        assert_eq!(pod.spec.as_ref().unwrap().service_account_name.as_deref(), Some(RELEASE), "runs as the chart's ServiceAccount");
+    }
+    let names: BTreeSet<String> = operators.iter().filter_map(|p| p.metadata.name.clone()).collect();
+    let leases: Api<Lease> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
+    wait_for("one operator pod to hold the lease", Duration::from_secs(60), || async {
+        let holder = leases.get_opt("security-operator").await.map_err(|e| e.to_string())?.and_then(|l| l.spec?.holder_identity);
+        Ok(holder.is_some_and(|h| names.contains(&h)))
+    })
+    .await;
+
+    // 2. The full sample: every rendered workload's pods run on the node.
+    create_namespace(&client, AGENT_NAMESPACE).await;
+    let agent = agent(&env, &es_for_pods);
+    apply_agent(&client, AGENT_NAMESPACE, &agent).await;
+    wait_ready(&client, AGENT_NAMESPACE, "poc-security", Duration::from_secs(300)).await;
+    let table = wait_all_running(&client, &env, AGENT_NAMESPACE, Duration::from_secs(300)).await;
+    eprintln!("helm install → every pod Ready: {:.1} s", installed.elapsed().as_secs_f64());
+    for expected in ["DaemonSet/falco", "DaemonSet/tetragon", "DaemonSet/osquery", "DaemonSet/otel-node", "Deployment/otel-gateway", "Deployment/trivy-operator", "Deployment/posture"] {
+        assert!(table.iter().any(|(w, _, _)| w == expected), "{expected} has a pod on the real node");
+    }
+
+    // The CronJob's Job, started now instead of on schedule: Completed.
+    let cronjob = Api::<CronJob>::namespaced(client.clone(), AGENT_NAMESPACE).get("trivy-es-sync").await.unwrap();
+    let job: Job = serde_json::from_value(json!({
+        "metadata": { "name": "trivy-es-sync-now", "namespace": AGENT_NAMESPACE },
+        "spec": cronjob.spec.unwrap().job_template.spec,
+    }))
+    .unwrap();
+    let jobs: Api<Job> = Api::namespaced(client.clone(), AGENT_NAMESPACE);
+    jobs.create(&PostParams::default(), &job).await.unwrap();
+    wait_for("the trivy-es-sync Job to complete", Duration::from_secs(180), || async {
+        let job = jobs.get("trivy-es-sync-now").await.map_err(|e| e.to_string())?;
+        let status = job.status.unwrap_or_default();
+        if status.failed.unwrap_or(0) > 0 {
+            let failed = pods(&client, AGENT_NAMESPACE, "job-name=trivy-es-sync-now").await;
+            let mut why = vec![];
+            for pod in &failed {
+                why.push(pod_trouble(&client, pod).await);
+            }
+            panic!("the trivy-es-sync Job failed:\n{}", why.join("\n"));
+        }
+        Ok(status.succeeded == Some(1))
+    })
+    .await;
+    jobs.delete("trivy-es-sync-now", &DeleteParams::background()).await.unwrap();
+
+    // 3. Tetragon off: its DaemonSet and pods go; on: they come back.
+    let tetragon = "app.kubernetes.io/name=tetragon";
+    let before = uids(&pods(&client, AGENT_NAMESPACE, tetragon).await);
+    let mut toggled = agent.clone();
+    for feature in toggled["spec"]["features"].as_array_mut().unwrap() {
+        if feature["name"] == "tetragon" {
+            feature["enabled"] = json!(false);
+        }
+    }
+    apply_agent(&client, AGENT_NAMESPACE, &toggled).await;
+    let daemonsets: Api<DaemonSet> = Api::namespaced(client.clone(), AGENT_NAMESPACE);
+    wait_for("tetragon's DaemonSet and pods to go", Duration::from_secs(120), || async {
+        let gone = daemonsets.get_opt("tetragon").await.map_err(|e| e.to_string())?.is_none();
+        let api: Api<Pod> = Api::namespaced(client.clone(), AGENT_NAMESPACE);
+        Ok(gone && api.list(&ListParams::default().labels(tetragon)).await.map_err(|e| e.to_string())?.items.is_empty())
+    })
+    .await;
+    apply_agent(&client, AGENT_NAMESPACE, &agent).await;
+    wait_rolled(&client, tetragon, &before, "tetragon's pods to come back Running and Ready").await;
+
+    // 4. A Falco override changes: the real pod is replaced.
+    let falco = "app.kubernetes.io/name=falco";
+    let before = uids(&pods(&client, AGENT_NAMESPACE, falco).await);
+    let mut changed = agent.clone();
+    changed["spec"]["override"]["falco"]["resources"]["limits"]["memory"] = json!("1536Mi");
+    apply_agent(&client, AGENT_NAMESPACE, &changed).await;
+    wait_rolled(&client, falco, &before, "a new falco pod with the changed override, Running and Ready").await;
+    let falco_pod = pods(&client, AGENT_NAMESPACE, falco).await.remove(0);
+    let limits = falco_pod.spec.unwrap().containers[0].resources.clone().unwrap().limits.unwrap();
+    assert_eq!(limits["memory"].0, "1536Mi");
+
+    // 5. The agent deleted: everything it owned goes, the operator stays.
+    let current: SecurityAgent = agent_status(&client, AGENT_NAMESPACE, "poc-security").await.unwrap();
+    let inventory = current.status.as_ref().unwrap().inventory.clone();
+    assert!(!live_objects(&client, AGENT_NAMESPACE, &current).await.is_empty());
+    Api::<SecurityAgent>::namespaced(client.clone(), AGENT_NAMESPACE).delete("poc-security", &DeleteParams::default()).await.unwrap();
+    wait_for("every object of the agent to be gone", Duration::from_secs(120), || async {
+        let agent_gone = Api::<SecurityAgent>::namespaced(client.clone(), AGENT_NAMESPACE).get_opt("poc-security").await.map_err(|e| e.to_string())?.is_none();
+        let left = live_objects_of(&client, AGENT_NAMESPACE, "poc-security", &inventory).await;
+        if agent_gone && left.is_empty() { Ok(true) } else { Err(format!("left: {left:?}")) }
+    })
+    .await;
+    wait_for("the agent's pods to terminate", Duration::from_secs(120), || async {
+        let api: Api<Pod> = Api::namespaced(client.clone(), AGENT_NAMESPACE);
+        let left: Vec<String> = api.list(&ListParams::default()).await.map_err(|e| e.to_string())?.items.into_iter().filter_map(|p| p.metadata.name).collect();
+        if left.is_empty() { Ok(true) } else { Err(format!("left: {left:?}")) }
+    })
+    .await;
+    let operators = operator_pods(&client).await;
+    assert_eq!(operators.len(), 2);
+    for pod in &operators {
+        assert!(running_and_ready(pod), "{}", pod_trouble(&client, pod).await);
+        let restarts: i32 = pod.status.as_ref().unwrap().container_statuses.iter().flatten().map(|c| c.restart_count).sum();
+        assert_eq!(restarts, 0, "operator pod {} restarted", pod.metadata.name.as_deref().unwrap_or_default());
+    }
+
+    helm(&env, &["uninstall", RELEASE, "--namespace", OPERATOR_NAMESPACE, "--wait", "--timeout", "2m"]);
+    drop(es);
+}

@@ -1,0 +1,347 @@
+//! One real node next to the kwok nodes: kubelet (built from the same
+//! Kubernetes module as the control plane), Debian's containerd, runc and
+//! CNI plugins, kube-proxy for Services, and the cluster's own image
+//! registry. The facts this rests on (and the settings without which it
+//! fails on these machines) are in shared/reference/real-node.md.
+//!
+//! Networking stays inside the machine: pods live in network namespaces
+//! the bridge CNI plugin creates on `secop0` (10.244.0.0/24), and get a
+//! route to that subnet and to the Service range only, no default route, so
+//! they can reach the node (the API server, Elasticsearch, each other) and
+//! nothing else. The node's address is the bridge's (10.244.0.1): the
+//! kubelet refuses a loopback node IP.
+//!
+//! The node is tainted `secop.example.io/real-node=true:NoSchedule`: only
+//! the tests that mean to run real pods tolerate it, and the kwok tests keep
+//! their workloads on kwok.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use crate::cluster::{run, spawn, stop_pid, wait_for};
+use crate::testimages;
+
+pub const NAME: &str = "real-node-0";
+pub const BRIDGE: &str = "secop0";
+pub const NODE_IP: &str = "10.244.0.1";
+const POD_SUBNET: &str = "10.244.0.0/24";
+pub const SERVICE_RANGE: &str = "10.96.0.0/16";
+pub const TAINT_KEY: &str = "secop.example.io/real-node";
+const KUBELET_PORT: u16 = 10250;
+const REGISTRY_PORT: u16 = 15000;
+/// Unix socket paths are limited to 108 bytes, and a clone may live deep:
+/// containerd's sockets and runc's state go here, everything else under
+/// the cluster's state dir.
+const RUN_DIR: &str = "/run/secop-node";
+/// Tokens of the node's own identities (tokens.csv of the API server).
+pub const KUBELET_TOKEN: &str = "secop-e2e-kubelet-token";
+pub const PROXY_TOKEN: &str = "secop-e2e-kube-proxy-token";
+
+/// Whether this machine can run the real node (root: containerd, network
+/// namespaces, iptables).
+pub fn supported() -> bool {
+    crate::prereq::is_root()
+}
+
+fn dir(state: &Path) -> PathBuf {
+    state.join("node")
+}
+
+fn sh(script: &str) -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", script]);
+    cmd
+}
+
+/// The bridge with the node's address, before the API server starts (it
+/// advertises this address to pods).
+pub fn network_up() -> Result<()> {
+    let exists = Command::new("ip").args(["link", "show", BRIDGE]).stdout(Stdio::null()).stderr(Stdio::null()).status()?.success();
+    if !exists {
+        run(Command::new("ip").args(["link", "add", BRIDGE, "type", "bridge"]))?;
+    }
+    let addresses = Command::new("ip").args(["-4", "addr", "show", BRIDGE]).output()?;
+    if !String::from_utf8_lossy(&addresses.stdout).contains(&format!("{NODE_IP}/24")) {
+        run(Command::new("ip").args(["addr", "add", &format!("{NODE_IP}/24"), "dev", BRIDGE]))?;
+    }
+    run(Command::new("ip").args(["link", "set", BRIDGE, "up"]))
+}
+
+/// Certificates of the cluster's own CA: the API server's serving cert
+/// (valid for loopback, the node address and the `kubernetes` Service, so
+/// in-cluster clients verify it) and its client cert towards kubelets.
+pub struct Pki {
+    pub ca: PathBuf,
+    pub apiserver_cert: PathBuf,
+    pub apiserver_key: PathBuf,
+    pub kubelet_client_cert: PathBuf,
+    pub kubelet_client_key: PathBuf,
+}
+
+pub fn pki(state: &Path) -> Result<Pki> {
+    let pki = state.join("pki");
+    fs::create_dir_all(&pki)?;
+    let p = |name: &str| pki.join(name);
+    let openssl = |args: &[&str]| -> Result<()> {
+        let mut cmd = Command::new("openssl");
+        cmd.args(args).stderr(Stdio::null()).stdout(Stdio::null());
+        run(&mut cmd)
+    };
+    let s = |p: PathBuf| p.display().to_string();
+    openssl(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3", "-subj", "/CN=secop-test-ca", "-keyout", &s(p("ca.key")), "-out", &s(p("ca.crt"))])?;
+    let sign = |name: &str, subject: &str, extensions: &str| -> Result<()> {
+        openssl(&["req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj", subject, "-keyout", &s(p(&format!("{name}.key"))), "-out", &s(p(&format!("{name}.csr")))])?;
+        fs::write(p(&format!("{name}.ext")), extensions)?;
+        openssl(&[
+            "x509", "-req", "-days", "3", "-in", &s(p(&format!("{name}.csr"))), "-CA", &s(p("ca.crt")), "-CAkey", &s(p("ca.key")), "-CAcreateserial",
+            "-extfile", &s(p(&format!("{name}.ext"))), "-out", &s(p(&format!("{name}.crt"))),
+        ])
+    };
+    sign(
+        "apiserver",
+        "/CN=kube-apiserver",
+        &format!(
+            "subjectAltName=IP:127.0.0.1,IP:{NODE_IP},IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\nextendedKeyUsage=serverAuth\n"
+        ),
+    )?;
+    sign("apiserver-kubelet-client", "/CN=kube-apiserver-kubelet-client", "extendedKeyUsage=clientAuth\n")?;
+    Ok(Pki {
+        ca: p("ca.crt"),
+        apiserver_cert: p("apiserver.crt"),
+        apiserver_key: p("apiserver.key"),
+        kubelet_client_cert: p("apiserver-kubelet-client.crt"),
+        kubelet_client_key: p("apiserver-kubelet-client.key"),
+    })
+}
+
+fn registry_dir(state: &Path) -> PathBuf {
+    state.join("registry")
+}
+
+/// The cluster's registry (Debian's docker-registry), which containerd
+/// pulls from; the pause image goes in first.
+fn start_registry(root: &Path, state: &Path) -> Result<()> {
+    let dir = registry_dir(state);
+    fs::create_dir_all(&dir)?;
+    fs::write(
+        dir.join("config.yml"),
+        format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{REGISTRY_PORT}\n",
+            dir.join("data").display()
+        ),
+    )?;
+    spawn(state, "registry", &crate::datapath::registry_bin()?, &["serve".into(), dir.join("config.yml").display().to_string()])?;
+    wait_for("the cluster registry", Duration::from_secs(30), || {
+        Command::new("curl").args(["-sf", &format!("http://127.0.0.1:{REGISTRY_PORT}/v2/")]).stdout(Stdio::null()).status().map(|s| s.success()).unwrap_or(false)
+    })?;
+    let standin = testimages::build_standin(root)?;
+    testimages::push_pause(root, &standin)
+}
+
+fn write_containerd_config(node: &Path) -> Result<PathBuf> {
+    let config = node.join("containerd.toml");
+    let cni_conf = node.join("cni/net.d");
+    fs::create_dir_all(&cni_conf)?;
+    // Pods get routes to their subnet and to Services only (no default
+    // route): nothing a pod sends can leave the machine.
+    fs::write(
+        cni_conf.join("10-secop.conflist"),
+        format!(
+            r#"{{"cniVersion":"1.0.0","name":"secop","plugins":[{{"type":"bridge","bridge":"{BRIDGE}","isGateway":true,"ipMasq":false,"hairpinMode":true,"ipam":{{"type":"host-local","ranges":[[{{"subnet":"{POD_SUBNET}","gateway":"{NODE_IP}"}}]],"routes":[{{"dst":"{SERVICE_RANGE}"}}],"dataDir":"{}"}}}},{{"type":"portmap","capabilities":{{"portMappings":true}}}}]}}"#,
+            node.join("cni/ipam").display()
+        ),
+    )?;
+    fs::write(
+        &config,
+        format!(
+            r#"version = 2
+root = "{root}"
+state = "{RUN_DIR}/state"
+[grpc]
+  address = "{RUN_DIR}/containerd.sock"
+[ttrpc]
+  address = "{RUN_DIR}/containerd.sock.ttrpc"
+[debug]
+  level = "warn"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{root}/opt"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{registry}/{pause}"
+  # This machine lacks CAP_SYS_RESOURCE: runc cannot lower oom_score_adj.
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    default_runtime_name = "runc"
+    snapshotter = "overlayfs"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        Root = "{RUN_DIR}/runc"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "{cni_conf}"
+  [plugins."io.containerd.grpc.v1.cri".registry.mirrors."{registry}"]
+    endpoint = ["http://{registry}"]
+"#,
+            root = node.join("containerd").display(),
+            registry = testimages::REGISTRY,
+            pause = testimages::PAUSE,
+            cni_conf = cni_conf.display(),
+        ),
+    )?;
+    Ok(config)
+}
+
+fn kubeconfig_for(state: &Path, name: &str, token: &str, server: &str) -> Result<PathBuf> {
+    let path = state.join(format!("kubeconfig-{name}"));
+    fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster:\n    server: {server}\n    certificate-authority: {}\nusers:\n- name: {name}\n  user:\n    token: {token}\ncontexts:\n- name: e2e\n  context:\n    cluster: e2e\n    user: {name}\ncurrent-context: e2e\n",
+            state.join("pki/ca.crt").display()
+        ),
+    )?;
+    Ok(path)
+}
+
+/// Start the node: registry (+ pause image), containerd, kubelet and
+/// kube-proxy; wait until the Node is Ready. The control plane is up.
+pub fn up(root: &Path, state: &Path, kubernetes_bin: &Path, apiserver: &str) -> Result<()> {
+    let node = dir(state);
+    fs::create_dir_all(&node)?;
+    fs::create_dir_all(RUN_DIR)?;
+    start_registry(root, state)?;
+
+    let containerd_config = write_containerd_config(&node)?;
+    spawn(state, "containerd", Path::new("containerd"), &["--config".into(), containerd_config.display().to_string()])?;
+    wait_for("containerd", Duration::from_secs(30), || Path::new(RUN_DIR).join("containerd.sock").exists())?;
+
+    let kubelet_dir = node.join("kubelet");
+    fs::create_dir_all(&kubelet_dir)?;
+    let kubelet_config = node.join("kubelet.yaml");
+    // cgroup v1 with cgroupfs and no QoS hierarchy, no eviction or local
+    // storage accounting: what this VM supports (shared/reference/real-node.md).
+    fs::write(
+        &kubelet_config,
+        format!(
+            r#"apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+address: {NODE_IP}
+port: {KUBELET_PORT}
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+healthzPort: 10248
+containerRuntimeEndpoint: unix://{RUN_DIR}/containerd.sock
+cgroupDriver: cgroupfs
+cgroupsPerQOS: false
+enforceNodeAllocatable: []
+failSwapOn: false
+failCgroupV1: false
+localStorageCapacityIsolation: false
+evictionHard: {{}}
+serializeImagePulls: false
+# No cluster DNS and no host resolver: pods resolve nothing, so they can
+# only reach what they are given by address.
+resolvConf: ""
+podLogsDir: /var/log/pods
+authentication:
+  anonymous: {{ enabled: false }}
+  webhook: {{ enabled: true }}
+  x509: {{ clientCAFile: {ca} }}
+authorization:
+  mode: Webhook
+registerWithTaints:
+  - {{ key: {TAINT_KEY}, value: "true", effect: NoSchedule }}
+"#,
+            ca = state.join("pki/ca.crt").display(),
+        ),
+    )?;
+    let kubelet_kubeconfig = kubeconfig_for(state, "kubelet", KUBELET_TOKEN, apiserver)?;
+    let p = |p: &Path| p.display().to_string();
+    spawn(state, "kubelet", &kubernetes_bin.join("kubelet"), &[
+        format!("--config={}", p(&kubelet_config)),
+        format!("--kubeconfig={}", p(&kubelet_kubeconfig)),
+        format!("--root-dir={}", p(&kubelet_dir)),
+        format!("--cert-dir={}", p(&node.join("kubelet-pki"))),
+        format!("--hostname-override={NAME}"),
+        format!("--node-ip={NODE_IP}"),
+        "--node-labels=secop.example.io/node=real".into(),
+        "--v=1".into(),
+    ])?;
+
+    let proxy_kubeconfig = kubeconfig_for(state, "kube-proxy", PROXY_TOKEN, apiserver)?;
+    spawn(state, "kube-proxy", &kubernetes_bin.join("kube-proxy"), &[
+        format!("--kubeconfig={}", p(&proxy_kubeconfig)),
+        format!("--hostname-override={NAME}"),
+        "--proxy-mode=iptables".into(),
+        format!("--cluster-cidr={POD_SUBNET}"),
+        "--healthz-bind-address=127.0.0.1:10256".into(),
+        "--metrics-bind-address=127.0.0.1:10249".into(),
+        // Leave the machine's conntrack limits alone.
+        "--conntrack-max-per-core=0".into(),
+        "--v=1".into(),
+    ])?;
+    Ok(())
+}
+
+/// Stop the node and remove every trace of it: pods' processes, mounts,
+/// network namespaces, the bridge, kube-proxy's iptables rules and the
+/// state directories. Safe to call when nothing runs.
+pub fn down(state: &Path, kubernetes_bin: Option<&Path>) -> Result<()> {
+    stop_pid(state, "kubelet");
+    stop_pid(state, "kube-proxy");
+    // The pods' containers, then the shims of our containerd.
+    let runc_root = Path::new(RUN_DIR).join("runc/k8s.io");
+    if runc_root.exists() {
+        let list = Command::new("runc").arg("--root").arg(&runc_root).args(["list", "-q"]).output();
+        for id in list.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default().lines().filter(|l| !l.is_empty()) {
+            let _ = Command::new("runc").arg("--root").arg(&runc_root).args(["delete", "--force", id]).stderr(Stdio::null()).status();
+        }
+    }
+    let _ = Command::new("pkill").args(["-9", "-f", &format!("containerd-shim-runc-v2 .*-address {RUN_DIR}/containerd.sock")]).status();
+    stop_pid(state, "containerd");
+    stop_pid(state, "registry");
+    if let Some(bin) = kubernetes_bin.map(|b| b.join("kube-proxy")).filter(|b| b.exists()) {
+        let _ = Command::new(bin).args(["--cleanup", "--proxy-mode=iptables"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    }
+    // Pod network namespaces (named cni-<uuid> by containerd), the bridge.
+    let netns = Command::new("ip").args(["netns", "list"]).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    for ns in netns.lines().filter_map(|l| l.split_whitespace().next()).filter(|n| n.starts_with("cni-")) {
+        let _ = Command::new("ip").args(["netns", "delete", ns]).status();
+    }
+    let _ = Command::new("ip").args(["link", "delete", BRIDGE]).stderr(Stdio::null()).status();
+    // Everything mounted under our directories, deepest first; then remove
+    // them without crossing into any file system still mounted there.
+    let node = dir(state);
+    for base in [node.as_path(), Path::new(RUN_DIR)] {
+        unmount_below(base)?;
+        if base.exists() {
+            run(Command::new("rm").args(["-rf", "--one-file-system"]).arg(base)).with_context(|| format!("removing {}", base.display()))?;
+        }
+    }
+    // The kubelet's pod logs (it writes them to /var/log/pods, where the
+    // node collector reads them).
+    let _ = run(&mut sh("rm -rf --one-file-system /var/log/pods/* /var/log/containers/*"));
+    let _ = fs::remove_dir_all(registry_dir(state));
+    Ok(())
+}
+
+fn unmount_below(base: &Path) -> Result<()> {
+    let base = base.display().to_string();
+    let mounts = fs::read_to_string("/proc/self/mounts")?;
+    let mut points: Vec<&str> = mounts.lines().filter_map(|l| l.split_whitespace().nth(1)).filter(|m| m.starts_with(&base)).collect();
+    points.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    points.dedup();
+    for point in points {
+        // Octal escapes (\040 for a space) are unlikely in our paths.
+        let _ = Command::new("umount").args(["-l", point]).stderr(Stdio::null()).status();
+    }
+    let left = fs::read_to_string("/proc/self/mounts")?;
+    if let Some(point) = left.lines().filter_map(|l| l.split_whitespace().nth(1)).find(|m| m.starts_with(&base)) {
+        bail!("{point} is still mounted after unmounting everything under {base}; not removing it");
+    }
+    Ok(())
+}
