@@ -26,10 +26,13 @@ const ETCD_CLIENT: &str = "127.0.0.1:23790";
 const ETCD_PEER: &str = "127.0.0.1:23800";
 const APISERVER_PORT: u16 = 16443;
 const TOKEN: &str = "secop-e2e-admin-token";
-/// The operator under test gets its own identity, so the audit log can
-/// count exactly its requests.
-const OPERATOR_TOKEN: &str = "secop-e2e-operator-token";
-pub const OPERATOR_USER: &str = "secop-operator";
+/// The operator under test runs as the chart's ServiceAccount of a release
+/// installed with no replicas: exactly the chart's permissions, never
+/// system:masters. Its own identity also lets the audit log count exactly
+/// its requests.
+pub const OPERATOR_NAMESPACE: &str = "secop-e2e";
+const OPERATOR_RELEASE: &str = "secop-e2e";
+pub const OPERATOR_USER: &str = "system:serviceaccount:secop-e2e:secop-e2e";
 pub const NODES: [&str; 3] = ["kwok-node-0", "kwok-node-1", "kwok-node-2"];
 
 pub fn cache_root() -> PathBuf {
@@ -283,7 +286,7 @@ pub fn up(root: &Path) -> Result<()> {
     fs::write(
         &tokens,
         format!(
-            "{TOKEN},secop-e2e-admin,secop-e2e-admin,\"system:masters\"\n{OPERATOR_TOKEN},{OPERATOR_USER},{OPERATOR_USER},\"system:masters\"\n\
+            "{TOKEN},secop-e2e-admin,secop-e2e-admin,\"system:masters\"\n\
              {},system:node:{},system:node:{},\"system:nodes\"\n{},system:kube-proxy,system:kube-proxy,\n",
             node::KUBELET_TOKEN,
             node::NAME,
@@ -293,7 +296,6 @@ pub fn up(root: &Path) -> Result<()> {
     )?;
     let kubeconfig = kubeconfig(root);
     fs::write(&kubeconfig, kubeconfig_text(TOKEN))?;
-    fs::write(operator_kubeconfig(root), kubeconfig_text(OPERATOR_TOKEN))?;
     let audit_policy = state.join("audit-policy.yaml");
     fs::write(
         &audit_policy,
@@ -396,6 +398,7 @@ pub fn up(root: &Path) -> Result<()> {
             bail!("creating node {node}: HTTP {code}: {text}");
         }
     }
+    operator_identity(root, &kubeconfig)?;
     wait_for("kwok nodes Ready", Duration::from_secs(60), || ready_nodes(root).is_ok_and(|ready| NODES.iter().all(|n| ready.iter().any(|r| r == n))))?;
 
     if real_node {
@@ -411,6 +414,29 @@ pub fn up(root: &Path) -> Result<()> {
         })?;
     }
     eprintln!("test cluster up: KUBECONFIG={}", kubeconfig.display());
+    Ok(())
+}
+
+/// The e2e operator's identity: the chart installed with no replicas (its
+/// ServiceAccount, ClusterRole and lease Role, as a user installs them),
+/// and a token of that ServiceAccount from the TokenRequest API.
+fn operator_identity(root: &Path, kubeconfig: &Path) -> Result<()> {
+    let helm = build_helm()?;
+    run(Command::new(helm)
+        .args(["install", OPERATOR_RELEASE])
+        .arg(root.join("deploy/helm/security-operator"))
+        .args(["--namespace", OPERATOR_NAMESPACE, "--create-namespace", "--set", "replicas=0"])
+        .env("KUBECONFIG", kubeconfig)
+        .stdout(Stdio::null()))
+    .context("installing the chart's RBAC for the e2e operator")?;
+    let request = r#"{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{"expirationSeconds":172800}}"#;
+    let (code, text) = curl(root, "POST", &format!("/api/v1/namespaces/{OPERATOR_NAMESPACE}/serviceaccounts/{OPERATOR_RELEASE}/token"), Some(request))?;
+    if code != 201 {
+        bail!("TokenRequest for the e2e operator: HTTP {code}: {text}");
+    }
+    let response: serde_json::Value = serde_json::from_str(&text)?;
+    let token = response["status"]["token"].as_str().context("TokenRequest response without a token")?;
+    fs::write(operator_kubeconfig(root), kubeconfig_text(token))?;
     Ok(())
 }
 

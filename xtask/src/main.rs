@@ -92,6 +92,7 @@ fn with_test_servers(mut cmd: Command) -> Result<()> {
         cmd.env("SECOP_HELM", &helm)
             .env("SECOP_E2E_KUBECONFIG", cluster::kubeconfig(&root))
             .env("SECOP_E2E_OPERATOR_KUBECONFIG", cluster::operator_kubeconfig(&root))
+            .env("SECOP_E2E_OPERATOR_NAMESPACE", cluster::OPERATOR_NAMESPACE)
             .env("SECOP_E2E_AUDIT_LOG", cluster::audit_log(&root))
             .env("SECOP_OTELCOL", &otelcol)
             .env("SECOP_ES_HOME", &es_home)
@@ -113,6 +114,7 @@ fn main() -> Result<()> {
         Some("test") => {
             let mut cmd = cargo();
             cmd.args(["test", "--workspace", "--locked", "--no-fail-fast"]).args(&args[1..]);
+            prereq::ensure(prereq::TEST_TOOLS)?;
             // The Python sample feature, for host/secop/tests/python_feature.rs.
             cmd.env("SECOP_PY_FEATURE", pyfeature::build(&root())?);
             with_test_servers(cmd)
@@ -272,6 +274,7 @@ fn main() -> Result<()> {
                 println!("export KUBECONFIG={}", cluster::kubeconfig(&root).display());
                 println!("export SECOP_E2E_KUBECONFIG={}", cluster::kubeconfig(&root).display());
                 println!("export SECOP_E2E_OPERATOR_KUBECONFIG={}", cluster::operator_kubeconfig(&root).display());
+                println!("export SECOP_E2E_OPERATOR_NAMESPACE={}", cluster::OPERATOR_NAMESPACE);
                 println!("export SECOP_E2E_AUDIT_LOG={}", cluster::audit_log(&root).display());
                 if node::supported() {
                     println!("export SECOP_NODE_NAME={} SECOP_NODE_IP={} SECOP_NODE_TAINT={}", node::NAME, node::NODE_IP, node::TAINT_KEY);

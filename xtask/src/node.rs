@@ -325,6 +325,12 @@ pub fn down(state: &Path, kubernetes_bin: Option<&Path>) -> Result<()> {
     // The kubelet's pod logs (it writes them to /var/log/pods, where the
     // node collector reads them).
     let _ = run(&mut sh("rm -rf --one-file-system /var/log/pods/* /var/log/containers/*"));
+    // Host paths the features' DaemonSets create on the node
+    // (DirectoryOrCreate): osquery's results, the node collector's offsets
+    // and queue, Tetragon's export file.
+    for path in ["/var/log/security", "/var/lib/otelcol", "/var/run/cilium/tetragon"] {
+        let _ = Command::new("rm").args(["-rf", "--one-file-system", path]).status();
+    }
     let _ = fs::remove_dir_all(registry_dir(state));
     Ok(())
 }

@@ -153,7 +153,13 @@ async fn reconcile_agent(agent: Arc<SecurityAgent>, ctx: Arc<Context>) -> Result
         "blockOwnerDeletion": true,
     });
     let owner = resources::Owner { agent: &name, namespace: &namespace, reference: &owner };
-    let sync = resources::sync(&ctx.client, &ctx.kinds, &owner, &rendered.objects, &status::inventory(&agent), &keep).await?;
+    let sync = match resources::sync(&ctx.client, &ctx.kinds, &owner, &rendered.objects, &status::inventory(&agent), &keep).await {
+        Ok(sync) => sync,
+        Err(error) => {
+            report_sync_failure(&ctx, &api, &agent, &error).await;
+            return Err(error);
+        }
+    };
     ctx.metrics.objects_applied.inc_by(sync.applied.len() as u64);
     ctx.metrics.objects_pruned.inc_by(sync.pruned.len() as u64);
     if !sync.applied.is_empty() {
@@ -192,6 +198,19 @@ async fn reconcile_agent(agent: Arc<SecurityAgent>, ctx: Arc<Context>) -> Result
     status::write(&api, &agent, status).await?;
     let pulls_always = agent.spec.features.iter().any(|f| f.module.as_ref().is_some_and(|m| m.pull_policy == Some(secop_api::PullPolicy::Always)));
     Ok(Action::requeue(if pulls_always || !notes.is_empty() { ctx.module_poll } else { RESYNC }))
+}
+
+/// A sync that failed part-way (objects before the failing request are
+/// applied, nothing is pruned): Ready=False naming the request, and one
+/// Warning Event per new message. A 403 names the verb and resource the
+/// operator's role lacks.
+async fn report_sync_failure(ctx: &Context, api: &Api<SecurityAgent>, agent: &SecurityAgent, error: &Error) {
+    let message = format!("{error}; nothing was pruned, and the next attempt follows in seconds");
+    match status::write(api, agent, status::sync_failed(agent, error.sync_reason(), &message)).await {
+        Ok(true) => publish(ctx, agent, EventType::Warning, error.sync_reason(), "Apply", message).await,
+        Ok(false) => {}
+        Err(e) => tracing::warn!(agent = %agent.name_any(), error = %e, "writing the status of a failed sync"),
+    }
 }
 
 async fn reconcile(agent: Arc<SecurityAgent>, ctx: Arc<Context>) -> Result<Action> {

@@ -7,6 +7,10 @@ use secop_api::SpecError;
 pub enum Error {
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    /// A request about one object (or one kind) failed. `verb` and
+    /// `resource` are the RBAC terms, so a 403 names the missing permission.
+    #[error("cannot {verb} {resource} {object}: {source}")]
+    Request { verb: &'static str, resource: String, object: String, source: kube::Error },
     #[error("invalid SecurityAgent: {0}")]
     Spec(#[from] SpecError),
     #[error("{kind} ({api_version}) is not served by the API server: {reason}")]
@@ -28,6 +32,8 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Error::Kube(_) => "kube",
+            Error::Request { .. } if self.is_forbidden() => "forbidden",
+            Error::Request { .. } => "request",
             Error::Spec(_) => "spec",
             Error::UnknownKind { .. } => "unknown_kind",
             Error::CrdNotEstablished { .. } => "crd_not_established",
@@ -42,6 +48,26 @@ impl Error {
     pub fn task(e: tokio::task::JoinError) -> Self {
         Error::Task(e.to_string())
     }
+
+    /// The API server refused for lack of permission (HTTP 403).
+    pub fn is_forbidden(&self) -> bool {
+        let source = match self {
+            Error::Request { source, .. } | Error::Kube(source) => source,
+            _ => return false,
+        };
+        matches!(source, kube::Error::Api(status) if status.code == 403)
+    }
+
+    /// The condition reason (and Event reason) for a failed sync.
+    pub fn sync_reason(&self) -> &'static str {
+        if self.is_forbidden() { "Forbidden" } else { "SyncFailed" }
+    }
+}
+
+/// The RBAC name of a resource: `daemonsets.apps`, or `configmaps` for the
+/// core group, as `kubectl auth can-i` takes it.
+pub fn rbac_resource(resource: &kube::core::ApiResource) -> String {
+    if resource.group.is_empty() { resource.plural.clone() } else { format!("{}.{}", resource.plural, resource.group) }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

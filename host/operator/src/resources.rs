@@ -18,7 +18,7 @@ use secop_engine::{FEATURE_LABEL, OWNER_LABEL, OWNER_NAMESPACE_LABEL};
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
-use crate::error::{Error, Result};
+use crate::error::{rbac_resource, Error, Result};
 
 pub const FIELD_MANAGER: &str = "security-operator";
 
@@ -136,7 +136,13 @@ pub async fn list_owned(
             Err(e) => return Err(e),
         };
         let api = dynamic_api(client, &resource, namespaced.then_some(namespace));
-        for item in api.list(&ListParams::default().labels(&selector)).await? {
+        let items = api.list(&ListParams::default().labels(&selector)).await.map_err(|source| Error::Request {
+            verb: "list",
+            resource: rbac_resource(&resource),
+            object: format!("labelled {selector}"),
+            source,
+        })?;
+        for item in items {
             let mut value = serde_json::to_value(&item)?;
             // Items of a LIST response carry no apiVersion/kind.
             value["apiVersion"] = json!(api_version);
@@ -164,7 +170,7 @@ async fn wait_established(client: &Client, kinds: &Kinds, name: &str) -> Result<
     let (resource, _) = kinds.resolve(client, "apiextensions.k8s.io/v1", "CustomResourceDefinition").await?;
     let api = dynamic_api(client, &resource, None);
     for _ in 0..150 {
-        let crd = api.get(name).await?;
+        let crd = api.get(name).await.map_err(|source| Error::Request { verb: "get", resource: rbac_resource(&resource), object: name.to_string(), source })?;
         let established = crd.data["status"]["conditions"]
             .as_array()
             .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Established" && c["status"] == "True"));
@@ -236,7 +242,10 @@ pub async fn sync(
         }
         let (resource, namespaced) = kinds.resolve(client, &key.api_version, &key.kind).await?;
         let api = dynamic_api(client, &resource, if namespaced { key.namespace.as_deref() } else { None });
-        let applied = api.patch(&key.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&object)).await?;
+        let applied = api
+            .patch(&key.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&object))
+            .await
+            .map_err(|source| Error::Request { verb: "patch", resource: rbac_resource(&resource), object: object_name(key), source })?;
         live.insert(key.clone(), serde_json::to_value(&applied)?);
         report.applied.push(key.clone());
     }
@@ -261,7 +270,7 @@ pub async fn sync(
         match api.delete(&key.name, &DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..Default::default() }).await {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => return Err(e.into()),
+            Err(source) => return Err(Error::Request { verb: "delete", resource: rbac_resource(&resource), object: object_name(&key), source }),
         }
         live.remove(&key);
         report.pruned.push(key);
@@ -269,6 +278,14 @@ pub async fn sync(
     report.kinds = live.keys().map(|k| kind_id(&k.api_version, &k.kind)).collect();
     report.live = live;
     Ok(report)
+}
+
+/// `namespace/name`, or `name` for a cluster-scoped object.
+fn object_name(key: &ObjectKey) -> String {
+    match &key.namespace {
+        Some(ns) => format!("{ns}/{}", key.name),
+        None => key.name.clone(),
+    }
 }
 
 fn is_crd(key: &ObjectKey) -> bool {
@@ -290,7 +307,7 @@ pub async fn delete_cluster_scoped(client: &Client, kinds: &Kinds, agent: &str, 
         match api.delete(&key.name, &DeleteParams::default()).await {
             Ok(_) => deleted += 1,
             Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => return Err(e.into()),
+            Err(source) => return Err(Error::Request { verb: "delete", resource: rbac_resource(&resource), object: object_name(key), source }),
         }
     }
     Ok(deleted)

@@ -124,6 +124,18 @@ pub fn invalid(agent: &SecurityAgent, message: &str) -> SecurityAgentStatus {
     status
 }
 
+/// The status when applying or pruning failed (`reason`: Forbidden or
+/// SyncFailed): Ready=False with the request that failed; the feature
+/// conditions stay as they were.
+pub fn sync_failed(agent: &SecurityAgent, reason: &str, message: &str) -> SecurityAgentStatus {
+    let previous: Vec<Condition> = agent.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+    let mut status = agent.status.clone().unwrap_or_default();
+    status.observed_generation = agent.metadata.generation;
+    status.conditions.retain(|c| c.type_ != READY);
+    status.conditions.insert(0, condition(&previous, READY, "False", reason, message, agent.metadata.generation));
+    status
+}
+
 /// Write `status` if it differs from the current one. Returns whether it wrote.
 pub async fn write(api: &Api<SecurityAgent>, agent: &SecurityAgent, status: SecurityAgentStatus) -> Result<bool> {
     if agent.status.as_ref() == Some(&status) {

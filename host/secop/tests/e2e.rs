@@ -23,7 +23,7 @@ use kube::{Client, Config};
 mod cluster;
 #[path = "common/pipeline.rs"]
 mod pipeline;
-use cluster::{live_objects, agent_status, apply_agent, client, condition, create_namespace, install_crd, repo, wait_for, wait_ready};
+use cluster::{delete_agent, service_account_kubeconfig, live_objects, agent_status, apply_agent, client, condition, create_namespace, install_crd, repo, wait_for, wait_ready};
 use secop_api::SecurityAgent;
 use serde_json::{json, Value};
 
@@ -32,6 +32,9 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 struct Env {
     kubeconfig: PathBuf,
     operator_kubeconfig: PathBuf,
+    /// The chart's release namespace: its ServiceAccount is the operator's
+    /// identity, its Role holds the leader-election lease.
+    operator_namespace: String,
     audit_log: PathBuf,
 }
 
@@ -41,6 +44,7 @@ fn env() -> Option<Env> {
         Some(kubeconfig) => Some(Env {
             kubeconfig: kubeconfig.into(),
             operator_kubeconfig: std::env::var_os("SECOP_E2E_OPERATOR_KUBECONFIG").expect("SECOP_E2E_OPERATOR_KUBECONFIG").into(),
+            operator_namespace: std::env::var("SECOP_E2E_OPERATOR_NAMESPACE").expect("SECOP_E2E_OPERATOR_NAMESPACE"),
             audit_log: std::env::var_os("SECOP_E2E_AUDIT_LOG").expect("SECOP_E2E_AUDIT_LOG").into(),
         }),
         None if std::env::var("CI").is_ok_and(|v| v == "true") => {
@@ -285,11 +289,7 @@ async fn lifecycle_on_a_real_control_plane() {
     let cluster_roles = dynamic(&client, "rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", None);
     let selector = format!("security.example.io/owner=poc-security,security.example.io/owner-namespace={ns}");
     assert!(!cluster_roles.list(&ListParams::default().labels(&selector)).await.unwrap().items.is_empty());
-    Api::<SecurityAgent>::namespaced(client.clone(), ns).delete("poc-security", &DeleteParams::default()).await.unwrap();
-    wait_for("the agent to be gone", Duration::from_secs(60), || async {
-        Ok(Api::<SecurityAgent>::namespaced(client.clone(), ns).get_opt("poc-security").await.map_err(|e| e.to_string())?.is_none())
-    })
-    .await;
+    delete_agent(&client, ns, "poc-security").await;
     assert!(cluster_roles.list(&ListParams::default().labels(&selector)).await.unwrap().items.is_empty(), "ClusterRoles removed by the finalizer");
     assert!(!exists(&tracing_policies, "container-escape-monitor").await);
     wait_for("garbage collection of namespaced objects", Duration::from_secs(90), || async {
@@ -345,11 +345,7 @@ async fn killed_mid_reconcile_converges_without_duplicates_or_orphans() {
     let falco_pods = pods.list(&ListParams::default().labels("app.kubernetes.io/name=falco")).await.unwrap().items;
     assert_eq!(falco_pods.len(), 3, "one falco pod per node");
 
-    Api::<SecurityAgent>::namespaced(client.clone(), ns).delete("poc-security", &DeleteParams::default()).await.unwrap();
-    wait_for("the agent to be gone", Duration::from_secs(60), || async {
-        Ok(Api::<SecurityAgent>::namespaced(client.clone(), ns).get_opt("poc-security").await.map_err(|e| e.to_string())?.is_none())
-    })
-    .await;
+    delete_agent(&client, ns, "poc-security").await;
     operator.kill();
 }
 
@@ -406,6 +402,73 @@ async fn helm_chart_lints_and_applies_as_a_server_side_dry_run() {
     assert_eq!(deployment["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"], true);
 }
 
+/// The operator's ClusterRole (the chart's, which the e2e operator runs
+/// under) loses one rule: the agent says Forbidden, naming the verb and
+/// resource, in its Ready condition and in an Event; the operator keeps
+/// running and nothing is deleted. With the rule back, it converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_permission_is_named_and_nothing_is_deleted() {
+    let Some(env) = env() else { return };
+    let _serial = SERIAL.lock().await;
+    let client = client(&env.kubeconfig).await;
+    install_crd(&client).await;
+    let ns = &format!("e2e-rbac-{}", std::process::id());
+    create_namespace(&client, ns).await;
+    let mut operator = Operator::start(&env, ns);
+    let agent = sample(ns);
+    apply_agent(&client, ns, &agent).await;
+    wait_ready(&client, ns, "poc-security", Duration::from_secs(180)).await;
+    let healthy = agent_status(&client, ns, "poc-security").await.unwrap();
+    let before = live_objects(&client, ns, &healthy).await;
+
+    // Take away the rule for Tetragon's TracingPolicies, then change the
+    // agent so that the operator reconciles.
+    let roles: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(client.clone());
+    let role_name = &env.operator_namespace;
+    let original = roles.get(role_name).await.unwrap();
+    let mut reduced = original.clone();
+    let rules = reduced.rules.as_mut().unwrap();
+    let count = rules.len();
+    rules.retain(|r| !r.api_groups.as_ref().is_some_and(|g| g.iter().any(|g| g == "cilium.io")));
+    assert_eq!(rules.len(), count - 1, "the chart's ClusterRole has one rule for cilium.io");
+    roles.replace(role_name, &PostParams::default(), &reduced).await.unwrap();
+    let mut changed = agent.clone();
+    changed["spec"]["override"]["falco"]["resources"]["limits"]["memory"] = json!("2200Mi");
+    apply_agent(&client, ns, &changed).await;
+
+    wait_for("Ready=False, reason Forbidden, naming tracingpolicies.cilium.io", Duration::from_secs(60), || async {
+        let agent = agent_status(&client, ns, "poc-security").await?;
+        let ready = agent.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready").cloned());
+        Ok(ready.is_some_and(|c| c.status == "False" && c.reason == "Forbidden" && c.message.contains("tracingpolicies.cilium.io") && c.message.contains("cannot list")))
+    })
+    .await;
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    wait_for("a Forbidden Event on the agent", Duration::from_secs(30), || async {
+        let list = events.list(&ListParams::default()).await.map_err(|e| e.to_string())?.items;
+        Ok(list.iter().any(|e| {
+            e.reason.as_deref() == Some("Forbidden")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("poc-security")
+                && e.note.as_deref().is_some_and(|n| n.contains("tracingpolicies.cilium.io"))
+        }))
+    })
+    .await;
+    assert!(operator.child.try_wait().unwrap().is_none(), "the operator keeps running");
+    let during = live_objects(&client, ns, &healthy).await;
+    assert_eq!(during, before, "nothing was deleted (or created) while the permission was missing");
+
+    // The rule back: the change is applied and the agent is Ready.
+    let mut restored = roles.get(role_name).await.unwrap();
+    restored.rules = original.rules.clone();
+    roles.replace(role_name, &PostParams::default(), &restored).await.unwrap();
+    wait_ready(&client, ns, "poc-security", Duration::from_secs(120)).await;
+    let daemonsets: Api<DaemonSet> = Api::namespaced(client.clone(), ns);
+    let falco = daemonsets.get("falco").await.unwrap().spec.unwrap().template.spec.unwrap();
+    assert_eq!(falco.containers[0].resources.as_ref().unwrap().limits.as_ref().unwrap()["memory"].0, "2200Mi");
+
+    delete_agent(&client, ns, "poc-security").await;
+    operator.kill();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_elect_one_leader_and_fail_over() {
     let Some(env) = env() else { return };
@@ -414,9 +477,10 @@ async fn two_replicas_elect_one_leader_and_fail_over() {
     install_crd(&client).await;
     let ns = &format!("e2e-leader-{}", std::process::id());
     create_namespace(&client, ns).await;
-    let lease_ns = format!("--lease-namespace={ns}");
+    // The lease lives where the chart's Role lets the operator write it.
+    let lease_ns = format!("--lease-namespace={}", env.operator_namespace);
     let mut a = Operator::start_with(&env, ns, &["--leader-elect", &lease_ns, "--identity=replica-a"]);
-    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), ns);
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), &env.operator_namespace);
     let holder = || async {
         leases.get_opt("security-operator").await.ok().flatten().and_then(|l| l.spec?.holder_identity).unwrap_or_default()
     };
@@ -439,11 +503,7 @@ async fn two_replicas_elect_one_leader_and_fail_over() {
     let falco = daemonsets.get("falco").await.unwrap().spec.unwrap().template.spec.unwrap();
     assert_eq!(falco.containers[0].resources.as_ref().unwrap().limits.as_ref().unwrap()["memory"].0, "2500Mi");
 
-    Api::<SecurityAgent>::namespaced(client.clone(), ns).delete("poc-security", &DeleteParams::default()).await.unwrap();
-    wait_for("the agent to be gone", Duration::from_secs(60), || async {
-        Ok(Api::<SecurityAgent>::namespaced(client.clone(), ns).get_opt("poc-security").await.map_err(|e| e.to_string())?.is_none())
-    })
-    .await;
+    delete_agent(&client, ns, "poc-security").await;
     b.kill();
 }
 
@@ -629,12 +689,12 @@ struct PostureEngine {
 }
 
 impl PostureEngine {
-    fn start(env: &Env, es_url: &str, cluster: &str, inventory: &str, events: &str) -> Self {
+    fn start(kubeconfig: &Path, es_url: &str, cluster: &str, inventory: &str, events: &str) -> Self {
         let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("posture-{cluster}.log"));
         let file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_secop"))
             .args(["posture", "run", "--endpoint", es_url, "--cluster-name", cluster, "--index-inventory", inventory, "--index-events", events, "--flush-millis", "200"])
-            .env("KUBECONFIG", &env.operator_kubeconfig)
+            .env("KUBECONFIG", kubeconfig)
             .env("SECOP_LOG", "info,kube=warn")
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
@@ -694,7 +754,13 @@ async fn posture_alerts_outlive_the_risky_pod_and_an_unchanged_resync_writes_not
     let es = secop_elastic::Elastic::new(&secop_elastic::ElasticConfig::new(vec![es_url.clone()])).unwrap();
     let run = std::process::id();
     let (cluster, inventory, events) = (format!("e2e-posture-{run}"), format!("posture-inventory-{run}"), format!("posture-events-{run}"));
-    let mut engine = PostureEngine::start(&env, &es_url, &cluster, &inventory, &events);
+    // The engine reads with exactly the read-only ClusterRole the posture
+    // feature grants its Deployment, as a ServiceAccount of its own.
+    let rendered = pipeline::render_file(&repo("deploy/samples/securityagent_full.yaml"), &["--feature", "posture"]);
+    let role = rendered["objects"].as_array().unwrap().iter().find(|o| o["kind"] == "ClusterRole").expect("the posture feature's ClusterRole");
+    let reader_kubeconfig = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("kubeconfig-posture-{run}"));
+    service_account_kubeconfig(&client, &env.kubeconfig, &format!("e2e-posture-{run}"), "posture", &role["rules"], &reader_kubeconfig).await;
+    let mut engine = PostureEngine::start(&reader_kubeconfig, &es_url, &cluster, &inventory, &events);
     wait_for("the first list of every kind", Duration::from_secs(120), || async { Ok(engine.lists_complete() >= 15) }).await;
 
     // The plan's risky pod: privileged, root, in the default namespace.
@@ -738,7 +804,13 @@ async fn posture_alerts_outlive_the_risky_pod_and_an_unchanged_resync_writes_not
     // the unchanged cluster writes nothing.
     engine.stop();
     let before = (index_total(&es, &inventory).await, index_total(&es, &events).await);
-    let mut engine = PostureEngine::start(&env, &es_url, &cluster, &inventory, &events);
+    // The engine reads with exactly the read-only ClusterRole the posture
+    // feature grants its Deployment, as a ServiceAccount of its own.
+    let rendered = pipeline::render_file(&repo("deploy/samples/securityagent_full.yaml"), &["--feature", "posture"]);
+    let role = rendered["objects"].as_array().unwrap().iter().find(|o| o["kind"] == "ClusterRole").expect("the posture feature's ClusterRole");
+    let reader_kubeconfig = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("kubeconfig-posture-{run}"));
+    service_account_kubeconfig(&client, &env.kubeconfig, &format!("e2e-posture-{run}"), "posture", &role["rules"], &reader_kubeconfig).await;
+    let mut engine = PostureEngine::start(&reader_kubeconfig, &es_url, &cluster, &inventory, &events);
     wait_for("the resync's lists", Duration::from_secs(120), || async { Ok(engine.lists_complete() >= 30) }).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = (index_total(&es, &inventory).await, index_total(&es, &events).await);

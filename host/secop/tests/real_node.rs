@@ -211,6 +211,30 @@ async fn wait_rolled(client: &Client, labels: &str, before: &BTreeSet<String>, w
     .await;
 }
 
+/// Memory of the operator containers, from the kernel: (cgroup usage, the
+/// cgroup's peak, the process's peak RSS) in MiB, per `secop run` process
+/// in a container cgroup (cgroup v1 memory controller, as on these nodes).
+fn operator_memory() -> Vec<(u32, f64, f64, f64)> {
+    let mut found = vec![];
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if !cmdline.starts_with(b"secop\0run\0") {
+            continue;
+        }
+        let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        let Some(path) = cgroups.lines().find_map(|l| l.split(':').nth(2).filter(|_| l.split(':').nth(1) == Some("memory"))) else { continue };
+        if path == "/" {
+            continue;
+        }
+        let mib = |file: &str| std::fs::read_to_string(format!("/sys/fs/cgroup/memory{path}/{file}")).ok().and_then(|v| v.trim().parse::<f64>().ok()).unwrap_or(0.0) / 1048576.0;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let hwm = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok()).unwrap_or(0.0) / 1024.0;
+        found.push((pid, mib("memory.usage_in_bytes"), mib("memory.max_usage_in_bytes"), hwm));
+    }
+    found
+}
+
 async fn operator_pods(client: &Client) -> Vec<Pod> {
     pods(client, OPERATOR_NAMESPACE, &format!("app.kubernetes.io/name=security-operator,app.kubernetes.io/instance={RELEASE}")).await
 }
@@ -262,6 +286,9 @@ async fn helm_install_runs_every_rendered_workload_on_a_real_node() {
     wait_ready(&client, AGENT_NAMESPACE, "poc-security", Duration::from_secs(300)).await;
     let table = wait_all_running(&client, &env, AGENT_NAMESPACE, Duration::from_secs(300)).await;
     eprintln!("helm install → every pod Ready: {:.1} s", installed.elapsed().as_secs_f64());
+    for (pid, usage, peak, hwm) in operator_memory() {
+        eprintln!("operator pod process {pid}: cgroup memory {usage:.1} MiB (peak {peak:.1} MiB), peak RSS {hwm:.1} MiB");
+    }
     for expected in ["DaemonSet/falco", "DaemonSet/tetragon", "DaemonSet/osquery", "DaemonSet/otel-node", "Deployment/otel-gateway", "Deployment/trivy-operator", "Deployment/posture"] {
         assert!(table.iter().any(|(w, _, _)| w == expected), "{expected} has a pod on the real node");
     }

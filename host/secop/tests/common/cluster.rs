@@ -97,6 +97,13 @@ pub async fn wait_ready(client: &Client, namespace: &str, name: &str, timeout: D
 }
 
 
+/// Delete the agent and wait until it is gone (its finalizer ran).
+pub async fn delete_agent(client: &Client, namespace: &str, name: &str) {
+    let api: Api<SecurityAgent> = Api::namespaced(client.clone(), namespace);
+    api.delete(name, &kube::api::DeleteParams::default()).await.unwrap();
+    wait_for("the agent to be gone", Duration::from_secs(60), || async { Ok(api.get_opt(name).await.map_err(|e| e.to_string())?.is_none()) }).await;
+}
+
 /// (kind, name) of every live object labelled as this agent's, across the
 /// kinds of `inventory` (its status inventory); a kind whose CRD is gone
 /// has no objects.
@@ -128,3 +135,39 @@ pub async fn live_objects_of(client: &Client, namespace: &str, name: &str, inven
     found
 }
 
+
+/// A kubeconfig for a ServiceAccount `name` in `namespace` bound to a
+/// ClusterRole with exactly `rules`, with a token from the TokenRequest
+/// API: how a test runs a component under its own least privilege.
+pub async fn service_account_kubeconfig(client: &Client, admin_kubeconfig: &Path, namespace: &str, name: &str, rules: &Value, path: &Path) -> PathBuf {
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    create_namespace(client, namespace).await;
+    let apply = PatchParams::apply("e2e").force();
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    accounts.patch(name, &apply, &Patch::Apply(json!({ "apiVersion": "v1", "kind": "ServiceAccount", "metadata": { "name": name } }))).await.unwrap();
+    let role_name = format!("{namespace}-{name}");
+    Api::<ClusterRole>::all(client.clone())
+        .patch(&role_name, &apply, &Patch::Apply(json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": { "name": role_name }, "rules": rules })))
+        .await
+        .unwrap();
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .patch(
+            &role_name,
+            &apply,
+            &Patch::Apply(json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": { "name": role_name },
+                "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role_name },
+                "subjects": [ { "kind": "ServiceAccount", "name": name, "namespace": namespace } ],
+            })),
+        )
+        .await
+        .unwrap();
+    let request: TokenRequest = serde_json::from_value(json!({ "spec": { "expirationSeconds": 3600 } })).unwrap();
+    let token = accounts.create_token_request(name, &PostParams::default(), &request).await.unwrap().status.unwrap().token;
+    let mut kubeconfig: Value = serde_yaml::from_str(&std::fs::read_to_string(admin_kubeconfig).unwrap()).unwrap();
+    kubeconfig["users"] = json!([ { "name": "user", "user": { "token": token } } ]);
+    std::fs::write(path, serde_yaml::to_string(&kubeconfig).unwrap()).unwrap();
+    path.to_path_buf()
+}
