@@ -21,6 +21,8 @@ pub const KUBERNETES: &str = "v1.34.4";
 pub const ETCD: &str = "v3.5.35";
 pub const KWOK: &str = "v0.7.0";
 pub const HELM: &str = "v3.19.5";
+/// The real node's cluster DNS (xtask/src/node.rs).
+pub const COREDNS: &str = "v1.14.7";
 
 const ETCD_CLIENT: &str = "127.0.0.1:23790";
 const ETCD_PEER: &str = "127.0.0.1:23800";
@@ -97,11 +99,12 @@ pub struct Binaries {
     pub etcd: PathBuf,
     pub kubernetes: PathBuf,
     pub kwok: PathBuf,
+    pub coredns: PathBuf,
 }
 
 pub fn build() -> Result<Binaries> {
     let cache = cache_root();
-    Ok(Binaries { etcd: build_etcd(&cache)?, kubernetes: build_kubernetes(&cache)?, kwok: build_kwok(&cache)? })
+    Ok(Binaries { etcd: build_etcd(&cache)?, kubernetes: build_kubernetes(&cache)?, kwok: build_kwok(&cache)?, coredns: build_coredns(&cache)? })
 }
 
 fn build_etcd(cache: &Path) -> Result<PathBuf> {
@@ -122,6 +125,33 @@ fn build_etcd(cache: &Path) -> Result<PathBuf> {
     )?;
     run(go(&src).args(["mod", "tidy"]))?;
     run(go(&src).args(["build", "-o"]).arg(&bin).arg("."))?;
+    Ok(bin)
+}
+
+/// CoreDNS with only the plugins the real node's cluster DNS uses (a main
+/// of our own that imports them, CoreDNS's documented way to choose
+/// plugins without its source tree): no forwarding, so pods resolve
+/// cluster names and nothing else.
+fn build_coredns(cache: &Path) -> Result<PathBuf> {
+    let dir = cache.join(format!("coredns-{COREDNS}"));
+    let bin = dir.join("bin/coredns");
+    if bin.exists() {
+        return Ok(bin);
+    }
+    eprintln!("building CoreDNS {COREDNS} (once; cached in {})", dir.display());
+    let src = dir.join("src");
+    fs::create_dir_all(&src)?;
+    fs::write(src.join("go.mod"), format!("module secop.local/coredns\n\ngo 1.25\n\nrequire github.com/coredns/coredns {COREDNS}\n"))?;
+    fs::write(
+        src.join("main.go"),
+        "package main\n\nimport (\n\t\"github.com/coredns/coredns/core/dnsserver\"\n\t\"github.com/coredns/coredns/coremain\"\n\n\
+         \t_ \"github.com/coredns/coredns/plugin/bind\"\n\t_ \"github.com/coredns/coredns/plugin/errors\"\n\t_ \"github.com/coredns/coredns/plugin/kubernetes\"\n\t_ \"github.com/coredns/coredns/plugin/log\"\n)\n\n\
+         // The order in which the plugins handle a query (CoreDNS's plugin.cfg order).\n\
+         func init() { dnsserver.Directives = []string{\"bind\", \"errors\", \"log\", \"kubernetes\"} }\n\nfunc main() { coremain.Run() }\n",
+    )?;
+    run(go(&src).args(["mod", "tidy"]))?;
+    fs::create_dir_all(dir.join("bin"))?;
+    run(go(&src).args(["build", "-ldflags", "-s -w", "-o"]).arg(&bin).arg("."))?;
     Ok(bin)
 }
 
@@ -287,11 +317,14 @@ pub fn up(root: &Path) -> Result<()> {
         &tokens,
         format!(
             "{TOKEN},secop-e2e-admin,secop-e2e-admin,\"system:masters\"\n\
-             {},system:node:{},system:node:{},\"system:nodes\"\n{},system:kube-proxy,system:kube-proxy,\n",
+             {},system:node:{},system:node:{},\"system:nodes\"\n{},system:kube-proxy,system:kube-proxy,\n{},{},{},\n",
             node::KUBELET_TOKEN,
             node::NAME,
             node::NAME,
-            node::PROXY_TOKEN
+            node::PROXY_TOKEN,
+            node::DNS_TOKEN,
+            node::DNS_USER,
+            node::DNS_USER
         ),
     )?;
     let kubeconfig = kubeconfig(root);
@@ -408,7 +441,13 @@ pub fn up(root: &Path) -> Result<()> {
         if code != 201 && code != 409 {
             bail!("binding the API server's kubelet client: HTTP {code}: {text}");
         }
-        node::up(root, &state, &bins.kubernetes, &format!("https://127.0.0.1:{APISERVER_PORT}"))?;
+        for (path, body) in [("clusterroles", node::DNS_ROLE), ("clusterrolebindings", node::DNS_BINDING)] {
+            let (code, text) = curl(root, "POST", &format!("/apis/rbac.authorization.k8s.io/v1/{path}"), Some(body))?;
+            if code != 201 && code != 409 {
+                bail!("cluster DNS RBAC ({path}): HTTP {code}: {text}");
+            }
+        }
+        node::up(root, &state, &bins, &format!("https://127.0.0.1:{APISERVER_PORT}"))?;
         wait_for(&format!("the real node {} Ready (logs in {})", node::NAME, state.display()), Duration::from_secs(120), || {
             ready_nodes(root).is_ok_and(|ready| ready.iter().any(|n| n == node::NAME))
         })?;

@@ -40,6 +40,12 @@ const RUN_DIR: &str = "/run/secop-node";
 /// Tokens of the node's own identities (tokens.csv of the API server).
 pub const KUBELET_TOKEN: &str = "secop-e2e-kubelet-token";
 pub const PROXY_TOKEN: &str = "secop-e2e-kube-proxy-token";
+pub const DNS_TOKEN: &str = "secop-e2e-coredns-token";
+pub const DNS_USER: &str = "secop-e2e-coredns";
+/// What CoreDNS's kubernetes plugin reads (the rules of the upstream
+/// `system:coredns` ClusterRole).
+pub const DNS_ROLE: &str = r#"{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRole","metadata":{"name":"secop-e2e-coredns"},"rules":[{"apiGroups":[""],"resources":["endpoints","services","pods","namespaces"],"verbs":["list","watch"]},{"apiGroups":["discovery.k8s.io"],"resources":["endpointslices"],"verbs":["list","watch"]}]}"#;
+pub const DNS_BINDING: &str = r#"{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRoleBinding","metadata":{"name":"secop-e2e-coredns"},"roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"ClusterRole","name":"secop-e2e-coredns"},"subjects":[{"apiGroup":"rbac.authorization.k8s.io","kind":"User","name":"secop-e2e-coredns"}]}"#;
 
 /// Whether this machine can run the real node (root: containerd, network
 /// namespaces, iptables).
@@ -209,11 +215,35 @@ fn kubeconfig_for(state: &Path, name: &str, token: &str, server: &str) -> Result
 
 /// Start the node: registry (+ pause image), containerd, kubelet and
 /// kube-proxy; wait until the Node is Ready. The control plane is up.
-pub fn up(root: &Path, state: &Path, kubernetes_bin: &Path, apiserver: &str) -> Result<()> {
+pub fn up(root: &Path, state: &Path, bins: &crate::cluster::Binaries, apiserver: &str) -> Result<()> {
+    let kubernetes_bin = bins.kubernetes.as_path();
     let node = dir(state);
     fs::create_dir_all(&node)?;
     fs::create_dir_all(RUN_DIR)?;
     start_registry(root, state)?;
+
+    // Cluster DNS on the node's address: Service and pod names of
+    // cluster.local, nothing else (no forwarding).
+    let corefile = node.join("Corefile");
+    let dns_kubeconfig = kubeconfig_for(state, "coredns", DNS_TOKEN, apiserver)?;
+    fs::write(
+        &corefile,
+        format!(
+            "cluster.local:53 in-addr.arpa:53 ip6.arpa:53 {{\n    bind {NODE_IP}\n    errors\n    kubernetes cluster.local in-addr.arpa ip6.arpa {{\n        kubeconfig {} e2e\n        pods insecure\n        fallthrough in-addr.arpa ip6.arpa\n    }}\n}}\n",
+            dns_kubeconfig.display()
+        ),
+    )?;
+    spawn(state, "coredns", &bins.coredns, &["-conf".into(), corefile.display().to_string()])?;
+
+    // The BPF file system, shared, as systemd-based nodes have it: Tetragon
+    // mounts /sys/fs/bpf with Bidirectional propagation, which a kubelet
+    // refuses on a mount that is not shared.
+    let bpf_mounted = fs::read_to_string("/proc/self/mountinfo")?.lines().any(|l| l.split_whitespace().nth(4) == Some("/sys/fs/bpf"));
+    if !bpf_mounted {
+        run(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))?;
+        run(Command::new("mount").args(["--make-shared", "/sys/fs/bpf"]))?;
+        fs::write(node_dir_marker(state), "")?;
+    }
 
     let containerd_config = write_containerd_config(&node)?;
     spawn(state, "containerd", Path::new("containerd"), &["--config".into(), containerd_config.display().to_string()])?;
@@ -243,8 +273,10 @@ failCgroupV1: false
 localStorageCapacityIsolation: false
 evictionHard: {{}}
 serializeImagePulls: false
-# No cluster DNS and no host resolver: pods resolve nothing, so they can
-# only reach what they are given by address.
+# Cluster names from the node's CoreDNS; no host resolver behind it, so
+# pods resolve cluster.local and nothing else.
+clusterDNS: [{NODE_IP}]
+clusterDomain: cluster.local
 resolvConf: ""
 podLogsDir: /var/log/pods
 authentication:
@@ -293,6 +325,7 @@ registerWithTaints:
 pub fn down(state: &Path, kubernetes_bin: Option<&Path>) -> Result<()> {
     stop_pid(state, "kubelet");
     stop_pid(state, "kube-proxy");
+    stop_pid(state, "coredns");
     // The pods' containers, then the shims of our containerd.
     let runc_root = Path::new(RUN_DIR).join("runc/k8s.io");
     if runc_root.exists() {
@@ -307,12 +340,16 @@ pub fn down(state: &Path, kubernetes_bin: Option<&Path>) -> Result<()> {
     if let Some(bin) = kubernetes_bin.map(|b| b.join("kube-proxy")).filter(|b| b.exists()) {
         let _ = Command::new(bin).args(["--cleanup", "--proxy-mode=iptables"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
     }
+    remove_kube_iptables();
     // Pod network namespaces (named cni-<uuid> by containerd), the bridge.
     let netns = Command::new("ip").args(["netns", "list"]).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
     for ns in netns.lines().filter_map(|l| l.split_whitespace().next()).filter(|n| n.starts_with("cni-")) {
         let _ = Command::new("ip").args(["netns", "delete", ns]).status();
     }
     let _ = Command::new("ip").args(["link", "delete", BRIDGE]).stderr(Stdio::null()).status();
+    if node_dir_marker(state).exists() {
+        let _ = Command::new("umount").arg("/sys/fs/bpf").status();
+    }
     // Everything mounted under our directories, deepest first; then remove
     // them without crossing into any file system still mounted there.
     let node = dir(state);
@@ -333,6 +370,55 @@ pub fn down(state: &Path, kubernetes_bin: Option<&Path>) -> Result<()> {
     }
     let _ = fs::remove_dir_all(registry_dir(state));
     Ok(())
+}
+
+/// The kubelet's own chains (KUBE-FIREWALL, KUBE-KUBELET-CANARY), and any
+/// KUBE-* chain kube-proxy's cleanup left: the jumps to them from the
+/// built-in chains first, then the chains.
+fn remove_kube_iptables() {
+    for tool in ["iptables", "ip6tables"] {
+        for table in ["filter", "nat", "mangle"] {
+            let rules = Command::new(tool).args(["-t", table, "-S"]).stderr(Stdio::null()).output();
+            let rules = rules.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+            for rule in rules.lines().filter(|r| r.starts_with("-A ") && !r.starts_with("-A KUBE-") && r.contains(" -j KUBE-")) {
+                // `-S` prints rules as arguments; quoted comments keep their quotes.
+                let args: Vec<String> = shell_words(&rule[3..]);
+                let _ = Command::new(tool).args(["-t", table, "-D"]).args(&args).status();
+            }
+            let chains: Vec<&str> = rules.lines().filter_map(|r| r.strip_prefix("-N ")).filter(|c| c.starts_with("KUBE-")).collect();
+            for chain in &chains {
+                let _ = Command::new(tool).args(["-t", table, "-F", chain]).status();
+            }
+            for chain in &chains {
+                let _ = Command::new(tool).args(["-t", table, "-X", chain]).status();
+            }
+        }
+    }
+}
+
+/// Split an `iptables -S` rule into arguments (double quotes group words).
+fn shell_words(line: &str) -> Vec<String> {
+    let (mut words, mut current, mut quoted) = (vec![], String::new(), false);
+    for c in line.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ' ' if !quoted => {
+                if !current.is_empty() {
+                    words.push(std::mem::take(&mut current));
+                }
+            }
+            _ => current.push(c),
+        }
+    }
+    if !current.is_empty() {
+        words.push(current);
+    }
+    words
+}
+
+/// Present when `up` mounted the BPF file system (so `down` unmounts it).
+fn node_dir_marker(state: &Path) -> PathBuf {
+    dir(state).join("bpffs-mounted-by-us")
 }
 
 fn unmount_below(base: &Path) -> Result<()> {
