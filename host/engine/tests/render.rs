@@ -161,3 +161,34 @@ fn native_and_wasm_features_render_the_same_state() {
     native.insert_native(|| Box::new(feature_posture::Posture::default()));
     assert_eq!(yaml_stream(&render(&native, &agent)), wasm);
 }
+
+/// A file mounted with `subPath` inside another volume's mount never starts
+/// on a real kubelet: it pre-creates nested mount points as directories
+/// (the osquery pack did this; host/secop/tests/real_node.rs runs the pods).
+#[test]
+fn no_subpath_file_is_mounted_inside_another_mount() {
+    let registry = registry();
+    let rendered = render(&registry, &sample("securityagent_full.yaml"));
+    let mut checked = 0;
+    for (key, object) in &rendered.objects {
+        let template = if key.kind == "CronJob" { "/spec/jobTemplate/spec/template/spec" } else { "/spec/template/spec" };
+        let Some(pod) = object.pointer(template) else { continue };
+        for container in pod["containers"].as_array().into_iter().flatten().chain(pod["initContainers"].as_array().into_iter().flatten()) {
+            let mounts: Vec<&Value> = container["volumeMounts"].as_array().map(|m| m.iter().collect()).unwrap_or_default();
+            for file in mounts.iter().filter(|m| m.get("subPath").is_some()) {
+                let path = file["mountPath"].as_str().unwrap();
+                for outer in &mounts {
+                    let outer_path = outer["mountPath"].as_str().unwrap().trim_end_matches('/');
+                    assert!(
+                        !path.starts_with(&format!("{outer_path}/")),
+                        "{key}: container {} mounts {path} (subPath) inside {outer_path} ({})",
+                        container["name"],
+                        outer["name"]
+                    );
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 0, "the full sample has subPath mounts to check (falco.yaml)");
+}

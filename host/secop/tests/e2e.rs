@@ -67,6 +67,11 @@ impl Operator {
     }
 
     fn start_with(env: &Env, namespace: &str, extra: &[&str]) -> Self {
+        Self::start_as(&env.operator_kubeconfig, namespace, extra)
+    }
+
+    /// With another identity than the chart's ServiceAccount.
+    fn start_as(kubeconfig: &Path, namespace: &str, extra: &[&str]) -> Self {
         let suffix = extra.iter().find_map(|a| a.strip_prefix("--identity=")).unwrap_or("single");
         let log = std::fs::File::create(Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("operator-{namespace}-{suffix}.log"))).unwrap();
         let mut args = vec!["run", "--namespace", namespace, "--log-format", "text"];
@@ -76,7 +81,7 @@ impl Operator {
         let child = Command::new(env!("CARGO_BIN_EXE_secop"))
             .args(args)
             .args(extra)
-            .env("KUBECONFIG", &env.operator_kubeconfig)
+            .env("KUBECONFIG", kubeconfig)
             .env("SECOP_CACHE_DIR", Path::new(env!("CARGO_TARGET_TMPDIR")).join("secop-e2e-cache"))
             .env("SECOP_LOG", "info,kube=warn")
             .stdin(Stdio::null())
@@ -401,10 +406,11 @@ async fn helm_chart_lints_and_applies_as_a_server_side_dry_run() {
     assert_eq!(deployment["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"], true);
 }
 
-/// The operator's ClusterRole (the chart's, which the e2e operator runs
-/// under) loses one rule: the agent says Forbidden, naming the verb and
-/// resource, in its Ready condition and in an Event; the operator keeps
-/// running and nothing is deleted. With the rule back, it converges.
+/// The operator's ClusterRole loses one rule: the agent says Forbidden,
+/// naming the verb and resource, in its Ready condition and in an Event;
+/// the operator keeps running and nothing is deleted. With the rule back,
+/// it converges. The operator runs as a ServiceAccount of this test bound
+/// to a copy of the chart's ClusterRole, so the shared one is never edited.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_permission_is_named_and_nothing_is_deleted() {
     let Some(env) = env() else { return };
@@ -413,32 +419,45 @@ async fn a_missing_permission_is_named_and_nothing_is_deleted() {
     install_crd(&client).await;
     let ns = &format!("e2e-rbac-{}", std::process::id());
     create_namespace(&client, ns).await;
-    let mut operator = Operator::start(&env, ns);
+    let roles: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(client.clone());
+    let chart_rules = roles.get(&env.operator_namespace).await.unwrap().rules.unwrap();
+    let identity = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("kubeconfig-{ns}"));
+    service_account_kubeconfig(&client, &env.kubeconfig, ns, "operator", &json!(chart_rules), &identity).await;
+    let role_name = format!("{ns}-operator");
+    let mut operator = Operator::start_as(&identity, ns, &[]);
     let agent = sample(ns);
     apply_agent(&client, ns, &agent).await;
     wait_ready(&client, ns, "poc-security", Duration::from_secs(180)).await;
     let healthy = agent_status(&client, ns, "poc-security").await.unwrap();
     let before = live_objects(&client, ns, &healthy).await;
 
-    // Take away the rule for Tetragon's TracingPolicies, then change the
-    // agent so that the operator reconciles.
-    let roles: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(client.clone());
-    let role_name = &env.operator_namespace;
-    let original = roles.get(role_name).await.unwrap();
-    let mut reduced = original.clone();
-    let rules = reduced.rules.as_mut().unwrap();
-    let count = rules.len();
-    rules.retain(|r| !r.api_groups.as_ref().is_some_and(|g| g.iter().any(|g| g == "cilium.io")));
-    assert_eq!(rules.len(), count - 1, "the chart's ClusterRole has one rule for cilium.io");
-    roles.replace(role_name, &PostParams::default(), &reduced).await.unwrap();
+    // Take away the operator's own rule for Tetragon's TracingPolicies (the
+    // one that may delete; the read-only rule it holds to grant Tetragon
+    // stays), then change the agent so that one must be applied.
+    let manages_cilium = |r: &k8s_openapi::api::rbac::v1::PolicyRule| {
+        r.api_groups.as_ref().is_some_and(|g| g.iter().any(|g| g == "cilium.io")) && r.verbs.iter().any(|v| v == "delete")
+    };
+    let reduced: Vec<_> = chart_rules.iter().filter(|r| !manages_cilium(r)).cloned().collect();
+    assert_eq!(reduced.len(), chart_rules.len() - 1, "the chart's ClusterRole has one rule managing cilium.io");
+    let mut role = roles.get(&role_name).await.unwrap();
+    role.rules = Some(reduced);
+    roles.replace(&role_name, &PostParams::default(), &role).await.unwrap();
+    // A new TracingPolicy must be applied (and Falco's DaemonSet changed).
     let mut changed = agent.clone();
     changed["spec"]["override"]["falco"]["resources"]["limits"]["memory"] = json!("2200Mi");
+    for feature in changed["spec"]["features"].as_array_mut().unwrap() {
+        if feature["name"] == "tetragon" {
+            feature["config"]["policies"] = json!(["process-exec", "container-escape-monitor", "sensitive-file-access"]);
+        }
+    }
     apply_agent(&client, ns, &changed).await;
 
-    wait_for("Ready=False, reason Forbidden, naming tracingpolicies.cilium.io", Duration::from_secs(60), || async {
+    wait_for("Ready=False, reason Forbidden, naming the verb and tracingpolicies.cilium.io", Duration::from_secs(60), || async {
         let agent = agent_status(&client, ns, "poc-security").await?;
         let ready = agent.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready").cloned());
-        Ok(ready.is_some_and(|c| c.status == "False" && c.reason == "Forbidden" && c.message.contains("tracingpolicies.cilium.io") && c.message.contains("cannot list")))
+        Ok(ready.is_some_and(|c| {
+            c.status == "False" && c.reason == "Forbidden" && c.message.contains("cannot patch tracingpolicies.cilium.io ")
+        }))
     })
     .await;
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
@@ -456,13 +475,15 @@ async fn a_missing_permission_is_named_and_nothing_is_deleted() {
     assert_eq!(during, before, "nothing was deleted (or created) while the permission was missing");
 
     // The rule back: the change is applied and the agent is Ready.
-    let mut restored = roles.get(role_name).await.unwrap();
-    restored.rules = original.rules.clone();
-    roles.replace(role_name, &PostParams::default(), &restored).await.unwrap();
+    let mut restored = roles.get(&role_name).await.unwrap();
+    restored.rules = Some(chart_rules);
+    roles.replace(&role_name, &PostParams::default(), &restored).await.unwrap();
     wait_ready(&client, ns, "poc-security", Duration::from_secs(120)).await;
     let daemonsets: Api<DaemonSet> = Api::namespaced(client.clone(), ns);
     let falco = daemonsets.get("falco").await.unwrap().spec.unwrap().template.spec.unwrap();
     assert_eq!(falco.containers[0].resources.as_ref().unwrap().limits.as_ref().unwrap()["memory"].0, "2200Mi");
+    let tracing_policies = dynamic(&client, "cilium.io", "v1alpha1", "TracingPolicy", "tracingpolicies", None);
+    assert!(exists(&tracing_policies, "sensitive-file-access").await, "the new TracingPolicy, once permitted");
 
     delete_agent(&client, ns, "poc-security").await;
     operator.kill();
