@@ -107,25 +107,36 @@ pub fn build() -> Result<Binaries> {
     Ok(Binaries { etcd: build_etcd(&cache)?, kubernetes: build_kubernetes(&cache)?, kwok: build_kwok(&cache)?, coredns: build_coredns(&cache)? })
 }
 
-fn build_etcd(cache: &Path) -> Result<PathBuf> {
-    let dir = cache.join(format!("etcd-{ETCD}"));
-    let bin = dir.join("bin/etcd");
+/// A `main.go` of our own in a module that requires `module version`,
+/// built once into `<cache>/<name>-<version>/bin/<name>`. For programs
+/// whose own module cannot be `go install`ed (replace directives) or whose
+/// plugins are chosen by imports.
+fn build_go_main(cache: &Path, name: &str, version: &str, require: &str, main_go: &str) -> Result<PathBuf> {
+    let dir = cache.join(format!("{name}-{version}"));
+    let bin = dir.join(format!("bin/{name}"));
     if bin.exists() {
         return Ok(bin);
     }
-    eprintln!("building etcd {ETCD} (once; cached in {})", dir.display());
+    eprintln!("building {name} {version} (once; cached in {})", dir.display());
     let src = dir.join("src");
     fs::create_dir_all(&src)?;
-    // `go install go.etcd.io/etcd/server/v3@...` fails on its replace
-    // directives; a two-line main in our own module does not.
-    fs::write(src.join("go.mod"), format!("module secop.local/etcd\n\ngo 1.24\n\nrequire go.etcd.io/etcd/server/v3 {ETCD}\n"))?;
-    fs::write(
-        src.join("main.go"),
-        "package main\n\nimport (\n\t\"os\"\n\n\t\"go.etcd.io/etcd/server/v3/etcdmain\"\n)\n\nfunc main() { etcdmain.Main(os.Args) }\n",
-    )?;
+    fs::write(src.join("go.mod"), format!("module secop.local/{name}\n\ngo 1.25\n\nrequire {require} {version}\n"))?;
+    fs::write(src.join("main.go"), main_go)?;
     run(go(&src).args(["mod", "tidy"]))?;
-    run(go(&src).args(["build", "-o"]).arg(&bin).arg("."))?;
+    run(go(&src).args(["build", "-ldflags", "-s -w", "-o"]).arg(&bin).arg("."))?;
     Ok(bin)
+}
+
+/// `go install go.etcd.io/etcd/server/v3@...` fails on its replace
+/// directives; a two-line main in our own module does not.
+fn build_etcd(cache: &Path) -> Result<PathBuf> {
+    build_go_main(
+        cache,
+        "etcd",
+        ETCD,
+        "go.etcd.io/etcd/server/v3",
+        "package main\n\nimport (\n\t\"os\"\n\n\t\"go.etcd.io/etcd/server/v3/etcdmain\"\n)\n\nfunc main() { etcdmain.Main(os.Args) }\n",
+    )
 }
 
 /// CoreDNS with only the plugins the real node's cluster DNS uses (a main
@@ -133,26 +144,16 @@ fn build_etcd(cache: &Path) -> Result<PathBuf> {
 /// plugins without its source tree): no forwarding, so pods resolve
 /// cluster names and nothing else.
 fn build_coredns(cache: &Path) -> Result<PathBuf> {
-    let dir = cache.join(format!("coredns-{COREDNS}"));
-    let bin = dir.join("bin/coredns");
-    if bin.exists() {
-        return Ok(bin);
-    }
-    eprintln!("building CoreDNS {COREDNS} (once; cached in {})", dir.display());
-    let src = dir.join("src");
-    fs::create_dir_all(&src)?;
-    fs::write(src.join("go.mod"), format!("module secop.local/coredns\n\ngo 1.25\n\nrequire github.com/coredns/coredns {COREDNS}\n"))?;
-    fs::write(
-        src.join("main.go"),
+    build_go_main(
+        cache,
+        "coredns",
+        COREDNS,
+        "github.com/coredns/coredns",
         "package main\n\nimport (\n\t\"github.com/coredns/coredns/core/dnsserver\"\n\t\"github.com/coredns/coredns/coremain\"\n\n\
          \t_ \"github.com/coredns/coredns/plugin/bind\"\n\t_ \"github.com/coredns/coredns/plugin/errors\"\n\t_ \"github.com/coredns/coredns/plugin/kubernetes\"\n\t_ \"github.com/coredns/coredns/plugin/log\"\n)\n\n\
          // The order in which the plugins handle a query (CoreDNS's plugin.cfg order).\n\
          func init() { dnsserver.Directives = []string{\"bind\", \"errors\", \"log\", \"kubernetes\"} }\n\nfunc main() { coremain.Run() }\n",
-    )?;
-    run(go(&src).args(["mod", "tidy"]))?;
-    fs::create_dir_all(dir.join("bin"))?;
-    run(go(&src).args(["build", "-ldflags", "-s -w", "-o"]).arg(&bin).arg("."))?;
-    Ok(bin)
+    )
 }
 
 /// kube-apiserver, kube-controller-manager, kube-scheduler from

@@ -23,7 +23,7 @@ tasks:
   test             the whole test suite (what CI runs)
   ctem-report      replay the sensor fixtures and Trivy reports through the real collectors into a
                    real Elasticsearch, then print the CTEM checklist (`secop ctem-report`)
-  bench [NAME]     benchmarks (render, operator, trivy-sync, fetch, posture, latency; all by default); figures go in docs/benchmarks.md
+  bench [NAME]     benchmarks (render, operator, trivy-sync, fetch, posture, real-node, latency; all by default); figures go in docs/benchmarks.md
   crd              regenerate deploy/crds/ from the Rust types
   chart            regenerate the Helm chart's CRD and feature RBAC rules
   golden           rewrite test/fixtures/golden/ from the current render
@@ -127,7 +127,7 @@ fn main() -> Result<()> {
             with_test_servers(cmd)
         }
         Some("bench") => {
-            // `cargo xtask bench [render|operator|trivy-sync|fetch|posture|latency]`; all by default.
+            // `cargo xtask bench [render|operator|trivy-sync|fetch|posture|real-node|latency]`; all by default.
             let only = args.get(1).map(String::as_str);
             let root = root();
             if only.is_none_or(|b| b == "render") {
@@ -169,6 +169,14 @@ fn main() -> Result<()> {
                 let mut cmd = cargo();
                 cmd.args(["bench", "--locked", "-p", "secop-posture", "--bench", "posture"]);
                 run(cmd)?;
+            }
+            if only.is_none_or(|b| b == "real-node") && node::supported() {
+                // helm install → every pod Ready on the real node, and the
+                // operator pods' memory from their cgroups: the real-node
+                // test prints both.
+                let mut cmd = cargo();
+                cmd.args(["test", "--locked", "-p", "secop", "--test", "real_node", "--", "--nocapture"]);
+                with_test_servers(cmd)?;
             }
             if only.is_none_or(|b| b == "latency") {
                 // Line written → searchable, through the real collectors

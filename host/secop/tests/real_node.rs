@@ -23,6 +23,8 @@ use serde_json::{json, Value};
 
 #[path = "common/cluster.rs"]
 mod cluster;
+#[path = "common/pipeline.rs"]
+mod pipeline;
 use cluster::{agent_status, apply_agent, client, create_namespace, live_objects, live_objects_of, repo, wait_for, wait_ready};
 use secop_api::SecurityAgent;
 
@@ -307,6 +309,23 @@ async fn helm_install_runs_every_rendered_workload_on_a_real_node() {
     for expected in ["DaemonSet/falco", "DaemonSet/tetragon", "DaemonSet/osquery", "DaemonSet/otel-node", "Deployment/otel-gateway", "Deployment/trivy-operator", "Deployment/posture"] {
         assert!(table.iter().any(|(w, _, _)| w == expected), "{expected} has a pod on the real node");
     }
+
+    // The data path on the node: the stand-ins write where the real tools
+    // write (stdout → the kubelet's CRI logs under /var/log/pods; osquery's
+    // results file), the node collector pod tails them and ships through
+    // the gateway pod (Service name → cluster DNS → kube-proxy) into
+    // Elasticsearch, whose templates the gateway's es-setup init installed.
+    let elastic = secop_elastic::Elastic::new(&secop_elastic::ElasticConfig::new(vec![es.url()])).unwrap();
+    let shipped = Instant::now();
+    wait_for("Falco, Tetragon and osquery documents in Elasticsearch", Duration::from_secs(180), || async {
+        let tool = |t: &str| json!({ "term": { "labels.security_tool": t } });
+        let falco = pipeline::count_or_zero(&elastic, "security-events", &tool("falco")).await;
+        let tetragon = pipeline::count_or_zero(&elastic, "security-events", &tool("tetragon")).await;
+        let osquery = pipeline::count_or_zero(&elastic, "security-inventory", &tool("osquery")).await;
+        if falco > 0 && tetragon > 0 && osquery > 0 { Ok(true) } else { Err(format!("(falco {falco}, tetragon {tetragon}, osquery {osquery})")) }
+    })
+    .await;
+    eprintln!("stand-in events searchable in Elasticsearch {:.1} s after every pod was Ready", shipped.elapsed().as_secs_f64());
 
     // The CronJob's Job, started now instead of on schedule: Completed.
     let cronjob = Api::<CronJob>::namespaced(client.clone(), AGENT_NAMESPACE).get("trivy-es-sync").await.unwrap();
