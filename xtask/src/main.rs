@@ -66,7 +66,7 @@ fn run(mut cmd: Command) -> Result<()> {
 /// binary, passed in SECOP_* variables; always torn down afterwards.
 fn with_test_servers(mut cmd: Command) -> Result<()> {
     let root = root();
-    prereq::ensure(prereq::TEST_TOOLS)?;
+    prereq::ensure(&prereq::for_this_machine())?;
     let helm = cluster::build_helm()?;
     let otelcol = datapath::build_otelcol(&root)?;
     let es_home = datapath::fetch_elasticsearch(&root)?;
@@ -114,7 +114,7 @@ fn main() -> Result<()> {
         Some("test") => {
             let mut cmd = cargo();
             cmd.args(["test", "--workspace", "--locked", "--no-fail-fast"]).args(&args[1..]);
-            prereq::ensure(prereq::TEST_TOOLS)?;
+            prereq::ensure(&prereq::for_this_machine())?;
             // The Python sample feature, for host/secop/tests/python_feature.rs.
             cmd.env("SECOP_PY_FEATURE", pyfeature::build(&root())?);
             with_test_servers(cmd)
@@ -268,7 +268,7 @@ fn main() -> Result<()> {
             Some("build") => cluster::build().map(|b| {
                 println!("etcd: {}\nkubernetes: {}\nkwok: {}", b.etcd.display(), b.kubernetes.display(), b.kwok.display())
             }),
-            Some("up") => prereq::ensure(prereq::TEST_TOOLS).and_then(|()| cluster::up(&root())),
+            Some("up") => prereq::ensure(&prereq::for_this_machine()).and_then(|()| cluster::up(&root())),
             Some("images") => {
                 testimages::push_all(&root())?;
                 for (name, reference) in testimages::references() {

@@ -20,7 +20,7 @@ pub const fn tool(command: &'static str, package: &'static str) -> Tool {
 }
 
 /// What every test run needs (the control plane, Elasticsearch, the module
-/// registry, the Python feature's build, the real node).
+/// registry, the Python feature's build).
 pub const TEST_TOOLS: &[Tool] = &[
     tool("openssl", "openssl"),
     tool("curl", "curl"),
@@ -28,9 +28,13 @@ pub const TEST_TOOLS: &[Tool] = &[
     tool("mvn", "maven"),
     tool("docker-registry", "docker-registry"),
     tool("python3", "python3"),
-    // The real node: container runtime, OCI runtime, CNI plugins, the
-    // Service proxy's iptables, the scenario image's busybox, and skopeo to
-    // push the test images into the cluster's registry.
+];
+
+/// What the real node needs (only as root, where it runs): container
+/// runtime, OCI runtime, CNI plugins, the Service proxy's iptables, the
+/// scenario image's busybox, skopeo to push the test images, and musl-gcc
+/// for the operator image's static build (ring compiles C).
+pub const NODE_TOOLS: &[Tool] = &[
     tool("containerd", "containerd"),
     tool("runc", "runc"),
     tool("/usr/lib/cni/bridge", "containernetworking-plugins"),
@@ -38,9 +42,17 @@ pub const TEST_TOOLS: &[Tool] = &[
     tool("conntrack", "conntrack"),
     tool("/bin/busybox", "busybox-static"),
     tool("skopeo", "skopeo"),
-    // The operator image's static build compiles C (ring) for musl.
     tool("musl-gcc", "musl-tools"),
 ];
+
+/// The tools of this machine's test run: the node's too where it can run.
+pub fn for_this_machine() -> Vec<&'static Tool> {
+    let mut tools: Vec<&Tool> = TEST_TOOLS.iter().collect();
+    if crate::node::supported() {
+        tools.extend(NODE_TOOLS);
+    }
+    tools
+}
 
 fn present(command: &str) -> bool {
     if command.starts_with('/') {
@@ -55,7 +67,7 @@ pub fn is_root() -> bool {
 
 /// Packages of `tools` that are missing, plus the JDK and python3-venv
 /// checks that a command lookup cannot answer.
-fn missing(tools: &[Tool]) -> Vec<&'static str> {
+fn missing(tools: &[&Tool]) -> Vec<&'static str> {
     let mut packages: Vec<&'static str> = tools.iter().filter(|t| !present(t.command)).map(|t| t.package).collect();
     // Elasticsearch 8.19 runs on JDK 17 or newer.
     let java = Command::new("java").arg("-version").output().map(|o| String::from_utf8_lossy(&o.stderr).into_owned()).unwrap_or_default();
@@ -74,7 +86,7 @@ fn missing(tools: &[Tool]) -> Vec<&'static str> {
 }
 
 /// Install what is missing (as root), or fail with the command to run.
-pub fn ensure(tools: &[Tool]) -> Result<()> {
+pub fn ensure(tools: &[&Tool]) -> Result<()> {
     let packages = missing(tools);
     if packages.is_empty() {
         return Ok(());
