@@ -357,7 +357,7 @@ pub fn up(root: &Path) -> Result<()> {
     // `kubernetes` Service (kube-proxy) at the node's address; the machine's
     // own clients keep using loopback.
     let (bind, advertise) = if real_node {
-        node::network_up()?;
+        node::network_up(APISERVER_PORT)?;
         ("0.0.0.0", node::NODE_IP)
     } else {
         ("127.0.0.1", "127.0.0.1")
@@ -517,7 +517,7 @@ pub fn down(root: &Path) -> Result<()> {
     let state = state_dir(root);
     let kubernetes_bin = cache_root().join(format!("kubernetes-{KUBERNETES}/bin"));
     if node::supported() {
-        node::down(&state, Some(&kubernetes_bin))?;
+        node::down(&state, Some(&kubernetes_bin), APISERVER_PORT)?;
     }
     for name in ["kwok", "scheduler", "controller-manager", "apiserver", "etcd"] {
         stop_pid(&state, name);

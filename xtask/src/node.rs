@@ -63,9 +63,28 @@ fn sh(script: &str) -> Command {
     cmd
 }
 
+/// The API server listens on every address (pods reach it on the bridge,
+/// the machine's clients on loopback); these rules keep every other
+/// interface out. In the order they end up in INPUT.
+fn apiserver_guard(port: u16) -> Vec<Vec<String>> {
+    let rule = |interface: Option<&str>, target: &str| {
+        let mut r: Vec<String> = ["INPUT", "-p", "tcp", "--dport", &port.to_string()].map(String::from).to_vec();
+        if let Some(i) = interface {
+            r.extend(["-i".to_string(), i.to_string()]);
+        }
+        r.extend(["-m", "comment", "--comment", "secop-e2e: API server on loopback and the pod bridge only", "-j", target].map(String::from));
+        r
+    };
+    vec![rule(Some("lo"), "ACCEPT"), rule(Some(BRIDGE), "ACCEPT"), rule(None, "DROP")]
+}
+
 /// The bridge with the node's address, before the API server starts (it
 /// advertises this address to pods).
-pub fn network_up() -> Result<()> {
+pub fn network_up(apiserver_port: u16) -> Result<()> {
+    // Inserted last rule first, so they stand in order at the top.
+    for rule in apiserver_guard(apiserver_port).iter().rev() {
+        run(Command::new("iptables").arg("-I").args(rule))?;
+    }
     let exists = Command::new("ip").args(["link", "show", BRIDGE]).stdout(Stdio::null()).stderr(Stdio::null()).status()?.success();
     if !exists {
         run(Command::new("ip").args(["link", "add", BRIDGE, "type", "bridge"]))?;
@@ -322,7 +341,7 @@ registerWithTaints:
 /// Stop the node and remove every trace of it: pods' processes, mounts,
 /// network namespaces, the bridge, kube-proxy's iptables rules and the
 /// state directories. Safe to call when nothing runs.
-pub fn down(state: &Path, kubernetes_bin: Option<&Path>) -> Result<()> {
+pub fn down(state: &Path, kubernetes_bin: Option<&Path>, apiserver_port: u16) -> Result<()> {
     stop_pid(state, "kubelet");
     stop_pid(state, "kube-proxy");
     stop_pid(state, "coredns");
@@ -341,6 +360,9 @@ pub fn down(state: &Path, kubernetes_bin: Option<&Path>) -> Result<()> {
         let _ = Command::new(bin).args(["--cleanup", "--proxy-mode=iptables"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
     }
     remove_kube_iptables();
+    for rule in apiserver_guard(apiserver_port) {
+        while Command::new("iptables").arg("-D").args(&rule).stderr(Stdio::null()).status().is_ok_and(|s| s.success()) {}
+    }
     // Pod network namespaces (named cni-<uuid> by containerd), the bridge.
     let netns = Command::new("ip").args(["netns", "list"]).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
     for ns in netns.lines().filter_map(|l| l.split_whitespace().next()).filter(|n| n.starts_with("cni-")) {
