@@ -436,16 +436,16 @@ pub fn up(root: &Path) -> Result<()> {
     wait_for("kwok nodes Ready", Duration::from_secs(60), || ready_nodes(root).is_ok_and(|ready| NODES.iter().all(|n| ready.iter().any(|r| r == n))))?;
 
     if real_node {
-        // The API server's client identity towards kubelets (logs, exec).
-        let binding = r#"{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRoleBinding","metadata":{"name":"secop-e2e-apiserver-kubelet-client"},"roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"ClusterRole","name":"system:kubelet-api-admin"},"subjects":[{"apiGroup":"rbac.authorization.k8s.io","kind":"User","name":"kube-apiserver-kubelet-client"}]}"#;
-        let (code, text) = curl(root, "POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", Some(binding))?;
-        if code != 201 && code != 409 {
-            bail!("binding the API server's kubelet client: HTTP {code}: {text}");
-        }
-        for (path, body) in [("clusterroles", node::DNS_ROLE), ("clusterrolebindings", node::DNS_BINDING)] {
+        // The API server's client identity towards kubelets (logs, exec),
+        // and what the cluster DNS reads.
+        for (path, body) in [
+            ("clusterrolebindings", node::APISERVER_KUBELET_BINDING),
+            ("clusterroles", node::DNS_ROLE),
+            ("clusterrolebindings", node::DNS_BINDING),
+        ] {
             let (code, text) = curl(root, "POST", &format!("/apis/rbac.authorization.k8s.io/v1/{path}"), Some(body))?;
             if code != 201 && code != 409 {
-                bail!("cluster DNS RBAC ({path}): HTTP {code}: {text}");
+                bail!("the real node's RBAC ({path}): HTTP {code}: {text}");
             }
         }
         node::up(root, &state, &bins, &format!("https://127.0.0.1:{APISERVER_PORT}"))?;

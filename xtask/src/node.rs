@@ -40,6 +40,7 @@ const RUN_DIR: &str = "/run/secop-node";
 /// Tokens of the node's own identities (tokens.csv of the API server).
 pub const KUBELET_TOKEN: &str = "secop-e2e-kubelet-token";
 pub const PROXY_TOKEN: &str = "secop-e2e-kube-proxy-token";
+pub const APISERVER_KUBELET_BINDING: &str = r#"{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRoleBinding","metadata":{"name":"secop-e2e-apiserver-kubelet-client"},"roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"ClusterRole","name":"system:kubelet-api-admin"},"subjects":[{"apiGroup":"rbac.authorization.k8s.io","kind":"User","name":"kube-apiserver-kubelet-client"}]}"#;
 pub const DNS_TOKEN: &str = "secop-e2e-coredns-token";
 pub const DNS_USER: &str = "secop-e2e-coredns";
 /// What CoreDNS's kubernetes plugin reads (the rules of the upstream
@@ -152,14 +153,8 @@ fn registry_dir(state: &Path) -> PathBuf {
 fn start_registry(root: &Path, state: &Path) -> Result<()> {
     let dir = registry_dir(state);
     fs::create_dir_all(&dir)?;
-    fs::write(
-        dir.join("config.yml"),
-        format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{REGISTRY_PORT}\n",
-            dir.join("data").display()
-        ),
-    )?;
-    spawn(state, "registry", &crate::datapath::registry_bin()?, &["serve".into(), dir.join("config.yml").display().to_string()])?;
+    let config = secop_test_harness::write_registry_config(&dir, REGISTRY_PORT).map_err(anyhow::Error::msg)?;
+    spawn(state, "registry", &crate::datapath::registry_bin()?, &["serve".into(), config.display().to_string()])?;
     wait_for("the cluster registry", Duration::from_secs(30), || {
         Command::new("curl").args(["-sf", &format!("http://127.0.0.1:{REGISTRY_PORT}/v2/")]).stdout(Stdio::null()).status().map(|s| s.success()).unwrap_or(false)
     })?;

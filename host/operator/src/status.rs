@@ -116,18 +116,18 @@ pub fn desired(
 
 /// The status for a spec that cannot be rendered at all.
 pub fn invalid(agent: &SecurityAgent, message: &str) -> SecurityAgentStatus {
-    let previous: Vec<Condition> = agent.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
-    let mut status = agent.status.clone().unwrap_or_default();
-    status.observed_generation = agent.metadata.generation;
-    status.conditions.retain(|c| c.type_ != READY);
-    status.conditions.insert(0, condition(&previous, READY, "False", "InvalidSpec", message, agent.metadata.generation));
-    status
+    not_ready(agent, "InvalidSpec", message)
 }
 
 /// The status when applying or pruning failed (`reason`: Forbidden or
-/// SyncFailed): Ready=False with the request that failed; the feature
-/// conditions stay as they were.
+/// SyncFailed): Ready=False with the request that failed.
 pub fn sync_failed(agent: &SecurityAgent, reason: &str, message: &str) -> SecurityAgentStatus {
+    not_ready(agent, reason, message)
+}
+
+/// The current status with Ready=False for `reason`; the feature
+/// conditions stay as they were.
+fn not_ready(agent: &SecurityAgent, reason: &str, message: &str) -> SecurityAgentStatus {
     let previous: Vec<Condition> = agent.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
     let mut status = agent.status.clone().unwrap_or_default();
     status.observed_generation = agent.metadata.generation;

@@ -153,15 +153,17 @@ pub struct Elasticsearch {
 impl Elasticsearch {
     /// Start a node from the distribution in `home` (`$SECOP_ES_HOME`).
     pub fn start(home: &Path, dir: &Path, port: u16) -> Result<Self> {
-        let mut node = Self { port, dir: dir.into(), home: home.into(), also_on: None, process: None };
-        node.start_again()?;
-        Ok(node)
+        Self::start_listening(home, dir, port, None)
     }
 
     /// Like `start`, listening on `address` too (a local address, e.g. the
     /// real node's bridge); the tests still talk to it on loopback.
     pub fn start_also_on(home: &Path, dir: &Path, port: u16, address: &str) -> Result<Self> {
-        let mut node = Self { port, dir: dir.into(), home: home.into(), also_on: Some(address.into()), process: None };
+        Self::start_listening(home, dir, port, Some(address.into()))
+    }
+
+    fn start_listening(home: &Path, dir: &Path, port: u16, also_on: Option<String>) -> Result<Self> {
+        let mut node = Self { port, dir: dir.into(), home: home.into(), also_on, process: None };
         node.start_again()?;
         Ok(node)
     }
@@ -268,6 +270,18 @@ impl Collector {
     }
 }
 
+/// `<dir>/config.yml` for Debian's docker-registry: storage under
+/// `<dir>/data`, deletes allowed, plain HTTP on `127.0.0.1:<port>`.
+pub fn write_registry_config(dir: &Path, port: u16) -> Result<PathBuf> {
+    let config = format!(
+        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+        dir.join("data").display()
+    );
+    let path = dir.join("config.yml");
+    std::fs::write(&path, config).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path)
+}
+
 /// A real OCI registry (Debian's `docker-registry`, distribution 2.8) on
 /// loopback, storing under `dir`. Stop and start it again to test a
 /// registry outage; the blobs stay.
@@ -281,11 +295,7 @@ pub struct Registry {
 impl Registry {
     pub fn start(bin: &Path, dir: &Path, port: u16) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let config = format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            dir.join("data").display()
-        );
-        std::fs::write(dir.join("config.yml"), config).map_err(|e| e.to_string())?;
+        write_registry_config(dir, port)?;
         let mut registry = Self { bin: bin.to_path_buf(), dir: dir.to_path_buf(), port, process: None };
         registry.start_again()?;
         Ok(registry)
