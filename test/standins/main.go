@@ -16,15 +16,18 @@
 //     export file (tailed to stdout by the export-stdout stand-in), osquery
 //     results into osqueryd.results.log under --logger_path.
 //
-// It does not observe the kernel: no eBPF, no syscalls seen, no packages
-// scanned. Every event line carries "secop_standin": true so that nobody
-// mistakes stand-in output for a detection. What the stand-ins prove and
-// what they do not is in test/standins/README.md.
+// The Falco and Tetragon stand-ins see the node's kernel through two small
+// BPF programs (kernel.go): execs, and the openat, mount, setns and connect
+// calls of processes in containers. Their detections are simple Go
+// versions of the rules the scenarios of test/scenarios need (falco.go,
+// tetragon.go), raised only when the rule or TracingPolicy is loaded. Every
+// event line carries "secop_standin": true so that nobody mistakes
+// stand-in output for the real sensor's. What the stand-ins prove and what
+// they do not is in test/standins/README.md.
 package main
 
 import (
 	"bufio"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -36,10 +39,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
 func main() {
@@ -63,8 +62,10 @@ func main() {
 		err = trivyOperator(args)
 	case "pause":
 		err = pause()
+	case "kernel-events":
+		err = kernelEvents(args)
 	default:
-		err = fmt.Errorf("unknown stand-in %q (falco, tetragon, hubble-export-stdout, osqueryd, trivy-operator, pause)", name)
+		err = fmt.Errorf("unknown stand-in %q (falco, tetragon, hubble-export-stdout, osqueryd, trivy-operator, pause, kernel-events)", name)
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "secop stand-in %s: %v\n", name, err)
@@ -127,84 +128,6 @@ func mustReadFile(what, path string) ([]byte, error) {
 	return data, nil
 }
 
-// ---- Falco ---------------------------------------------------------------
-
-// falco: `falco -c /etc/falco/falco.yaml`. Loads the config and every rules
-// file it names (files, or directories of *.yaml), serves /healthz on the
-// webserver port, and prints one alert per minute in Falco's JSON output
-// format (the "heartbeat" rule is the stand-in's own).
-func falco(args []string) error {
-	config, ok := flagValue(args, "-c")
-	if !ok {
-		return errors.New("usage: falco -c <falco.yaml>")
-	}
-	text, err := mustReadFile("config", config)
-	if err != nil {
-		return err
-	}
-	port := "8765"
-	var rules []string
-	inRules := false
-	for _, line := range strings.Split(string(text), "\n") {
-		trimmed := strings.TrimSpace(line)
-		if v, ok := strings.CutPrefix(trimmed, "listen_port:"); ok {
-			port = strings.TrimSpace(v)
-		}
-		switch {
-		case strings.HasPrefix(line, "rules_files:") || strings.HasPrefix(line, "rules_file:"):
-			inRules = true
-		case inRules && strings.HasPrefix(trimmed, "- "):
-			rules = append(rules, strings.Trim(strings.TrimSpace(trimmed[2:]), `"'`))
-		case inRules && trimmed != "" && !strings.HasPrefix(line, " "):
-			inRules = false
-		}
-	}
-	loaded := 0
-	for _, path := range rules {
-		info, err := os.Stat(path)
-		if errors.Is(err, os.ErrNotExist) && strings.HasPrefix(path, "/etc/falco/falco_rules") {
-			// The image's stock rules: the real image ships them.
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("rules file %s: %w", path, err)
-		}
-		files := []string{path}
-		if info.IsDir() {
-			files, _ = filepath.Glob(filepath.Join(path, "*.yaml"))
-		}
-		for _, f := range files {
-			if _, err := mustReadFile("rules file", f); err != nil {
-				return err
-			}
-			loaded++
-		}
-	}
-	if err := serveHTTP(":"+port, "/healthz"); err != nil {
-		return err
-	}
-	hostname := os.Getenv("FALCO_HOSTNAME")
-	logf("Falco", "config %s, %d local rules files, /healthz on :%s", config, loaded, port)
-	emit := func() {
-		now := time.Now().UTC()
-		line, _ := json.Marshal(map[string]any{
-			"hostname": hostname,
-			"output":   fmt.Sprintf("%s: Notice secop stand-in heartbeat (node=%s)", now.Format(time.RFC3339Nano), hostname),
-			"output_fields": map[string]any{
-				"evt.time": now.UnixNano(), "k8s.ns.name": nil, "k8s.pod.name": nil, "proc.name": "falco",
-			},
-			"priority":      "Notice",
-			"rule":          "secop stand-in heartbeat",
-			"source":        "syscall",
-			"tags":          []string{"secop_standin"},
-			"time":          now.Format(time.RFC3339Nano),
-			"secop_standin": true,
-		})
-		fmt.Println(string(line))
-	}
-	return tick(time.Minute, emit)
-}
-
 // tick runs emit now and every `every` until SIGTERM.
 func tick(every time.Duration, emit func()) error {
 	stop := stopped()
@@ -221,71 +144,7 @@ func tick(every time.Duration, emit func()) error {
 	}
 }
 
-// ---- Tetragon ------------------------------------------------------------
-
-// tetragon: `tetragon --config-dir=<dir>` (one file per option). Serves the
-// gRPC health service "liveness" on its health-server-address, as the
-// real agent does for its probe, and appends events in Tetragon's export format to the file named
-// by the `export-filename` option.
-func tetragon(args []string) error {
-	dir, ok := flagValue(args, "--config-dir")
-	if !ok {
-		return errors.New("usage: tetragon --config-dir=<dir>")
-	}
-	option := func(name string) string {
-		data, err := os.ReadFile(filepath.Join(dir, name))
-		if err != nil {
-			return ""
-		}
-		return strings.TrimSpace(string(data))
-	}
-	if _, err := os.ReadDir(dir); err != nil {
-		return fmt.Errorf("config dir: %w", err)
-	}
-	export := option("export-filename")
-	if export == "" {
-		return fmt.Errorf("config dir %s has no export-filename", dir)
-	}
-	if err := os.MkdirAll(filepath.Dir(export), 0o755); err != nil {
-		return err
-	}
-	file, err := os.OpenFile(export, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
-	if err != nil {
-		return fmt.Errorf("export file: %w", err)
-	}
-	defer file.Close()
-
-	healthAddr := option("health-server-address")
-	if healthAddr == "" {
-		healthAddr = ":6789"
-	}
-	listener, err := net.Listen("tcp", healthAddr)
-	if err != nil {
-		return err
-	}
-	server := grpc.NewServer()
-	status := health.NewServer()
-	status.SetServingStatus("liveness", healthpb.HealthCheckResponse_SERVING)
-	healthpb.RegisterHealthServer(server, status)
-	go server.Serve(listener)
-	defer server.Stop()
-
-	node := os.Getenv("NODE_NAME")
-	logf("Tetragon", "config dir %s, exporting to %s, gRPC liveness on %s", dir, export, healthAddr)
-	return tick(time.Minute, func() {
-		line, _ := json.Marshal(map[string]any{
-			"process_exec": map[string]any{
-				"process": map[string]any{
-					"binary": "/usr/bin/tetragon", "arguments": "secop stand-in heartbeat", "pid": os.Getpid(), "uid": os.Getuid(),
-				},
-			},
-			"node_name":     node,
-			"time":          time.Now().UTC().Format(time.RFC3339Nano),
-			"secop_standin": true,
-		})
-		file.Write(append(line, '\n'))
-	})
-}
+// ---- Tetragon's export-stdout sidecar -------------------------------------
 
 // exportStdout: `hubble-export-stdout <file>...` follows the files (from
 // their end of the moment they appear, across truncation) onto stdout.

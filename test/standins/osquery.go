@@ -84,6 +84,15 @@ func osqueryd(args []string) error {
 		return fmt.Errorf("logger_path: %w", err)
 	}
 	defer results.Close()
+	// osquery's filesystem logger writes snapshot queries to their own
+	// file; with --logger_snapshot_event_type one line per row, like a
+	// differential row with action "snapshot" (what the collector reads).
+	snapshots, err := os.OpenFile(filepath.Join(logDir, "osqueryd.snapshots.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return fmt.Errorf("logger_path: %w", err)
+	}
+	defer snapshots.Close()
+	snapshotRows := flags["logger_snapshot_event_type"] == "true"
 	host := flags["specified_identifier"]
 	if host == "" {
 		host, _ = os.Hostname()
@@ -103,7 +112,16 @@ func osqueryd(args []string) error {
 				"decorations": map[string]string{"host_uuid": host, "username": "root"}, "secop_standin": true,
 			}
 			var lines []map[string]any
-			if q.Snapshot {
+			out := results
+			if q.Snapshot && snapshotRows {
+				out = snapshots
+				for _, r := range rows {
+					line := clone(base)
+					line["columns"], line["action"] = r, "snapshot"
+					lines = append(lines, line)
+				}
+			} else if q.Snapshot {
+				out = snapshots
 				line := clone(base)
 				line["snapshot"], line["action"] = rows, "snapshot"
 				lines = append(lines, line)
@@ -123,7 +141,7 @@ func osqueryd(args []string) error {
 			}
 			for _, line := range lines {
 				b, _ := json.Marshal(line)
-				results.Write(append(b, '\n'))
+				out.Write(append(b, '\n'))
 			}
 			q.ran, q.last = true, now
 		}

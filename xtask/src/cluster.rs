@@ -162,12 +162,13 @@ fn build_coredns(cache: &Path) -> Result<PathBuf> {
 fn build_kubernetes(cache: &Path) -> Result<PathBuf> {
     let dir = cache.join(format!("kubernetes-{KUBERNETES}"));
     let bin = dir.join("bin");
-    // The control plane, and the real node's kubelet and kube-proxy.
-    let wanted = ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy"];
+    // The control plane, the real node's kubelet and kube-proxy, and the
+    // kubectl that test/run-ctem-scenarios.sh and demo/live-demo.sh use.
+    let wanted = ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kubectl"];
     if wanted.iter().all(|b| bin.join(b).exists()) {
         return Ok(bin);
     }
-    eprintln!("building Kubernetes {KUBERNETES} control plane, kubelet and kube-proxy (once, ~10 min; cached in {})", dir.display());
+    eprintln!("building Kubernetes {KUBERNETES} control plane, kubelet, kube-proxy and kubectl (once, ~10 min; cached in {})", dir.display());
     let src = dir.join("src");
     fs::create_dir_all(&src)?;
     // Read the staging replace list from that release's go.mod.
@@ -206,6 +207,11 @@ fn build_kubernetes(cache: &Path) -> Result<PathBuf> {
         run(go(&src).args(["build", "-ldflags", &ldflags, "-o"]).arg(bin.join(b)).arg(format!("k8s.io/kubernetes/cmd/{b}")))?;
     }
     Ok(bin)
+}
+
+/// kubectl of the same release as the test cluster (built with it).
+pub fn kubectl() -> PathBuf {
+    cache_root().join(format!("kubernetes-{KUBERNETES}/bin/kubectl"))
 }
 
 fn build_kwok(cache: &Path) -> Result<PathBuf> {

@@ -23,6 +23,8 @@ tasks:
   test             the whole test suite (what CI runs)
   ctem-report      replay the sensor fixtures and Trivy reports through the real collectors into a
                    real Elasticsearch, then print the CTEM checklist (`secop ctem-report`)
+  demo             as root: the real-node test on a fresh test cluster, which installs the chart with
+                   helm, runs test/run-ctem-scenarios.sh and demo/live-demo.sh and prints their output
   bench [NAME]     benchmarks (render, operator, trivy-sync, fetch, posture, real-node, latency; all by default); figures go in docs/benchmarks.md
   crd              regenerate deploy/crds/ from the Rust types
   chart            regenerate the Helm chart's CRD and feature RBAC rules
@@ -90,6 +92,7 @@ fn with_test_servers(mut cmd: Command) -> Result<()> {
     let es = secop_test_harness::Elasticsearch::start(&es_home, &es_dir, secop_test_harness::free_port()).map_err(anyhow::Error::msg);
     let result = es.and_then(|es| {
         cmd.env("SECOP_HELM", &helm)
+            .env("SECOP_KUBECTL", cluster::kubectl())
             .env("SECOP_E2E_KUBECONFIG", cluster::kubeconfig(&root))
             .env("SECOP_E2E_OPERATOR_KUBECONFIG", cluster::operator_kubeconfig(&root))
             .env("SECOP_E2E_OPERATOR_NAMESPACE", cluster::OPERATOR_NAMESPACE)
@@ -117,6 +120,17 @@ fn main() -> Result<()> {
             prereq::ensure(&prereq::for_this_machine())?;
             // The Python sample feature, for host/secop/tests/python_feature.rs.
             cmd.env("SECOP_PY_FEATURE", pyfeature::build(&root())?);
+            with_test_servers(cmd)
+        }
+        Some("demo") => {
+            // The demo needs the real node: its test runs both scripts on
+            // it against the stand-ins and prints what they print.
+            if !node::supported() {
+                bail!("cargo xtask demo needs the real node: run it as root (see README, \"The real node\")");
+            }
+            prereq::ensure(&prereq::for_this_machine())?;
+            let mut cmd = cargo();
+            cmd.args(["test", "--locked", "-p", "secop", "--test", "real_node", "--", "--nocapture"]);
             with_test_servers(cmd)
         }
         Some("ctem-report") => {
@@ -281,6 +295,7 @@ fn main() -> Result<()> {
                 let root = root();
                 println!("export KUBECONFIG={}", cluster::kubeconfig(&root).display());
                 println!("export SECOP_E2E_KUBECONFIG={}", cluster::kubeconfig(&root).display());
+                println!("export SECOP_KUBECTL={}", cluster::kubectl().display());
                 println!("export SECOP_E2E_OPERATOR_KUBECONFIG={}", cluster::operator_kubeconfig(&root).display());
                 println!("export SECOP_E2E_OPERATOR_NAMESPACE={}", cluster::OPERATOR_NAMESPACE);
                 println!("export SECOP_E2E_AUDIT_LOG={}", cluster::audit_log(&root).display());

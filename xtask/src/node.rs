@@ -37,6 +37,10 @@ const REGISTRY_PORT: u16 = 15000;
 /// containerd's sockets and runc's state go here, everything else under
 /// the cluster's state dir.
 const RUN_DIR: &str = "/run/secop-node";
+/// containerd's API socket where nodes have it: the Falco DaemonSet mounts
+/// /run/containerd to ask the runtime which pod a process belongs to
+/// (its container plugin's `sockets`), and so does its stand-in.
+const CONTAINERD_DIR: &str = "/run/containerd";
 /// Tokens of the node's own identities (tokens.csv of the API server).
 pub const KUBELET_TOKEN: &str = "secop-e2e-kubelet-token";
 pub const PROXY_TOKEN: &str = "secop-e2e-kube-proxy-token";
@@ -182,9 +186,9 @@ fn write_containerd_config(node: &Path) -> Result<PathBuf> {
 root = "{root}"
 state = "{RUN_DIR}/state"
 [grpc]
-  address = "{RUN_DIR}/containerd.sock"
+  address = "{CONTAINERD_DIR}/containerd.sock"
 [ttrpc]
-  address = "{RUN_DIR}/containerd.sock.ttrpc"
+  address = "{CONTAINERD_DIR}/containerd.sock.ttrpc"
 [debug]
   level = "warn"
 [plugins."io.containerd.internal.v1.opt"]
@@ -261,7 +265,7 @@ pub fn up(root: &Path, state: &Path, bins: &crate::cluster::Binaries, apiserver:
 
     let containerd_config = write_containerd_config(&node)?;
     spawn(state, "containerd", Path::new("containerd"), &["--config".into(), containerd_config.display().to_string()])?;
-    wait_for("containerd", Duration::from_secs(30), || Path::new(RUN_DIR).join("containerd.sock").exists())?;
+    wait_for("containerd", Duration::from_secs(30), || Path::new(CONTAINERD_DIR).join("containerd.sock").exists())?;
 
     let kubelet_dir = node.join("kubelet");
     fs::create_dir_all(&kubelet_dir)?;
@@ -278,7 +282,7 @@ port: {KUBELET_PORT}
 readOnlyPort: 0
 healthzBindAddress: 127.0.0.1
 healthzPort: 10248
-containerRuntimeEndpoint: unix://{RUN_DIR}/containerd.sock
+containerRuntimeEndpoint: unix://{CONTAINERD_DIR}/containerd.sock
 cgroupDriver: cgroupfs
 cgroupsPerQOS: false
 enforceNodeAllocatable: []
@@ -348,7 +352,7 @@ pub fn down(state: &Path, kubernetes_bin: Option<&Path>, apiserver_port: u16) ->
             let _ = Command::new("runc").arg("--root").arg(&runc_root).args(["delete", "--force", id]).stderr(Stdio::null()).status();
         }
     }
-    let _ = Command::new("pkill").args(["-9", "-f", &format!("containerd-shim-runc-v2 .*-address {RUN_DIR}/containerd.sock")]).status();
+    let _ = Command::new("pkill").args(["-9", "-f", &format!("containerd-shim-runc-v2 .*-address {CONTAINERD_DIR}/containerd.sock")]).status();
     stop_pid(state, "containerd");
     stop_pid(state, "registry");
     if let Some(bin) = kubernetes_bin.map(|b| b.join("kube-proxy")).filter(|b| b.exists()) {
@@ -370,7 +374,7 @@ pub fn down(state: &Path, kubernetes_bin: Option<&Path>, apiserver_port: u16) ->
     // Everything mounted under our directories, deepest first; then remove
     // them without crossing into any file system still mounted there.
     let node = dir(state);
-    for base in [node.as_path(), Path::new(RUN_DIR)] {
+    for base in [node.as_path(), Path::new(RUN_DIR), Path::new(CONTAINERD_DIR)] {
         unmount_below(base)?;
         if base.exists() {
             run(Command::new("rm").args(["-rf", "--one-file-system"]).arg(base)).with_context(|| format!("removing {}", base.display()))?;

@@ -184,5 +184,19 @@ pub fn push_all(root: &Path) -> Result<()> {
     // The operator image itself.
     let layout = root.join("target/image");
     let built = image::build(root, &layout, env!("CARGO_PKG_VERSION"))?;
-    skopeo_copy(&built.layout, &built.tag, &format!("{REGISTRY}/secop/security-operator:{}", built.tag))
+    skopeo_copy(&built.layout, &built.tag, &format!("{REGISTRY}/secop/security-operator:{}", built.tag))?;
+    forget_on_node();
+    Ok(())
+}
+
+/// The images are pushed under fixed tags and pulled `IfNotPresent`: on a
+/// node that is already up, drop containerd's copies so the next pod pulls
+/// what was just pushed (a fresh cluster has none).
+fn forget_on_node() {
+    let socket = "/run/containerd/containerd.sock";
+    if !Path::new(socket).exists() {
+        return;
+    }
+    let refs: Vec<String> = references().into_iter().map(|(_, r)| r).collect();
+    let _ = Command::new("ctr").args(["--address", socket, "--namespace", "k8s.io", "images", "rm"]).args(&refs).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).status();
 }

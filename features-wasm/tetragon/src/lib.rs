@@ -147,7 +147,12 @@ impl Tetragon {
             ("export-file-max-backups", self.config.export_file_max_backups.to_string()),
             ("export-file-compress", "false".to_string()),
             ("export-allowlist", allow),
-            ("export-denylist", json!({ "health_check": true }).to_string()),
+            // The chart's default (docs/research/sensor-manifests.md): no
+            // health checks, and no events of processes outside a pod ("")
+            // or of the cluster's own system namespaces. Without it, every
+            // exec on the node's host lands in security-events with no
+            // subject pod (the CTEM check VAL-05).
+            ("export-denylist", format!("{}\n{}", json!({ "health_check": true }), json!({ "namespace": ["", "cilium", "kube-system"] }))),
             ("export-rate-limit", "-1".to_string()),
             ("metrics-server", ":2112".to_string()),
             ("health-server-address", ":6789".to_string()),
