@@ -63,7 +63,7 @@ wait_until() {
 
 step "1. apply the SecurityAgent $namespace/$name"
 k create namespace "$namespace" --dry-run=client -o yaml | k apply -f - >/dev/null
-k apply -f "$agent_file"
+k apply --server-side --field-manager=live-demo -f "$agent_file"
 kn wait --for=condition=Ready "secagent/$name" --timeout=300s
 kn get secagent "$name"
 
@@ -92,7 +92,8 @@ kn get daemonsets
 step "5. an override changed: $override rolls out"
 before=$(kn get "daemonset/$override" -o jsonpath='{.metadata.generation}')
 kn patch secagent "$name" --type merge -p "{\"spec\":{\"override\":{\"$override\":{\"env\":[{\"name\":\"SECOP_DEMO\",\"value\":\"$(date +%s)\"}]}}}}"
-wait_until 60 test "$(kn get "daemonset/$override" -o jsonpath='{.metadata.generation}')" != "$before"
+generation_changed() { [ "$(kn get "daemonset/$override" -o jsonpath='{.metadata.generation}')" != "$before" ]; }
+wait_until 60 generation_changed
 kn rollout status "daemonset/$override" --timeout=180s
 kn get "daemonset/$override" -o jsonpath='{.metadata.name}: generation {.metadata.generation}, {.status.updatedNumberScheduled} of {.status.desiredNumberScheduled} pods updated{"\n"}'
 
