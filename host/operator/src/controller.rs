@@ -201,11 +201,15 @@ async fn reconcile_agent(agent: Arc<SecurityAgent>, ctx: Arc<Context>) -> Result
 }
 
 /// A sync that failed part-way (objects before the failing request are
-/// applied, nothing is pruned): Ready=False naming the request, and one
+/// applied, nothing is pruned) or before its first write (a Conflict):
+/// Ready=False naming the request or the objects in the way, and one
 /// Warning Event per new message. A 403 names the verb and resource the
 /// operator's role lacks.
 async fn report_sync_failure(ctx: &Context, api: &Api<SecurityAgent>, agent: &SecurityAgent, error: &Error) {
-    let message = format!("{error}; nothing was pruned, and the next attempt follows in seconds");
+    // Conflicts are found before the first write; other errors stop the
+    // sync at the failing request.
+    let what = if matches!(error, Error::Conflict { .. }) { "nothing was applied or pruned" } else { "nothing was pruned" };
+    let message = format!("{error}; {what}, and the next attempt follows in seconds");
     match status::write(api, agent, status::sync_failed(agent, error.sync_reason(), &message)).await {
         Ok(true) => publish(ctx, agent, EventType::Warning, error.sync_reason(), "Apply", message).await,
         Ok(false) => {}

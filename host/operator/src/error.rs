@@ -19,6 +19,11 @@ pub enum Error {
     CrdNotEstablished { name: String, seconds: u64 },
     #[error("the SecurityAgent has no namespace")]
     MissingNamespace,
+    /// Objects the agent renders already exist and are not its own: the
+    /// operator never takes over (or later deletes) what it did not create.
+    /// Nothing was applied.
+    #[error("{}", .conflicts.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Conflict { conflicts: Vec<Conflict> },
     #[error("{0}")]
     Serialization(#[from] serde_json::Error),
     /// The blocking task of the feature calls panicked or was cancelled
@@ -38,6 +43,7 @@ impl Error {
             Error::UnknownKind { .. } => "unknown_kind",
             Error::CrdNotEstablished { .. } => "crd_not_established",
             Error::MissingNamespace => "missing_namespace",
+            Error::Conflict { .. } => "conflict",
             Error::Serialization(_) => "serialization",
             Error::Task(_) => "task",
         }
@@ -60,7 +66,30 @@ impl Error {
 
     /// The condition reason (and Event reason) for a failed sync.
     pub fn sync_reason(&self) -> &'static str {
-        if self.is_forbidden() { "Forbidden" } else { "SyncFailed" }
+        match self {
+            Error::Conflict { .. } => "Conflict",
+            _ if self.is_forbidden() => "Forbidden",
+            _ => "SyncFailed",
+        }
+    }
+}
+
+/// One object in the way: what it is and who has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    /// `Kind namespace/name` (or `Kind name`, cluster-scoped).
+    pub object: String,
+    /// The SecurityAgent (`namespace/name`) that manages it, or `None` for
+    /// an object the operator does not manage.
+    pub owner: Option<String>,
+}
+
+impl std::fmt::Display for Conflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.owner {
+            Some(agent) => write!(f, "{} already exists and belongs to SecurityAgent {agent}", self.object),
+            None => write!(f, "{} already exists and is not managed by the security operator", self.object),
+        }
     }
 }
 
@@ -71,3 +100,25 @@ pub fn rbac_resource(resource: &kube::core::ApiResource) -> String {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_conflict_names_each_object_and_its_owner() {
+        let error = Error::Conflict {
+            conflicts: vec![
+                Conflict { object: "ConfigMap team-a/falco-config".into(), owner: None },
+                Conflict { object: "TracingPolicy container-escape-monitor".into(), owner: Some("security-system/poc-security".into()) },
+            ],
+        };
+        assert_eq!(
+            error.to_string(),
+            "ConfigMap team-a/falco-config already exists and is not managed by the security operator; \
+             TracingPolicy container-escape-monitor already exists and belongs to SecurityAgent security-system/poc-security"
+        );
+        assert_eq!(error.sync_reason(), "Conflict");
+        assert_eq!(error.metric_label(), "conflict");
+    }
+}

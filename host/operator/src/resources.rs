@@ -18,7 +18,7 @@ use secop_engine::{FEATURE_LABEL, OWNER_LABEL, OWNER_NAMESPACE_LABEL};
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
-use crate::error::{rbac_resource, Error, Result};
+use crate::error::{rbac_resource, Conflict, Error, Result};
 
 pub const FIELD_MANAGER: &str = "security-operator";
 
@@ -220,9 +220,13 @@ pub async fn sync(
     let mut kind_ids: BTreeSet<String> = desired.iter().map(|(k, _)| kind_id(&k.api_version, &k.kind)).collect();
     kind_ids.extend(previous_kinds.iter().cloned());
     let mut live = list_owned(client, kinds, &kind_ids, agent, namespace, &ranks).await?.objects;
+    let shared_crds = check_foreign(client, kinds, owner, desired, &live).await?;
     let mut report = SyncReport::default();
 
     for (key, object) in desired {
+        if shared_crds.contains(key) {
+            continue;
+        }
         let mut object = object.clone();
         if key.namespace.is_some() {
             object["metadata"]["ownerReferences"] = json!([owner_reference]);
@@ -278,6 +282,48 @@ pub async fn sync(
     report.kinds = live.keys().map(|k| kind_id(&k.api_version, &k.kind)).collect();
     report.live = live;
     Ok(report)
+}
+
+/// Whether any object the agent renders, and does not manage yet, already
+/// exists (one GET each, before anything is applied). Server-side apply
+/// with force would take such an object over, and a later prune or the
+/// agent's deletion would delete it: another agent's TracingPolicy, a
+/// `system:` ClusterRole, another team's ConfigMap. Each is a conflict, and
+/// the sync stops before its first write.
+///
+/// CRDs are the exception: they define a kind for the whole cluster, any
+/// installer of the tool brings the same ones, and the operator never
+/// deletes a CRD. One that exists already is used as it is and left to
+/// whoever installed it; the returned keys are those CRDs, not to be
+/// applied.
+async fn check_foreign(client: &Client, kinds: &Kinds, owner: &Owner<'_>, desired: &[(ObjectKey, Value)], live: &BTreeMap<ObjectKey, Value>) -> Result<BTreeSet<ObjectKey>> {
+    let mut conflicts = vec![];
+    let mut shared_crds = BTreeSet::new();
+    for (key, _) in desired.iter().filter(|(k, _)| !live.contains_key(k)) {
+        let (resource, namespaced) = match kinds.resolve(client, &key.api_version, &key.kind).await {
+            Ok(r) => r,
+            // A kind whose CRD this sync applies first: nothing of it exists.
+            Err(Error::UnknownKind { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        let api = dynamic_api(client, &resource, if namespaced { key.namespace.as_deref() } else { None });
+        let existing = api.get_opt(&key.name).await.map_err(|source| Error::Request { verb: "get", resource: rbac_resource(&resource), object: object_name(key), source })?;
+        let Some(existing) = existing else { continue };
+        if is_crd(key) {
+            shared_crds.insert(key.clone());
+            continue;
+        }
+        let labels = existing.metadata.labels.unwrap_or_default();
+        let owned_by = |label: &str| labels.get(label).cloned();
+        let owner_agent = match (owned_by(OWNER_NAMESPACE_LABEL), owned_by(OWNER_LABEL)) {
+            (Some(ns), Some(name)) if (ns.as_str(), name.as_str()) != (owner.namespace, owner.agent) => Some(format!("{ns}/{name}")),
+            // Labelled as this agent's but missed by the labelled LIST (it
+            // cannot be: the LIST selects on these labels) or unlabelled.
+            _ => None,
+        };
+        conflicts.push(Conflict { object: format!("{} {}", key.kind, object_name(key)), owner: owner_agent });
+    }
+    if conflicts.is_empty() { Ok(shared_crds) } else { Err(Error::Conflict { conflicts }) }
 }
 
 /// `namespace/name`, or `name` for a cluster-scoped object.
