@@ -93,7 +93,7 @@ fn text<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
 
 /// The findings of one VulnerabilityReport at or above the threshold.
 /// A report without a uid cannot have stable ids: an error naming it.
-pub fn findings(report: &Value, options: &SyncOptions) -> Result<Vec<Finding>, Error> {
+pub fn findings(report: &Value, options: &SyncOptions) -> Result<Findings, Error> {
     let name = format!("{}/{}", text(report, "/metadata/namespace").unwrap_or("-"), text(report, "/metadata/name").unwrap_or("-"));
     let uid = text(report, "/metadata/uid").ok_or_else(|| Error::Report { report: name.clone(), reason: "has no metadata.uid".into() })?;
     let label = |key: &str| report.pointer("/metadata/labels").and_then(|l| l.get(key)).and_then(Value::as_str).filter(|s| !s.is_empty());
@@ -103,18 +103,21 @@ pub fn findings(report: &Value, options: &SyncOptions) -> Result<Vec<Finding>, E
         Some(server) => format!("{server}/{repository}"),
         None => repository.to_string(),
     };
-    let Some(vulnerabilities) = r["vulnerabilities"].as_array() else { return Ok(vec![]) };
-    let mut out = vec![];
+    let Some(vulnerabilities) = r["vulnerabilities"].as_array() else { return Ok(Findings::default()) };
+    let mut out = Findings::default();
     for (i, v) in vulnerabilities.iter().enumerate() {
         let Some(cve) = text(v, "/vulnerabilityID") else {
-            return Err(Error::Report { report: name, reason: format!("report.vulnerabilities[{i}] has no vulnerabilityID") });
+            // One malformed entry costs only itself: it has no identity to
+            // write or resolve, and the rest of the report is good.
+            out.skipped.push(Error::Report { report: name.clone(), reason: format!("report.vulnerabilities[{i}] has no vulnerabilityID") }.to_string());
+            continue;
         };
         let severity = text(v, "/severity").and_then(|s| s.parse().ok()).unwrap_or(Severity::Unknown);
         if severity < options.threshold {
             continue;
         }
         let package = text(v, "/resource").unwrap_or("unknown");
-        let id = format!("{uid}:{cve}:{package}");
+        let id = finding_id(uid, cve, package);
         let doc = json!({
             "@timestamp": options.now,
             "labels": { "security_tool": "trivy" },
@@ -144,9 +147,32 @@ pub fn findings(report: &Value, options: &SyncOptions) -> Result<Vec<Finding>, E
             "trivy": { "report_uid": uid, "report_name": text(report, "/metadata/name"), "sync_id": options.sync_id },
             "finding": { "id": id, "status": "open", "last_seen": options.now, "resolved_at": null },
         });
-        out.push(Finding { id, doc: strip_nulls(doc) });
+        out.found.push(Finding { id, doc: strip_nulls(doc) });
     }
     Ok(out)
+}
+
+/// What one report yields: its findings, and the entries skipped as
+/// malformed (each named).
+#[derive(Debug, Default)]
+pub struct Findings {
+    pub found: Vec<Finding>,
+    pub skipped: Vec<String>,
+}
+
+/// Elasticsearch refuses an `_id` over 512 bytes; a long package or image
+/// path can make `uid:CVE:package` longer. Such an id is replaced by its
+/// SHA-256, which is as stable, so upserts and resolution still match.
+const MAX_ID_BYTES: usize = 512;
+
+fn finding_id(uid: &str, cve: &str, package: &str) -> String {
+    use sha2::Digest as _;
+    let id = format!("{uid}:{cve}:{package}");
+    if id.len() <= MAX_ID_BYTES {
+        id
+    } else {
+        format!("sha256:{}", hex::encode(sha2::Sha256::digest(id.as_bytes())))
+    }
 }
 
 /// Drop null leaves (but keep `finding.resolved_at: null`, which reopens a
@@ -173,11 +199,14 @@ pub struct SyncReport {
     pub resolved: usize,
     /// Why resolution was skipped, when it was.
     pub resolve_skipped: Option<String>,
+    /// Reports or entries skipped as malformed, each named with the reason.
+    /// The rest of the cluster's findings are still written.
+    pub skipped: Vec<String>,
 }
 
 impl SyncReport {
     pub fn ok(&self) -> bool {
-        self.upserts.failed.is_empty() && self.resolve_skipped.is_none()
+        self.upserts.failed.is_empty() && self.resolve_skipped.is_none() && self.skipped.is_empty()
     }
 }
 
@@ -187,11 +216,23 @@ impl SyncReport {
 pub async fn sync(es: &Elastic, reports: &[Value], options: &SyncOptions, bulk_options: &BulkOptions) -> Result<SyncReport, Error> {
     let mut report = SyncReport { reports: reports.len(), ..Default::default() };
     let mut ops = vec![];
+    // Reports skipped whole: their findings were not seen this run, but
+    // have not vanished either.
+    let mut unread_reports = vec![];
     for r in reports {
-        for finding in findings(r, options)? {
-            let mut first = finding.doc.clone();
-            first["finding"]["first_seen"] = json!(options.now);
-            ops.push(Operation::upsert(&options.index, &finding.id, finding.doc, first));
+        match findings(r, options) {
+            Ok(found) => {
+                report.skipped.extend(found.skipped);
+                for finding in found.found {
+                    let mut first = finding.doc.clone();
+                    first["finding"]["first_seen"] = json!(options.now);
+                    ops.push(Operation::upsert(&options.index, &finding.id, finding.doc, first));
+                }
+            }
+            Err(e) => {
+                report.skipped.push(e.to_string());
+                unread_reports.push(text(r, "/metadata/uid").map(str::to_string));
+            }
         }
     }
     report.findings = ops.len();
@@ -200,13 +241,19 @@ pub async fn sync(es: &Elastic, reports: &[Value], options: &SyncOptions, bulk_o
         report.resolve_skipped = Some(format!("{} findings failed to write", report.upserts.failed.len()));
         return Ok(report);
     }
+    let Some(unread): Option<Vec<String>> = unread_reports.into_iter().collect() else {
+        // A report without a uid: which findings are its cannot be told.
+        report.resolve_skipped = Some("a VulnerabilityReport without metadata.uid was skipped, so no finding can be told vanished".into());
+        return Ok(report);
+    };
     es.refresh(&options.index).await?;
-    report.resolved = resolve_unseen(es, options, bulk_options).await?;
+    report.resolved = resolve_unseen(es, options, bulk_options, &unread).await?;
     Ok(report)
 }
 
-/// Mark open findings of this cluster that this run did not stamp as resolved.
-async fn resolve_unseen(es: &Elastic, options: &SyncOptions, bulk_options: &BulkOptions) -> Result<usize, Error> {
+/// Mark open findings of this cluster that this run did not stamp as
+/// resolved, except those of `unread` reports (skipped as malformed).
+async fn resolve_unseen(es: &Elastic, options: &SyncOptions, bulk_options: &BulkOptions, unread: &[String]) -> Result<usize, Error> {
     let mut resolved = 0;
     let mut after: Option<Value> = None;
     loop {
@@ -223,6 +270,9 @@ async fn resolve_unseen(es: &Elastic, options: &SyncOptions, bulk_options: &Bulk
                 "must_not": [{ "term": { "trivy.sync_id": options.sync_id } }],
             } },
         });
+        if !unread.is_empty() {
+            query["query"]["bool"]["must_not"].as_array_mut().unwrap().push(json!({ "terms": { "trivy.report_uid": unread } }));
+        }
         if let Some(a) = &after {
             query["search_after"] = a.clone();
         }
@@ -268,7 +318,7 @@ mod tests {
     #[test]
     fn findings_at_or_above_the_threshold_with_stable_ids() {
         let options = SyncOptions::new("security-vuln", "poc", Severity::High);
-        let f = findings(&report(), &options).unwrap();
+        let f = findings(&report(), &options).unwrap().found;
         assert_eq!(f.iter().map(|f| f.id.as_str()).collect::<Vec<_>>(), ["u-1:CVE-1:zlib1g", "u-1:CVE-2:libssl3"]);
         let d = &f[0].doc;
         assert_eq!(d["event"]["severity"], 5);
@@ -278,21 +328,33 @@ mod tests {
         assert_eq!(f[1].doc["vulnerability"]["fixedVersion"], "3.0.15");
         assert_eq!(d["finding"]["resolved_at"], Value::Null, "kept, to reopen a resolved finding");
         assert!(d["finding"].get("first_seen").is_none(), "first_seen is only in the upsert");
-        let all = findings(&report(), &SyncOptions::new("v", "poc", Severity::Unknown)).unwrap();
+        let all = findings(&report(), &SyncOptions::new("v", "poc", Severity::Unknown)).unwrap().found;
         assert_eq!(all.len(), 3);
         assert_eq!(all[2].doc["event"]["severity"], 2);
     }
 
     #[test]
-    fn a_report_without_uid_or_cve_is_named() {
+    fn a_report_without_uid_is_named_and_an_entry_without_cve_costs_only_itself() {
         let mut r = report();
         r["metadata"].as_object_mut().unwrap().remove("uid");
         let err = findings(&r, &SyncOptions::new("v", "c", Severity::Low)).unwrap_err().to_string();
         assert!(err.contains("shop/replicaset-web-nginx") && err.contains("uid"), "{err}");
         let mut r = report();
         r["report"]["vulnerabilities"][1].as_object_mut().unwrap().remove("vulnerabilityID");
-        let err = findings(&r, &SyncOptions::new("v", "c", Severity::Low)).unwrap_err().to_string();
-        assert!(err.contains("vulnerabilities[1]"), "{err}");
+        let f = findings(&r, &SyncOptions::new("v", "c", Severity::Unknown)).unwrap();
+        assert_eq!(f.skipped.len(), 1);
+        assert!(f.skipped[0].contains("shop/replicaset-web-nginx") && f.skipped[0].contains("vulnerabilities[1]"), "{:?}", f.skipped);
+        assert_eq!(f.found.iter().map(|f| f.id.as_str()).collect::<Vec<_>>(), ["u-1:CVE-1:zlib1g", "u-1:CVE-3:libc6"], "the other entries are kept");
+    }
+
+    #[test]
+    fn an_id_too_long_for_elasticsearch_is_its_stable_hash() {
+        let package = "p".repeat(600);
+        let id = finding_id("u-1", "CVE-1", &package);
+        assert!(id.starts_with("sha256:") && id.len() == 7 + 64, "{id}");
+        assert_eq!(id, finding_id("u-1", "CVE-1", &package), "stable across runs");
+        assert_ne!(id, finding_id("u-1", "CVE-2", &package));
+        assert_eq!(finding_id("u-1", "CVE-1", "zlib1g"), "u-1:CVE-1:zlib1g");
     }
 
     #[test]

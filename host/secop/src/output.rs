@@ -190,6 +190,9 @@ pub fn trivy_sync(args: &TrivySync) -> Result<ExitCode> {
         for failure in report.upserts.failed.iter().take(20) {
             eprintln!("error: finding {}: HTTP {}: {}", failure.id, failure.status, failure.reason);
         }
+        for skipped in &report.skipped {
+            eprintln!("error: skipped: {skipped}");
+        }
         if let Some(why) = &report.resolve_skipped {
             eprintln!("warning: resolution of vanished findings skipped: {why}");
         }
