@@ -167,7 +167,8 @@ type program struct {
 
 func (p *program) add(ins ...asm.Instruction) { p.Instructions = append(p.Instructions, ins...) }
 
-// readKernel copies size bytes from src+srcOff into the record at dst.
+// read copies size bytes from src+srcOff into the record at dst with the
+// probe helper fn (kernel or user memory, string or bytes).
 func (p *program) read(fn asm.BuiltinFunc, dst int32, size int32, src asm.Register, srcOff int32) {
 	p.add(
 		asm.Mov.Reg(asm.R3, src),
@@ -235,7 +236,7 @@ func (p *program) prologue(hostMntNS uint32) {
 		asm.Mov.Imm(asm.R1, 1),
 		asm.StoreMem(asm.R7, offTTY, asm.R1, asm.Word).WithSymbol("no_tty"),
 	)
-	// StoreMem above is the jump target either way; no_tty stores R1.
+	// R1 is 0 or 1 when no_tty stores it, on either path.
 }
 
 // epilogue sends the record and returns.
