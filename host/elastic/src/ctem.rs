@@ -367,12 +367,13 @@ pub async fn run(es: &Elastic, scope: &Scope) -> Result<Vec<Check>, Error> {
     // sensors' namespace are subjects like any other (the posture reader
     // reading its token).
     let mut row = Row::new();
-    let total = row.n("runtime_events", q.count(ev, runtime.clone()).await?);
+    let per_tool = q.terms(ev, runtime.clone(), "labels.security_tool").await?;
+    let total = row.n("runtime_events", per_tool.values().sum());
     let attributed = row.n("attributed", q.count(ev, and(&[runtime.clone(), exists("kubernetes.namespace"), exists("kubernetes.pod.name")])).await?);
     let mut own_pod_tools = vec![];
     let mut own_pod_events = 0;
     for t in ["falco", "tetragon"] {
-        let of_tool = q.count(ev, tool(t)).await?;
+        let of_tool = per_tool.get(t).copied().unwrap_or(0);
         let own = q.count(ev, and(&[tool(t), term("kubernetes.namespace", &scope.sensor_namespace), json!({ "prefix": { "kubernetes.pod.name": format!("{t}-") } })])).await?;
         own_pod_events += own;
         if of_tool > 0 && own == of_tool {

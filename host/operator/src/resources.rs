@@ -220,7 +220,7 @@ pub async fn sync(
     let mut kind_ids: BTreeSet<String> = desired.iter().map(|(k, _)| kind_id(&k.api_version, &k.kind)).collect();
     kind_ids.extend(previous_kinds.iter().cloned());
     let mut live = list_owned(client, kinds, &kind_ids, agent, namespace, &ranks).await?.objects;
-    let shared_crds = check_foreign(client, kinds, owner, desired, &live).await?;
+    let shared_crds = check_foreign(client, kinds, desired, &live).await?;
     let mut report = SyncReport::default();
 
     for (key, object) in desired {
@@ -296,7 +296,7 @@ pub async fn sync(
 /// deletes a CRD. One that exists already is used as it is and left to
 /// whoever installed it; the returned keys are those CRDs, not to be
 /// applied.
-async fn check_foreign(client: &Client, kinds: &Kinds, owner: &Owner<'_>, desired: &[(ObjectKey, Value)], live: &BTreeMap<ObjectKey, Value>) -> Result<BTreeSet<ObjectKey>> {
+async fn check_foreign(client: &Client, kinds: &Kinds, desired: &[(ObjectKey, Value)], live: &BTreeMap<ObjectKey, Value>) -> Result<BTreeSet<ObjectKey>> {
     let mut conflicts = vec![];
     let mut shared_crds = BTreeSet::new();
     for (key, _) in desired.iter().filter(|(k, _)| !live.contains_key(k)) {
@@ -313,12 +313,11 @@ async fn check_foreign(client: &Client, kinds: &Kinds, owner: &Owner<'_>, desire
             shared_crds.insert(key.clone());
             continue;
         }
+        // Another agent's (this agent's own were in the labelled LIST), or
+        // nobody's the operator knows.
         let labels = existing.metadata.labels.unwrap_or_default();
-        let owned_by = |label: &str| labels.get(label).cloned();
-        let owner_agent = match (owned_by(OWNER_NAMESPACE_LABEL), owned_by(OWNER_LABEL)) {
-            (Some(ns), Some(name)) if (ns.as_str(), name.as_str()) != (owner.namespace, owner.agent) => Some(format!("{ns}/{name}")),
-            // Labelled as this agent's but missed by the labelled LIST (it
-            // cannot be: the LIST selects on these labels) or unlabelled.
+        let owner_agent = match (labels.get(OWNER_NAMESPACE_LABEL), labels.get(OWNER_LABEL)) {
+            (Some(ns), Some(name)) => Some(format!("{ns}/{name}")),
             _ => None,
         };
         conflicts.push(Conflict { object: format!("{} {}", key.kind, object_name(key)), owner: owner_agent });
