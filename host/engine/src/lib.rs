@@ -24,13 +24,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use secop_api::{SecurityAgent, SpecError};
+use secop_policy::{ClusterPolicy, Power, Violation};
 use secop_feature_sdk::model as m;
 use secop_runtime::{CallError, ClusterAccess, Limits, LoadError, Module, ReadableObject, Runtime};
 
 pub use crate::instance::{FeatureInstance, NativeFactory};
 use serde_json::{json, Value};
 
-use crate::objects::{Grant, ObjectKey, ObjectRejection, Scopes};
+use crate::objects::{Admission, Grant, ObjectKey, ObjectRejection, Scopes};
 
 /// Labels the host puts on everything it manages, for pruning and audit.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
@@ -147,6 +148,10 @@ pub enum FeatureError {
     Conflict { object: String, other: String },
     #[error("a second collector (the first is feature `{other}`)")]
     SecondCollector { other: String },
+    /// Something other than an object breaks the cluster policy (the
+    /// module's source, a log path its receiver tails).
+    #[error("{0}")]
+    Policy(Violation),
     /// The module the spec names could not be used (fetch, digest, load).
     #[error("{message}")]
     Module { reason: &'static str, message: String },
@@ -160,7 +165,9 @@ impl FeatureError {
             FeatureError::Config(_) => "InvalidConfig",
             FeatureError::Sandbox(e) => e.reason(),
             FeatureError::Contribute(_) => "ContributeFailed",
+            FeatureError::Rejected(r) if r.rule.is_some() => "PolicyViolation",
             FeatureError::Rejected(_) => "ObjectRejected",
+            FeatureError::Policy(_) => "PolicyViolation",
             FeatureError::Conflict { .. } => "ObjectConflict",
             FeatureError::SecondCollector { .. } => "SecondCollector",
             FeatureError::Module { reason, .. } => reason,
@@ -226,6 +233,33 @@ impl Rendered {
     }
 }
 
+/// A module an agent names in `features[].module`, and the reference it
+/// was fetched by: the cluster policy grants by source.
+#[derive(Clone)]
+pub struct AgentModule {
+    pub image: String,
+    pub entry: Entry,
+}
+
+/// Why nothing of an agent can be rendered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Policy(#[from] Violation),
+}
+
+impl RenderError {
+    /// The condition reason (and Event reason).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RenderError::Spec(_) => "InvalidSpec",
+            RenderError::Policy(_) => "PolicyViolation",
+        }
+    }
+}
+
 /// Inputs that do not come from the CR itself.
 pub struct RenderOptions {
     pub operator_image: String,
@@ -241,7 +275,9 @@ pub struct RenderOptions {
     /// Per-agent modules (from `features[].module`), in place of the
     /// registry's entry of the same name; an `Err` fails that feature
     /// with the reason instead of silently running the built-in module.
-    pub modules: BTreeMap<String, Result<Entry, FeatureError>>,
+    pub modules: BTreeMap<String, Result<AgentModule, FeatureError>>,
+    /// What the cluster admin allows (the default policy offline).
+    pub policy: Arc<ClusterPolicy>,
 }
 
 impl Default for RenderOptions {
@@ -252,6 +288,7 @@ impl Default for RenderOptions {
             memoize: true,
             keep_last_good: false,
             modules: BTreeMap::new(),
+            policy: Arc::new(ClusterPolicy::default()),
         }
     }
 }
@@ -362,9 +399,24 @@ fn memo_key(entry: &Entry, limits: Limits, config: &str, ctx: &m::Context) -> St
 /// The entry a feature runs: the agent's own module, else the registry's.
 fn entry_for<'a>(registry: &'a Registry, options: &'a RenderOptions, name: &str) -> Result<Option<&'a Entry>, &'a FeatureError> {
     match options.modules.get(name) {
-        Some(Ok(entry)) => Ok(Some(entry)),
+        Some(Ok(module)) => Ok(Some(&module.entry)),
         Some(Err(e)) => Err(e),
         None => Ok(registry.get(name)),
+    }
+}
+
+/// What a feature's objects may be: the built-in modules (and the
+/// registry's local files) everything the engine admits; an agent's module
+/// what the cluster policy grants its source, and nothing from a source
+/// the policy does not name (it changed since the module was fetched).
+fn power_for(options: &RenderOptions, spec_index: usize, name: &str) -> Result<Power, Violation> {
+    match options.modules.get(name) {
+        Some(Ok(module)) => options.policy.module_power(&module.image).ok_or_else(|| Violation {
+            field: format!("spec.features[{spec_index}].module.image"),
+            rule: "modules.allowed",
+            message: format!("`{}` (running) is not from a module source the cluster admin allows", module.image),
+        }),
+        _ => Ok(Power::BUILT_IN),
     }
 }
 
@@ -375,8 +427,10 @@ fn entry_for<'a>(registry: &'a Registry, options: &'a RenderOptions, name: &str)
 /// Feature calls are synchronous, and so is WASI in the sandbox: inside a
 /// tokio runtime call this (and [`assess`]) from a blocking thread
 /// (`spawn_blocking`), never from an async task.
-pub fn render(registry: &Registry, agent: &SecurityAgent, options: &RenderOptions) -> Result<Rendered, SpecError> {
+pub fn render(registry: &Registry, agent: &SecurityAgent, options: &RenderOptions) -> Result<Rendered, RenderError> {
     secop_api::validate(&agent.spec)?;
+    // 0. The cluster policy, before any feature code runs.
+    options.policy.check_agent(agent)?;
     let ctx = context(agent, options);
     let agent_id = format!("{}/{}", ctx.namespace, ctx.agent_name);
     let mut reports: Vec<FeatureReport> = agent
@@ -495,12 +549,29 @@ pub fn render(registry: &Registry, agent: &SecurityAgent, options: &RenderOption
             }
         };
         let grant = Grant::with_extra(&[]);
-        let own_kinds = kinds_by_feature.remove(&index).unwrap_or_default();
-        let own_roles = objects::own_roles(&parsed);
+        let power = match power_for(options, index, &report.name) {
+            Ok(power) => power,
+            Err(violation) => {
+                report.error = Some(FeatureError::Policy(violation));
+                report.receiver = None;
+                continue;
+            }
+        };
+        let admission = Admission {
+            namespace: &ctx.namespace,
+            scopes: &scopes,
+            grant: &grant,
+            policy: &options.policy,
+            power,
+            operator_image: &ctx.operator_image,
+            own_kinds: kinds_by_feature.remove(&index).unwrap_or_default(),
+            own_roles: objects::own_roles(&parsed),
+            own_service_accounts: objects::own_service_accounts(&parsed),
+        };
         let mut admitted: Vec<(ObjectKey, Value)> = vec![];
-        let mut failure = None;
-        for p in parsed.iter_mut() {
-            match objects::admit(p, &ctx.namespace, &scopes, &grant, &own_kinds, &own_roles) {
+        let mut failure = check_receiver(&options.policy, output.receiver.as_ref()).err().map(FeatureError::Policy);
+        for p in parsed.iter_mut().filter(|_| failure.is_none()) {
+            match objects::admit(p, &admission) {
                 Ok(key) => {
                     if let Some(other) = owners.get(&key) {
                         failure = Some(FeatureError::Conflict { object: key.to_string(), other: other.clone() });
@@ -511,6 +582,7 @@ pub fn render(registry: &Registry, agent: &SecurityAgent, options: &RenderOption
                             index: p.index,
                             object: Some(key.to_string()),
                             reason: "contributed twice".into(),
+                            rule: None,
                         }));
                         break;
                     }
@@ -599,6 +671,15 @@ pub fn render(registry: &Registry, agent: &SecurityAgent, options: &RenderOption
     }
 
     Ok(Rendered { objects, owners, features: reports, warnings, live })
+}
+
+/// Every path a feature's log receiver tails lies under a log root: the
+/// host mounts its directory into the node collector.
+fn check_receiver(policy: &ClusterPolicy, receiver: Option<&m::OtelReceiver>) -> Result<(), Violation> {
+    for (i, glob) in receiver.map(|r| r.include.as_slice()).unwrap_or_default().iter().enumerate() {
+        policy.check_log_path(glob, &format!("otel-config include[{i}]"))?;
+    }
+    Ok(())
 }
 
 /// With `keep_last_good`, the last good output of a failed feature, to

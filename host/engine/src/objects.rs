@@ -2,14 +2,17 @@
 //! before it joins the desired state.
 //!
 //! A feature is untrusted input. Each object must parse, name itself, live
-//! in the agent's namespace (or be a cluster-scoped kind), and be of a kind
-//! the feature is granted. RBAC gets extra scrutiny: a feature may only bind
-//! roles it contributes itself and may not grant wildcards or the verbs that
-//! lead to privilege escalation.
+//! in the agent's namespace (or be a cluster-scoped kind its module's source
+//! may render), be of a kind the feature is granted, and pass the cluster
+//! policy (host/policy/src/lib.rs: images, host access). RBAC gets extra
+//! scrutiny: a feature may only bind roles it contributes itself, to its own
+//! service accounts, and may not grant wildcards, the verbs that lead to
+//! privilege escalation, or aggregate into other roles.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
+use secop_policy::{ClusterPolicy, Power, Violation};
 use serde_json::Value;
 
 /// Identity of an object in the desired state. Ordered for stable output:
@@ -98,6 +101,11 @@ pub const DEFAULT_GRANT: &[(&str, &str)] = &[
 /// Verbs that let a holder give itself more than it has.
 const ESCALATION_VERBS: &[&str] = &["escalate", "bind", "impersonate"];
 
+/// A role with a label of this prefix is merged by the API server into the
+/// role it names (`admin`, `edit`, `view`, ...): its rules would reach
+/// whoever holds that role.
+const AGGREGATION_LABEL_PREFIX: &str = "rbac.authorization.k8s.io/aggregate-to-";
+
 /// Scope knowledge: the built-in cluster-scoped kinds plus the kinds
 /// defined by contributed CRDs.
 #[derive(Debug, Default, Clone)]
@@ -160,6 +168,27 @@ pub struct ObjectRejection {
     pub index: usize,
     pub object: Option<String>,
     pub reason: String,
+    /// The cluster policy rule that refused it; None for the rules every
+    /// module obeys whatever the policy (scope, grant, RBAC).
+    pub rule: Option<&'static str>,
+}
+
+/// Everything one feature's objects are admitted against.
+pub struct Admission<'a> {
+    /// The agent's namespace: namespaced objects live there.
+    pub namespace: &'a str,
+    pub scopes: &'a Scopes,
+    pub grant: &'a Grant,
+    pub policy: &'a ClusterPolicy,
+    /// What the feature's module source may render.
+    pub power: Power,
+    pub operator_image: &'a str,
+    /// Kinds of the CRDs the feature contributes itself.
+    pub own_kinds: BTreeSet<(String, String)>,
+    /// Roles (kind, name) the feature contributes: it may bind them.
+    pub own_roles: BTreeSet<(String, String)>,
+    /// ServiceAccounts the feature contributes: the only binding subjects.
+    pub own_service_accounts: BTreeSet<String>,
 }
 
 /// A parsed, named object before scope checks.
@@ -173,7 +202,7 @@ pub struct Parsed {
 
 /// Parse one contributed document and check it names itself.
 pub fn parse(index: usize, document: &str) -> Result<Parsed, ObjectRejection> {
-    let reject = |object: Option<String>, reason: String| ObjectRejection { index, object, reason };
+    let reject = |object: Option<String>, reason: String| ObjectRejection { index, object, reason, rule: None };
     let value: Value = serde_json::from_str(document).map_err(|e| reject(None, format!("not JSON: {e}")))?;
     if !value.is_object() {
         return Err(reject(None, "not a JSON object".into()));
@@ -188,30 +217,44 @@ pub fn parse(index: usize, document: &str) -> Result<Parsed, ObjectRejection> {
     Ok(Parsed { index, group: group_of(api_version).to_string(), kind: kind.to_string(), value })
 }
 
-/// Check scope, namespace and grant; set the namespace of namespaced
-/// objects that omit it. Returns the object's key.
-pub fn admit(
-    parsed: &mut Parsed,
-    namespace: &str,
-    scopes: &Scopes,
-    grant: &Grant,
-    own_kinds: &BTreeSet<(String, String)>,
-    own_roles: &BTreeSet<(String, String)>,
-) -> Result<ObjectKey, ObjectRejection> {
+/// Where the pod spec of a workload kind sits (`/spec/template/spec`).
+pub fn pod_spec_pointer(group: &str, kind: &str) -> Option<&'static str> {
+    match (group, kind) {
+        ("", "Pod") => Some("/spec"),
+        ("batch", "CronJob") => Some("/spec/jobTemplate/spec/template/spec"),
+        ("apps", "DaemonSet" | "Deployment" | "StatefulSet" | "ReplicaSet") | ("batch", "Job") | ("", "ReplicationController") | ("", "PodTemplate") => {
+            Some(if kind == "PodTemplate" { "/template/spec" } else { "/spec/template/spec" })
+        }
+        _ => None,
+    }
+}
+
+/// Check scope, namespace, grant and the cluster policy; set the namespace
+/// of namespaced objects that omit it. Returns the object's key.
+pub fn admit(parsed: &mut Parsed, admission: &Admission) -> Result<ObjectKey, ObjectRejection> {
     let index = parsed.index;
     let api_version = parsed.value["apiVersion"].as_str().unwrap_or_default().to_string();
     let name = parsed.value["metadata"]["name"].as_str().unwrap_or_default().to_string();
     let label = format!("{} {}", parsed.kind, name);
-    let reject = |reason: String| ObjectRejection { index, object: Some(label.clone()), reason };
+    let reject = |reason: String| ObjectRejection { index, object: Some(label.clone()), reason, rule: None };
+    let violation = |v: Violation| ObjectRejection { index, object: Some(label.clone()), reason: v.to_string(), rule: Some(v.rule) };
 
     let kind_key = (parsed.group.clone(), parsed.kind.clone());
-    if !grant.allows(&parsed.group, &parsed.kind) && !own_kinds.contains(&kind_key) {
+    if !admission.grant.allows(&parsed.group, &parsed.kind) && !admission.own_kinds.contains(&kind_key) {
         let gk = if parsed.group.is_empty() { parsed.kind.clone() } else { format!("{}/{}", parsed.group, parsed.kind) };
         return Err(reject(format!("kind {gk} is not granted to this feature")));
     }
 
-    let cluster_scoped = scopes.is_cluster_scoped(&parsed.group, &parsed.kind);
+    let cluster_scoped = admission.scopes.is_cluster_scoped(&parsed.group, &parsed.kind);
+    if cluster_scoped && !admission.power.cluster_scoped {
+        return Err(violation(Violation {
+            field: "kind".into(),
+            rule: "modules.allowed[].clusterScoped",
+            message: format!("{} is cluster-scoped: cluster-scoped objects are not granted to modules from this source", parsed.kind),
+        }));
+    }
     let declared_ns = parsed.value.pointer("/metadata/namespace").and_then(Value::as_str).map(str::to_string);
+    let namespace = admission.namespace;
     let object_ns = if cluster_scoped {
         if let Some(ns) = declared_ns.filter(|ns| !ns.is_empty()) {
             return Err(reject(format!("is cluster-scoped but names namespace `{ns}`")));
@@ -230,14 +273,20 @@ pub fn admit(
         Some(namespace.to_string())
     };
 
-    check_rbac(&parsed.group, &parsed.kind, &parsed.value, own_roles).map_err(reject)?;
+    if let Some(pointer) = pod_spec_pointer(&parsed.group, &parsed.kind) {
+        let field = pointer.trim_start_matches('/').replace('/', ".");
+        let pod_spec = parsed.value.pointer(pointer).cloned().unwrap_or(Value::Null);
+        admission.policy.check_pod_spec(&pod_spec, &field, admission.power, admission.operator_image).map_err(violation)?;
+    }
+    check_rbac(&parsed.group, &parsed.kind, &parsed.value, admission).map_err(reject)?;
 
     Ok(ObjectKey { rank: rank(&parsed.group, &parsed.kind), api_version, kind: parsed.kind.clone(), namespace: object_ns, name })
 }
 
-/// RBAC objects: bindings only to the feature's own roles; roles without
-/// wildcards or escalation verbs.
-fn check_rbac(group: &str, kind: &str, value: &Value, own_roles: &BTreeSet<(String, String)>) -> Result<(), String> {
+/// RBAC objects: bindings only of the feature's own roles to its own
+/// service accounts; roles without wildcards, escalation verbs or
+/// aggregation into other roles.
+fn check_rbac(group: &str, kind: &str, value: &Value, admission: &Admission) -> Result<(), String> {
     if group != "rbac.authorization.k8s.io" {
         return Ok(());
     }
@@ -245,15 +294,35 @@ fn check_rbac(group: &str, kind: &str, value: &Value, own_roles: &BTreeSet<(Stri
         "ClusterRoleBinding" | "RoleBinding" => {
             let role_kind = value.pointer("/roleRef/kind").and_then(Value::as_str).unwrap_or_default();
             let role_name = value.pointer("/roleRef/name").and_then(Value::as_str).unwrap_or_default();
-            if !own_roles.contains(&(role_kind.to_string(), role_name.to_string())) {
+            if !admission.own_roles.contains(&(role_kind.to_string(), role_name.to_string())) {
                 return Err(format!(
                     "binds {role_kind} `{role_name}`, which this feature did not contribute (features may only bind their own roles)"
                 ));
+            }
+            let subjects = value.get("subjects").and_then(Value::as_array).cloned().unwrap_or_default();
+            for (i, subject) in subjects.iter().enumerate() {
+                let text = |key: &str| subject.get(key).and_then(Value::as_str).unwrap_or_default();
+                // A RoleBinding's ServiceAccount subject may omit its namespace
+                // (then the binding's own, the agent's).
+                let namespace_ok = text("namespace") == admission.namespace || (kind == "RoleBinding" && text("namespace").is_empty());
+                if text("kind") != "ServiceAccount" || !namespace_ok || !admission.own_service_accounts.contains(text("name")) {
+                    return Err(format!(
+                        "subjects[{i}] is {} `{}`{}: features may only bind their own ServiceAccounts in `{}`",
+                        text("kind"),
+                        text("name"),
+                        if text("namespace").is_empty() { String::new() } else { format!(" in `{}`", text("namespace")) },
+                        admission.namespace
+                    ));
+                }
             }
         }
         "ClusterRole" | "Role" => {
             if value.get("aggregationRule").is_some() {
                 return Err("aggregated roles are not allowed".into());
+            }
+            let labels = value.pointer("/metadata/labels").and_then(Value::as_object);
+            if let Some(label) = labels.and_then(|l| l.keys().find(|k| k.starts_with(AGGREGATION_LABEL_PREFIX))) {
+                return Err(format!("label `{label}` would aggregate its rules into another role"));
             }
             let rules = value.get("rules").and_then(Value::as_array).cloned().unwrap_or_default();
             for (i, rule) in rules.iter().enumerate() {
@@ -283,15 +352,44 @@ pub fn own_roles(parsed: &[Parsed]) -> BTreeSet<(String, String)> {
         .collect()
 }
 
+/// ServiceAccounts a feature contributes, which its bindings may name.
+pub fn own_service_accounts(parsed: &[Parsed]) -> BTreeSet<String> {
+    parsed
+        .iter()
+        .filter(|p| p.group.is_empty() && p.kind == "ServiceAccount")
+        .filter_map(|p| p.value["metadata"]["name"].as_str().map(str::to_string))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
 
-    fn admit_one(doc: Value, own_roles: &[(&str, &str)]) -> Result<ObjectKey, ObjectRejection> {
+    const OPERATOR_IMAGE: &str = "ghcr.io/example/security-operator:0.1.0";
+
+    fn admission<'a>(scopes: &'a Scopes, grant: &'a Grant, policy: &'a ClusterPolicy, power: Power, own_roles: &[(&str, &str)]) -> Admission<'a> {
+        Admission {
+            namespace: "security-system",
+            scopes,
+            grant,
+            policy,
+            power,
+            operator_image: OPERATOR_IMAGE,
+            own_kinds: BTreeSet::new(),
+            own_roles: own_roles.iter().map(|(k, n)| (k.to_string(), n.to_string())).collect(),
+            own_service_accounts: ["mine".to_string()].into(),
+        }
+    }
+
+    fn admit_with(doc: Value, power: Power, own_roles: &[(&str, &str)]) -> Result<ObjectKey, ObjectRejection> {
         let mut parsed = parse(0, &doc.to_string())?;
-        let roles = own_roles.iter().map(|(k, n)| (k.to_string(), n.to_string())).collect();
-        admit(&mut parsed, "security-system", &Scopes::new(), &Grant::with_extra(&[]), &BTreeSet::new(), &roles)
+        let (scopes, grant, policy) = (Scopes::new(), Grant::with_extra(&[]), ClusterPolicy::default());
+        admit(&mut parsed, &admission(&scopes, &grant, &policy, power, own_roles))
+    }
+
+    fn admit_one(doc: Value, own_roles: &[(&str, &str)]) -> Result<ObjectKey, ObjectRejection> {
+        admit_with(doc, Power::BUILT_IN, own_roles)
     }
 
     #[test]
@@ -311,8 +409,8 @@ mod tests {
         let err = admit_one(json!({"apiVersion":"v1","kind":"Secret","metadata":{"name":"x"}}), &[]).unwrap_err();
         assert!(err.reason.contains("kind Secret is not granted"), "{err}");
         let mut parsed = parse(0, &json!({"apiVersion":"v1","kind":"Secret","metadata":{"name":"x"}}).to_string()).unwrap();
-        let granted = Grant::with_extra(&["Secret".to_string()]);
-        assert!(admit(&mut parsed, "ns", &Scopes::new(), &granted, &BTreeSet::new(), &BTreeSet::new()).is_ok());
+        let (scopes, granted, policy) = (Scopes::new(), Grant::with_extra(&["Secret".to_string()]), ClusterPolicy::default());
+        assert!(admit(&mut parsed, &admission(&scopes, &granted, &policy, Power::BUILT_IN, &[])).is_ok());
     }
 
     #[test]
@@ -324,6 +422,60 @@ mod tests {
         let own = json!({"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRoleBinding","metadata":{"name":"b"},
             "roleRef":{"kind":"ClusterRole","name":"mine"},"subjects":[]});
         assert!(admit_one(own, &[("ClusterRole", "mine")]).is_ok());
+    }
+
+    #[test]
+    fn bindings_name_only_the_features_own_service_accounts() {
+        let binding = |kind: &str, subject: Value| {
+            json!({"apiVersion":"rbac.authorization.k8s.io/v1","kind":kind,"metadata":{"name":"b"},
+                "roleRef":{"kind":"ClusterRole","name":"mine"},"subjects":[subject]})
+        };
+        let own = [("ClusterRole", "mine")];
+        assert!(admit_one(binding("ClusterRoleBinding", json!({"kind":"ServiceAccount","name":"mine","namespace":"security-system"})), &own).is_ok());
+        assert!(admit_one(binding("RoleBinding", json!({"kind":"ServiceAccount","name":"mine"})), &own).is_ok(), "a RoleBinding's subject defaults to its namespace");
+        for subject in [
+            json!({"kind":"ServiceAccount","name":"default","namespace":"kube-system"}),
+            json!({"kind":"ServiceAccount","name":"mine","namespace":"kube-system"}),
+            json!({"kind":"User","name":"alice"}),
+            json!({"kind":"Group","name":"system:authenticated"}),
+        ] {
+            let err = admit_one(binding("ClusterRoleBinding", subject.clone()), &own).unwrap_err();
+            assert!(err.reason.contains("subjects[0]") && err.reason.contains("their own ServiceAccounts"), "{subject}: {err}");
+        }
+    }
+
+    #[test]
+    fn roles_that_aggregate_into_others_are_refused() {
+        let role = json!({"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRole",
+            "metadata":{"name":"r","labels":{"rbac.authorization.k8s.io/aggregate-to-admin":"true"}},
+            "rules":[{"apiGroups":[""],"resources":["secrets"],"verbs":["get"]}]});
+        let err = admit_one(role, &[]).unwrap_err();
+        assert!(err.reason.contains("aggregate-to-admin"), "{err}");
+    }
+
+    #[test]
+    fn modules_without_a_grant_render_no_cluster_scoped_or_host_objects() {
+        let none = Power { cluster_scoped: false, host_access: false };
+        let role = json!({"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRole","metadata":{"name":"r"},"rules":[]});
+        let err = admit_with(role.clone(), none, &[]).unwrap_err();
+        assert_eq!(err.rule, Some("modules.allowed[].clusterScoped"), "{err}");
+        assert!(admit_with(role, Power { cluster_scoped: true, host_access: false }, &[]).is_ok());
+
+        let daemonset = json!({"apiVersion":"apps/v1","kind":"DaemonSet","metadata":{"name":"d"},"spec":{"template":{"spec":{
+            "volumes":[{"name":"root","hostPath":{"path":"/"}}],"containers":[{"name":"c","image":OPERATOR_IMAGE}]}}}});
+        let err = admit_with(daemonset.clone(), none, &[]).unwrap_err();
+        assert_eq!(err.rule, Some("modules.allowed[].hostAccess"));
+        assert!(err.reason.contains("spec.template.spec.volumes[0].hostPath"), "{err}");
+        assert!(admit_with(daemonset, Power::BUILT_IN, &[]).is_ok());
+    }
+
+    #[test]
+    fn every_workload_image_passes_the_policy() {
+        let cronjob = json!({"apiVersion":"batch/v1","kind":"CronJob","metadata":{"name":"j"},"spec":{"schedule":"@daily","jobTemplate":{"spec":{"template":{"spec":{
+            "containers":[{"name":"c","image":"evil.example.com/miner:1"}]}}}}}});
+        let err = admit_one(cronjob, &[]).unwrap_err();
+        assert_eq!(err.rule, Some("images.allowed"));
+        assert!(err.reason.contains("spec.jobTemplate.spec.template.spec.containers[0].image"), "{err}");
     }
 
     #[test]

@@ -26,7 +26,11 @@ fn render_hostile(registry: &Registry, mode: &str, memory_mib: Option<u32>) -> s
         feature.limits = Some(secop_api::FeatureLimits { memory_mib: Some(mib), timeout_millis: Some(5000) });
     }
     agent.spec.features.push(feature);
-    render(registry, &agent)
+    // The limits these tests need exceed the default policy's ceilings:
+    // they test the sandbox, not the policy.
+    let policy = secop_policy::ClusterPolicy { limits: secop_policy::LimitCeilings { max_memory_mib: 4096, max_timeout_millis: 60_000 }, ..Default::default() };
+    let options = secop_engine::RenderOptions { policy: std::sync::Arc::new(policy), ..Default::default() };
+    secop_engine::render(registry, &agent, &options).expect("render")
 }
 
 fn hostile_error(rendered: &secop_engine::Rendered) -> (FeatureError, String) {
@@ -145,4 +149,76 @@ fn only_an_accepted_output_stands_in_for_a_later_failure() {
     assert_eq!(trapped.error.as_ref().map(FeatureError::reason), Some("Trap"));
     assert!(trapped.stale, "a stand-in is used");
     assert!(objects.contains(&"hostile".to_string()) && !objects.contains(&"escaped".to_string()), "{objects:?}");
+}
+
+/// The hostile module as an agent's module fetched by `image` (not a
+/// built-in), rendered under the cluster policy `policy_yaml`.
+fn render_agent_module(mode: &str, image: &str, policy_yaml: &str) -> Result<secop_engine::Rendered, secop_engine::RenderError> {
+    let registry = registry();
+    let bytes = std::fs::read(secop_builtin::artifact_path("feature_hostile")).unwrap();
+    let module = registry.runtime().load("feature_hostile.wasm", &bytes).expect("hostile module loads");
+    let mut agent = sample("securityagent_minimal.yaml");
+    agent.spec.features.push(serde_json::from_value(json!({ "name": "hostile", "module": { "image": image }, "config": { "mode": mode } })).unwrap());
+    let policy = secop_policy::ClusterPolicy::from_yaml(policy_yaml).unwrap();
+    let mut options = secop_engine::RenderOptions { policy: std::sync::Arc::new(policy), ..Default::default() };
+    let entry = secop_engine::Entry::Wasm(module);
+    options.modules.insert("hostile".into(), Ok(secop_engine::AgentModule { image: image.into(), entry }));
+    secop_engine::render(&registry, &agent, &options)
+}
+
+const REGISTRY_SOURCE: &str = "modules:\n  allowed:\n  - image: registry.example.com/secop/\n";
+
+fn policy_error(rendered: &secop_engine::Rendered) -> (&'static str, String) {
+    let (error, line) = hostile_error(rendered);
+    assert_eq!(error.reason(), "PolicyViolation", "{line}");
+    let rule = match &error {
+        FeatureError::Rejected(r) => r.rule.unwrap(),
+        FeatureError::Policy(v) => v.rule,
+        other => panic!("{other:?}"),
+    };
+    (rule, line)
+}
+
+#[test]
+fn a_module_from_a_source_the_policy_does_not_name_is_refused_before_it_runs() {
+    let err = render_agent_module("benign", "evil.example.com/hostile:1", REGISTRY_SOURCE).err().expect("refused");
+    assert_eq!(err.reason(), "PolicyViolation");
+    assert!(err.to_string().contains("spec.features[2].module.image") && err.to_string().contains("modules.allowed"), "{err}");
+    assert!(render_agent_module("benign", "registry.example.com/secop/hostile:1", REGISTRY_SOURCE).unwrap().failed().next().is_none());
+}
+
+#[test]
+fn cluster_scoped_rbac_needs_the_sources_grant_built_ins_have_it() {
+    let registry = registry_with_hostile();
+    assert!(render_hostile(&registry, "own-cluster-role", None).failed().next().is_none(), "a built-in may bind its own ClusterRole to its own ServiceAccount");
+    let rendered = render_agent_module("own-cluster-role", "registry.example.com/secop/hostile:1", REGISTRY_SOURCE).unwrap();
+    let (rule, line) = policy_error(&rendered);
+    assert_eq!(rule, "modules.allowed[].clusterScoped", "{line}");
+    assert!(line.contains("ClusterRole hostile-secrets"), "{line}");
+    let granted = format!("{REGISTRY_SOURCE}    clusterScoped: true\n");
+    assert!(render_agent_module("own-cluster-role", "registry.example.com/secop/hostile:1", &granted).unwrap().failed().next().is_none());
+}
+
+#[test]
+fn host_access_needs_the_sources_grant() {
+    let rendered = render_agent_module("host-root", "registry.example.com/secop/hostile:1", REGISTRY_SOURCE).unwrap();
+    let (rule, line) = policy_error(&rendered);
+    assert_eq!(rule, "modules.allowed[].hostAccess", "{line}");
+    assert!(line.contains("DaemonSet hostile-root") && line.contains("hostPath"), "{line}");
+    let granted = format!("{REGISTRY_SOURCE}    hostAccess: true\n");
+    assert!(render_agent_module("host-root", "registry.example.com/secop/hostile:1", &granted).unwrap().failed().next().is_none());
+}
+
+#[test]
+fn aggregation_foreign_subjects_and_root_globs_are_refused_whatever_the_source() {
+    let registry = registry_with_hostile();
+    let (error, line) = hostile_error(&render_hostile(&registry, "aggregate-to-admin", None));
+    assert_eq!(error.reason(), "ObjectRejected", "{line}");
+    assert!(line.contains("aggregate-to-admin"), "{line}");
+    let (error, line) = hostile_error(&render_hostile(&registry, "foreign-subject", None));
+    assert_eq!(error.reason(), "ObjectRejected", "{line}");
+    assert!(line.contains("subjects[0] is ServiceAccount `default` in `kube-system`"), "{line}");
+    let (rule, line) = policy_error(&render_hostile(&registry, "root-glob", None));
+    assert_eq!(rule, "logRoots", "{line}");
+    assert!(line.contains("`/*`"), "{line}");
 }

@@ -18,7 +18,7 @@ use kube::runtime::{predicates, reflector, watcher, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
 use secop_api::SecurityAgent;
 use secop_engine::objects::ObjectKey;
-use secop_engine::{Registry, RenderOptions};
+use secop_engine::{Registry, RenderError, RenderOptions};
 use secop_feature_sdk::model as m;
 use secop_runtime::ClusterAccess;
 use serde_json::{json, Value};
@@ -47,6 +47,7 @@ pub struct Context {
     pub metrics: Metrics,
     pub recorder: Recorder,
     pub operator_image: String,
+    pub policy: Arc<secop_policy::ClusterPolicy>,
 }
 
 /// Live objects after apply, for the features' scoped `cluster.get`.
@@ -108,6 +109,13 @@ async fn reconcile_agent(agent: Arc<SecurityAgent>, ctx: Arc<Context>) -> Result
     if agent.metadata.deletion_timestamp.is_some() {
         return finalize(&agent, &api, &ctx, &namespace).await;
     }
+    // The cluster policy before anything else: an agent it refuses gets no
+    // finalizer, no registry request, no write but its status; what an
+    // earlier spec applied stays as it is.
+    if let Err(violation) = ctx.policy.check_agent(&agent) {
+        report_refusal(&ctx, &api, &agent, &RenderError::Policy(violation)).await?;
+        return Ok(Action::await_change());
+    }
     if !has_finalizer(&agent) {
         let mut finalizers = agent.finalizers().to_vec();
         finalizers.push(FINALIZER.to_string());
@@ -117,7 +125,13 @@ async fn reconcile_agent(agent: Arc<SecurityAgent>, ctx: Arc<Context>) -> Result
     // CR → features (their modules, fetched and loaded) → desired state →
     // overrides; a failing new module is rolled back to the last good one.
     let resolutions = ctx.modules.resolve(&ctx.client, &agent).await;
-    let options = RenderOptions { operator_image: ctx.operator_image.clone(), memoize: true, keep_last_good: true, ..Default::default() };
+    let options = RenderOptions {
+        operator_image: ctx.operator_image.clone(),
+        memoize: true,
+        keep_last_good: true,
+        policy: ctx.policy.clone(),
+        ..Default::default()
+    };
     // Feature calls run on a blocking thread: WASI's synchronous streams
     // (a module writing to stderr, e.g. a panic message) block on the
     // tokio runtime, which must not happen on an async worker.
@@ -127,11 +141,8 @@ async fn reconcile_agent(agent: Arc<SecurityAgent>, ctx: Arc<Context>) -> Result
     };
     let ModuleRender { rendered, in_use, notes } = match render {
         Ok(r) => r,
-        Err(spec_error) => {
-            let message = spec_error.to_string();
-            if status::write(&api, &agent, status::invalid(&agent, &message)).await? {
-                publish(&ctx, &agent, EventType::Warning, "InvalidSpec", "Render", message).await;
-            }
+        Err(error) => {
+            report_refusal(&ctx, &api, &agent, &error).await?;
             return Ok(Action::await_change());
         }
     };
@@ -198,6 +209,18 @@ async fn reconcile_agent(agent: Arc<SecurityAgent>, ctx: Arc<Context>) -> Result
     status::write(&api, &agent, status).await?;
     let pulls_always = agent.spec.features.iter().any(|f| f.module.as_ref().is_some_and(|m| m.pull_policy == Some(secop_api::PullPolicy::Always)));
     Ok(Action::requeue(if pulls_always || !notes.is_empty() { ctx.module_poll } else { RESYNC }))
+}
+
+/// An agent that cannot be rendered at all (a bad spec, or one the cluster
+/// policy refuses): Ready=False naming the field and the rule, one Warning
+/// Event per new message, nothing applied or pruned.
+async fn report_refusal(ctx: &Context, api: &Api<SecurityAgent>, agent: &SecurityAgent, error: &RenderError) -> Result<()> {
+    let message = format!("{error}; nothing was applied or pruned");
+    if status::write(api, agent, status::refused(agent, error.reason(), &message)).await? {
+        tracing::warn!(agent = %agent.name_any(), reason = error.reason(), "{message}");
+        publish(ctx, agent, EventType::Warning, error.reason(), "Render", message).await;
+    }
+    Ok(())
 }
 
 /// A sync that failed part-way (objects before the failing request are

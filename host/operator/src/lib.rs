@@ -40,6 +40,9 @@ pub struct Options {
     /// Leader election: (lease namespace, identity); None = run at once.
     pub leader_election: Option<(String, String)>,
     pub identity: String,
+    /// The cluster admin's policy, with the operator's own and watched
+    /// namespaces already honoured ([`secop_policy::ClusterPolicy::for_operator`]).
+    pub policy: secop_policy::ClusterPolicy,
 }
 
 /// Start everything and run until shutdown or loss of leadership.
@@ -83,6 +86,7 @@ pub async fn run(options: Options) -> std::result::Result<(), String> {
         kinds: resources::Kinds::default(),
         metrics,
         operator_image: options.operator_image,
+        policy: Arc::new(options.policy),
     });
     tracing::info!(namespace = options.namespace.as_deref().unwrap_or("<all>"), "controller starting");
     let controller = controller::run(ctx, options.namespace);

@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::{Client, ResourceExt};
-use secop_api::{ModuleRef, PullPolicy, SecurityAgent, SpecError};
-use secop_engine::{Entry, FeatureError, Registry, RenderOptions, Rendered};
+use secop_api::{ModuleRef, PullPolicy, SecurityAgent};
+use secop_engine::{AgentModule, Entry, FeatureError, Registry, RenderError, RenderOptions, Rendered};
 use secop_oci::{Credentials, ModuleStore, Origin, Source};
 use secop_runtime::{Module, Runtime};
 
@@ -35,6 +35,12 @@ pub struct InUse {
 impl InUse {
     fn digest(&self) -> Option<&str> {
         self.entry.digest()
+    }
+
+    /// For the render: the entry and the reference the policy grants by.
+    /// Only modules fetched by a reference are in `options.modules`.
+    fn agent_module(&self) -> AgentModule {
+        AgentModule { image: self.image.clone().unwrap_or_default(), entry: self.entry.clone() }
     }
 
     /// `image (sha256:...)`, or `the built-in module (sha256:...)`.
@@ -162,7 +168,7 @@ impl Modules {
     /// resolve, or in its calls) runs the module that last worked for it
     /// instead, and a note says so; without one it fails with the cause
     /// (its applied objects are kept by the caller).
-    pub fn render(&self, registry: &Registry, agent: &SecurityAgent, options: RenderOptions, resolutions: Vec<Resolution>) -> Result<ModuleRender, SpecError> {
+    pub fn render(&self, registry: &Registry, agent: &SecurityAgent, options: RenderOptions, resolutions: Vec<Resolution>) -> Result<ModuleRender, RenderError> {
         let agent_id = format!("{}/{}", agent.namespace().unwrap_or_default(), agent.name_any());
         let last_good = |feature: &str| self.last_good.lock().unwrap_or_else(|e| e.into_inner()).get(&(agent_id.clone(), feature.to_string())).cloned();
         let mut options = options;
@@ -184,13 +190,13 @@ impl Modules {
                             message: format!("feature `{feature}`: registry unreachable ({reason}); running the cached {}", module.describe()),
                         });
                     }
-                    options.modules.insert(feature.clone(), Ok(module.entry.clone()));
+                    options.modules.insert(feature.clone(), Ok(module.agent_module()));
                     in_use.insert(feature, module);
                 }
                 Err(error) => match last_good(&feature) {
                     Some(good) => {
                         notes.push(rolled_back(&feature, &image, &format!("{}: {error}", error.reason()), &good));
-                        options.modules.insert(feature.clone(), Ok(good.entry.clone()));
+                        options.modules.insert(feature.clone(), Ok(good.agent_module()));
                         in_use.insert(feature, good);
                     }
                     None => {
@@ -240,7 +246,7 @@ impl Modules {
             if culprit != report.name {
                 registry.memo().forget(&agent_id, &culprit);
             }
-            options.modules.insert(culprit.clone(), Ok(good.entry.clone()));
+            options.modules.insert(culprit.clone(), Ok(good.agent_module()));
             in_use.insert(culprit, good);
             retry = true;
         }
@@ -361,8 +367,11 @@ mod tests {
         }]
     }
 
+    /// The test modules come from `reg/`, a source the policy allows with
+    /// the built-ins' power (these tests are about rollback, not grants).
     fn options() -> RenderOptions {
-        RenderOptions { keep_last_good: true, ..Default::default() }
+        let policy = secop_policy::ClusterPolicy::from_yaml("modules:\n  allowed:\n  - {image: \"docker.io/reg/\", clusterScoped: true, hostAccess: true}\n").unwrap();
+        RenderOptions { keep_last_good: true, policy: Arc::new(policy), ..Default::default() }
     }
 
     #[test]

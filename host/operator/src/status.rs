@@ -114,9 +114,10 @@ pub fn desired(
     }
 }
 
-/// The status for a spec that cannot be rendered at all.
-pub fn invalid(agent: &SecurityAgent, message: &str) -> SecurityAgentStatus {
-    not_ready(agent, "InvalidSpec", message)
+/// The status of an agent that cannot be rendered (`reason`: InvalidSpec
+/// or PolicyViolation).
+pub fn refused(agent: &SecurityAgent, reason: &str, message: &str) -> SecurityAgentStatus {
+    not_ready(agent, reason, message)
 }
 
 /// The status when applying or pruning failed (`reason`: Forbidden or

@@ -51,6 +51,10 @@ enum Command {
         /// Print the objects of healthy features even when another feature fails.
         #[arg(long)]
         keep_going: bool,
+        /// The cluster policy to apply (the chart's `policy` values as a
+        /// file); default: the chart's default policy.
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
     },
     /// Print the SecurityAgent CustomResourceDefinition.
     Crd,
@@ -88,6 +92,11 @@ enum Command {
         /// Seconds between re-resolving agents whose modules pull `Always` (moved tags) or are degraded.
         #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
         module_poll_seconds: u64,
+        /// The cluster policy (the chart mounts its `policy` values here);
+        /// default: only the operator's own and watched namespaces, the
+        /// built-in images, built-in modules only.
+        #[arg(long, env = "SECOP_POLICY", value_name = "FILE")]
+        policy: Option<PathBuf>,
     },
     /// Install the index templates of the CTEM indices in Elasticsearch,
     /// idempotently (the gateway collector's init container runs this).
@@ -155,7 +164,7 @@ fn cache_dir(cli: &Cli) -> Option<PathBuf> {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match &cli.command {
-        Command::Run { namespace, metrics_addr, leader_elect, lease_namespace, identity, operator_image, plain_http, module_poll_seconds, .. } => {
+        Command::Run { namespace, metrics_addr, leader_elect, lease_namespace, identity, operator_image, plain_http, module_poll_seconds, policy, .. } => {
             let identity = identity.clone().unwrap_or_else(|| {
                 std::env::var("HOSTNAME").unwrap_or_else(|_| format!("secop-{}", std::process::id()))
             });
@@ -168,6 +177,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 module_poll: std::time::Duration::from_secs(*module_poll_seconds),
                 leader_election: leader_elect.then(|| (lease_namespace.clone(), identity.clone())),
                 identity,
+                // The lease namespace is the operator's own (POD_NAMESPACE).
+                policy: read_policy(policy.as_deref())?.for_operator(lease_namespace, namespace.as_deref()),
             };
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(secop_operator::run(options)).map_err(anyhow::Error::msg)?;
@@ -199,7 +210,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             print!("{}", serde_yaml::to_string(&SecurityAgent::crd())?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Render { file, output, feature, modules, operator_image, keep_going } => {
+        Command::Render { file, output, feature, modules, operator_image, keep_going, policy } => {
             let text = if file.as_os_str() == "-" {
                 std::io::read_to_string(std::io::stdin()).context("reading stdin")?
             } else {
@@ -217,7 +228,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 && !agent.spec.features.iter().any(|f| &f.name == name) {
                     bail!("--feature {name}: the SecurityAgent has no feature of that name");
                 }
-            let options = RenderOptions { operator_image: operator_image.clone(), ..Default::default() };
+            let options = RenderOptions { operator_image: operator_image.clone(), policy: Arc::new(read_policy(policy.as_deref())?), ..Default::default() };
             let rendered = secop_engine::render(&registry, &agent, &options).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
             let failures: Vec<String> = rendered.failed().filter_map(|f| f.error_line()).collect();
             for warning in &rendered.warnings {
@@ -233,6 +244,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(if failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
     }
+}
+
+/// The cluster policy from `path`, or the default one.
+fn read_policy(path: Option<&std::path::Path>) -> Result<secop_policy::ClusterPolicy> {
+    let Some(path) = path else { return Ok(secop_policy::ClusterPolicy::default()) };
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading the cluster policy {}", path.display()))?;
+    secop_policy::ClusterPolicy::from_yaml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 fn feature_summary(rendered: &Rendered) -> Vec<Value> {

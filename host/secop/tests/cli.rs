@@ -174,3 +174,41 @@ fn posture_scan_works_offline_on_the_checked_in_snapshot() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("disable[1]: unknown check `NOPE`"), "{stderr}");
 }
+
+#[test]
+fn the_charts_default_policy_is_the_operators_default() {
+    let values: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(repo("deploy/helm/security-operator/values.yaml")).unwrap()).unwrap();
+    let chart = secop_policy::ClusterPolicy::from_yaml(&serde_yaml::to_string(&values["policy"]).unwrap()).expect("the chart's policy values parse");
+    assert_eq!(chart, secop_policy::ClusterPolicy::default(), "deploy/helm/security-operator/values.yaml `policy` differs from host/policy's defaults");
+}
+
+#[test]
+fn render_applies_the_cluster_policy_and_names_field_and_rule() {
+    let policy = repo("test/fixtures/policy/tenant-a.yaml");
+    let policy = policy.to_str().unwrap();
+    for (fixture, field, rule) in [
+        ("image-override-unlisted.yaml", "spec.override.tetragon.image", "images.allowed"),
+        ("memory-above-ceiling.yaml", "spec.features[0].limits.memoryMib", "limits.maxMemoryMib"),
+    ] {
+        let path = repo("test/fixtures/bad").join(fixture);
+        let out = secop(&["render", "-f", path.to_str().unwrap(), "--policy", policy]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{fixture}: {stderr}");
+        assert!(out.stdout.is_empty(), "nothing rendered for {fixture}");
+        assert!(stderr.contains(field) && stderr.contains(&format!("cluster policy `{rule}`")), "{fixture}: {stderr}");
+    }
+    // The default policy refuses the same; a mirror the file allows passes.
+    let out = secop(&["render", "-f", repo("test/fixtures/bad/image-override-unlisted.yaml").to_str().unwrap()]);
+    assert!(!out.status.success());
+    let mirrored = std::fs::read_to_string(repo("test/fixtures/bad/image-override-unlisted.yaml")).unwrap().replace("evil.example.com/", "mirror.example.com/cilium/");
+    let file = Path::new(env!("CARGO_TARGET_TMPDIR")).join("mirrored-agent.yaml");
+    std::fs::write(&file, mirrored).unwrap();
+    let out = secop(&["render", "-f", file.to_str().unwrap(), "--policy", policy]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // A broken policy file names its field.
+    let broken = Path::new(env!("CARGO_TARGET_TMPDIR")).join("broken-policy.yaml");
+    std::fs::write(&broken, "modules:\n  allowed:\n  - image: registry.example.com/\n    hostAcess: true\n").unwrap();
+    let out = secop(&["render", "-f", file.to_str().unwrap(), "--policy", broken.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("modules.allowed[0].hostAcess"), "{stderr}");
+}

@@ -22,7 +22,7 @@ use kube::Client;
 mod cluster;
 #[path = "common/pipeline.rs"]
 mod pipeline;
-use cluster::{delete_agent, service_account_kubeconfig, live_objects, agent_status, apply_agent, client, condition, create_namespace, install_crd, repo, wait_for, wait_ready};
+use cluster::{delete_agent, service_account_kubeconfig, tenant_kubeconfig, live_objects, agent_status, apply_agent, client, condition, create_namespace, install_crd, repo, wait_for, wait_ready};
 use secop_api::SecurityAgent;
 use serde_json::{json, Value};
 
@@ -70,11 +70,16 @@ impl Operator {
         Self::start_as(&env.operator_kubeconfig, namespace, extra)
     }
 
-    /// With another identity than the chart's ServiceAccount.
+    /// With another identity than the chart's ServiceAccount. An empty
+    /// `namespace` watches every namespace.
     fn start_as(kubeconfig: &Path, namespace: &str, extra: &[&str]) -> Self {
         let suffix = extra.iter().find_map(|a| a.strip_prefix("--identity=")).unwrap_or("single");
-        let log = std::fs::File::create(Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("operator-{namespace}-{suffix}.log"))).unwrap();
-        let mut args = vec!["run", "--namespace", namespace, "--log-format", "text"];
+        let label = if namespace.is_empty() { "all" } else { namespace };
+        let log = std::fs::File::create(Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("operator-{label}-{suffix}.log"))).unwrap();
+        let mut args = vec!["run", "--log-format", "text"];
+        if !namespace.is_empty() {
+            args.extend(["--namespace", namespace]);
+        }
         if !extra.iter().any(|a| a.starts_with("--metrics-addr")) {
             args.push("--metrics-addr=127.0.0.1:0");
         }
@@ -606,6 +611,13 @@ async fn two_replicas_elect_one_leader_and_fail_over() {
     b.kill();
 }
 
+/// A cluster policy file (the chart's `policy` values) for one test.
+fn policy_file(name: &str, yaml: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("policy-{name}-{}.yaml", std::process::id()));
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
 fn sha256_of(path: &Path) -> String {
     pipeline::sha256_hex(&std::fs::read(path).unwrap())
 }
@@ -689,7 +701,13 @@ async fn feature_modules_hot_swap_and_roll_back_on_a_real_registry() {
     }
     let kube_bench = &format!("{host}/features/kube-bench-{}:0.1.0", std::process::id());
     push(&python, kube_bench, &host);
-    let operator_args = ["--plain-http", host.as_str(), "--module-poll-seconds", "2"];
+    // The admin trusts this registry with everything the built-in falco and
+    // kube-bench render, and Falco images of any tag.
+    let policy = policy_file(
+        "modules",
+        &format!("modules:\n  allowed:\n  - {{image: \"{host}/features/\", clusterScoped: true, hostAccess: true}}\nimages:\n  allowed: [docker.io/falcosecurity/falco]\n"),
+    );
+    let operator_args = ["--plain-http", host.as_str(), "--module-poll-seconds", "2", "--policy", policy.to_str().unwrap()];
     let mut operator = Operator::start_with(&env, ns, &operator_args);
     let default_config = json!({});
 
@@ -778,6 +796,134 @@ async fn feature_modules_hot_swap_and_roll_back_on_a_real_registry() {
     })
     .await;
     operator.kill();
+}
+
+/// Wait until the agent's condition `type_` has `reason` for its current
+/// generation; returns (status, message).
+async fn wait_reason(client: &Client, namespace: &str, name: &str, type_: &str, reason: &str) -> (String, String) {
+    let found = || async {
+        let agent = agent_status(client, namespace, name).await?;
+        let generation = agent.metadata.generation;
+        let c = agent.status.and_then(|s| s.conditions.into_iter().find(|c| c.type_ == type_));
+        Ok::<_, String>(c.filter(|c| c.reason == reason && c.observed_generation == generation).map(|c| (c.status, c.message)))
+    };
+    wait_for(&format!("{namespace}/{name}: {type_} with reason {reason}"), Duration::from_secs(60), || async { Ok(found().await?.is_some()) }).await;
+    found().await.unwrap().expect("stays until the next spec change")
+}
+
+/// Issue 13's hostile tenant, on the real control plane: a user who may
+/// only manage SecurityAgents in their own namespace tries to reach beyond
+/// it through the operator. Every attempt is refused with a condition that
+/// names the field and the policy rule; the audit log shows no write of the
+/// operator outside what the policy allows; the admin's agent keeps
+/// reconciling and the operator keeps running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_tenant_is_refused_and_contained() {
+    let Some(env) = env() else { return };
+    let registry_bin = std::env::var_os("SECOP_REGISTRY_BIN").map(PathBuf::from).expect("SECOP_REGISTRY_BIN (set by `cargo xtask test`)");
+    let _serial = SERIAL.lock().await;
+    let client = client(&env.kubeconfig).await;
+    install_crd(&client).await;
+    let run = std::process::id();
+    let (admin_ns, tenant_ns, unlisted_ns) = (format!("e2e-admin-{run}"), format!("e2e-tenant-a-{run}"), format!("e2e-tenant-b-{run}"));
+    for ns in [&admin_ns, &tenant_ns, &unlisted_ns] {
+        create_namespace(&client, ns).await;
+    }
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("tenant-{run}"));
+    let mut registry = secop_test_harness::Registry::start(&registry_bin, &dir.join("registry"), secop_test_harness::free_port()).unwrap();
+    let host = registry.host();
+    let hostile = format!("{host}/tenant/hostile:1");
+    push(&pipeline::component("feature_hostile"), &hostile, &host);
+
+    // The admin's policy: agents of the admin's and tenant-a's namespaces;
+    // modules from the tenant registry, without cluster-scoped or host
+    // grants; the built-in images only.
+    let policy = policy_file("tenant", &format!("agentNamespaces: [{admin_ns}, {tenant_ns}]\nmodules:\n  allowed:\n  - image: {host}/tenant/\n"));
+    let mut operator = Operator::start_with(&env, "", &["--plain-http", host.as_str(), "--policy", policy.to_str().unwrap()]);
+    let admin_agent = sample(&admin_ns);
+    apply_agent(&client, &admin_ns, &admin_agent).await;
+    wait_ready(&client, &admin_ns, "poc-security", Duration::from_secs(180)).await;
+
+    let tenant_config = tenant_kubeconfig(&client, &env.kubeconfig, &tenant_ns, "tenant", &dir.join("tenant.kubeconfig")).await;
+    let tenant = cluster::client(&tenant_config).await;
+    // The tenant's own rights end at their namespace.
+    let elsewhere = Api::<SecurityAgent>::namespaced(tenant.clone(), &admin_ns).list(&ListParams::default()).await;
+    assert!(matches!(elsewhere, Err(kube::Error::Api(ref e)) if e.code == 403), "{elsewhere:?}");
+    let attack = |spec: Value| json!({
+        "apiVersion": "security.example.io/v1alpha1", "kind": "SecurityAgent",
+        "metadata": { "name": "attack", "namespace": tenant_ns }, "spec": spec,
+    });
+
+    // Spec-level: refused before anything is fetched or rendered.
+    for (spec, field, rule) in [
+        (json!({ "features": [{ "name": "tetragon" }], "override": { "tetragon": { "image": "evil.example.invalid/tetragon:1" } } }), "spec.override.tetragon.image", "images.allowed"),
+        (json!({ "features": [{ "name": "falco", "limits": { "memoryMib": 4096 } }] }), "spec.features[0].limits.memoryMib", "limits.maxMemoryMib"),
+        (json!({ "features": [{ "name": "hostile", "module": { "image": "evil.example.invalid/hostile:1" } }] }), "spec.features[0].module.image", "modules.allowed"),
+    ] {
+        apply_agent(&tenant, &tenant_ns, &attack(spec)).await;
+        let (status, message) = wait_reason(&client, &tenant_ns, "attack", "Ready", "PolicyViolation").await;
+        assert_eq!(status, "False");
+        assert!(message.contains(field) && message.contains(&format!("cluster policy `{rule}`")) && message.contains("nothing was applied"), "{message}");
+    }
+    // Object-level: the feature that renders it fails, naming the rule.
+    for (spec, condition_type, field, rule) in [
+        (json!({ "features": [{ "name": "trivy", "config": { "image": "evil.example.invalid/miner:1" } }] }), "TrivyReady", ".image", "images.allowed"),
+        (json!({ "features": [{ "name": "hostile", "module": { "image": hostile }, "config": { "mode": "own-cluster-role" } }] }), "HostileReady", "ClusterRole hostile-secrets", "modules.allowed[].clusterScoped"),
+        (json!({ "features": [{ "name": "hostile", "module": { "image": hostile }, "config": { "mode": "host-root" } }] }), "HostileReady", "volumes[0].hostPath", "modules.allowed[].hostAccess"),
+    ] {
+        apply_agent(&tenant, &tenant_ns, &attack(spec)).await;
+        let (status, message) = wait_reason(&client, &tenant_ns, "attack", condition_type, "PolicyViolation").await;
+        assert_eq!(status, "False");
+        assert!(message.contains(field) && message.contains(&format!("cluster policy `{rule}`")), "{message}");
+    }
+    // A second Tetragon next to the admin's: the cluster-wide TracingPolicy
+    // is the admin agent's, so the tenant's agent is in Conflict naming it.
+    apply_agent(&tenant, &tenant_ns, &attack(json!({ "features": [{ "name": "tetragon" }] }))).await;
+    let (_, message) = wait_reason(&client, &tenant_ns, "attack", "Ready", "Conflict").await;
+    assert!(message.contains("container-escape-monitor") && message.contains(&admin_ns), "{message}");
+    Api::<SecurityAgent>::namespaced(tenant.clone(), &tenant_ns).delete("attack", &DeleteParams::default()).await.unwrap();
+    wait_for("the tenant's agent to be gone", Duration::from_secs(60), || async {
+        Ok(Api::<SecurityAgent>::namespaced(client.clone(), &tenant_ns).get_opt("attack").await.map_err(|e| e.to_string())?.is_none())
+    })
+    .await;
+    let tracing_policies = dynamic(&client, "cilium.io", "v1alpha1", "TracingPolicy", "tracingpolicies", None);
+    assert!(exists(&tracing_policies, "container-escape-monitor").await, "deleting the tenant's agent leaves the admin's TracingPolicy");
+
+    // An agent in a namespace the policy does not list: refused, no finalizer.
+    let mut outside = attack(json!({ "features": [{ "name": "osquery" }] }));
+    outside["metadata"]["namespace"] = json!(unlisted_ns);
+    apply_agent(&client, &unlisted_ns, &outside).await;
+    let (_, message) = wait_reason(&client, &unlisted_ns, "attack", "Ready", "PolicyViolation").await;
+    assert!(message.contains("metadata.namespace") && message.contains("agentNamespaces"), "{message}");
+    let refused = agent_status(&client, &unlisted_ns, "attack").await.unwrap();
+    assert!(refused.metadata.finalizers.unwrap_or_default().is_empty(), "no finalizer on an agent that is not honoured");
+
+    // Contained: nothing of the attacks exists, the operator wrote only
+    // SecurityAgents (status, finalizer) in the tenants' namespaces, and the
+    // admin's agent still reconciles.
+    assert!(!exists(&Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(client.clone()), "hostile-secrets").await);
+    assert!(!exists(&Api::<DaemonSet>::namespaced(client.clone(), &tenant_ns), "hostile-root").await);
+    let writes = operator_writes(&env);
+    let outside_policy: Vec<&String> = writes
+        .iter()
+        .filter(|w| w.contains("hostile") || [&tenant_ns, &unlisted_ns].iter().any(|ns| w.contains(&format!("/namespaces/{ns}/")) && !w.contains("/securityagents/")))
+        .collect();
+    assert!(outside_policy.is_empty(), "operator writes beyond the policy: {outside_policy:#?}");
+    let mut changed = admin_agent.clone();
+    changed["spec"]["override"]["falco"]["resources"]["limits"]["memory"] = json!("2100Mi");
+    apply_agent(&client, &admin_ns, &changed).await;
+    wait_for("the admin's change applied", Duration::from_secs(60), || async {
+        let ds = Api::<DaemonSet>::namespaced(client.clone(), &admin_ns).get("falco").await.map_err(|e| e.to_string())?;
+        let limits = ds.spec.and_then(|s| s.template.spec).and_then(|s| s.containers[0].resources.clone()).and_then(|r| r.limits).unwrap_or_default();
+        Ok(limits.get("memory").is_some_and(|q| q.0 == "2100Mi"))
+    })
+    .await;
+    assert!(operator.child.try_wait().unwrap().is_none(), "the operator kept running");
+
+    Api::<SecurityAgent>::namespaced(client.clone(), &unlisted_ns).delete("attack", &DeleteParams::default()).await.unwrap();
+    delete_agent(&client, &admin_ns, "poc-security").await;
+    operator.kill();
+    registry.stop();
 }
 
 /// `secop posture run` as a process, against the test cluster and the

@@ -147,7 +147,16 @@ fn defaults_and_image_from_config() {
     assert_eq!(object(&rendered, "CronJob", "kube-bench")["spec"]["schedule"], "0 3 * * *");
     assert_eq!(container["args"], json!(["run", "--json"]), "no --benchmark: kube-bench picks it from the node's version");
 
-    let rendered = render("py-kube-bench-image", json!({ "image": "registry.example:5000/kube-bench:v0.15.6" }));
+    // An image from the config: the cluster policy must allow it (the
+    // default allows only the built-in one), as it would in the operator.
+    let file = agent_with_kube_bench("py-kube-bench-image", json!({ "image": "registry.example:5000/kube-bench:v0.15.6" }));
+    let module = module();
+    let out = secop(&["render", "-o", "json", "--module", module.to_str().unwrap(), "-f", file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("images.allowed") && stderr.contains("registry.example:5000/kube-bench"), "{stderr}");
+    let policy = scratch("py-kube-bench-policy").join("policy.yaml");
+    std::fs::write(&policy, "images:\n  allowed: [\"registry.example:5000/\"]\n").unwrap();
+    let rendered = render_file(&file, &["--module", module.to_str().unwrap(), "--policy", policy.to_str().unwrap()]);
     let container = &object(&rendered, "CronJob", "kube-bench")["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(container["image"], "registry.example:5000/kube-bench:v0.15.6");
 }

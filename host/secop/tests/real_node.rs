@@ -326,6 +326,11 @@ async fn helm_install_runs_every_rendered_workload_on_a_real_node() {
     let operator_image = env.image("OPERATOR");
     let (repository, tag) = operator_image.rsplit_once(':').unwrap();
     let placement = env.placement();
+    // The admin's policy for this cluster: agents in the agent namespace,
+    // and the stand-in images of the cluster's registry (override images
+    // of the built-in features are refused by default).
+    let registry_host = operator_image.split('/').next().unwrap();
+    let policy = json!({ "agentNamespaces": [AGENT_NAMESPACE], "images": { "allowed": [format!("{registry_host}/")] } });
     let installed = Instant::now();
     helm(&env, &[
         "install", RELEASE, repo("deploy/helm/security-operator").to_str().unwrap(),
@@ -333,6 +338,8 @@ async fn helm_install_runs_every_rendered_workload_on_a_real_node() {
         "--set", &format!("image.repository={repository}"), "--set", &format!("image.tag={tag}"),
         "--set-json", &format!("tolerations={}", placement["tolerations"]),
         "--set-json", &format!("nodeSelector={}", placement["nodeSelector"]),
+        "--set-json", &format!("policy.agentNamespaces={}", policy["agentNamespaces"]),
+        "--set-json", &format!("policy.images={}", policy["images"]),
         "--wait", "--timeout", "5m",
     ]);
     let operators = operator_pods(&client).await;

@@ -140,7 +140,6 @@ pub async fn live_objects_of(client: &Client, namespace: &str, name: &str, inven
 /// ClusterRole with exactly `rules`, with a token from the TokenRequest
 /// API: how a test runs a component under its own least privilege.
 pub async fn service_account_kubeconfig(client: &Client, admin_kubeconfig: &Path, namespace: &str, name: &str, rules: &Value, path: &Path) -> PathBuf {
-    use k8s_openapi::api::authentication::v1::TokenRequest;
     use k8s_openapi::api::core::v1::ServiceAccount;
     use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
     create_namespace(client, namespace).await;
@@ -164,10 +163,46 @@ pub async fn service_account_kubeconfig(client: &Client, admin_kubeconfig: &Path
         )
         .await
         .unwrap();
+    token_kubeconfig(&accounts, admin_kubeconfig, name, path).await
+}
+
+/// A kubeconfig with a TokenRequest token of the ServiceAccount `name`.
+async fn token_kubeconfig(accounts: &Api<k8s_openapi::api::core::v1::ServiceAccount>, admin_kubeconfig: &Path, name: &str, path: &Path) -> PathBuf {
+    use k8s_openapi::api::authentication::v1::TokenRequest;
     let request: TokenRequest = serde_json::from_value(json!({ "spec": { "expirationSeconds": 3600 } })).unwrap();
     let token = accounts.create_token_request(name, &PostParams::default(), &request).await.unwrap().status.unwrap().token;
     let mut kubeconfig: Value = serde_yaml::from_str(&std::fs::read_to_string(admin_kubeconfig).unwrap()).unwrap();
     kubeconfig["users"] = json!([ { "name": "user", "user": { "token": token } } ]);
     std::fs::write(path, serde_yaml::to_string(&kubeconfig).unwrap()).unwrap();
     path.to_path_buf()
+}
+
+/// The identity of a tenant: a ServiceAccount `name` in `namespace` that
+/// may manage SecurityAgents there and nothing else (a Role, no
+/// cluster-wide binding).
+pub async fn tenant_kubeconfig(client: &Client, admin_kubeconfig: &Path, namespace: &str, name: &str, path: &Path) -> PathBuf {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    create_namespace(client, namespace).await;
+    let apply = PatchParams::apply("e2e").force();
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    accounts.patch(name, &apply, &Patch::Apply(json!({ "apiVersion": "v1", "kind": "ServiceAccount", "metadata": { "name": name } }))).await.unwrap();
+    let rules = json!([{ "apiGroups": ["security.example.io"], "resources": ["securityagents"], "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"] }]);
+    Api::<Role>::namespaced(client.clone(), namespace)
+        .patch(name, &apply, &Patch::Apply(json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": { "name": name }, "rules": rules })))
+        .await
+        .unwrap();
+    Api::<RoleBinding>::namespaced(client.clone(), namespace)
+        .patch(
+            name,
+            &apply,
+            &Patch::Apply(json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": { "name": name },
+                "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name },
+                "subjects": [ { "kind": "ServiceAccount", "name": name, "namespace": namespace } ],
+            })),
+        )
+        .await
+        .unwrap();
+    token_kubeconfig(&accounts, admin_kubeconfig, name, path).await
 }

@@ -26,6 +26,19 @@ pub enum Mode {
     ClusterAdminBinding,
     /// Contributes a Secret without a grant.
     UngrantedSecret,
+    /// A ClusterRole that reads every Secret, bound to its own
+    /// ServiceAccount: fine for a built-in, needs `clusterScoped` for a
+    /// module from a registry.
+    OwnClusterRole,
+    /// A privileged DaemonSet that mounts the host's `/`.
+    HostRoot,
+    /// A ClusterRole labelled to aggregate into `admin`.
+    AggregateToAdmin,
+    /// Binds its own Role to kube-system's default ServiceAccount.
+    ForeignSubject,
+    /// A log receiver tailing `/*`: the host would mount `/` into the
+    /// node collector.
+    RootGlob,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -38,6 +51,7 @@ struct HostileConfig {
 pub struct Hostile {
     mode: Mode,
     namespace: String,
+    operator_image: String,
 }
 
 impl Feature for Hostile {
@@ -55,6 +69,7 @@ impl Feature for Hostile {
         let (config, diags): (HostileConfig, _) = decode_config(config_json)?;
         self.mode = config.mode;
         self.namespace = ctx.namespace.clone();
+        self.operator_image = ctx.operator_image.clone();
         if self.mode == Mode::LoopInConfigure {
             let mut n: u64 = 0;
             loop {
@@ -96,6 +111,68 @@ impl Feature for Hostile {
             Mode::UngrantedSecret => to_documents(vec![json!({
                 "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "stolen", "namespace": self.namespace }, "data": {},
             })]),
+            Mode::OwnClusterRole => to_documents(vec![
+                json!({ "apiVersion": "v1", "kind": "ServiceAccount", "metadata": { "name": "hostile", "namespace": self.namespace } }),
+                json!({
+                    "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": { "name": "hostile-secrets" },
+                    "rules": [{ "apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list"] }],
+                }),
+                json!({
+                    "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": { "name": "hostile-secrets" },
+                    "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "hostile-secrets" },
+                    "subjects": [{ "kind": "ServiceAccount", "name": "hostile", "namespace": self.namespace }],
+                }),
+            ]),
+            Mode::HostRoot => to_documents(vec![json!({
+                "apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": { "name": "hostile-root", "namespace": self.namespace },
+                "spec": {
+                    "selector": { "matchLabels": { "app": "hostile-root" } },
+                    "template": {
+                        "metadata": { "labels": { "app": "hostile-root" } },
+                        "spec": {
+                            "volumes": [{ "name": "root", "hostPath": { "path": "/" } }],
+                            "containers": [{
+                                "name": "root", "image": self.operator_image,
+                                "securityContext": { "privileged": true },
+                                "volumeMounts": [{ "name": "root", "mountPath": "/host" }],
+                            }],
+                        },
+                    },
+                },
+            })]),
+            Mode::AggregateToAdmin => to_documents(vec![json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                "metadata": { "name": "hostile-aggregated", "labels": { "rbac.authorization.k8s.io/aggregate-to-admin": "true" } },
+                "rules": [{ "apiGroups": [""], "resources": ["nodes/proxy"], "verbs": ["get", "create"] }],
+            })]),
+            Mode::ForeignSubject => to_documents(vec![
+                json!({
+                    "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": { "name": "hostile", "namespace": self.namespace },
+                    "rules": [{ "apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"] }],
+                }),
+                json!({
+                    "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": { "name": "hostile", "namespace": self.namespace },
+                    "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "hostile" },
+                    "subjects": [{ "kind": "ServiceAccount", "name": "default", "namespace": "kube-system" }],
+                }),
+            ]),
+            Mode::RootGlob => to_documents(vec![cm("hostile", &self.namespace)]),
+        })
+    }
+
+    fn otel_config(&mut self) -> Option<OtelReceiver> {
+        (self.mode == Mode::RootGlob).then(|| OtelReceiver {
+            name: "hostile".into(),
+            include: vec!["/*".into()],
+            exclude: vec![],
+            format: LineFormat::Json,
+            timestamp: None,
+            tool: "hostile".into(),
+            target: TargetIndex::Events,
+            subject: SubjectPaths { namespace: vec![], pod: vec![], node: vec![] },
+            severity: vec![],
+            event_kind: "alert".into(),
+            lifts: vec![],
         })
     }
 
