@@ -840,6 +840,16 @@ async fn a_hostile_tenant_is_refused_and_contained() {
     // grants; the built-in images only.
     let policy = policy_file("tenant", &format!("agentNamespaces: [{admin_ns}, {tenant_ns}]\nmodules:\n  allowed:\n  - image: {host}/tenant/\n"));
     let mut operator = Operator::start_with(&env, "", &["--plain-http", host.as_str(), "--policy", policy.to_str().unwrap()]);
+    // What an earlier, failed run of this test left (the admin's agent holds
+    // the cluster-wide TracingPolicy): deleted, and finalized by this
+    // operator, which watches every namespace.
+    let all_agents: Api<SecurityAgent> = Api::all(client.clone());
+    for old in all_agents.list(&ListParams::default()).await.unwrap() {
+        let ns = old.metadata.namespace.clone().unwrap_or_default();
+        if (ns.starts_with("e2e-admin-") || ns.starts_with("e2e-tenant-")) && !ns.ends_with(&format!("-{run}")) {
+            delete_agent(&client, &ns, old.metadata.name.as_deref().unwrap()).await;
+        }
+    }
     let admin_agent = sample(&admin_ns);
     apply_agent(&client, &admin_ns, &admin_agent).await;
     wait_ready(&client, &admin_ns, "poc-security", Duration::from_secs(180)).await;
@@ -899,14 +909,14 @@ async fn a_hostile_tenant_is_refused_and_contained() {
     assert!(refused.metadata.finalizers.unwrap_or_default().is_empty(), "no finalizer on an agent that is not honoured");
 
     // Contained: nothing of the attacks exists, the operator wrote only
-    // SecurityAgents (status, finalizer) in the tenants' namespaces, and the
-    // admin's agent still reconciles.
+    // SecurityAgents (status, finalizer) and Events (the refusals) in the
+    // tenants' namespaces, and the admin's agent still reconciles.
     assert!(!exists(&Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(client.clone()), "hostile-secrets").await);
     assert!(!exists(&Api::<DaemonSet>::namespaced(client.clone(), &tenant_ns), "hostile-root").await);
     let writes = operator_writes(&env);
     let outside_policy: Vec<&String> = writes
         .iter()
-        .filter(|w| w.contains("hostile") || [&tenant_ns, &unlisted_ns].iter().any(|ns| w.contains(&format!("/namespaces/{ns}/")) && !w.contains("/securityagents/")))
+        .filter(|w| w.contains("hostile") || [&tenant_ns, &unlisted_ns].iter().any(|ns| w.contains(&format!("/namespaces/{ns}/")) && !w.contains("/securityagents/") && !w.contains("/events")))
         .collect();
     assert!(outside_policy.is_empty(), "operator writes beyond the policy: {outside_policy:#?}");
     let mut changed = admin_agent.clone();
