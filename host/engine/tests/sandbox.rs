@@ -222,3 +222,30 @@ fn aggregation_foreign_subjects_and_root_globs_are_refused_whatever_the_source()
     assert_eq!(rule, "logRoots", "{line}");
     assert!(line.contains("`/*`"), "{line}");
 }
+
+/// Each instance's limit counts all of its memories; the runtime's budget
+/// counts all live instances together, and gets back what a dropped
+/// instance held.
+#[test]
+fn the_memory_budget_holds_all_instances_together() {
+    let bytes = std::fs::read(secop_builtin::artifact_path("feature_hostile")).unwrap();
+    let probe = secop_runtime::Runtime::new(None).unwrap();
+    let module = probe.load("hostile", &bytes).unwrap();
+    let limits = secop_runtime::Limits::default();
+    let first = probe.instantiate(&module, limits, std::sync::Arc::new(secop_runtime::NoCluster), "ns").unwrap();
+    let one = probe.memory_budget().used();
+    assert!(one > 0, "an instance's initial memory is counted");
+    drop(first);
+    assert_eq!(probe.memory_budget().used(), 0, "a dropped instance returns its memory");
+
+    // Room for one instance and a half: the second cannot start while the
+    // first lives, and can once it is gone.
+    let runtime = secop_runtime::Runtime::new(None).unwrap().with_memory_budget(one + one / 2);
+    let module = runtime.load("hostile", &bytes).unwrap();
+    let first = runtime.instantiate(&module, limits, std::sync::Arc::new(secop_runtime::NoCluster), "ns").unwrap();
+    let refused = runtime.instantiate(&module, limits, std::sync::Arc::new(secop_runtime::NoCluster), "ns").err().expect("over the budget");
+    assert!(matches!(refused, CallError::MemoryBudget { call: "instantiate", .. }), "{refused}");
+    assert_eq!(refused.reason(), "MemoryBudget");
+    drop(first);
+    assert!(runtime.instantiate(&module, limits, std::sync::Arc::new(secop_runtime::NoCluster), "ns").is_ok());
+}

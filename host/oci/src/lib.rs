@@ -17,8 +17,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
+use futures::TryStreamExt as _;
 use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
-use oci_client::manifest::{OciImageManifest, WASM_CONFIG_MEDIA_TYPE, WASM_LAYER_MEDIA_TYPE};
+use oci_client::manifest::{OciDescriptor, OciImageManifest, WASM_CONFIG_MEDIA_TYPE, WASM_LAYER_MEDIA_TYPE};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use serde::{Deserialize, Serialize};
@@ -146,6 +149,8 @@ pub enum Error {
     NoWasmLayer { feature: String, image: String, found: String },
     #[error("feature {feature}: module {image}: digest mismatch: expected sha256:{expected}, the registry served sha256:{actual}")]
     DigestMismatch { feature: String, image: String, expected: String, actual: String },
+    #[error("feature {feature}: module {image}: the wasm layer is {size}, over the limit of {limit} bytes (nothing was downloaded beyond it)")]
+    TooLarge { feature: String, image: String, size: String, limit: u64 },
     #[error("module cache {path}: {reason}")]
     Cache { path: PathBuf, reason: String },
 }
@@ -159,6 +164,7 @@ impl Error {
             Error::Registry { .. } => "RegistryError",
             Error::NoWasmLayer { .. } => "NotAWasmArtifact",
             Error::DigestMismatch { .. } => "DigestMismatch",
+            Error::TooLarge { .. } => "ModuleTooLarge",
             Error::Cache { .. } => "ModuleCacheError",
         }
     }
@@ -181,10 +187,32 @@ fn normalize_pin(pin: &str) -> String {
     pin.trim().trim_start_matches("sha256:").to_ascii_lowercase()
 }
 
+/// What one fetch from a registry may cost. A registry is outside the
+/// cluster admin's control once a module source is allowed: a hostile or
+/// broken one must not hang a reconcile or fill the operator's memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchLimits {
+    /// Largest wasm layer accepted, checked against the manifest before the
+    /// download and again while streaming it.
+    pub max_module_bytes: u64,
+    /// The whole fetch (manifest and layer); past it the registry counts as
+    /// unreachable (the cache may answer).
+    pub timeout: Duration,
+}
+
+impl Default for FetchLimits {
+    fn default() -> Self {
+        // The largest built-in-style module, Python with its embedded
+        // interpreter, is about 40 MB.
+        Self { max_module_bytes: 64 << 20, timeout: Duration::from_secs(60) }
+    }
+}
+
 /// Pulls, pushes and caches feature modules.
 pub struct ModuleStore {
     client: Client,
     cache: PathBuf,
+    limits: FetchLimits,
 }
 
 impl ModuleStore {
@@ -195,8 +223,18 @@ impl ModuleStore {
         // as kube and secop-elastic use. Already installed is fine.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let protocol = if plain_http.is_empty() { ClientProtocol::Https } else { ClientProtocol::HttpsExcept(plain_http) };
-        let client = Client::new(ClientConfig { protocol, ..Default::default() });
-        Self { client, cache }
+        let client = Client::new(ClientConfig {
+            protocol,
+            connect_timeout: Some(Duration::from_secs(10)),
+            read_timeout: Some(Duration::from_secs(30)),
+            ..Default::default()
+        });
+        Self { client, cache, limits: FetchLimits::default() }
+    }
+
+    pub fn with_limits(mut self, limits: FetchLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     pub fn cache_dir(&self) -> &Path {
@@ -283,25 +321,52 @@ impl ModuleStore {
     }
 
     async fn pull(&self, source: &Source, reference: &Reference) -> Result<Fetched, Error> {
+        let timeout = self.limits.timeout;
+        match tokio::time::timeout(timeout, self.pull_bounded(source, reference)).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Unavailable {
+                feature: source.feature.clone(),
+                image: source.image.clone(),
+                reason: format!("no complete answer within {timeout:?}"),
+            }),
+        }
+    }
+
+    /// Manifest first, then the one wasm layer it names, streamed: a layer
+    /// over the size limit is refused before its download (by its
+    /// descriptor) or at the limit (a registry that lies about the size).
+    async fn pull_bounded(&self, source: &Source, reference: &Reference) -> Result<Fetched, Error> {
         let (feature, image) = (source.feature.clone(), source.image.clone());
-        let accepted = vec![WASM_LAYER_MEDIA_TYPE, WKG_LAYER_MEDIA_TYPE];
-        let data = self.client.pull(reference, &source.credentials.auth(), accepted).await.map_err(|e| classify(&feature, &image, e))?;
-        let manifest = data.manifest.as_ref();
-        let found = || manifest.map(|m| m.layers.iter().map(|l| l.media_type.as_str()).collect::<Vec<_>>().join(", ")).unwrap_or_default();
-        let wasm: Vec<&ImageLayer> = data.layers.iter().filter(|l| l.media_type == WASM_LAYER_MEDIA_TYPE || l.media_type == WKG_LAYER_MEDIA_TYPE).collect();
+        let auth = source.credentials.auth();
+        let (manifest, manifest_digest) = self.client.pull_image_manifest(reference, &auth).await.map_err(|e| classify(&feature, &image, e))?;
+        let wasm: Vec<&OciDescriptor> = manifest.layers.iter().filter(|l| l.media_type == WASM_LAYER_MEDIA_TYPE || l.media_type == WKG_LAYER_MEDIA_TYPE).collect();
         let [layer] = wasm.as_slice() else {
-            return Err(Error::NoWasmLayer { feature, image, found: found() });
+            let found = manifest.layers.iter().map(|l| l.media_type.as_str()).collect::<Vec<_>>().join(", ");
+            return Err(Error::NoWasmLayer { feature, image, found });
         };
-        let bytes = layer.data.to_vec();
+        let limit = self.limits.max_module_bytes;
+        if layer.size < 0 || layer.size as u64 > limit {
+            return Err(Error::TooLarge { feature, image, size: format!("{} bytes (per its manifest)", layer.size), limit });
+        }
+        let mut stream = self.client.pull_blob_stream(reference, *layer).await.map_err(|e| classify(&feature, &image, e))?;
+        let mut bytes: Vec<u8> = Vec::with_capacity(layer.size as usize);
+        while let Some(chunk) = stream.try_next().await.map_err(|e| Error::Registry { feature: feature.clone(), image: image.clone(), reason: format!("reading the wasm layer: {e}") })? {
+            if (bytes.len() + chunk.len()) as u64 > limit {
+                return Err(Error::TooLarge { feature, image, size: format!("more than the {} bytes its manifest declares", layer.size), limit });
+            }
+            bytes.extend_from_slice(&chunk);
+        }
         let sha256 = sha256_hex(&bytes);
+        if layer.digest != format!("sha256:{sha256}") {
+            return Err(Error::DigestMismatch { feature, image, expected: layer.digest.trim_start_matches("sha256:").into(), actual: sha256 });
+        }
         Self::check_pin(source, &sha256)?;
-        let manifest_digest = data.digest.clone().unwrap_or_default();
         if let Some(pinned) = reference.digest()
             && pinned != manifest_digest
         {
             return Err(Error::DigestMismatch { feature, image, expected: pinned.trim_start_matches("sha256:").into(), actual: manifest_digest.trim_start_matches("sha256:").into() });
         }
-        let annotations = manifest.and_then(|m| m.annotations.clone()).unwrap_or_default();
+        let annotations = manifest.annotations.clone().unwrap_or_default();
         let record = RefRecord { image: source.image.clone(), manifest_digest: manifest_digest.clone(), sha256: sha256.clone(), annotations: annotations.clone() };
         self.remember(&record, &bytes)?;
         Ok(Fetched { bytes, sha256, manifest_digest, annotations, origin: Origin::Registry })

@@ -40,6 +40,10 @@ pub struct Options {
     /// Leader election: (lease namespace, identity); None = run at once.
     pub leader_election: Option<(String, String)>,
     pub identity: String,
+    /// Size and time bounds of every module fetch.
+    pub fetch_limits: secop_oci::FetchLimits,
+    /// Bytes all feature instances may hold together.
+    pub memory_budget: usize,
     /// The cluster admin's policy, with the operator's own and watched
     /// namespaces already honoured ([`secop_policy::ClusterPolicy::for_operator`]).
     pub policy: secop_policy::ClusterPolicy,
@@ -51,11 +55,11 @@ pub async fn run(options: Options) -> std::result::Result<(), String> {
     let ready = Arc::new(AtomicBool::new(false));
     let server = tokio::spawn(server::serve(options.metrics_addr, metrics.clone(), ready.clone()));
 
-    let runtime = Arc::new(Runtime::new(options.cache_dir.clone())?);
+    let runtime = Arc::new(Runtime::new(options.cache_dir.clone())?.with_memory_budget(options.memory_budget));
     // Fetched components live beside the precompiled ones (both by
     // digest); without a cache directory, in a directory of this process.
     let module_cache = options.cache_dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("secop-modules-{}", std::process::id()))).join("oci");
-    let modules = modules::Modules::new(runtime.clone(), module_cache, options.plain_http_registries.clone());
+    let modules = modules::Modules::new(runtime.clone(), module_cache, options.plain_http_registries.clone(), options.fetch_limits);
     let registry = Registry::with_builtins(runtime).map_err(|e| format!("built-in feature `{}`: {}", e.feature, e.error))?;
     let client = Client::try_default().await.map_err(|e| format!("connecting to the API server: {e}"))?;
     client.apiserver_version().await.map_err(|e| format!("reaching the API server: {e}"))?;

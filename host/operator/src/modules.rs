@@ -84,7 +84,19 @@ pub struct Modules {
     loaded: Mutex<HashMap<String, Module>>,
     /// Per (agent, feature): the module of the last render without error.
     last_good: Mutex<HashMap<(String, String), InUse>>,
+    /// Digests that failed to load, with the error: not compiled again
+    /// every reconcile (compiling is seconds of CPU and much memory).
+    failed: Mutex<HashMap<String, FeatureError>>,
 }
+
+/// Failed digests remembered at most; past it the memory starts over.
+const FAILED_DIGESTS_KEPT: usize = 256;
+
+/// Compiles of one digest that may start without finishing (the operator
+/// killed mid-compile, e.g. out of memory) before it is refused: without
+/// this, a module that exhausts the operator would do so after every
+/// restart, since its blob is already cached.
+const UNFINISHED_COMPILES_ALLOWED: u32 = 2;
 
 fn module_error(reason: &'static str, message: String) -> FeatureError {
     FeatureError::Module { reason, message }
@@ -93,8 +105,14 @@ fn module_error(reason: &'static str, message: String) -> FeatureError {
 impl Modules {
     /// `cache`: where fetched components are kept by digest (next to the
     /// precompiled cache); `plain_http`: loopback registries without TLS.
-    pub fn new(runtime: Arc<Runtime>, cache: PathBuf, plain_http: Vec<String>) -> Self {
-        Self { store: ModuleStore::new(cache, plain_http), runtime, loaded: Mutex::default(), last_good: Mutex::default() }
+    pub fn new(runtime: Arc<Runtime>, cache: PathBuf, plain_http: Vec<String>, limits: secop_oci::FetchLimits) -> Self {
+        Self {
+            store: ModuleStore::new(cache, plain_http).with_limits(limits),
+            runtime,
+            loaded: Mutex::default(),
+            last_good: Mutex::default(),
+            failed: Mutex::default(),
+        }
     }
 
     /// Fetch and load the module of every enabled feature that names one.
@@ -139,17 +157,7 @@ impl Modules {
         let loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner()).get(&fetched.sha256).cloned();
         let module = match loaded {
             Some(module) => module,
-            None => {
-                // Compiling is CPU work for seconds: off the async workers.
-                let runtime = self.runtime.clone();
-                let (name, bytes) = (format!("{feature} ({})", module.image), fetched.bytes);
-                let module = tokio::task::spawn_blocking(move || runtime.load(&name, &bytes))
-                    .await
-                    .map_err(|e| module_error("LoadFailed", format!("loading the module of `{feature}`: {e}")))?
-                    .map_err(|e| module_error(e.reason(), e.to_string()))?;
-                self.loaded.lock().unwrap_or_else(|e| e.into_inner()).insert(fetched.sha256.clone(), module.clone());
-                module
-            }
+            None => self.load(feature, &module.image, &fetched.sha256, fetched.bytes).await?,
         };
         if module.metadata.id != feature {
             return Err(module_error(
@@ -162,6 +170,52 @@ impl Modules {
             Origin::Registry | Origin::Cache => None,
         };
         Ok(InUse { image: Some(source.image), entry: Entry::Wasm(module), registry_unavailable })
+    }
+
+    /// Compile and probe a fetched component once per digest. A digest that
+    /// failed is refused from memory; one whose compiles keep not finishing
+    /// (a marker file per digest in the module cache counts them across
+    /// restarts) is refused before a new attempt.
+    async fn load(&self, feature: &str, image: &str, sha256: &str, bytes: Vec<u8>) -> Result<Module, FeatureError> {
+        if let Some(error) = self.failed.lock().unwrap_or_else(|e| e.into_inner()).get(sha256) {
+            return Err(error.clone());
+        }
+        let marker = self.store.cache_dir().join("compiling").join(sha256);
+        let attempts: u32 = std::fs::read_to_string(&marker).ok().and_then(|t| t.trim().parse().ok()).unwrap_or(0);
+        if attempts >= UNFINISHED_COMPILES_ALLOWED {
+            return Err(module_error(
+                "CompileAborted",
+                format!("module {image} (sha256:{sha256}): {attempts} compiles did not finish (the operator likely ran out of memory); refused until the operator's module cache is cleared, e.g. by a new operator pod"),
+            ));
+        }
+        if let Err(e) = std::fs::create_dir_all(marker.parent().expect("has a parent")).and_then(|()| std::fs::write(&marker, (attempts + 1).to_string())) {
+            tracing::warn!(marker = %marker.display(), "cannot count compile attempts: {e}");
+        }
+        // Compiling is CPU work for seconds: off the async workers.
+        let runtime = self.runtime.clone();
+        let name = format!("{feature} ({image})");
+        let loaded = tokio::task::spawn_blocking(move || runtime.load(&name, &bytes)).await;
+        let _ = std::fs::remove_file(&marker);
+        // Out of the shared budget is about other instances, not this
+        // module: worth another try.
+        let transient = matches!(&loaded, Ok(Err(secop_runtime::LoadError::Call { source: secop_runtime::CallError::MemoryBudget { .. }, .. })));
+        let result = loaded
+            .map_err(|e| module_error("LoadFailed", format!("loading the module of `{feature}`: {e}")))
+            .and_then(|r| r.map_err(|e| module_error(e.reason(), e.to_string())));
+        match &result {
+            Ok(module) => {
+                self.loaded.lock().unwrap_or_else(|e| e.into_inner()).insert(sha256.to_string(), module.clone());
+            }
+            Err(_) if transient => {}
+            Err(error) => {
+                let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+                if failed.len() >= FAILED_DIGESTS_KEPT {
+                    failed.clear();
+                }
+                failed.insert(sha256.to_string(), error.clone());
+            }
+        }
+        result
     }
 
     /// Render `agent` with its modules. A feature whose module failed (to
@@ -336,7 +390,7 @@ mod tests {
         let load = |bytes: &[u8]| Entry::Wasm(runtime.load("falco", bytes).unwrap());
         Setup {
             registry: Registry::with_builtins(runtime.clone()).unwrap(),
-            modules: Modules::new(runtime.clone(), std::env::temp_dir().join("secop-modules-unit"), vec![]),
+            modules: Modules::new(runtime.clone(), std::env::temp_dir().join("secop-modules-unit"), vec![], Default::default()),
             good: load(secop_builtin::module("falco").unwrap()),
             broken: load(&std::fs::read(secop_builtin::artifact_path("feature_falco_broken")).unwrap()),
             greedy: load(&std::fs::read(secop_builtin::artifact_path("feature_falco_greedy")).unwrap()),

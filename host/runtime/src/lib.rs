@@ -15,7 +15,7 @@ mod cache;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -106,6 +106,10 @@ pub enum CallError {
     Timeout { call: &'static str, deadline: Duration },
     #[error("`{call}` exceeded the memory limit of {limit_bytes} bytes")]
     MemoryLimit { call: &'static str, limit_bytes: usize },
+    /// The process-wide budget of all instances together is spent (many
+    /// features at once); transient, the next reconcile tries again.
+    #[error("`{call}` could not grow its memory: the operator's budget of {budget_bytes} bytes for all feature instances together is in use")]
+    MemoryBudget { call: &'static str, budget_bytes: usize },
     #[error("`{call}` trapped: {message}")]
     Trap { call: &'static str, message: String },
     #[error("`{call}` returned {bytes} bytes of output, over the limit of {limit} bytes")]
@@ -122,6 +126,7 @@ impl CallError {
         match self {
             CallError::Timeout { .. } => "Timeout",
             CallError::MemoryLimit { .. } => "MemoryLimit",
+            CallError::MemoryBudget { .. } => "MemoryBudget",
             CallError::Trap { .. } => "Trap",
             CallError::OutputTooLarge { .. } => "OutputTooLarge",
             CallError::Poisoned { .. } => "Poisoned",
@@ -230,25 +235,76 @@ impl cluster::Host for HostState {
 
 impl wit::Host for HostState {}
 
-/// Memory accounting that remembers whether it refused a growth, so a trap
-/// can be reported as "memory limit" rather than as a generic trap.
+/// The memory of every live feature instance of the process, against one
+/// budget. Each instance's own limit stops one feature; the budget stops
+/// many at once (concurrent reconciles of many agents) from exhausting the
+/// operator's memory, which every agent shares.
+pub struct MemoryBudget {
+    limit: usize,
+    used: AtomicUsize,
+}
+
+impl MemoryBudget {
+    pub fn new(limit: usize) -> Self {
+        Self { limit, used: AtomicUsize::new(0) }
+    }
+
+    fn reserve(&self, bytes: usize) -> bool {
+        self.used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| used.checked_add(bytes).filter(|&n| n <= self.limit)).is_ok()
+    }
+
+    fn release(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    /// Bytes reserved by live instances now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+}
+
+/// Which limit refused a growth, so the trap that follows is reported as
+/// such rather than as a generic trap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LimitHit {
+    Instance,
+    Budget,
+}
+
+/// Memory accounting of one instance: the total of all its memories (a
+/// component may have several), reserved from the process budget and
+/// returned when the instance is dropped.
 struct MemoryLimiter {
     limit: usize,
-    hit: bool,
+    used: usize,
+    hit: Option<LimitHit>,
+    budget: Arc<MemoryBudget>,
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.limit {
-            self.hit = true;
-            wasmtime::bail!("memory limit of {} bytes reached (wanted {desired})", self.limit);
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let growth = desired.saturating_sub(current);
+        if self.used + growth > self.limit {
+            self.hit = Some(LimitHit::Instance);
+            wasmtime::bail!("memory limit of {} bytes reached (all memories of the instance would hold {})", self.limit, self.used + growth);
         }
+        if !self.budget.reserve(growth) {
+            self.hit = Some(LimitHit::Budget);
+            wasmtime::bail!("the process memory budget of {} bytes is in use", self.budget.limit);
+        }
+        self.used += growth;
         Ok(true)
     }
 
     fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         // Tables hold function references; tens of thousands is already absurd.
         Ok(desired <= 100_000)
+    }
+}
+
+impl Drop for MemoryLimiter {
+    fn drop(&mut self) {
+        self.budget.release(self.used);
     }
 }
 
@@ -311,11 +367,17 @@ impl std::fmt::Debug for Module {
     }
 }
 
+/// The budget of all feature instances together unless the operator sets
+/// another (`secop run --module-memory-budget-mib`): twice the policy's
+/// default ceiling per instance, within the chart's 512 MiB pod limit.
+pub const DEFAULT_MEMORY_BUDGET: usize = 256 << 20;
+
 /// The process-wide runtime.
 pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
     cache: Option<CompiledCache>,
+    budget: Arc<MemoryBudget>,
     _ticker: EpochTicker,
 }
 
@@ -338,7 +400,17 @@ impl Runtime {
             }
         });
         let ticker = EpochTicker::start(engine.clone());
-        Ok(Self { engine, linker, cache, _ticker: ticker })
+        Ok(Self { engine, linker, cache, budget: Arc::new(MemoryBudget::new(DEFAULT_MEMORY_BUDGET)), _ticker: ticker })
+    }
+
+    /// Replace the budget of all instances together (before any runs).
+    pub fn with_memory_budget(mut self, bytes: usize) -> Self {
+        self.budget = Arc::new(MemoryBudget::new(bytes));
+        self
+    }
+
+    pub fn memory_budget(&self) -> &MemoryBudget {
+        &self.budget
     }
 
     /// The cache directory in use, if any.
@@ -430,7 +502,7 @@ impl Runtime {
             wasi,
             table: ResourceTable::new(),
             stderr,
-            limiter: MemoryLimiter { limit: limits.memory_bytes, hit: false },
+            limiter: MemoryLimiter { limit: limits.memory_bytes, used: 0, hit: None, budget: self.budget.clone() },
             cluster: ScopedCluster::new(&module.metadata.id, cluster),
             namespace: namespace.to_string(),
         };
@@ -472,8 +544,10 @@ fn check_component_header(name: &str, bytes: &[u8]) -> Result<(), LoadError> {
 }
 
 fn classify(store: &mut Store<HostState>, call: &'static str, limits: Limits, error: wasmtime::Error) -> CallError {
-    if store.data().limiter.hit {
-        return CallError::MemoryLimit { call, limit_bytes: limits.memory_bytes };
+    match store.data().limiter.hit {
+        Some(LimitHit::Instance) => return CallError::MemoryLimit { call, limit_bytes: limits.memory_bytes },
+        Some(LimitHit::Budget) => return CallError::MemoryBudget { call, budget_bytes: store.data().limiter.budget.limit },
+        None => {}
     }
     match error.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => CallError::Timeout { call, deadline: limits.deadline },

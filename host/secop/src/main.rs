@@ -92,6 +92,13 @@ enum Command {
         /// Seconds between re-resolving agents whose modules pull `Always` (moved tags) or are degraded.
         #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
         module_poll_seconds: u64,
+        /// Largest feature module (wasm layer) fetched from a registry, in MiB.
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1024))]
+        module_max_mib: u64,
+        /// Memory all feature instances may hold together, in MiB (each is
+        /// also held to its own `limits.memoryMib`).
+        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(16..=16384))]
+        module_memory_budget_mib: u64,
         /// The cluster policy (the chart mounts its `policy` values here);
         /// default: only the operator's own and watched namespaces, the
         /// built-in images, built-in modules only.
@@ -164,7 +171,7 @@ fn cache_dir(cli: &Cli) -> Option<PathBuf> {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match &cli.command {
-        Command::Run { namespace, metrics_addr, leader_elect, lease_namespace, identity, operator_image, plain_http, module_poll_seconds, policy, .. } => {
+        Command::Run { namespace, metrics_addr, leader_elect, lease_namespace, identity, operator_image, plain_http, module_poll_seconds, policy, module_max_mib, module_memory_budget_mib, .. } => {
             let identity = identity.clone().unwrap_or_else(|| {
                 std::env::var("HOSTNAME").unwrap_or_else(|_| format!("secop-{}", std::process::id()))
             });
@@ -177,6 +184,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 module_poll: std::time::Duration::from_secs(*module_poll_seconds),
                 leader_election: leader_elect.then(|| (lease_namespace.clone(), identity.clone())),
                 identity,
+                fetch_limits: secop_oci::FetchLimits { max_module_bytes: module_max_mib << 20, ..Default::default() },
+                memory_budget: (*module_memory_budget_mib as usize) << 20,
                 // The lease namespace is the operator's own (POD_NAMESPACE).
                 policy: read_policy(policy.as_deref())?.for_operator(lease_namespace, namespace.as_deref()),
             };

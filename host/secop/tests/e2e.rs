@@ -834,6 +834,11 @@ async fn a_hostile_tenant_is_refused_and_contained() {
     let host = registry.host();
     let hostile = format!("{host}/tenant/hostile:1");
     push(&pipeline::component("feature_hostile"), &hostile, &host);
+    // 65 MiB of "module", just over the operator's 64 MiB limit: refused by
+    // its manifest, never downloaded.
+    let huge = format!("{host}/tenant/huge:1");
+    let store = secop_oci::ModuleStore::new(dir.join("push-cache"), vec![host.clone()]);
+    store.push(&huge, &vec![0u8; 65 << 20], Default::default(), secop_oci::Layout::Secop, &Default::default()).await.unwrap();
 
     // The admin's policy: agents of the admin's and tenant-a's namespaces;
     // modules from the tenant registry, without cluster-scoped or host
@@ -886,6 +891,11 @@ async fn a_hostile_tenant_is_refused_and_contained() {
         assert_eq!(status, "False");
         assert!(message.contains(field) && message.contains(&format!("cluster policy `{rule}`")), "{message}");
     }
+    // Bounded resources: an oversized module from an allowed source.
+    apply_agent(&tenant, &tenant_ns, &attack(json!({ "features": [{ "name": "hostile", "module": { "image": huge } }] }))).await;
+    // (No built-in `hostile`: the condition type is the fallback `<name>Ready`.)
+    let (_, message) = wait_reason(&client, &tenant_ns, "attack", "hostileReady", "ModuleTooLarge").await;
+    assert!(message.contains(&format!("{} bytes (per its manifest)", 65 << 20)) && message.contains(&format!("limit of {} bytes", 64 << 20)), "{message}");
     // A second Tetragon next to the admin's: the cluster-wide TracingPolicy
     // is the admin agent's, so the tenant's agent is in Conflict naming it.
     apply_agent(&tenant, &tenant_ns, &attack(json!({ "features": [{ "name": "tetragon" }] }))).await;

@@ -122,3 +122,47 @@ fn feature_modules_round_trip_through_a_real_registry() {
     let missing = cli.fails(&["feature", "pull", &format!("{}/features/never-pushed:1", registry.host())]);
     assert!(missing.contains("registry unreachable and nothing cached"), "{missing}");
 }
+
+/// A module source may be hostile: a layer over the size limit is refused
+/// by its manifest before any byte of it is downloaded, nothing is cached,
+/// and a registry that does not answer counts as unreachable after the
+/// fetch's time limit.
+#[test]
+fn an_oversized_module_is_refused_before_its_download() {
+    let Some(bin) = registry_bin() else { return };
+    let dir = scratch("registry-limits");
+    let mut registry = Registry::start(&bin, &dir.join("registry"), free_port()).unwrap();
+    let host = registry.host();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let falco = std::fs::read(component("feature_falco")).unwrap();
+    let image = format!("{host}/features/falco:big");
+    let source = |image: &str| secop_oci::Source {
+        feature: "falco".into(),
+        image: image.into(),
+        sha256: None,
+        pull_policy: secop_oci::PullPolicy::Always,
+        credentials: Default::default(),
+    };
+    let limits = secop_oci::FetchLimits { max_module_bytes: falco.len() as u64 - 1, timeout: std::time::Duration::from_secs(5) };
+    let store = secop_oci::ModuleStore::new(dir.join("cache"), vec![host.clone()]).with_limits(limits);
+    runtime.block_on(store.push(&image, &falco, Default::default(), secop_oci::Layout::Secop, &Default::default())).unwrap();
+
+    let error = runtime.block_on(store.fetch(&source(&image))).err().expect("over the limit");
+    assert_eq!(error.reason(), "ModuleTooLarge", "{error}");
+    assert!(error.to_string().contains(&format!("{} bytes (per its manifest)", falco.len())), "{error}");
+    assert!(!dir.join("cache/blobs").exists() || std::fs::read_dir(dir.join("cache/blobs")).unwrap().next().is_none(), "nothing cached");
+    let fits = secop_oci::ModuleStore::new(dir.join("cache"), vec![host.clone()]);
+    assert!(runtime.block_on(fits.fetch(&source(&image))).is_ok(), "within the default limit it is fetched");
+
+    // A registry that accepts the connection and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_host = silent.local_addr().unwrap().to_string();
+    let store = secop_oci::ModuleStore::new(dir.join("cache-silent"), vec![silent_host.clone()])
+        .with_limits(secop_oci::FetchLimits { timeout: std::time::Duration::from_secs(2), ..Default::default() });
+    let started = std::time::Instant::now();
+    let error = runtime.block_on(store.fetch(&source(&format!("{silent_host}/features/falco:1")))).err().expect("no answer");
+    assert_eq!(error.reason(), "RegistryUnavailable", "{error}");
+    assert!(error.to_string().contains("no complete answer within 2s"), "{error}");
+    eprintln!("silent registry given up after {:.1?}", started.elapsed());
+    registry.stop();
+}
