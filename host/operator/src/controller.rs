@@ -24,7 +24,7 @@ use secop_runtime::ClusterAccess;
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
-use crate::metrics::{FeatureErrorLabel, FeatureLabel, Metrics};
+use crate::metrics::{self, FeatureErrorLabel, FeatureLabel, Metrics};
 use crate::modules::{ModuleRender, Modules};
 use crate::resources::{self, Kinds};
 use crate::status;
@@ -48,6 +48,39 @@ pub struct Context {
     pub recorder: Recorder,
     pub operator_image: String,
     pub policy: Arc<secop_policy::ClusterPolicy>,
+    /// Consecutive failed reconciles per agent, for the backoff.
+    pub retries: Retries,
+}
+
+/// First retry after a failed reconcile; doubled per further failure.
+const RETRY_FIRST: Duration = Duration::from_secs(5);
+/// The longest wait between retries (the resync period).
+const RETRY_MAX: Duration = RESYNC;
+
+/// Consecutive failures per agent (`namespace/name`): an agent that keeps
+/// failing (a Conflict nobody resolves, a permission the operator lacks)
+/// is retried ever less often, so it cannot keep the shared operator and
+/// the API server busy; a success starts over.
+#[derive(Default)]
+pub struct Retries(std::sync::Mutex<std::collections::HashMap<String, u32>>);
+
+impl Retries {
+    /// Count one more failure; the delay before the next attempt.
+    pub fn failed(&self, agent: &str) -> Duration {
+        let mut failures = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = failures.entry(agent.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+        backoff(*n)
+    }
+
+    pub fn succeeded(&self, agent: &str) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(agent);
+    }
+}
+
+/// 5 s, 10 s, 20 s, ... up to 5 min.
+fn backoff(failures: u32) -> Duration {
+    RETRY_FIRST.saturating_mul(1u32 << failures.saturating_sub(1).min(16)).min(RETRY_MAX)
 }
 
 /// Live objects after apply, for the features' scoped `cluster.get`.
@@ -147,9 +180,10 @@ async fn reconcile_agent(agent: Arc<SecurityAgent>, ctx: Arc<Context>) -> Result
         }
     };
     for report in rendered.features.iter().filter(|f| f.enabled) {
-        ctx.metrics.feature_call_duration.get_or_create(&FeatureLabel { feature: report.name.clone() }).observe(report.call_time.as_secs_f64());
+        let feature = metrics::feature_label(&ctx.registry, &report.name);
+        ctx.metrics.feature_call_duration.get_or_create(&FeatureLabel { feature: feature.clone() }).observe(report.call_time.as_secs_f64());
         if let Some(error) = &report.error {
-            ctx.metrics.feature_errors.get_or_create(&FeatureErrorLabel { feature: report.name.clone(), reason: error.reason() }).inc();
+            ctx.metrics.feature_errors.get_or_create(&FeatureErrorLabel { feature, reason: error.reason() }).inc();
         }
     }
 
@@ -232,7 +266,7 @@ async fn report_sync_failure(ctx: &Context, api: &Api<SecurityAgent>, agent: &Se
     // Conflicts are found before the first write; other errors stop the
     // sync at the failing request.
     let what = if matches!(error, Error::Conflict { .. }) { "nothing was applied or pruned" } else { "nothing was pruned" };
-    let message = format!("{error}; {what}, and the next attempt follows in seconds");
+    let message = format!("{error}; {what}; retried after 5 s, then less often (at least every 5 min)");
     match status::write(api, agent, status::sync_failed(agent, error.sync_reason(), &message)).await {
         Ok(true) => publish(ctx, agent, EventType::Warning, error.sync_reason(), "Apply", message).await,
         Ok(false) => {}
@@ -240,16 +274,24 @@ async fn report_sync_failure(ctx: &Context, api: &Api<SecurityAgent>, agent: &Se
     }
 }
 
+fn agent_id(agent: &SecurityAgent) -> String {
+    format!("{}/{}", agent.namespace().unwrap_or_default(), agent.name_any())
+}
+
 async fn reconcile(agent: Arc<SecurityAgent>, ctx: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
-    let result = reconcile_agent(agent, ctx.clone()).await;
+    let result = reconcile_agent(agent.clone(), ctx.clone()).await;
     ctx.metrics.observe_reconcile(started.elapsed(), result.as_ref().err().map(Error::metric_label));
+    if result.is_ok() {
+        ctx.retries.succeeded(&agent_id(&agent));
+    }
     result
 }
 
-fn error_policy(agent: Arc<SecurityAgent>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(agent = %agent.name_any(), error = %error, "reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(5))
+fn error_policy(agent: Arc<SecurityAgent>, error: &Error, ctx: Arc<Context>) -> Action {
+    let delay = ctx.retries.failed(&agent_id(&agent));
+    tracing::warn!(agent = %agent.name_any(), error = %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
 }
 
 /// Which namespaces to watch: one, or all.
@@ -291,6 +333,22 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
             }
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_per_agent_and_start_over_after_a_success() {
+        let retries = Retries::default();
+        let waits: Vec<u64> = (0..9).map(|_| retries.failed("a/x").as_secs()).collect();
+        assert_eq!(waits, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
+        assert_eq!(retries.failed("b/y").as_secs(), 5, "per agent");
+        retries.succeeded("a/x");
+        assert_eq!(retries.failed("a/x").as_secs(), 5);
+        assert_eq!(backoff(u32::MAX), RETRY_MAX);
+    }
 }
 
 /// The event reporter of this replica.

@@ -82,13 +82,31 @@ pub struct Conflict {
     /// The SecurityAgent (`namespace/name`) that manages it, or `None` for
     /// an object the operator does not manage.
     pub owner: Option<String>,
+    pub kind: ConflictKind,
+}
+
+/// Why the object is in the way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConflictKind {
+    /// It has the name of an object the agent renders.
+    Exists,
+    /// It runs the same node-level sensor (feature) on nodes the agent's
+    /// DaemonSet would run on too: two privileged sensors of one kind per
+    /// node double the load and the events.
+    SameNodes { feature: String },
 }
 
 impl std::fmt::Display for Conflict {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.owner {
-            Some(agent) => write!(f, "{} already exists and belongs to SecurityAgent {agent}", self.object),
-            None => write!(f, "{} already exists and is not managed by the security operator", self.object),
+        match (&self.kind, &self.owner) {
+            (ConflictKind::Exists, Some(agent)) => write!(f, "{} already exists and belongs to SecurityAgent {agent}", self.object),
+            (ConflictKind::Exists, None) => write!(f, "{} already exists and is not managed by the security operator", self.object),
+            (ConflictKind::SameNodes { feature }, owner) => write!(
+                f,
+                "feature `{feature}` already runs on these nodes: {} of SecurityAgent {} (node selectors not disjoint)",
+                self.object,
+                owner.as_deref().unwrap_or("?")
+            ),
         }
     }
 }
@@ -109,14 +127,16 @@ mod tests {
     fn a_conflict_names_each_object_and_its_owner() {
         let error = Error::Conflict {
             conflicts: vec![
-                Conflict { object: "ConfigMap team-a/falco-config".into(), owner: None },
-                Conflict { object: "TracingPolicy container-escape-monitor".into(), owner: Some("security-system/poc-security".into()) },
+                Conflict { object: "ConfigMap team-a/falco-config".into(), owner: None, kind: ConflictKind::Exists },
+                Conflict { object: "TracingPolicy container-escape-monitor".into(), owner: Some("security-system/poc-security".into()), kind: ConflictKind::Exists },
+                Conflict { object: "DaemonSet security-system/falco".into(), owner: Some("security-system/poc-security".into()), kind: ConflictKind::SameNodes { feature: "falco".into() } },
             ],
         };
         assert_eq!(
             error.to_string(),
             "ConfigMap team-a/falco-config already exists and is not managed by the security operator; \
-             TracingPolicy container-escape-monitor already exists and belongs to SecurityAgent security-system/poc-security"
+             TracingPolicy container-escape-monitor already exists and belongs to SecurityAgent security-system/poc-security; \
+             feature `falco` already runs on these nodes: DaemonSet security-system/falco of SecurityAgent security-system/poc-security (node selectors not disjoint)"
         );
         assert_eq!(error.sync_reason(), "Conflict");
         assert_eq!(error.metric_label(), "conflict");

@@ -91,6 +91,7 @@ pub async fn run(options: Options) -> std::result::Result<(), String> {
         metrics,
         operator_image: options.operator_image,
         policy: Arc::new(options.policy),
+        retries: controller::Retries::default(),
     });
     tracing::info!(namespace = options.namespace.as_deref().unwrap_or("<all>"), "controller starting");
     let controller = controller::run(ctx, options.namespace);

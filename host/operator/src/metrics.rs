@@ -24,6 +24,14 @@ pub struct FeatureLabel {
     pub feature: String,
 }
 
+/// Label value for a feature: its name when the operator has a built-in
+/// module of that name, else `other`. Feature names are tenant input;
+/// label values must stay a small, fixed set or every agent could grow
+/// the metrics without bound.
+pub fn feature_label(registry: &secop_engine::Registry, name: &str) -> String {
+    if registry.get(name).is_some() { name.to_string() } else { "other".to_string() }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FeatureErrorLabel {
     pub feature: String,

@@ -14,11 +14,11 @@ use kube::core::{ApiResource, GroupVersionKind};
 use kube::discovery::{self, Scope};
 use kube::Client;
 use secop_engine::objects::ObjectKey;
-use secop_engine::{FEATURE_LABEL, OWNER_LABEL, OWNER_NAMESPACE_LABEL};
+use secop_engine::{FEATURE_LABEL, MANAGED_BY, MANAGED_BY_LABEL, OWNER_LABEL, OWNER_NAMESPACE_LABEL};
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
-use crate::error::{rbac_resource, Conflict, Error, Result};
+use crate::error::{rbac_resource, Conflict, ConflictKind, Error, Result};
 
 pub const FIELD_MANAGER: &str = "security-operator";
 
@@ -320,9 +320,55 @@ async fn check_foreign(client: &Client, kinds: &Kinds, desired: &[(ObjectKey, Va
             (Some(ns), Some(name)) => Some(format!("{ns}/{name}")),
             _ => None,
         };
-        conflicts.push(Conflict { object: format!("{} {}", key.kind, object_name(key)), owner: owner_agent });
+        conflicts.push(Conflict { object: format!("{} {}", key.kind, object_name(key)), owner: owner_agent, kind: ConflictKind::Exists });
     }
+    conflicts.extend(check_node_sensors(client, desired, live).await?);
     if conflicts.is_empty() { Ok(shared_crds) } else { Err(Error::Conflict { conflicts }) }
+}
+
+/// Node-level sensors are singletons: a DaemonSet this agent would create
+/// conflicts with one of the same feature that another agent already runs,
+/// unless their node selectors are disjoint (some key both set to
+/// different values). Affinity is not compared, so its overlap counts.
+/// Only DaemonSets not live yet are checked: a sensor already running is
+/// never taken down by this check.
+async fn check_node_sensors(client: &Client, desired: &[(ObjectKey, Value)], live: &BTreeMap<ObjectKey, Value>) -> Result<Vec<Conflict>> {
+    let mut conflicts = vec![];
+    let new_daemonsets = desired.iter().filter(|(k, _)| k.kind == "DaemonSet" && k.group() == "apps" && !live.contains_key(k));
+    for (_, object) in new_daemonsets {
+        let label = |name: &str| object.pointer(&format!("/metadata/labels/{}", name.replace('/', "~1"))).and_then(Value::as_str).unwrap_or_default().to_string();
+        let (feature, owner) = (label(FEATURE_LABEL), (label(OWNER_NAMESPACE_LABEL), label(OWNER_LABEL)));
+        let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY},{FEATURE_LABEL}={feature}");
+        let api: Api<k8s_openapi::api::apps::v1::DaemonSet> = Api::all(client.clone());
+        let running = api.list(&ListParams::default().labels(&selector)).await.map_err(|source| Error::Request {
+            verb: "list",
+            resource: "daemonsets.apps".into(),
+            object: format!("(all namespaces, {selector})"),
+            source,
+        })?;
+        for other in running {
+            let labels = other.metadata.labels.clone().unwrap_or_default();
+            let other_owner = (labels.get(OWNER_NAMESPACE_LABEL).cloned().unwrap_or_default(), labels.get(OWNER_LABEL).cloned().unwrap_or_default());
+            if other_owner == owner {
+                continue;
+            }
+            let theirs = other.spec.as_ref().and_then(|s| s.template.spec.as_ref()).and_then(|s| s.node_selector.clone()).unwrap_or_default();
+            let ours: BTreeMap<String, String> = serde_json::from_value(object.pointer("/spec/template/spec/nodeSelector").cloned().unwrap_or(Value::Null)).unwrap_or_default();
+            if !node_selectors_disjoint(&ours, &theirs) {
+                conflicts.push(Conflict {
+                    object: format!("DaemonSet {}/{}", other.metadata.namespace.clone().unwrap_or_default(), other.metadata.name.clone().unwrap_or_default()),
+                    owner: Some(format!("{}/{}", other_owner.0, other_owner.1)),
+                    kind: ConflictKind::SameNodes { feature: feature.clone() },
+                });
+            }
+        }
+    }
+    Ok(conflicts)
+}
+
+/// No node can match both: some key is required with different values.
+fn node_selectors_disjoint(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> bool {
+    a.iter().any(|(k, v)| b.get(k).is_some_and(|w| w != v))
 }
 
 /// `namespace/name`, or `name` for a cluster-scoped object.
@@ -361,6 +407,15 @@ pub async fn delete_cluster_scoped(client: &Client, kinds: &Kinds, agent: &str, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_selectors_are_disjoint_only_when_a_shared_key_differs() {
+        let map = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>();
+        assert!(node_selectors_disjoint(&map(&[("pool", "a")]), &map(&[("pool", "b")])));
+        assert!(!node_selectors_disjoint(&map(&[("pool", "a")]), &map(&[("pool", "a")])));
+        assert!(!node_selectors_disjoint(&map(&[("pool", "a")]), &map(&[("zone", "x")])), "different keys can match one node");
+        assert!(!node_selectors_disjoint(&map(&[]), &map(&[("pool", "a")])), "no selector: every node");
+    }
 
     #[test]
     fn subset_ignores_server_defaults_but_not_changes() {

@@ -901,6 +901,17 @@ async fn a_hostile_tenant_is_refused_and_contained() {
     apply_agent(&tenant, &tenant_ns, &attack(json!({ "features": [{ "name": "tetragon" }] }))).await;
     let (_, message) = wait_reason(&client, &tenant_ns, "attack", "Ready", "Conflict").await;
     assert!(message.contains("container-escape-monitor") && message.contains(&admin_ns), "{message}");
+    // Node sensors are singletons: the tenant's Tetragon DaemonSet would run
+    // on the admin's nodes too.
+    assert!(message.contains(&format!("feature `tetragon` already runs on these nodes: DaemonSet {admin_ns}/tetragon of SecurityAgent {admin_ns}/poc-security")), "{message}");
+    assert!(!exists(&Api::<DaemonSet>::namespaced(client.clone(), &tenant_ns), "tetragon").await);
+    // On nodes the admin's agent does not select, the same sensor may run.
+    let elsewhere_nodes = json!({ "features": [{ "name": "osquery" }], "override": { "nodeAgent": { "nodeSelector": { "type": "tenant-a-only" } } } });
+    apply_agent(&tenant, &tenant_ns, &attack(elsewhere_nodes)).await;
+    wait_for("the tenant's osquery on its own nodes", Duration::from_secs(60), || async {
+        Ok(Api::<DaemonSet>::namespaced(client.clone(), &tenant_ns).get_opt("osquery").await.map_err(|e| e.to_string())?.is_some())
+    })
+    .await;
     Api::<SecurityAgent>::namespaced(tenant.clone(), &tenant_ns).delete("attack", &DeleteParams::default()).await.unwrap();
     wait_for("the tenant's agent to be gone", Duration::from_secs(60), || async {
         Ok(Api::<SecurityAgent>::namespaced(client.clone(), &tenant_ns).get_opt("attack").await.map_err(|e| e.to_string())?.is_none())
@@ -918,17 +929,26 @@ async fn a_hostile_tenant_is_refused_and_contained() {
     let refused = agent_status(&client, &unlisted_ns, "attack").await.unwrap();
     assert!(refused.metadata.finalizers.unwrap_or_default().is_empty(), "no finalizer on an agent that is not honoured");
 
-    // Contained: nothing of the attacks exists, the operator wrote only
-    // SecurityAgents (status, finalizer) and Events (the refusals) in the
-    // tenants' namespaces, and the admin's agent still reconciles.
+    // Contained: nothing of the attacks exists, and the audit log has no
+    // write of the operator beyond the policy: in the unlisted namespace only
+    // the agent's status and Events; in tenant-a only the osquery the policy
+    // allows (no Tetragon, Trivy or hostile object); no cluster-scoped object
+    // of the tenant's (named `secop-<namespace>-...`) anywhere.
     assert!(!exists(&Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(client.clone()), "hostile-secrets").await);
     assert!(!exists(&Api::<DaemonSet>::namespaced(client.clone(), &tenant_ns), "hostile-root").await);
     let writes = operator_writes(&env);
+    let in_ns = |w: &str, ns: &str| w.contains(&format!("/namespaces/{ns}/"));
     let outside_policy: Vec<&String> = writes
         .iter()
-        .filter(|w| w.contains("hostile") || [&tenant_ns, &unlisted_ns].iter().any(|ns| w.contains(&format!("/namespaces/{ns}/")) && !w.contains("/securityagents/") && !w.contains("/events")))
+        .filter(|w| {
+            w.contains("hostile")
+                || w.contains(&format!("secop-{tenant_ns}"))
+                || (in_ns(w, &unlisted_ns) && !w.contains("/securityagents/") && !w.contains("/events"))
+                || (in_ns(w, &tenant_ns) && (w.contains("tetragon") || w.contains("trivy")))
+        })
         .collect();
     assert!(outside_policy.is_empty(), "operator writes beyond the policy: {outside_policy:#?}");
+    assert!(writes.iter().any(|w| in_ns(w, &tenant_ns) && w.contains("/daemonsets/osquery")), "the allowed agent was applied (the audit log is read)");
     let mut changed = admin_agent.clone();
     changed["spec"]["override"]["falco"]["resources"]["limits"]["memory"] = json!("2100Mi");
     apply_agent(&client, &admin_ns, &changed).await;
