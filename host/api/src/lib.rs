@@ -154,6 +154,10 @@ pub struct ElasticsearchSpec {
     pub ca_secret_ref: Option<SecretRef>,
     #[serde(default)]
     pub indices: IndexSpec,
+    /// Allow `http://` endpoints together with `authSecretRef`: the
+    /// credentials then cross the network in clear text. For labs only.
+    #[serde(default, rename = "insecureAllowPlainHTTP", skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_allow_plain_http: bool,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -376,6 +380,12 @@ pub fn validate(spec: &SecurityAgentSpec) -> Result<(), SpecError> {
                     format!("`{e}` must start with http:// or https://"),
                 ));
             }
+            if e.starts_with("http://") && es.auth_secret_ref.is_some() && !es.insecure_allow_plain_http {
+                return Err(SpecError::new(
+                    format!("spec.output.elasticsearch.endpoints[{i}]"),
+                    format!("`{e}` is plain HTTP: the credentials of authSecretRef would cross the network in clear text; use https:// (with caSecretRef), or set insecureAllowPlainHTTP: true for a lab"),
+                ));
+            }
         }
     }
     Ok(())
@@ -409,6 +419,17 @@ mod tests {
         assert_eq!(err.field, "spec.features[0].enabled");
         let text = format!("{MINIMAL}spec:\n  features: []\n  override:\n    falco:\n      tolerations: {{operator: Exists}}\n");
         assert_eq!(parse(&text).unwrap_err().field, "spec.override.falco.tolerations");
+    }
+
+    #[test]
+    fn credentials_over_plain_http_need_the_explicit_opt_in() {
+        let spec = |extra: &str| format!("{MINIMAL}spec:\n  features: []\n  output:\n    elasticsearch:\n      endpoints: [\"https://es:9200\", \"http://es:9200\"]\n      authSecretRef: {{name: es}}\n{extra}");
+        let err = parse(&spec("")).unwrap_err();
+        assert_eq!(err.field, "spec.output.elasticsearch.endpoints[1]");
+        assert!(err.message.contains("clear text") && err.message.contains("insecureAllowPlainHTTP"), "{err}");
+        assert!(parse(&spec("      insecureAllowPlainHTTP: true\n")).is_ok());
+        // Without credentials plain HTTP sends nothing secret.
+        assert!(parse(&format!("{MINIMAL}spec:\n  features: []\n  output:\n    elasticsearch:\n      endpoints: [\"http://es:9200\"]\n")).is_ok());
     }
 
     #[test]
