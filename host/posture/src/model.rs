@@ -79,6 +79,10 @@ impl Kind {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct Owner {
+    /// `group/version` of the owner (empty for a role reference); matched
+    /// by exemptions, not stored in documents.
+    #[serde(skip)]
+    pub api_version: String,
     pub kind: String,
     pub name: String,
     /// The managing controller (`controller: true`), not just a reference
@@ -310,7 +314,7 @@ pub fn parse(object: &Value) -> Option<Asset> {
         .unwrap_or_default();
     let owner = meta["ownerReferences"].as_array().and_then(|refs| {
         let r = refs.iter().find(|r| r["controller"] == true).or(refs.first())?;
-        Some(Owner { kind: str_of(&r["kind"])?, name: str_of(&r["name"])?, controller: r["controller"] == true })
+        Some(Owner { api_version: str_of(&r["apiVersion"]).unwrap_or_default(), kind: str_of(&r["kind"])?, name: str_of(&r["name"])?, controller: r["controller"] == true })
     });
     let spec = &object["spec"];
     let template = match kind {
@@ -324,7 +328,12 @@ pub fn parse(object: &Value) -> Option<Asset> {
         Kind::Role | Kind::ClusterRole => Some(Rbac { rules: object["rules"].as_array().map(|rs| rs.iter().map(rule).collect()).unwrap_or_default(), ..Default::default() }),
         Kind::RoleBinding | Kind::ClusterRoleBinding => Some(Rbac {
             rules: vec![],
-            role_ref: Some(Owner { kind: str_of(&object["roleRef"]["kind"]).unwrap_or_default(), name: str_of(&object["roleRef"]["name"]).unwrap_or_default(), controller: false }),
+            role_ref: Some(Owner {
+                api_version: String::new(),
+                kind: str_of(&object["roleRef"]["kind"]).unwrap_or_default(),
+                name: str_of(&object["roleRef"]["name"]).unwrap_or_default(),
+                controller: false,
+            }),
             subjects: object["subjects"]
                 .as_array()
                 .map(|s| {
