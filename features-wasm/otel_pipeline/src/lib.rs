@@ -189,6 +189,33 @@ impl OtelPipeline {
     }
 }
 
+impl OtelPipeline {
+    /// Only this agent's node collectors may send to the gateway's OTLP
+    /// port: any other pod could otherwise forge or flood security events
+    /// (where the cluster's CNI enforces NetworkPolicies). The health port
+    /// stays open for the kubelet's probes. Egress to Elasticsearch is not
+    /// restricted: its endpoints are host names, which a NetworkPolicy
+    /// cannot name.
+    fn gateway_network_policy(&self) -> Value {
+        json!({
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": k8s::namespaced_meta(&self.ctx, GATEWAY, GATEWAY),
+            "spec": {
+                "podSelector": { "matchLabels": k8s::selector(GATEWAY) },
+                "policyTypes": ["Ingress"],
+                "ingress": [
+                    {
+                        "from": [{ "podSelector": { "matchLabels": k8s::selector(NODE) } }],
+                        "ports": [{ "port": OTLP_PORT, "protocol": "TCP" }],
+                    },
+                    { "ports": [{ "port": HEALTH_PORT, "protocol": "TCP" }] },
+                ],
+            },
+        })
+    }
+}
+
 impl Feature for OtelPipeline {
     fn metadata(&self) -> Metadata {
         Metadata {
@@ -227,6 +254,7 @@ impl Feature for OtelPipeline {
             self.node_daemonset(),
             self.gateway_deployment(),
             self.gateway_service(),
+            self.gateway_network_policy(),
         ]))
     }
 
@@ -275,6 +303,18 @@ mod tests {
             },
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn only_node_collectors_reach_the_gateways_otlp_port() {
+        let mut pipeline = OtelPipeline::default();
+        pipeline.configure("{}", &ctx()).unwrap();
+        let policy = pipeline.gateway_network_policy();
+        assert_eq!(policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"], GATEWAY);
+        let ingress = policy["spec"]["ingress"].as_array().unwrap();
+        let otlp = ingress.iter().find(|r| r["ports"][0]["port"] == OTLP_PORT).unwrap();
+        assert_eq!(otlp["from"], json!([{ "podSelector": { "matchLabels": k8s::selector(NODE) } }]));
+        assert!(ingress.iter().filter(|r| r.get("from").is_none()).all(|r| r["ports"] == json!([{ "port": HEALTH_PORT, "protocol": "TCP" }])), "only the health port is open to all");
     }
 
     #[test]
