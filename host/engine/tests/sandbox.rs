@@ -249,3 +249,28 @@ fn the_memory_budget_holds_all_instances_together() {
     drop(first);
     assert!(runtime.instantiate(&module, limits, std::sync::Arc::new(secop_runtime::NoCluster), "ns").is_ok());
 }
+
+/// Precompiled modules are native code: with a key, only entries whose tag
+/// this key wrote are loaded; a tampered entry or another key's entry is
+/// recompiled, never deserialized.
+#[test]
+fn precompiled_modules_load_only_with_a_verified_tag() {
+    use secop_runtime::{LoadSource, Runtime};
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("verified-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let bytes = std::fs::read(secop_builtin::artifact_path("feature_hostile")).unwrap();
+    let keyed = |key: &[u8]| Runtime::new(Some(dir.clone())).unwrap().with_cache_key(Some(key)).unwrap();
+
+    assert_eq!(keyed(b"k1").load("hostile", &bytes).unwrap().source, LoadSource::Compiled);
+    assert_eq!(keyed(b"k1").load("hostile", &bytes).unwrap().source, LoadSource::Cache, "the same key trusts its own entry");
+    assert_eq!(keyed(b"k2").load("hostile", &bytes).unwrap().source, LoadSource::Compiled, "another key's entry is not trusted");
+    // k2 rewrote the entry; tamper with its bytes (a shared volume, say).
+    let entry = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|e| e == "cwasm")).unwrap();
+    let mut native = std::fs::read(&entry).unwrap();
+    let middle = native.len() / 2;
+    native[middle] ^= 0xff;
+    std::fs::write(&entry, &native).unwrap();
+    assert_eq!(keyed(b"k2").load("hostile", &bytes).unwrap().source, LoadSource::Compiled, "a tampered entry is recompiled");
+    assert_eq!(keyed(b"k2").load("hostile", &bytes).unwrap().source, LoadSource::Cache, "and written again");
+    let _ = std::fs::remove_dir_all(&dir);
+}

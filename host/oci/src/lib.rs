@@ -11,8 +11,11 @@
 //! Cache layout under the cache directory:
 //! - `blobs/<sha256>.wasm`: component bytes, named by their own digest and
 //!   re-verified on every read (a corrupted file is a miss, not a module);
-//! - `refs/<sha256 of the image reference>.json`: what a reference
-//!   resolved to last time (manifest digest, component digest).
+//! - `refs/<sha256 of the image reference and credential scope>.json`:
+//!   what a reference resolved to last time (manifest digest, component
+//!   digest) for those credentials. A reference resolved with one tenant's
+//!   pull secret is not served from the cache to anyone with other (or no)
+//!   credentials: they must ask the registry, which decides.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -65,6 +68,15 @@ impl std::fmt::Debug for Credentials {
 }
 
 impl Credentials {
+    /// Who is asking, for keying cached resolutions: `anonymous`, or a
+    /// hash of the credentials (never the credentials themselves).
+    fn scope(&self) -> String {
+        match self {
+            Credentials::Anonymous => "anonymous".into(),
+            Credentials::Basic { username, password } => format!("basic:{}", sha256_hex(format!("{username}:{password}").as_bytes())),
+        }
+    }
+
     fn auth(&self) -> RegistryAuth {
         match self {
             Credentials::Anonymous => RegistryAuth::Anonymous,
@@ -245,8 +257,8 @@ impl ModuleStore {
         self.cache.join("blobs").join(format!("{sha256}.wasm"))
     }
 
-    fn ref_path(&self, image: &str) -> PathBuf {
-        self.cache.join("refs").join(format!("{}.json", sha256_hex(image.as_bytes())))
+    fn ref_path(&self, image: &str, credentials: &Credentials) -> PathBuf {
+        self.cache.join("refs").join(format!("{}.json", sha256_hex(format!("{image}\n{}", credentials.scope()).as_bytes())))
     }
 
     fn cached_blob(&self, sha256: &str) -> Option<Vec<u8>> {
@@ -254,8 +266,8 @@ impl ModuleStore {
         (sha256_hex(&bytes) == sha256).then_some(bytes)
     }
 
-    fn cached_ref(&self, image: &str) -> Option<(RefRecord, Vec<u8>)> {
-        let record: RefRecord = serde_json::from_slice(&std::fs::read(self.ref_path(image)).ok()?).ok()?;
+    fn cached_ref(&self, image: &str, credentials: &Credentials) -> Option<(RefRecord, Vec<u8>)> {
+        let record: RefRecord = serde_json::from_slice(&std::fs::read(self.ref_path(image, credentials)).ok()?).ok()?;
         let bytes = self.cached_blob(&record.sha256)?;
         Some((record, bytes))
     }
@@ -269,9 +281,9 @@ impl ModuleStore {
         std::fs::rename(&tmp, path).map_err(fail)
     }
 
-    fn remember(&self, record: &RefRecord, bytes: &[u8]) -> Result<(), Error> {
+    fn remember(&self, record: &RefRecord, credentials: &Credentials, bytes: &[u8]) -> Result<(), Error> {
         Self::write_atomic(&self.blob_path(&record.sha256), bytes)?;
-        Self::write_atomic(&self.ref_path(&record.image), &serde_json::to_vec_pretty(record).expect("a record serializes"))
+        Self::write_atomic(&self.ref_path(&record.image, credentials), &serde_json::to_vec_pretty(record).expect("a record serializes"))
     }
 
     fn check_pin(source: &Source, actual: &str) -> Result<(), Error> {
@@ -299,12 +311,12 @@ impl ModuleStore {
         // The cache is read only when it may answer: first with
         // IfNotPresent, else only once the registry has failed.
         if source.pull_policy == PullPolicy::IfNotPresent
-            && let Some((record, bytes)) = self.cached_ref(&source.image)
+            && let Some((record, bytes)) = self.cached_ref(&source.image, &source.credentials)
         {
             return Self::from_cache(source, record, bytes, Origin::Cache);
         }
         match self.pull(source, &reference).await {
-            Err(Error::Unavailable { feature, image, reason }) => match self.cached_ref(&source.image) {
+            Err(Error::Unavailable { feature, image, reason }) => match self.cached_ref(&source.image, &source.credentials) {
                 Some((record, bytes)) => {
                     tracing::warn!(%feature, %image, %reason, "registry unavailable; using the cached module");
                     Self::from_cache(source, record, bytes, Origin::CacheRegistryUnavailable { reason })
@@ -368,7 +380,7 @@ impl ModuleStore {
         }
         let annotations = manifest.annotations.clone().unwrap_or_default();
         let record = RefRecord { image: source.image.clone(), manifest_digest: manifest_digest.clone(), sha256: sha256.clone(), annotations: annotations.clone() };
-        self.remember(&record, &bytes)?;
+        self.remember(&record, &source.credentials, &bytes)?;
         Ok(Fetched { bytes, sha256, manifest_digest, annotations, origin: Origin::Registry })
     }
 
@@ -440,6 +452,24 @@ mod tests {
         assert!(format!("{:?}", Credentials::Basic { username: "u".into(), password: "p".into() }).contains("redacted"));
     }
 
+    /// One tenant's resolution (made with its pull secret) is not another's.
+    #[test]
+    fn cached_resolutions_belong_to_the_credentials_that_made_them() {
+        let dir = std::env::temp_dir().join(format!("secop-oci-scope-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = ModuleStore::new(dir.clone(), vec![]);
+        let bytes = b"\0asm private module".to_vec();
+        let record = RefRecord { image: "r.example/private:1".into(), manifest_digest: "sha256:m".into(), sha256: sha256_hex(&bytes), annotations: BTreeMap::new() };
+        let tenant_a = Credentials::Basic { username: "a".into(), password: "secret-a".into() };
+        store.remember(&record, &tenant_a, &bytes).unwrap();
+        assert!(store.cached_ref("r.example/private:1", &tenant_a).is_some());
+        assert!(store.cached_ref("r.example/private:1", &Credentials::Anonymous).is_none());
+        assert!(store.cached_ref("r.example/private:1", &Credentials::Basic { username: "b".into(), password: "x".into() }).is_none());
+        let refs: Vec<String> = std::fs::read_dir(dir.join("refs")).unwrap().map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap()).collect();
+        assert!(refs.iter().all(|r| !r.contains("secret-a")), "credentials are not written to the cache");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn corrupted_cache_entries_are_misses() {
         let dir = std::env::temp_dir().join(format!("secop-oci-cache-{}", std::process::id()));
@@ -447,10 +477,11 @@ mod tests {
         let store = ModuleStore::new(dir.clone(), vec![]);
         let bytes = b"\0asm component bytes".to_vec();
         let record = RefRecord { image: "r.example/f:1".into(), manifest_digest: "sha256:m".into(), sha256: sha256_hex(&bytes), annotations: BTreeMap::new() };
-        store.remember(&record, &bytes).unwrap();
-        assert_eq!(store.cached_ref("r.example/f:1").unwrap().1, bytes);
+        let anonymous = Credentials::Anonymous;
+        store.remember(&record, &anonymous, &bytes).unwrap();
+        assert_eq!(store.cached_ref("r.example/f:1", &anonymous).unwrap().1, bytes);
         std::fs::write(store.blob_path(&record.sha256), b"tampered").unwrap();
-        assert!(store.cached_ref("r.example/f:1").is_none(), "a blob that no longer matches its name is not served");
+        assert!(store.cached_ref("r.example/f:1", &anonymous).is_none(), "a blob that no longer matches its name is not served");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -461,7 +492,7 @@ mod tests {
         let store = ModuleStore::new(dir.clone(), vec![]);
         let bytes = b"component".to_vec();
         let actual = sha256_hex(&bytes);
-        store.remember(&RefRecord { image: "r.example/falco:0.1.0".into(), manifest_digest: "sha256:m".into(), sha256: actual.clone(), annotations: BTreeMap::new() }, &bytes).unwrap();
+        store.remember(&RefRecord { image: "r.example/falco:0.1.0".into(), manifest_digest: "sha256:m".into(), sha256: actual.clone(), annotations: BTreeMap::new() }, &Credentials::Anonymous, &bytes).unwrap();
         let source = Source { feature: "falco".into(), image: "r.example/falco:0.1.0".into(), sha256: Some(format!("sha256:{}", "ab".repeat(32))), pull_policy: PullPolicy::IfNotPresent, credentials: Credentials::Anonymous };
         let err = store.fetch(&source).await.unwrap_err().to_string();
         assert!(err.contains("feature falco") && err.contains(&"ab".repeat(32)) && err.contains(&actual), "{err}");

@@ -44,6 +44,9 @@ pub struct Options {
     pub fetch_limits: secop_oci::FetchLimits,
     /// Bytes all feature instances may hold together.
     pub memory_budget: usize,
+    /// Key of the precompiled-module cache's tags; None: a random key per
+    /// process (earlier precompiled modules are then recompiled).
+    pub cache_key: Option<Vec<u8>>,
     /// The cluster admin's policy, with the operator's own and watched
     /// namespaces already honoured ([`secop_policy::ClusterPolicy::for_operator`]).
     pub policy: secop_policy::ClusterPolicy,
@@ -55,7 +58,10 @@ pub async fn run(options: Options) -> std::result::Result<(), String> {
     let ready = Arc::new(AtomicBool::new(false));
     let server = tokio::spawn(server::serve(options.metrics_addr, metrics.clone(), ready.clone()));
 
-    let runtime = Arc::new(Runtime::new(options.cache_dir.clone())?.with_memory_budget(options.memory_budget));
+    let runtime = Arc::new(Runtime::new(options.cache_dir.clone())?.with_memory_budget(options.memory_budget).with_cache_key(options.cache_key.as_deref())?);
+    if options.cache_key.is_none() && options.cache_dir.is_some() {
+        tracing::warn!("no cache key (SECOP_CACHE_KEY): precompiled modules of earlier runs are recompiled, not trusted");
+    }
     // Fetched components live beside the precompiled ones (both by
     // digest); without a cache directory, in a directory of this process.
     let module_cache = options.cache_dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("secop-modules-{}", std::process::id()))).join("oci");

@@ -4,6 +4,14 @@
 //! form takes about a millisecond. Entries are keyed by the sha256 of the
 //! component bytes plus the engine's compatibility hash (wasmtime version,
 //! target and settings), so a stale entry is never loaded by another engine.
+//!
+//! Deserializing is native code trusted as is: whoever can write the cache
+//! directory (a shared volume, say) could run code in the operator. With a
+//! key (the operator's: a Secret the chart creates, else a random key per
+//! process), every entry carries an HMAC-SHA256 tag written when it was
+//! compiled, and an entry whose tag does not verify is discarded before it
+//! is deserialized. Without a key (the CLI on the user's own cache) entries
+//! are trusted as the user's own files.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -12,10 +20,18 @@ use std::path::{Path, PathBuf};
 use wasmtime::component::Component;
 use wasmtime::Engine;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CompiledCache {
     dir: PathBuf,
     engine_key: String,
+    /// Tags entries; None: entries are trusted unverified.
+    key: Option<ring::hmac::Key>,
+}
+
+impl std::fmt::Debug for CompiledCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompiledCache").field("dir", &self.dir).field("verified", &self.key.is_some()).finish()
+    }
 }
 
 impl CompiledCache {
@@ -24,7 +40,23 @@ impl CompiledCache {
         std::fs::create_dir_all(&dir)?;
         let mut hasher = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
-        Ok(Self { dir, engine_key: format!("{:016x}", hasher.finish()) })
+        Ok(Self { dir, engine_key: format!("{:016x}", hasher.finish()), key: None })
+    }
+
+    /// Tag every entry written from now on with `secret`, and load only
+    /// entries whose tag verifies.
+    pub fn with_key(mut self, secret: &[u8]) -> Self {
+        self.key = Some(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret));
+        self
+    }
+
+    /// Whether entries are verified before they are loaded.
+    pub fn verified(&self) -> bool {
+        self.key.is_some()
+    }
+
+    fn tag_path(&self, digest: &str) -> PathBuf {
+        self.path(digest).with_extension("cwasm.tag")
     }
 
     pub fn dir(&self) -> &Path {
@@ -35,40 +67,66 @@ impl CompiledCache {
         self.dir.join(format!("{digest}-{}.cwasm", self.engine_key))
     }
 
-    /// The precompiled component for `digest`, if present and loadable.
+    /// The precompiled component for `digest`, if present, authentic (with
+    /// a key) and loadable.
     pub fn get(&self, engine: &Engine, digest: &str) -> Option<Component> {
         let path = self.path(digest);
         if !path.exists() {
             return None;
         }
-        // SAFETY: only files this cache wrote (named by content digest and
-        // engine key) are deserialized; the cache directory is the
-        // operator's own and not shared with untrusted writers.
-        match unsafe { Component::deserialize_file(engine, &path) } {
+        let loaded = match &self.key {
+            Some(key) => {
+                let bytes = std::fs::read(&path).ok()?;
+                let tag = std::fs::read_to_string(self.tag_path(digest)).ok().and_then(|t| hex::decode(t.trim()).ok());
+                if tag.is_none_or(|tag| ring::hmac::verify(key, &bytes, &tag).is_err()) {
+                    tracing::warn!(path = %path.display(), "discarding a precompiled module whose tag does not verify (not written by this operator)");
+                    self.discard(digest);
+                    return None;
+                }
+                // SAFETY: the bytes are the ones this cache serialized: their
+                // HMAC verifies under the key only the operator holds.
+                unsafe { Component::deserialize(engine, &bytes) }
+            }
+            // SAFETY: without a key the cache directory is the user's own
+            // (the CLI); see the module comment.
+            None => unsafe { Component::deserialize_file(engine, &path) },
+        };
+        match loaded {
             Ok(component) => Some(component),
             Err(e) => {
                 tracing::warn!(path = %path.display(), "discarding unreadable precompiled module: {e}");
-                let _ = std::fs::remove_file(&path);
+                self.discard(digest);
                 None
             }
         }
     }
 
-    /// Store a compiled component. Written to a temporary file and renamed,
-    /// so a concurrent reader never sees half a file.
+    fn discard(&self, digest: &str) {
+        let _ = std::fs::remove_file(self.path(digest));
+        let _ = std::fs::remove_file(self.tag_path(digest));
+    }
+
+    /// Store a compiled component (and its tag, with a key). Written to
+    /// temporary files and renamed, so a concurrent reader never sees half
+    /// a file; the tag goes first, so an entry is never without it.
     pub fn put(&self, digest: &str, component: &Component) -> Result<(), String> {
         let bytes = component.serialize().map_err(|e| format!("serialize: {e}"))?;
-        let path = self.path(digest);
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, &bytes).map_err(|e| format!("write {}: {e}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).map_err(|e| format!("rename to {}: {e}", path.display()))
+        let write = |path: PathBuf, data: &[u8]| {
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            std::fs::write(&tmp, data).map_err(|e| format!("write {}: {e}", tmp.display()))?;
+            std::fs::rename(&tmp, &path).map_err(|e| format!("rename to {}: {e}", path.display()))
+        };
+        if let Some(key) = &self.key {
+            write(self.tag_path(digest), hex::encode(ring::hmac::sign(key, &bytes).as_ref()).as_bytes())?;
+        }
+        write(self.path(digest), &bytes)
     }
 
     /// Remove every entry (benchmarks measure cold compiles with this).
     pub fn clear(&self) -> std::io::Result<()> {
         for entry in std::fs::read_dir(&self.dir)? {
             let path = entry?.path();
-            if path.extension().is_some_and(|e| e == "cwasm") {
+            if path.extension().is_some_and(|e| e == "cwasm" || e == "tag") {
                 std::fs::remove_file(path)?;
             }
         }

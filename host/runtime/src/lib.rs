@@ -403,6 +403,25 @@ impl Runtime {
         Ok(Self { engine, linker, cache, budget: Arc::new(MemoryBudget::new(DEFAULT_MEMORY_BUDGET)), _ticker: ticker })
     }
 
+    /// Verify precompiled entries with an HMAC under `secret` (the
+    /// operator's key), or under a random key of this process when there is
+    /// none: then entries of earlier processes are recompiled, never trusted
+    /// (see [`CompiledCache`]).
+    pub fn with_cache_key(mut self, secret: Option<&[u8]>) -> Result<Self, String> {
+        let random;
+        let secret = match secret {
+            Some(s) => s,
+            None => {
+                let mut bytes = [0u8; 32];
+                ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).map_err(|_| "no system randomness for the cache key".to_string())?;
+                random = bytes;
+                &random[..]
+            }
+        };
+        self.cache = self.cache.map(|c| c.with_key(secret));
+        Ok(self)
+    }
+
     /// Replace the budget of all instances together (before any runs).
     pub fn with_memory_budget(mut self, bytes: usize) -> Self {
         self.budget = Arc::new(MemoryBudget::new(bytes));

@@ -58,6 +58,7 @@ async fn main() {
         .args(["run", "--namespace", &ns, "--metrics-addr", "127.0.0.1:0", "--log-format", "text"])
         .env("KUBECONFIG", &operator_kubeconfig)
         .env("SECOP_CACHE_DIR", std::env::temp_dir().join("secop-bench-operator-cache"))
+        .env("SECOP_CACHE_KEY", "bench-cache-key")
         .env("SECOP_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

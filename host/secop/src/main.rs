@@ -99,6 +99,10 @@ enum Command {
         /// also held to its own `limits.memoryMib`).
         #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(16..=16384))]
         module_memory_budget_mib: u64,
+        /// Key that tags precompiled modules in the cache, so only entries this
+        /// operator wrote are loaded (the chart keeps it in a Secret).
+        #[arg(long, env = "SECOP_CACHE_KEY", hide_env_values = true)]
+        cache_key: Option<String>,
         /// The cluster policy (the chart mounts its `policy` values here);
         /// default: only the operator's own and watched namespaces, the
         /// built-in images, built-in modules only.
@@ -171,7 +175,7 @@ fn cache_dir(cli: &Cli) -> Option<PathBuf> {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match &cli.command {
-        Command::Run { namespace, metrics_addr, leader_elect, lease_namespace, identity, operator_image, plain_http, module_poll_seconds, policy, module_max_mib, module_memory_budget_mib, .. } => {
+        Command::Run { namespace, metrics_addr, leader_elect, lease_namespace, identity, operator_image, plain_http, module_poll_seconds, policy, module_max_mib, module_memory_budget_mib, cache_key, .. } => {
             let identity = identity.clone().unwrap_or_else(|| {
                 std::env::var("HOSTNAME").unwrap_or_else(|_| format!("secop-{}", std::process::id()))
             });
@@ -186,6 +190,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 identity,
                 fetch_limits: secop_oci::FetchLimits { max_module_bytes: module_max_mib << 20, ..Default::default() },
                 memory_budget: (*module_memory_budget_mib as usize) << 20,
+                cache_key: cache_key.as_ref().map(|k| k.as_bytes().to_vec()),
                 // The lease namespace is the operator's own (POD_NAMESPACE).
                 policy: read_policy(policy.as_deref())?.for_operator(lease_namespace, namespace.as_deref()),
             };

@@ -88,6 +88,9 @@ impl Operator {
             .args(extra)
             .env("KUBECONFIG", kubeconfig)
             .env("SECOP_CACHE_DIR", Path::new(env!("CARGO_TARGET_TMPDIR")).join("secop-e2e-cache"))
+            // As the chart's Secret: precompiled modules stay valid across
+            // the operator restarts of these tests.
+            .env("SECOP_CACHE_KEY", "e2e-cache-key")
             .env("SECOP_LOG", "info,kube=warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
