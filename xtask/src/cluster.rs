@@ -471,7 +471,10 @@ fn operator_identity(root: &Path, kubeconfig: &Path) -> Result<()> {
     run(Command::new(helm)
         .args(["install", OPERATOR_RELEASE])
         .arg(root.join("deploy/helm/security-operator"))
-        .args(["--namespace", OPERATOR_NAMESPACE, "--create-namespace", "--set", "replicas=0"])
+        // The e2e tests put agents in namespaces of their own: the chart's
+        // policy honours every namespace, so it grants the features' Role
+        // rules cluster-wide (the real-node test installs the narrow form).
+        .args(["--namespace", OPERATOR_NAMESPACE, "--create-namespace", "--set", "replicas=0", "--set-json", r#"policy.agentNamespaces=["*"]"#])
         .env("KUBECONFIG", kubeconfig)
         .stdout(Stdio::null()))
     .context("installing the chart's RBAC for the e2e operator")?;

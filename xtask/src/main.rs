@@ -229,6 +229,7 @@ fn main() -> Result<()> {
             std::fs::write(root().join("deploy/crds/security.example.io_securityagents.yaml"), &crd)?;
             std::fs::write(chart.join("crds/security.example.io_securityagents.yaml"), &crd)?;
             std::fs::write(chart.join("files/feature-rules.json"), secop(&["feature-rules"])?)?;
+            std::fs::write(root().join("docs/rbac.md"), secop(&["feature-rules", "--markdown"])?)?;
             println!("regenerated {}", chart.display());
             Ok(())
         }

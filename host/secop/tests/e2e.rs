@@ -423,6 +423,34 @@ async fn helm_chart_lints_and_applies_as_a_server_side_dry_run() {
     assert_eq!(container["securityContext"]["allowPrivilegeEscalation"], false);
     assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
     assert_eq!(deployment["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"], true);
+
+    // Narrow RBAC: the rules the features grant in Roles (Trivy's leases
+    // and secret deletion) are held only in the honoured namespaces, not
+    // cluster-wide, unless agents are honoured everywhere.
+    let render = |namespaces: &str| -> Vec<Value> {
+        let out = Command::new(&helm)
+            .args(["template", "secop"])
+            .arg(&chart)
+            .args(["--namespace", "security-operator", "--kube-version", "v1.34.4", "--set-json", &format!("policy.agentNamespaces={namespaces}")])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "helm template: {}", String::from_utf8_lossy(&out.stderr));
+        serde_yaml::Deserializer::from_str(&String::from_utf8_lossy(&out.stdout)).map(|d| serde::Deserialize::deserialize(d).unwrap()).filter(|d: &Value| !d.is_null()).collect()
+    };
+    let grants = |doc: &Value, resource: &str, verb: &str| {
+        doc["rules"].as_array().unwrap().iter().any(|r| r["resources"].as_array().unwrap().contains(&json!(resource)) && r["verbs"].as_array().unwrap().contains(&json!(verb)))
+    };
+    let narrow = render(r#"["team-a"]"#);
+    let cluster_role = narrow.iter().find(|d| d["kind"] == "ClusterRole").unwrap();
+    assert!(!grants(cluster_role, "leases", "update") && !grants(cluster_role, "secrets", "delete"), "no lease writes or secret deletion cluster-wide");
+    for namespace in ["security-operator", "team-a"] {
+        let role = narrow.iter().find(|d| d["kind"] == "Role" && d["metadata"]["name"] == "secop-features" && d["metadata"]["namespace"] == namespace).unwrap_or_else(|| panic!("a features Role in {namespace}"));
+        assert!(grants(role, "leases", "update") && grants(role, "secrets", "delete") && grants(role, "secrets", "get"));
+    }
+    let everywhere = render(r#"["*"]"#);
+    let cluster_role = everywhere.iter().find(|d| d["kind"] == "ClusterRole").unwrap();
+    assert!(grants(cluster_role, "leases", "update"), "agents everywhere: the Role rules are cluster-wide");
+    assert!(!everywhere.iter().any(|d| d["kind"] == "Role" && d["metadata"]["name"] == "secop-features"));
 }
 
 /// The operator's ClusterRole loses one rule: the agent says Forbidden,
