@@ -331,6 +331,9 @@ async fn helm_install_runs_every_rendered_workload_on_a_real_node() {
     // of the built-in features are refused by default).
     let registry_host = operator_image.split('/').next().unwrap();
     let policy = json!({ "agentNamespaces": [AGENT_NAMESPACE], "images": { "allowed": [format!("{registry_host}/")] } });
+    // The chart grants the features' Role rules in each listed namespace:
+    // it must exist first, as an admin creates a team's namespace first.
+    create_namespace(&client, AGENT_NAMESPACE).await;
     let installed = Instant::now();
     helm(&env, &[
         "install", RELEASE, repo("deploy/helm/security-operator").to_str().unwrap(),
