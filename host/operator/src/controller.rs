@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::batch::v1::CronJob;
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use kube::runtime::reflector::ObjectRef;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -305,9 +308,23 @@ where
     }
 }
 
+/// The agent a cluster-scoped object belongs to, by the labels the host
+/// puts on everything (cluster-scoped objects carry no owner reference).
+fn owner_of<K: Resource>(object: K) -> Option<ObjectRef<SecurityAgent>> {
+    let labels = object.meta().labels.as_ref()?;
+    let name = labels.get(secop_engine::OWNER_LABEL)?;
+    let namespace = labels.get(secop_engine::OWNER_NAMESPACE_LABEL)?;
+    Some(ObjectRef::new(name).within(namespace))
+}
+
 /// Run the controller until shutdown. Reconciles on spec (generation)
-/// changes of SecurityAgents and on changes of the objects they own; its
-/// own status writes do not change the generation and so trigger nothing.
+/// changes of SecurityAgents and on changes of the objects they own, so a
+/// managed object deleted or edited out of band is restored within
+/// seconds: namespaced ones by owner reference, cluster-scoped RBAC by its
+/// owner labels. (Cluster-scoped custom resources, such as a feature's
+/// TracingPolicy, are kinds the host does not know in advance: they are
+/// restored by the periodic resync.) Its own status writes do not change
+/// the generation and so trigger nothing.
 pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
     let client = ctx.client.clone();
     let ns = namespace.as_deref();
@@ -323,7 +340,14 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
         .owns(api_for::<DaemonSet>(&client, ns), config.clone())
         .owns(api_for::<Deployment>(&client, ns), config.clone())
         .owns(api_for::<ConfigMap>(&client, ns), config.clone())
-        .owns(api_for::<CronJob>(&client, ns), config)
+        .owns(api_for::<CronJob>(&client, ns), config.clone())
+        .owns(api_for::<Service>(&client, ns), config.clone())
+        .owns(api_for::<ServiceAccount>(&client, ns), config.clone())
+        .owns(api_for::<Role>(&client, ns), config.clone())
+        .owns(api_for::<RoleBinding>(&client, ns), config.clone())
+        .owns(api_for::<NetworkPolicy>(&client, ns), config.clone())
+        .watches(Api::<ClusterRole>::all(client.clone()), config.clone(), owner_of)
+        .watches(Api::<ClusterRoleBinding>::all(client.clone()), config, owner_of)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

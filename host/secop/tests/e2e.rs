@@ -196,6 +196,21 @@ async fn lifecycle_on_a_real_control_plane() {
         assert_eq!(condition(&agent_now, c).map(|c| c.0), Some("True".into()), "{c}");
     }
 
+    // Deleted out of band, restored from the watch (not the 5-minute
+    // resync): a cluster-scoped ClusterRole and a namespaced ServiceAccount.
+    let cluster_roles: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(client.clone());
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), ns);
+    let role = format!("secop-{ns}-tetragon");
+    let (old_role, old_account) = (cluster_roles.get(&role).await.unwrap().metadata.uid, accounts.get("falco").await.unwrap().metadata.uid);
+    cluster_roles.delete(&role, &DeleteParams::default()).await.unwrap();
+    accounts.delete("falco", &DeleteParams::default()).await.unwrap();
+    wait_for("the deleted ClusterRole and ServiceAccount restored", Duration::from_secs(60), || async {
+        let role = cluster_roles.get_opt(&role).await.map_err(|e| e.to_string())?;
+        let account = accounts.get_opt("falco").await.map_err(|e| e.to_string())?;
+        Ok(role.is_some_and(|r| r.metadata.uid != old_role) && account.is_some_and(|a| a.metadata.uid != old_account))
+    })
+    .await;
+
     // Plumbing: metrics with real figures, health, and an Applied event.
     let get = |path: &str| {
         let out = Command::new("curl").args(["-s", "-w", "\n%{http_code}", &format!("http://127.0.0.1:{metrics_port}{path}")]).output().unwrap();
