@@ -1148,3 +1148,69 @@ async fn posture_alerts_outlive_the_risky_pod_and_an_unchanged_resync_writes_not
     assert_eq!(after, before, "an unchanged resync wrote documents");
     engine.stop();
 }
+
+/// Issue 13: one malformed VulnerabilityReport (an entry with an empty
+/// vulnerabilityID, which the CRD's `required` lets through, and one whose
+/// finding id would exceed Elasticsearch's 512-byte `_id`) does not stop
+/// `secop trivy-sync`: the malformed entry is skipped and named, the exit
+/// code says so, and every other finding is written. Reads the reports
+/// with exactly the ClusterRole the trivy feature grants its sync job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_vulnerability_report_is_skipped_and_named_the_rest_is_synced() {
+    let Some(env) = env() else { return };
+    let es_url = std::env::var("SECOP_E2E_ES_URL").expect("SECOP_E2E_ES_URL (set by `cargo xtask test`)");
+    let _serial = SERIAL.lock().await;
+    let client = client(&env.kubeconfig).await;
+    let run = std::process::id();
+    let ns = &format!("e2e-trivy-{run}");
+    create_namespace(&client, ns).await;
+
+    // The VulnerabilityReport CRD and the sync job's ClusterRole, as the
+    // trivy feature renders them.
+    let rendered = pipeline::render_file(&repo("deploy/samples/securityagent_full.yaml"), &["--feature", "trivy"]);
+    let objects = rendered["objects"].as_array().unwrap();
+    let crd = objects.iter().find(|o| o["kind"] == "CustomResourceDefinition" && o["metadata"]["name"] == "vulnerabilityreports.aquasecurity.github.io").unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.patch("vulnerabilityreports.aquasecurity.github.io", &PatchParams::apply("e2e").force(), &Patch::Apply(crd)).await.unwrap();
+    let reports = dynamic(&client, "aquasecurity.github.io", "v1alpha1", "VulnerabilityReport", "vulnerabilityreports", Some(ns));
+    let entry = |id: &str, resource: &str, severity: &str| json!({
+        "vulnerabilityID": id, "resource": resource, "severity": severity, "title": "t", "installedVersion": "1", "fixedVersion": "2",
+        "lastModifiedDate": "2026-01-01T00:00:00Z", "publishedDate": "2026-01-01T00:00:00Z",
+    });
+    let long_package = "p".repeat(600);
+    let report = json!({
+        "apiVersion": "aquasecurity.github.io/v1alpha1", "kind": "VulnerabilityReport",
+        "metadata": { "name": "replicaset-web-nginx", "namespace": ns, "labels": { "trivy-operator.resource.kind": "ReplicaSet", "trivy-operator.resource.name": "web" } },
+        "report": {
+            "artifact": { "repository": "library/nginx", "tag": "1.25" }, "os": { "family": "debian" },
+            "scanner": { "name": "Trivy", "vendor": "Aqua Security", "version": "0.58.0" },
+            "summary": { "criticalCount": 2, "highCount": 1, "mediumCount": 0, "lowCount": 0, "unknownCount": 0 },
+            "updateTimestamp": "2026-12-01T00:00:00Z",
+            "vulnerabilities": [entry("CVE-2026-0001", "zlib1g", "CRITICAL"), entry("", "libssl3", "HIGH"), entry("CVE-2026-0002", &long_package, "CRITICAL")],
+        },
+    });
+    wait_for("the VulnerabilityReport CRD served", Duration::from_secs(30), || async {
+        Ok(reports.patch("replicaset-web-nginx", &PatchParams::apply("e2e").force(), &Patch::Apply(&report)).await.is_ok())
+    })
+    .await;
+    let sync_role = objects.iter().find(|o| o["kind"] == "ClusterRole" && o["metadata"]["name"].as_str().unwrap().ends_with("trivy-es-sync")).unwrap();
+    let reader = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("kubeconfig-trivy-{run}"));
+    service_account_kubeconfig(&client, &env.kubeconfig, ns, "trivy-es-sync", &sync_role["rules"], &reader).await;
+
+    let index = format!("trivy-vuln-{run}");
+    let out = Command::new(env!("CARGO_BIN_EXE_secop"))
+        .args(["trivy-sync", "--endpoint", &es_url, "--index", &index, "--cluster-name", &format!("e2e-{run}"), "--namespace", ns])
+        .env("KUBECONFIG", &reader)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "partial success is not success: {stderr}");
+    assert!(stderr.contains(&format!("{ns}/replicaset-web-nginx")) && stderr.contains("report.vulnerabilities[1] has no vulnerabilityID"), "{stderr}");
+    let es = secop_elastic::Elastic::new(&secop_elastic::ElasticConfig::new(vec![es_url.clone()])).unwrap();
+    let found = search(&es, &index, json!({ "match_all": {} })).await;
+    let mut ids: Vec<&str> = found.iter().map(|d| d["vulnerability"]["id"].as_str().unwrap()).collect();
+    ids.sort();
+    assert_eq!(ids, ["CVE-2026-0001", "CVE-2026-0002"], "every well-formed finding is written, the over-long one too");
+    let long = found.iter().find(|d| d["vulnerability"]["id"] == "CVE-2026-0002").unwrap();
+    assert!(long["finding"]["id"].as_str().unwrap().starts_with("sha256:"), "an id over 512 bytes is hashed");
+}
