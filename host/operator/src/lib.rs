@@ -4,6 +4,7 @@
 //! `status` writes conditions; `leader` elects one active replica;
 //! `server` exposes metrics and health; `metrics` defines them.
 
+pub mod cache;
 pub mod controller;
 pub mod error;
 pub mod leader;
@@ -44,6 +45,8 @@ pub struct Options {
     pub fetch_limits: secop_oci::FetchLimits,
     /// Bytes all feature instances may hold together.
     pub memory_budget: usize,
+    /// Bytes the on-disk module cache may hold (oldest files go first).
+    pub cache_max_bytes: u64,
     /// Key of the precompiled-module cache's tags; None: a random key per
     /// process (earlier precompiled modules are then recompiled).
     pub cache_key: Option<Vec<u8>>,
@@ -65,7 +68,10 @@ pub async fn run(options: Options) -> std::result::Result<(), String> {
     // Fetched components live beside the precompiled ones (both by
     // digest); without a cache directory, in a directory of this process.
     let module_cache = options.cache_dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("secop-modules-{}", std::process::id()))).join("oci");
-    let modules = modules::Modules::new(runtime.clone(), module_cache, options.plain_http_registries.clone(), options.fetch_limits);
+    let cache_root = options.cache_dir.clone().unwrap_or_else(|| module_cache.clone());
+    cache::trim(&cache_root, options.cache_max_bytes);
+    let modules = modules::Modules::new(runtime.clone(), module_cache, options.plain_http_registries.clone(), options.fetch_limits)
+        .with_cache_bound(cache_root, options.cache_max_bytes);
     let registry = Registry::with_builtins(runtime).map_err(|e| format!("built-in feature `{}`: {}", e.feature, e.error))?;
     let client = Client::try_default().await.map_err(|e| format!("connecting to the API server: {e}"))?;
     client.apiserver_version().await.map_err(|e| format!("reaching the API server: {e}"))?;

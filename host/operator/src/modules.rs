@@ -87,6 +87,9 @@ pub struct Modules {
     /// Digests that failed to load, with the error: not compiled again
     /// every reconcile (compiling is seconds of CPU and much memory).
     failed: Mutex<HashMap<String, FeatureError>>,
+    /// The on-disk cache (fetched and precompiled modules) and its bound,
+    /// enforced whenever a new module has been added to it.
+    cache_bound: Option<(PathBuf, u64)>,
 }
 
 /// Failed digests remembered at most; past it the memory starts over.
@@ -112,7 +115,13 @@ impl Modules {
             loaded: Mutex::default(),
             last_good: Mutex::default(),
             failed: Mutex::default(),
+            cache_bound: None,
         }
+    }
+
+    pub fn with_cache_bound(mut self, root: PathBuf, max_bytes: u64) -> Self {
+        self.cache_bound = Some((root, max_bytes));
+        self
     }
 
     /// Fetch and load the module of every enabled feature that names one.
@@ -205,6 +214,9 @@ impl Modules {
         match &result {
             Ok(module) => {
                 self.loaded.lock().unwrap_or_else(|e| e.into_inner()).insert(sha256.to_string(), module.clone());
+                if let Some((root, max_bytes)) = &self.cache_bound {
+                    crate::cache::trim(root, *max_bytes);
+                }
             }
             Err(_) if transient => {}
             Err(error) => {

@@ -100,6 +100,10 @@ enum Command {
         /// Largest feature module (wasm layer) fetched from a registry, in MiB.
         #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1024))]
         module_max_mib: u64,
+        /// Size bound of the on-disk module cache, in MiB (keep it below the
+        /// cache volume's size; oldest files are evicted first).
+        #[arg(long, default_value_t = 400, value_parser = clap::value_parser!(u64).range(16..))]
+        module_cache_max_mib: u64,
         /// Memory all feature instances may hold together, in MiB (each is
         /// also held to its own `limits.memoryMib`).
         #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(16..=16384))]
@@ -180,7 +184,7 @@ fn cache_dir(cli: &Cli) -> Option<PathBuf> {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match &cli.command {
-        Command::Run { namespace, metrics_addr, leader_elect, lease_namespace, identity, operator_image, plain_http, module_poll_seconds, policy, module_max_mib, module_memory_budget_mib, cache_key, .. } => {
+        Command::Run { namespace, metrics_addr, leader_elect, lease_namespace, identity, operator_image, plain_http, module_poll_seconds, policy, module_max_mib, module_memory_budget_mib, module_cache_max_mib, cache_key, .. } => {
             let identity = identity.clone().unwrap_or_else(|| {
                 std::env::var("HOSTNAME").unwrap_or_else(|_| format!("secop-{}", std::process::id()))
             });
@@ -196,6 +200,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 fetch_limits: secop_oci::FetchLimits { max_module_bytes: module_max_mib << 20, ..Default::default() },
                 memory_budget: (*module_memory_budget_mib as usize) << 20,
                 cache_key: cache_key.as_ref().map(|k| k.as_bytes().to_vec()),
+                cache_max_bytes: module_cache_max_mib << 20,
                 // The lease namespace is the operator's own (POD_NAMESPACE).
                 policy: read_policy(policy.as_deref())?.for_operator(lease_namespace, namespace.as_deref()),
             };
