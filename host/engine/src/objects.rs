@@ -275,8 +275,9 @@ pub fn admit(parsed: &mut Parsed, admission: &Admission) -> Result<ObjectKey, Ob
 
     if let Some(pointer) = pod_spec_pointer(&parsed.group, &parsed.kind) {
         let field = pointer.trim_start_matches('/').replace('/', ".");
-        let pod_spec = parsed.value.pointer(pointer).cloned().unwrap_or(Value::Null);
-        admission.policy.check_pod_spec(&pod_spec, &field, admission.power, admission.operator_image).map_err(violation)?;
+        let null = Value::Null;
+        let pod_spec = parsed.value.pointer(pointer).unwrap_or(&null);
+        admission.policy.check_pod_spec(pod_spec, &field, admission.power, admission.operator_image).map_err(violation)?;
     }
     check_rbac(&parsed.group, &parsed.kind, &parsed.value, admission).map_err(reject)?;
 

@@ -28,7 +28,8 @@ fn render_hostile(registry: &Registry, mode: &str, memory_mib: Option<u32>) -> s
     agent.spec.features.push(feature);
     // The limits these tests need exceed the default policy's ceilings:
     // they test the sandbox, not the policy.
-    let policy = secop_policy::ClusterPolicy { limits: secop_policy::LimitCeilings { max_memory_mib: 4096, max_timeout_millis: 60_000 }, ..Default::default() };
+    let mut policy = secop_policy::ClusterPolicy::default();
+    policy.limits = secop_policy::LimitCeilings { max_memory_mib: 4096, max_timeout_millis: 60_000 };
     let options = secop_engine::RenderOptions { policy: std::sync::Arc::new(policy), ..Default::default() };
     secop_engine::render(registry, &agent, &options).expect("render")
 }

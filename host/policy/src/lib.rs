@@ -62,6 +62,21 @@ pub struct ClusterPolicy {
     /// watched one, always honoured.
     #[serde(skip)]
     pub operator_namespaces: Vec<String>,
+    /// The built-in and allowed image entries, parsed once: every rendered
+    /// container is checked against them on every render.
+    #[serde(skip)]
+    image_rules: ParsedRules,
+}
+
+/// A cache of parsed [`ImageRule`]s; equal whatever it holds (it follows
+/// from the fields it is computed from).
+#[derive(Debug, Clone, Default)]
+struct ParsedRules(std::sync::OnceLock<Vec<ImageRule>>);
+
+impl PartialEq for ParsedRules {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
@@ -140,6 +155,7 @@ impl Default for ClusterPolicy {
             limits: LimitCeilings::default(),
             log_roots: default_log_roots(),
             operator_namespaces: vec![],
+            image_rules: ParsedRules::default(),
         }
     }
 }
@@ -315,7 +331,10 @@ impl ClusterPolicy {
             return true;
         }
         let Ok(reference) = Reference::try_from(image) else { return false };
-        BUILT_IN_IMAGES.iter().map(|e| *e).chain(self.images.allowed.iter().map(String::as_str)).any(|entry| ImageRule::parse(entry).is_ok_and(|rule| rule.names(&reference)))
+        let rules = self.image_rules.0.get_or_init(|| {
+            BUILT_IN_IMAGES.iter().copied().chain(self.images.allowed.iter().map(String::as_str)).filter_map(|entry| ImageRule::parse(entry).ok()).collect()
+        });
+        rules.iter().any(|rule| rule.names(&reference))
     }
 
     /// A pod spec a feature renders: every image allowed, and host access
@@ -398,7 +417,7 @@ impl ClusterPolicy {
 }
 
 /// One entry of `images.allowed` or `modules.allowed[].image`.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum ImageRule {
     /// `registry/path/`: every repository beneath.
     Prefix(String),
