@@ -17,6 +17,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::core::PartialObjectMeta;
 use kube::runtime::{predicates, reflector, watcher, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
 use secop_api::SecurityAgent;
@@ -336,18 +337,27 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
         .applied_objects()
         .predicate_filter(predicates::generation, Default::default());
     let config = watcher::Config::default().labels(&format!("{}={}", secop_engine::MANAGED_BY_LABEL, secop_engine::MANAGED_BY));
+    // Metadata-only watches: owner references and labels are all that map a
+    // change to its agent, and full objects (ConfigMaps with collector
+    // configs, pod templates) would cost memory for nothing.
+    fn meta<K>(api: Api<PartialObjectMeta<K>>, config: &watcher::Config) -> impl futures::Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
+    where
+        K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    {
+        watcher(api, config.clone()).default_backoff().touched_objects()
+    }
     Controller::for_stream(trigger, reader)
-        .owns(api_for::<DaemonSet>(&client, ns), config.clone())
-        .owns(api_for::<Deployment>(&client, ns), config.clone())
-        .owns(api_for::<ConfigMap>(&client, ns), config.clone())
-        .owns(api_for::<CronJob>(&client, ns), config.clone())
-        .owns(api_for::<Service>(&client, ns), config.clone())
-        .owns(api_for::<ServiceAccount>(&client, ns), config.clone())
-        .owns(api_for::<Role>(&client, ns), config.clone())
-        .owns(api_for::<RoleBinding>(&client, ns), config.clone())
-        .owns(api_for::<NetworkPolicy>(&client, ns), config.clone())
-        .watches(Api::<ClusterRole>::all(client.clone()), config.clone(), owner_of)
-        .watches(Api::<ClusterRoleBinding>::all(client.clone()), config, owner_of)
+        .owns_stream(meta(api_for::<PartialObjectMeta<DaemonSet>>(&client, ns), &config))
+        .owns_stream(meta(api_for::<PartialObjectMeta<Deployment>>(&client, ns), &config))
+        .owns_stream(meta(api_for::<PartialObjectMeta<ConfigMap>>(&client, ns), &config))
+        .owns_stream(meta(api_for::<PartialObjectMeta<CronJob>>(&client, ns), &config))
+        .owns_stream(meta(api_for::<PartialObjectMeta<Service>>(&client, ns), &config))
+        .owns_stream(meta(api_for::<PartialObjectMeta<ServiceAccount>>(&client, ns), &config))
+        .owns_stream(meta(api_for::<PartialObjectMeta<Role>>(&client, ns), &config))
+        .owns_stream(meta(api_for::<PartialObjectMeta<RoleBinding>>(&client, ns), &config))
+        .owns_stream(meta(api_for::<PartialObjectMeta<NetworkPolicy>>(&client, ns), &config))
+        .watches_stream(meta(Api::<PartialObjectMeta<ClusterRole>>::all(client.clone()), &config), owner_of)
+        .watches_stream(meta(Api::<PartialObjectMeta<ClusterRoleBinding>>::all(client.clone()), &config), owner_of)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
