@@ -29,7 +29,7 @@ use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
 use crate::metrics::{self, FeatureErrorLabel, FeatureLabel, Metrics};
-use crate::modules::{ModuleRender, Modules};
+use crate::modules::{agent_id, ModuleRender, Modules};
 use crate::resources::{self, Kinds};
 use crate::status;
 
@@ -270,16 +270,16 @@ async fn report_sync_failure(ctx: &Context, api: &Api<SecurityAgent>, agent: &Se
     // Conflicts are found before the first write; other errors stop the
     // sync at the failing request.
     let what = if matches!(error, Error::Conflict { .. }) { "nothing was applied or pruned" } else { "nothing was pruned" };
-    let message = format!("{error}; {what}; retried after 5 s, then less often (at least every 5 min)");
+    let message = format!(
+        "{error}; {what}; retried after {} s, then less often (at least every {} min)",
+        RETRY_FIRST.as_secs(),
+        RETRY_MAX.as_secs() / 60
+    );
     match status::write(api, agent, status::sync_failed(agent, error.sync_reason(), &message)).await {
         Ok(true) => publish(ctx, agent, EventType::Warning, error.sync_reason(), "Apply", message).await,
         Ok(false) => {}
         Err(e) => tracing::warn!(agent = %agent.name_any(), error = %e, "writing the status of a failed sync"),
     }
-}
-
-fn agent_id(agent: &SecurityAgent) -> String {
-    format!("{}/{}", agent.namespace().unwrap_or_default(), agent.name_any())
 }
 
 async fn reconcile(agent: Arc<SecurityAgent>, ctx: Arc<Context>) -> Result<Action> {

@@ -235,7 +235,7 @@ impl Modules {
     /// instead, and a note says so; without one it fails with the cause
     /// (its applied objects are kept by the caller).
     pub fn render(&self, registry: &Registry, agent: &SecurityAgent, options: RenderOptions, resolutions: Vec<Resolution>) -> Result<ModuleRender, RenderError> {
-        let agent_id = format!("{}/{}", agent.namespace().unwrap_or_default(), agent.name_any());
+        let agent_id = agent_id(agent);
         let last_good = |feature: &str| self.last_good.lock().unwrap_or_else(|e| e.into_inner()).get(&(agent_id.clone(), feature.to_string())).cloned();
         let mut options = options;
         let mut in_use: BTreeMap<String, InUse> = BTreeMap::new();
@@ -347,10 +347,16 @@ impl Modules {
     /// Forget an agent's last good modules and outputs (it was deleted): a
     /// new agent of the same name starts clean.
     pub fn forget(&self, registry: &Registry, agent: &SecurityAgent) {
-        let agent_id = format!("{}/{}", agent.namespace().unwrap_or_default(), agent.name_any());
+        let agent_id = agent_id(agent);
         self.last_good.lock().unwrap_or_else(|e| e.into_inner()).retain(|(agent, _), _| agent != &agent_id);
         registry.memo().forget_agent(&agent_id);
     }
+}
+
+/// `namespace/name`: the key of an agent's last good modules and outputs
+/// (the engine's memo uses the same), and of its retry count.
+pub(crate) fn agent_id(agent: &SecurityAgent) -> String {
+    format!("{}/{}", agent.namespace().unwrap_or_default(), agent.name_any())
 }
 
 /// The note of a rollback: the failed module, why (`Reason: message`), and

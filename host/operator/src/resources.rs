@@ -262,7 +262,7 @@ pub async fn sync(
         .iter()
         .filter(|(k, _)| !desired_keys.contains(k) && !is_crd(k))
         .filter(|(_, v)| {
-            let feature = v.pointer(&format!("/metadata/labels/{}", FEATURE_LABEL.replace('/', "~1"))).and_then(Value::as_str);
+            let feature = label(v, FEATURE_LABEL);
             !feature.is_some_and(|f| keep_features.contains(f))
         })
         .map(|(k, v)| (k.clone(), v.clone()))
@@ -315,12 +315,8 @@ async fn check_foreign(client: &Client, kinds: &Kinds, desired: &[(ObjectKey, Va
         }
         // Another agent's (this agent's own were in the labelled LIST), or
         // nobody's the operator knows.
-        let labels = existing.metadata.labels.unwrap_or_default();
-        let owner_agent = match (labels.get(OWNER_NAMESPACE_LABEL), labels.get(OWNER_LABEL)) {
-            (Some(ns), Some(name)) => Some(format!("{ns}/{name}")),
-            _ => None,
-        };
-        conflicts.push(Conflict { object: format!("{} {}", key.kind, object_name(key)), owner: owner_agent, kind: ConflictKind::Exists });
+        let owner = owner_agent(&existing.metadata.labels.unwrap_or_default());
+        conflicts.push(Conflict { object: format!("{} {}", key.kind, object_name(key)), owner, kind: ConflictKind::Exists });
     }
     conflicts.extend(check_node_sensors(client, desired, live).await?);
     if conflicts.is_empty() { Ok(shared_crds) } else { Err(Error::Conflict { conflicts }) }
@@ -336,8 +332,9 @@ async fn check_node_sensors(client: &Client, desired: &[(ObjectKey, Value)], liv
     let mut conflicts = vec![];
     let new_daemonsets = desired.iter().filter(|(k, _)| k.kind == "DaemonSet" && k.group() == "apps" && !live.contains_key(k));
     for (_, object) in new_daemonsets {
-        let label = |name: &str| object.pointer(&format!("/metadata/labels/{}", name.replace('/', "~1"))).and_then(Value::as_str).unwrap_or_default().to_string();
-        let (feature, owner) = (label(FEATURE_LABEL), (label(OWNER_NAMESPACE_LABEL), label(OWNER_LABEL)));
+        let feature = label(object, FEATURE_LABEL).unwrap_or_default();
+        let ours = (label(object, OWNER_NAMESPACE_LABEL), label(object, OWNER_LABEL));
+        let our_nodes: BTreeMap<String, String> = serde_json::from_value(object.pointer("/spec/template/spec/nodeSelector").cloned().unwrap_or(Value::Null)).unwrap_or_default();
         let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY},{FEATURE_LABEL}={feature}");
         let api: Api<k8s_openapi::api::apps::v1::DaemonSet> = Api::all(client.clone());
         let running = api.list(&ListParams::default().labels(&selector)).await.map_err(|source| Error::Request {
@@ -348,22 +345,30 @@ async fn check_node_sensors(client: &Client, desired: &[(ObjectKey, Value)], liv
         })?;
         for other in running {
             let labels = other.metadata.labels.clone().unwrap_or_default();
-            let other_owner = (labels.get(OWNER_NAMESPACE_LABEL).cloned().unwrap_or_default(), labels.get(OWNER_LABEL).cloned().unwrap_or_default());
-            if other_owner == owner {
+            if (labels.get(OWNER_NAMESPACE_LABEL).map(String::as_str), labels.get(OWNER_LABEL).map(String::as_str)) == ours {
                 continue;
             }
-            let theirs = other.spec.as_ref().and_then(|s| s.template.spec.as_ref()).and_then(|s| s.node_selector.clone()).unwrap_or_default();
-            let ours: BTreeMap<String, String> = serde_json::from_value(object.pointer("/spec/template/spec/nodeSelector").cloned().unwrap_or(Value::Null)).unwrap_or_default();
-            if !node_selectors_disjoint(&ours, &theirs) {
+            let their_nodes = other.spec.as_ref().and_then(|s| s.template.spec.as_ref()).and_then(|s| s.node_selector.clone()).unwrap_or_default();
+            if !node_selectors_disjoint(&our_nodes, &their_nodes) {
                 conflicts.push(Conflict {
                     object: format!("DaemonSet {}/{}", other.metadata.namespace.clone().unwrap_or_default(), other.metadata.name.clone().unwrap_or_default()),
-                    owner: Some(format!("{}/{}", other_owner.0, other_owner.1)),
-                    kind: ConflictKind::SameNodes { feature: feature.clone() },
+                    owner: owner_agent(&labels),
+                    kind: ConflictKind::SameNodes { feature: feature.to_string() },
                 });
             }
         }
     }
     Ok(conflicts)
+}
+
+/// A label of a desired or live object (as JSON).
+fn label<'a>(object: &'a Value, key: &str) -> Option<&'a str> {
+    object.pointer("/metadata/labels").and_then(|l| l.get(key)).and_then(Value::as_str)
+}
+
+/// `namespace/name` of the agent whose owner labels an object carries.
+fn owner_agent(labels: &BTreeMap<String, String>) -> Option<String> {
+    Some(format!("{}/{}", labels.get(OWNER_NAMESPACE_LABEL)?, labels.get(OWNER_LABEL)?))
 }
 
 /// No node can match both: some key is required with different values.
