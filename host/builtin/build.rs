@@ -18,6 +18,7 @@ const BUILTIN: &[(&str, &str, &str)] = &[
     ("osquery", "feature-osquery", "feature_osquery"),
     ("trivy", "feature-trivy", "feature_trivy"),
     ("posture", "feature-posture", "feature_posture"),
+    ("ctem_validation", "feature-ctem-validation", "feature_ctem_validation"),
 ];
 /// Built for the sandbox tests, never embedded.
 const TEST_ONLY: &[&str] = &["feature-hostile", "feature-falco-next", "feature-falco-broken", "feature-falco-greedy"];

@@ -4,6 +4,8 @@ package main
 import (
 	"os"
 	"regexp"
+	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -81,25 +83,36 @@ func (c *containerIndex) lookup(mntNS uint32) string {
 	if err != nil {
 		return ""
 	}
+	// The oldest process of a namespace (lowest pid, the container's init
+	// as a rule) is the one to learn from: an entry learnt from a
+	// short-lived process (a `cat`) would be gone by the next event, and a
+	// miss within 50 ms of a scan drops that event.
+	pids := make([]int, 0, len(entries))
 	for _, entry := range entries {
-		pid := entry.Name()
-		if pid[0] < '0' || pid[0] > '9' {
-			continue
+		if pid, err := strconv.Atoi(entry.Name()); err == nil {
+			pids = append(pids, pid)
 		}
+	}
+	sort.Ints(pids)
+	learnt := map[uint32]bool{}
+	for _, n := range pids {
+		pid := strconv.Itoa(n)
 		target, err := os.Readlink(c.procRoot + "/" + pid + "/ns/mnt")
 		if err != nil {
 			continue
 		}
 		ns, err := parseNamespaceLink(target)
-		if err != nil {
+		if err != nil || learnt[ns] {
 			continue
 		}
 		if e, known := c.byMntNS[ns]; known && c.current(ns, e) {
+			learnt[ns] = true
 			continue
 		}
 		if cgroup, err := os.ReadFile(c.procRoot + "/" + pid + "/cgroup"); err == nil {
 			if id := containerID(string(cgroup)); id != "" {
 				c.byMntNS[ns] = containerEntry{id: id, pid: pid}
+				learnt[ns] = true
 			}
 		}
 	}

@@ -195,6 +195,12 @@ var shells = map[string]bool{"ash": true, "bash": true, "csh": true, "ksh": true
 // the runtime (kubectl exec), not by another process in the container.
 var entrypointParents = map[string]bool{"runc:[0:PARENT]": true, "runc:[1:CHILD]": true, "runc": true, "docker-runc": true, "exe": true, "docker-runc-cur": true, "containerd-shim": true, "systemd": true, "crio": true}
 
+// The operator's list secop_file_reader_binaries (features-wasm/falco): the
+// token rule fires for these, not for a pod's own API client.
+var fileReaders = map[string]bool{"cat": true, "head": true, "tail": true, "more": true, "less": true, "base64": true, "xxd": true, "od": true, "hexdump": true,
+	"strings": true, "grep": true, "egrep": true, "fgrep": true, "cp": true, "dd": true, "tac": true, "nl": true, "sed": true, "awk": true, "gawk": true, "busybox": true,
+	"ash": true, "bash": true, "csh": true, "ksh": true, "sh": true, "tcsh": true, "zsh": true, "dash": true}
+
 var sensitiveFiles = map[string]bool{"/etc/shadow": true, "/etc/sudoers": true, "/etc/pam.conf": true, "/etc/security/pwquality.conf": true}
 
 const (
@@ -215,7 +221,7 @@ var falcoDetections = map[string]falcoDetection{
 	"Read service account token in container": func(s *falcoSensor, e kernelEvent) (string, map[string]any, bool) {
 		path := e.Str1
 		token := (strings.HasPrefix(path, "/var/run/secrets/kubernetes.io/serviceaccount/") || strings.HasPrefix(path, "/run/secrets/kubernetes.io/serviceaccount/")) && strings.HasSuffix(path, "/token")
-		if e.Kind != kindOpen || e.Int1&oAccMode != 0 || !token || e.Comm == "falco" || strings.HasPrefix(e.Comm, "otelcol") {
+		if e.Kind != kindOpen || e.Int1&oAccMode != 0 || !token || !fileReaders[e.Comm] {
 			return "", nil, false
 		}
 		return fmt.Sprintf("Service account token read in container (file=%s process=%s)", path, e.Comm), map[string]any{"fd.name": path}, true
@@ -231,6 +237,14 @@ var falcoDetections = map[string]falcoDetection{
 			return "", nil, false
 		}
 		return fmt.Sprintf("File below /etc opened for writing | file=%s process=%s", e.Str1, e.Comm), map[string]any{"fd.name": e.Str1}, true
+	},
+	"Schedule Cron Jobs": func(s *falcoSensor, e kernelEvent) (string, map[string]any, bool) {
+		write := e.Kind == kindOpen && e.Int1&oAccMode != 0 && strings.HasPrefix(e.Str1, "/etc/cron")
+		if !write && !(e.Kind == kindExec && e.Comm == "crontab") {
+			return "", nil, false
+		}
+		return fmt.Sprintf("Cron jobs were scheduled to run | file=%s process=%s parent=%s command=%s", e.Str1, e.Comm, e.PComm, strings.Join(e.Args, " ")),
+			map[string]any{"fd.name": e.Str1, "proc.pname": e.PComm}, true
 	},
 	"Change thread namespace": func(s *falcoSensor, e kernelEvent) (string, map[string]any, bool) {
 		if e.Kind != kindSetns || strings.HasPrefix(e.Comm, "runc") {

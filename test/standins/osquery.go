@@ -16,8 +16,10 @@ import (
 // JSON config (--config_path) and every pack it names, and answers each
 // pack query on its interval from /proc, as osquery's tables would on a
 // hostPID pod: system_info, kernel_info, os_version (of PID 1),
-// listening_ports joined with processes, kernel_modules; docker_containers
-// has no rows on a containerd node. Results go to
+// listening_ports joined with processes, kernel_modules, processes (the
+// containers query: container ids from the cgroups of the pods' processes)
+// and file (the kernel's BTF); docker_containers has no rows on a
+// containerd node. Results go to
 // <logger_path>/osqueryd.results.log in osquery's format: differential
 // queries log "added"/"removed" rows, snapshot queries one "snapshot" line.
 func osqueryd(args []string) error {
@@ -202,9 +204,11 @@ func answer(query string) []map[string]string {
 		return nil
 	}
 	var columns []string
-	for _, c := range strings.Split(m[1], ",") {
+	for _, c := range topLevelSplit(strings.TrimPrefix(strings.TrimSpace(m[1]), "DISTINCT ")) {
 		c = strings.TrimSpace(c)
-		if _, after, ok := strings.Cut(c, "."); ok {
+		if i := strings.LastIndex(strings.ToUpper(c), " AS "); i >= 0 {
+			c = strings.TrimSpace(c[i+4:])
+		} else if _, after, ok := strings.Cut(c, "."); ok {
 			c = after
 		}
 		columns = append(columns, c)
@@ -221,6 +225,10 @@ func answer(query string) []map[string]string {
 		rows = listeningPorts()
 	case "kernel_modules":
 		rows = kernelModules()
+	case "processes":
+		rows = podContainers()
+	case "file":
+		rows = kernelBTF()
 	}
 	// Only the selected columns, as strings.
 	for i, r := range rows {
@@ -349,4 +357,70 @@ func kernelModules() []map[string]string {
 		}
 	}
 	return rows
+}
+
+// topLevelSplit splits a SELECT list at the commas outside parentheses and
+// quotes.
+func topLevelSplit(list string) []string {
+	var out []string
+	depth, quoted, start := 0, false, 0
+	for i, r := range list {
+		switch {
+		case r == '\'':
+			quoted = !quoted
+		case quoted:
+		case r == '(':
+			depth++
+		case r == ')':
+			depth--
+		case r == ',' && depth == 0:
+			out = append(out, list[start:i])
+			start = i + 1
+		}
+	}
+	return append(out, list[start:])
+}
+
+// podContainers answers the pack's containers query: one row per distinct
+// cgroup path of a process that names a container id, as `SELECT DISTINCT
+// regex_match(cgroup_path, '[0-9a-f]{64}', 0) AS id, cgroup_path FROM
+// processes WHERE ...` does on a hostPID pod.
+func podContainers() []map[string]string {
+	seen := map[string]bool{}
+	var rows []map[string]string
+	dirs, _ := os.ReadDir("/proc")
+	for _, d := range dirs {
+		if _, err := strconv.Atoi(d.Name()); err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + d.Name() + "/cgroup")
+		if err != nil {
+			continue
+		}
+		// cgroup v2: one line "0::<path>"; v1: the path of any hierarchy.
+		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			parts := strings.SplitN(l, ":", 3)
+			if len(parts) != 3 || seen[parts[2]] {
+				continue
+			}
+			id := containerIDPattern.FindString(parts[2])
+			if id == "" {
+				continue
+			}
+			seen[parts[2]] = true
+			rows = append(rows, map[string]string{"id": id, "cgroup_path": parts[2]})
+			break
+		}
+	}
+	return rows
+}
+
+// kernelBTF answers `SELECT path, size FROM file WHERE path =
+// '/sys/kernel/btf/vmlinux'`: a row when the kernel exposes its BTF.
+func kernelBTF() []map[string]string {
+	info, err := os.Stat("/sys/kernel/btf/vmlinux")
+	if err != nil {
+		return nil
+	}
+	return []map[string]string{{"path": "/sys/kernel/btf/vmlinux", "size": strconv.FormatInt(info.Size(), 10)}}
 }

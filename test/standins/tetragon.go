@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -76,7 +77,7 @@ func tetragon(args []string) error {
 	if procRoot == "" {
 		procRoot = "/proc"
 	}
-	watch, err := startKernelWatch(procRoot, kindMount, kindSetns)
+	watch, err := startKernelWatch(procRoot, kindOpen, kindMount, kindSetns)
 	if err != nil {
 		return err
 	}
@@ -173,6 +174,31 @@ type tetragonSensor struct {
 	mu         sync.Mutex
 	execs      map[uint32]execInfo // by PID, for the process of a kprobe event
 	policies   map[int64]string    // kind (mount, setns) → TracingPolicy name
+	fileProbes []fileProbe         // security_file_permission kprobes
+}
+
+// fileProbe is a security_file_permission kprobe with a path-prefix and
+// access-mask selector (MAY_WRITE 2, MAY_READ 4), as the feature's
+// cron-persistence-monitor and sensitive-file-access policies write it.
+// The stand-in sees the open that precedes the read or write.
+type fileProbe struct {
+	policy   string
+	prefixes []string
+	mask     int
+}
+
+func (p fileProbe) matches(path string, flags uint64) bool {
+	write := flags&oAccMode != 0
+	read := flags&oAccMode != 1 // O_RDONLY or O_RDWR
+	if (p.mask == 2 && !write) || (p.mask == 4 && !read) {
+		return false
+	}
+	for _, prefix := range p.prefixes {
+		if strings.HasPrefix(path, prefix) {
+			return true
+		}
+	}
+	return false
 }
 
 // watchPolicies lists the TracingPolicies every 10 s, as Tetragon watches
@@ -186,7 +212,14 @@ func (t *tetragonSensor) watchPolicies() {
 				} `json:"metadata"`
 				Spec struct {
 					Kprobes []struct {
-						Call string `json:"call"`
+						Call      string `json:"call"`
+						Selectors []struct {
+							MatchArgs []struct {
+								Index    int      `json:"index"`
+								Operator string   `json:"operator"`
+								Values   []string `json:"values"`
+							} `json:"matchArgs"`
+						} `json:"selectors"`
 					} `json:"kprobes"`
 				} `json:"spec"`
 			} `json:"items"`
@@ -195,6 +228,7 @@ func (t *tetragonSensor) watchPolicies() {
 			logf("Tetragon", "listing TracingPolicies: %v", err)
 		} else {
 			policies := map[int64]string{}
+			var fileProbes []fileProbe
 			for _, p := range list.Items {
 				for _, k := range p.Spec.Kprobes {
 					switch strings.TrimPrefix(k.Call, "__x64_") {
@@ -202,11 +236,25 @@ func (t *tetragonSensor) watchPolicies() {
 						policies[kindMount] = p.Metadata.Name
 					case "sys_setns":
 						policies[kindSetns] = p.Metadata.Name
+					case "security_file_permission":
+						for _, sel := range k.Selectors {
+							probe := fileProbe{policy: p.Metadata.Name}
+							for _, m := range sel.MatchArgs {
+								switch {
+								case m.Index == 0 && m.Operator == "Prefix":
+									probe.prefixes = m.Values
+								case m.Index == 1 && m.Operator == "Equal" && len(m.Values) == 1:
+									probe.mask, _ = strconv.Atoi(m.Values[0])
+								}
+							}
+							fileProbes = append(fileProbes, probe)
+						}
 					}
 				}
 			}
 			t.mu.Lock()
 			t.policies = policies
+			t.fileProbes = fileProbes
 			t.mu.Unlock()
 		}
 		time.Sleep(10 * time.Second)
@@ -251,6 +299,16 @@ func (t *tetragonSensor) handle(e kernelEvent) {
 		known = known && exec.ktime <= e.Ktime
 	}
 	policy := t.policies[int64(e.Kind)]
+	var probe *fileProbe
+	if e.Kind == kindOpen {
+		for i := range t.fileProbes {
+			if t.fileProbes[i].matches(e.Str1, e.Int1) {
+				probe = &t.fileProbes[i]
+				policy = probe.policy
+				break
+			}
+		}
+	}
 	t.mu.Unlock()
 
 	var eventType string
@@ -288,9 +346,13 @@ func (t *tetragonSensor) handle(e kernelEvent) {
 	} else {
 		var callArgs []map[string]any
 		function := "__x64_sys_mount"
-		if e.Kind == kindMount {
+		switch {
+		case probe != nil:
+			function = "security_file_permission"
+			callArgs = []map[string]any{{"file_arg": map[string]any{"path": e.Str1}}, {"int_arg": probe.mask}}
+		case e.Kind == kindMount:
 			callArgs = []map[string]any{{"string_arg": e.Str1}, {"string_arg": e.Str2}, {"string_arg": e.Str3}}
-		} else {
+		default:
 			function = "__x64_sys_setns"
 			callArgs = []map[string]any{{"int_arg": int32(e.Int1)}, {"int_arg": int32(e.Int2)}}
 		}
@@ -341,6 +403,13 @@ func (r *podResolver) lookup(id string) *tetragonPod {
 	}
 }
 
+type containerStatus struct {
+	Name        string `json:"name"`
+	ContainerID string `json:"containerID"`
+	Image       string `json:"image"`
+	ImageID     string `json:"imageID"`
+}
+
 // list reads the node's pods into byContainer.
 func (r *podResolver) list() {
 	r.listed = time.Now()
@@ -352,12 +421,8 @@ func (r *podResolver) list() {
 				Labels    map[string]string `json:"labels"`
 			} `json:"metadata"`
 			Status struct {
-				ContainerStatuses []struct {
-					Name        string `json:"name"`
-					ContainerID string `json:"containerID"`
-					Image       string `json:"image"`
-					ImageID     string `json:"imageID"`
-				} `json:"containerStatuses"`
+				ContainerStatuses     []containerStatus `json:"containerStatuses"`
+				InitContainerStatuses []containerStatus `json:"initContainerStatuses"`
 			} `json:"status"`
 		} `json:"items"`
 	}
@@ -366,7 +431,8 @@ func (r *podResolver) list() {
 		return
 	}
 	for _, p := range pods.Items {
-		for _, c := range p.Status.ContainerStatuses {
+		// Init containers too, as Tetragon's pod watcher finds them.
+		for _, c := range append(p.Status.ContainerStatuses, p.Status.InitContainerStatuses...) {
 			_, cid, _ := strings.Cut(c.ContainerID, "://")
 			r.byContainer[cid] = &tetragonPod{
 				Namespace: p.Metadata.Namespace, Name: p.Metadata.Name, Labels: p.Metadata.Labels,

@@ -243,7 +243,7 @@ fn main() -> Result<()> {
             let mut cmd = cargo();
             cmd.args(["build", "--locked", "--profile", "wasm", "--target", "wasm32-wasip2", "--lib"])
                 .env("CARGO_TARGET_DIR", root().join("target/wasm-features"));
-            for package in ["feature-otel-pipeline", "feature-falco", "feature-tetragon", "feature-osquery", "feature-trivy", "feature-posture", "feature-hostile", "feature-falco-next", "feature-falco-broken", "feature-falco-greedy"] {
+            for package in ["feature-otel-pipeline", "feature-falco", "feature-tetragon", "feature-osquery", "feature-trivy", "feature-posture", "feature-ctem-validation", "feature-hostile", "feature-falco-next", "feature-falco-broken", "feature-falco-greedy"] {
                 cmd.args(["-p", package]);
             }
             run(cmd)

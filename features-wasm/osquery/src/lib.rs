@@ -83,13 +83,33 @@ const SCOPE_PACK: &[PackQuery] = &[
         name: "docker_containers",
         sql: "SELECT id, name, image, state, status FROM docker_containers;",
         snapshot: false,
-        description: "CTEM Scope: containers on the node (empty on containerd nodes)",
+        description: "CTEM Scope: containers on the node (Docker Engine nodes only)",
+    },
+    // Containers of any runtime (containerd, CRI-O, Docker): the 64-hex
+    // container id in the cgroup path of their processes, as the hostPID
+    // pod sees them; pod sandboxes included. Not only under `kubepods`: a
+    // kubelet with cgroupsPerQOS off puts pods under the root. Needs
+    // osquery 5.5 (`processes.cgroup_path`).
+    PackQuery {
+        name: "containers",
+        sql: "SELECT DISTINCT regex_match(cgroup_path, '[0-9a-f]{64}', 0) AS id, cgroup_path FROM processes WHERE regex_match(cgroup_path, '[0-9a-f]{64}', 0) IS NOT NULL;",
+        snapshot: false,
+        description: "CTEM Scope: running containers per node (any runtime)",
     },
     PackQuery {
         name: "kernel_modules",
         sql: "SELECT name, size, status FROM kernel_modules WHERE status = 'Live';",
         snapshot: false,
-        description: "CTEM Scope: loaded kernel modules (eBPF check)",
+        description: "CTEM Scope: loaded kernel modules",
+    },
+    // eBPF support as the sensors need it: CO-RE programs (Falco's
+    // modern_ebpf, Tetragon) load only where the kernel exposes its BTF.
+    // sysfs is the host kernel's in every container, so no mount is needed.
+    PackQuery {
+        name: "kernel_btf",
+        sql: "SELECT path, size FROM file WHERE path = '/sys/kernel/btf/vmlinux';",
+        snapshot: true,
+        description: "CTEM Scope: kernel BTF present (eBPF CO-RE support)",
     },
 ];
 
@@ -277,6 +297,9 @@ impl Feature for Osquery {
                 column("docker_containers", "id", "container.id"),
                 column("docker_containers", "name", "container.name"),
                 column("docker_containers", "image", "container.image.name"),
+                column("containers", "id", "container.id"),
+                column("kernel_btf", "path", "file.path"),
+                column("kernel_btf", "size", "file.size"),
             ],
         })
     }
@@ -299,11 +322,13 @@ mod tests {
     }
 
     #[test]
-    fn pack_has_the_six_scope_queries() {
+    fn pack_has_the_scope_queries_for_every_runtime() {
         let o = configure(r#"{"intervalSeconds":60,"packs":["scope-minimal"]}"#).unwrap();
         let pack: Value = serde_json::from_str(&o.pack_json()).unwrap();
-        let names: Vec<&String> = pack["queries"].as_object().unwrap().keys().collect();
-        assert_eq!(names.len(), 6);
+        let names: Vec<&str> = pack["queries"].as_object().unwrap().keys().map(String::as_str).collect();
+        // The plan's six, plus containers of any runtime and the kernel's BTF
+        // (SCOPE-06 and SCOPE-05 on containerd nodes).
+        assert_eq!(names, ["containers", "docker_containers", "kernel_btf", "kernel_info", "kernel_modules", "listening_ports", "os_version", "system_info"]);
         assert_eq!(pack["queries"]["listening_ports"]["interval"], 60);
         assert_eq!(pack["queries"]["system_info"]["snapshot"], true);
     }

@@ -34,8 +34,10 @@ pub enum Mode {
 #[serde(rename_all = "camelCase", default)]
 pub struct PipelineConfig {
     pub mode: Mode,
-    /// Host directory under which sensors write their own files (osquery).
-    pub node_log_base_path: String,
+    /// The plan's `nodeLogBasePath`. Refused when set: the collectors tail
+    /// what each feature names (its receiver `include`), so one base path
+    /// here could only be ignored (docs/seed-deviations.md).
+    pub node_log_base_path: Option<String>,
     pub gateway_replicas: u32,
     pub image: String,
     /// Size of the gateway's on-disk sending queue volume.
@@ -46,7 +48,7 @@ impl Default for PipelineConfig {
     fn default() -> Self {
         Self {
             mode: Mode::NodeToGatewayToEs,
-            node_log_base_path: "/var/log/security".to_string(),
+            node_log_base_path: None,
             gateway_replicas: 1,
             image: DEFAULT_IMAGE.to_string(),
             gateway_queue_size_limit: "2Gi".to_string(),
@@ -232,8 +234,12 @@ impl Feature for OtelPipeline {
         if config.gateway_replicas == 0 {
             return Err(ConfigError::new("gatewayReplicas", "must be at least 1: the gateway is the only path to Elasticsearch"));
         }
-        if !config.node_log_base_path.starts_with('/') {
-            return Err(ConfigError::new("nodeLogBasePath", "must be an absolute path"));
+        if config.node_log_base_path.is_some() {
+            return Err(ConfigError::new(
+                "nodeLogBasePath",
+                "is not supported: each feature names the files its collector tails (osquery writes under /var/log/security/osquery, \
+                 Falco and Tetragon to their pods' logs under /var/log/pods); remove the field",
+            ));
         }
         if ctx.output.endpoints.is_empty() {
             return Err(ConfigError::new(
@@ -315,6 +321,13 @@ mod tests {
         let otlp = ingress.iter().find(|r| r["ports"][0]["port"] == OTLP_PORT).unwrap();
         assert_eq!(otlp["from"], json!([{ "podSelector": { "matchLabels": k8s::selector(NODE) } }]));
         assert!(ingress.iter().filter(|r| r.get("from").is_none()).all(|r| r["ports"] == json!([{ "port": HEALTH_PORT, "protocol": "TCP" }])), "only the health port is open to all");
+    }
+
+    #[test]
+    fn the_plans_node_log_base_path_is_refused_by_name() {
+        let err = OtelPipeline::default().configure(r#"{"nodeLogBasePath":"/var/log/security"}"#, &ctx()).unwrap_err();
+        assert_eq!(err.field, "nodeLogBasePath");
+        assert!(err.message.contains("/var/log/security/osquery"), "{}", err.message);
     }
 
     #[test]

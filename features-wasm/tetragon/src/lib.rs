@@ -20,7 +20,7 @@ const CRDS: &str = include_str!("../assets/crds.json");
 
 /// Policies this feature knows how to deploy. `process-exec` needs no
 /// TracingPolicy (exec events are built in): it turns on their export.
-pub const KNOWN_POLICIES: &[&str] = &["process-exec", "container-escape-monitor", "sensitive-file-access"];
+pub const KNOWN_POLICIES: &[&str] = &["process-exec", "container-escape-monitor", "cron-persistence-monitor", "sensitive-file-access"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -47,7 +47,7 @@ impl Default for TetragonConfig {
     fn default() -> Self {
         Self {
             export_mode: ExportMode::Stdout,
-            policies: vec!["process-exec".into(), "container-escape-monitor".into()],
+            policies: vec!["process-exec".into(), "container-escape-monitor".into(), "cron-persistence-monitor".into()],
             image: DEFAULT_IMAGE.to_string(),
             export_image: EXPORT_STDOUT_IMAGE.to_string(),
             export_file_max_size_mb: 10,
@@ -98,10 +98,14 @@ fn container_escape_monitor() -> Value {
     )
 }
 
-/// Reads of service-account tokens and /etc/shadow (scenario C).
-fn sensitive_file_access() -> Value {
+/// A `security_file_permission` kprobe on paths under `prefixes` with the
+/// access `mask` (MAY_WRITE 2, MAY_READ 4). The hook runs on every read and
+/// write of an open file; the path is the file's as the accessing process
+/// sees it, so a container's own files match. Shaped like Tetragon's
+/// file-monitoring example (docs "File access monitoring").
+fn file_permission_policy(name: &str, prefixes: &[&str], mask: &str) -> Value {
     tracing_policy(
-        "sensitive-file-access",
+        name,
         json!({
             "kprobes": [{
                 "call": "security_file_permission",
@@ -112,16 +116,27 @@ fn sensitive_file_access() -> Value {
                 "returnArgAction": "Post",
                 "selectors": [{
                     "matchArgs": [
-                        {
-                            "index": 0,
-                            "operator": "Prefix",
-                            "values": ["/etc/shadow", "/var/run/secrets/kubernetes.io/serviceaccount", "/run/secrets/kubernetes.io/serviceaccount"],
-                        },
-                        { "index": 1, "operator": "Equal", "values": ["4"] },
+                        { "index": 0, "operator": "Prefix", "values": prefixes },
+                        { "index": 1, "operator": "Equal", "values": [mask] },
                     ],
                 }],
             }],
         }),
+    )
+}
+
+/// T1053.003: a write to a cron table (scenario E's `echo ... >
+/// /etc/cron.d/backdoor`).
+fn cron_persistence_monitor() -> Value {
+    file_permission_policy("cron-persistence-monitor", &["/etc/cron", "/etc/crontab", "/var/spool/cron"], "2")
+}
+
+/// Reads of service-account tokens and /etc/shadow (scenario C).
+fn sensitive_file_access() -> Value {
+    file_permission_policy(
+        "sensitive-file-access",
+        &["/etc/shadow", "/var/run/secrets/kubernetes.io/serviceaccount", "/run/secrets/kubernetes.io/serviceaccount"],
+        "4",
     )
 }
 
@@ -276,6 +291,7 @@ impl Feature for Tetragon {
         for policy in &self.config.policies {
             match policy.as_str() {
                 "container-escape-monitor" => objects.push(container_escape_monitor()),
+                "cron-persistence-monitor" => objects.push(cron_persistence_monitor()),
                 "sensitive-file-access" => objects.push(sensitive_file_access()),
                 _ => {} // process-exec: export setting only
             }

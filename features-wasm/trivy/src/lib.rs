@@ -1,6 +1,7 @@
 //! Trivy Operator: vulnerability reports for every workload image, synced
-//! into the vulnerabilities index by a CronJob that runs `secop trivy-sync`
-//! on the operator image. Trivy has no file to tail: no `otel-config`.
+//! into the vulnerabilities index by a Deployment that runs
+//! `secop trivy-sync --watch` on the operator image: a report is in the
+//! index within a minute of the Trivy Operator writing it. Trivy has no file to tail: no `otel-config`.
 //!
 //! Manifests follow the trivy-operator 0.26.1 static manifest (chart
 //! 0.28.1); see assets/NOTES.md for provenance.
@@ -23,7 +24,8 @@ pub const SEVERITIES: &[&str] = &["CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN"
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct TrivyConfig {
-    /// CronJob schedule of the Elasticsearch sync (cron or `@every 6h`).
+    /// How often the sync re-reads every report in full (`@every 6h`,
+    /// `@hourly`, `@daily`); changed reports are synced as they change.
     pub scan_schedule: String,
     /// Lowest severity synced to the vulnerabilities index.
     pub severity_threshold: String,
@@ -37,7 +39,7 @@ pub struct TrivyConfig {
 impl Default for TrivyConfig {
     fn default() -> Self {
         Self {
-            scan_schedule: "*/30 * * * *".to_string(),
+            scan_schedule: "@every 6h".to_string(),
             severity_threshold: "HIGH".to_string(),
             image: DEFAULT_IMAGE.to_string(),
             target_namespaces: vec![],
@@ -46,21 +48,33 @@ impl Default for TrivyConfig {
     }
 }
 
-/// A cron schedule the Kubernetes CronJob controller accepts: five fields,
-/// a `@hourly`-style macro, or `@every <duration>`.
-fn valid_schedule(schedule: &str) -> bool {
+/// Seconds between full syncs: `@every <duration>` (`6h`, `1h30m`, `90s`)
+/// or a `@hourly`-style macro. None for anything else.
+fn resync_seconds(schedule: &str) -> Option<u64> {
     let s = schedule.trim();
-    if let Some(duration) = s.strip_prefix("@every ") {
-        let d = duration.trim();
-        return !d.is_empty()
-            && d.chars().all(|c| c.is_ascii_digit() || "hms".contains(c))
-            && d.chars().next().is_some_and(|c| c.is_ascii_digit());
+    let macro_seconds = match s {
+        "@hourly" => Some(3_600),
+        "@daily" | "@midnight" => Some(86_400),
+        "@weekly" => Some(604_800),
+        _ => None,
+    };
+    if macro_seconds.is_some() {
+        return macro_seconds;
     }
-    if s.starts_with('@') {
-        return ["@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"].contains(&s);
+    let duration = s.strip_prefix("@every ")?.trim();
+    let (mut total, mut number) = (0u64, String::new());
+    for c in duration.chars() {
+        match c {
+            '0'..='9' => number.push(c),
+            'h' | 'm' | 's' if !number.is_empty() => {
+                let unit = match c { 'h' => 3_600, 'm' => 60, _ => 1 };
+                total = total.checked_add(number.parse::<u64>().ok()?.checked_mul(unit)?)?;
+                number.clear();
+            }
+            _ => return None,
+        }
     }
-    let fields: Vec<&str> = s.split_whitespace().collect();
-    fields.len() == 5 && fields.iter().all(|f| f.chars().all(|c| c.is_ascii_alphanumeric() || "*/,-?".contains(c)))
+    (number.is_empty() && total > 0).then_some(total)
 }
 
 #[derive(Debug, Default)]
@@ -181,7 +195,7 @@ impl Trivy {
         d
     }
 
-    fn sync_cronjob(&self) -> Value {
+    fn sync_deployment(&self, resync_seconds: u64) -> Value {
         let output = &self.ctx.output;
         let image = if self.config.sync_image.is_empty() { &self.ctx.operator_image } else { &self.config.sync_image };
         let mut args = vec![
@@ -189,46 +203,35 @@ impl Trivy {
             format!("--severity-threshold={}", self.config.severity_threshold),
             format!("--index={}", output.index_vulnerabilities),
             format!("--cluster-name={}", self.ctx.cluster_name),
+            "--watch".to_string(),
+            format!("--resync-seconds={resync_seconds}"),
         ];
         let es = k8s::secop_elasticsearch(output);
         args.extend(es.args);
         let (env, mounts, volumes) = (es.env, es.mounts, es.volumes);
-        json!({
-            "apiVersion": "batch/v1",
-            "kind": "CronJob",
-            "metadata": k8s::namespaced_meta(&self.ctx, SYNC, COMPONENT),
-            "spec": {
-                "schedule": self.config.scan_schedule,
-                "concurrencyPolicy": "Forbid",
-                "successfulJobsHistoryLimit": 1,
-                "failedJobsHistoryLimit": 3,
-                "jobTemplate": { "spec": {
-                    "backoffLimit": 2,
-                    "activeDeadlineSeconds": 1800,
-                    "template": {
-                        "metadata": { "labels": k8s::labels(COMPONENT) },
-                        "spec": {
-                            "serviceAccountName": SYNC,
-                            "automountServiceAccountToken": true,
-                            "restartPolicy": "OnFailure",
-                            "securityContext": { "runAsNonRoot": true, "runAsUser": 65532, "seccompProfile": { "type": "RuntimeDefault" } },
-                            "containers": [{
-                                "name": "sync",
-                                "image": image,
-                                "imagePullPolicy": "IfNotPresent",
-                                "command": ["secop"],
-                                "args": args,
-                                "env": env,
-                                "securityContext": k8s::restricted_security_context(),
-                                "resources": k8s::resources("50m", "64Mi", "500m", "256Mi"),
-                                "volumeMounts": mounts,
-                            }],
-                            "volumes": volumes,
-                        },
-                    },
-                }},
-            },
-        })
+        let pod_spec = json!({
+            "serviceAccountName": SYNC,
+            "automountServiceAccountToken": true,
+            "securityContext": { "runAsNonRoot": true, "runAsUser": 65532, "seccompProfile": { "type": "RuntimeDefault" } },
+            "containers": [{
+                "name": "sync",
+                "image": image,
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["secop"],
+                "args": args,
+                "env": env,
+                "securityContext": k8s::restricted_security_context(),
+                "resources": k8s::resources("50m", "64Mi", "500m", "256Mi"),
+                "volumeMounts": mounts,
+            }],
+            "volumes": volumes,
+        });
+        // Its own component: the operator Deployment selects `trivy` pods.
+        let mut d = k8s::deployment(&self.ctx, SYNC, SYNC, 1, pod_spec, json!({}));
+        // One writer at a time: two syncs racing could reopen a finding the
+        // other just resolved.
+        d["spec"]["strategy"] = json!({ "type": "Recreate" });
+        d
     }
 }
 
@@ -245,10 +248,14 @@ impl Feature for Trivy {
 
     fn configure(&mut self, config_json: &str, ctx: &Context) -> Result<Vec<Diagnostic>, ConfigError> {
         let (mut config, diagnostics): (TrivyConfig, _) = decode_config(config_json)?;
-        if !valid_schedule(&config.scan_schedule) {
+        if resync_seconds(&config.scan_schedule).is_none() {
             return Err(ConfigError::new(
                 "scanSchedule",
-                format!("`{}` is not a cron schedule (5 fields, @hourly/@daily/..., or `@every 6h`)", config.scan_schedule),
+                format!(
+                    "`{}` is not an interval: give `@every <duration>` (e.g. `@every 6h`) or @hourly/@daily/@weekly; \
+                     the sync follows report changes as they happen, and this is how often it re-reads every report",
+                    config.scan_schedule
+                ),
             ));
         }
         config.severity_threshold = config.severity_threshold.to_ascii_uppercase();
@@ -294,7 +301,7 @@ impl Feature for Trivy {
                 json!([{ "apiGroups": ["aquasecurity.github.io"], "resources": ["vulnerabilityreports"], "verbs": ["get", "list", "watch"] }]),
             ),
             k8s::cluster_role_binding(ctx, &sync_role, COMPONENT, &sync_role, SYNC),
-            self.sync_cronjob(),
+            self.sync_deployment(resync_seconds(&self.config.scan_schedule).unwrap_or(21_600)),
         ]);
         // The upstream CRDs pass through verbatim (crds.json, chart 0.28.1).
         let mut documents = embedded_documents(CRDS)?;
@@ -323,16 +330,27 @@ mod tests {
     fn plan_schedule_and_threshold_are_accepted() {
         let mut t = configure(r#"{"scanSchedule":"@every 6h","severityThreshold":"HIGH"}"#).unwrap();
         let objects: Vec<Value> = t.contribute().unwrap().iter().map(|o| serde_json::from_str(o).unwrap()).collect();
-        let cron = objects.iter().find(|o| o["kind"] == "CronJob").unwrap();
-        assert_eq!(cron["spec"]["schedule"], "@every 6h");
-        let args = &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"];
-        assert!(args.as_array().unwrap().contains(&json!("--severity-threshold=HIGH")));
+        let sync = objects.iter().find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == SYNC).unwrap();
+        let args = sync["spec"]["template"]["spec"]["containers"][0]["args"].as_array().unwrap();
+        for arg in ["--severity-threshold=HIGH", "--watch", "--resync-seconds=21600"] {
+            assert!(args.contains(&json!(arg)), "{arg} in {args:?}");
+        }
+        let operator = objects.iter().find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == OPERATOR).unwrap();
+        assert_ne!(sync["spec"]["selector"], operator["spec"]["selector"], "each Deployment selects only its own pods");
         assert_eq!(objects.iter().filter(|o| o["kind"] == "CustomResourceDefinition").count(), 12);
     }
 
     #[test]
     fn bad_schedule_and_threshold_name_the_field() {
         assert_eq!(configure(r#"{"scanSchedule":"every day"}"#).err().unwrap().field, "scanSchedule");
+        let cron = configure(r#"{"scanSchedule":"0 */6 * * *"}"#).err().unwrap();
+        assert_eq!(cron.field, "scanSchedule");
+        assert!(cron.message.contains("@every"), "{}", cron.message);
+        assert_eq!(resync_seconds("@every 1h30m"), Some(5_400));
+        assert_eq!(resync_seconds("@hourly"), Some(3_600));
+        for bad in ["@every 0s", "@every 6", "@every h", "@every 6d"] {
+            assert_eq!(resync_seconds(bad), None, "{bad}");
+        }
         assert_eq!(configure(r#"{"severityThreshold":"SEVERE"}"#).err().unwrap().field, "severityThreshold");
         assert_eq!(configure(r#"{"targetNamespaces":"a"}"#).err().unwrap().field, "targetNamespaces");
     }

@@ -258,13 +258,75 @@ pub struct ComponentOverride {
     pub annotations: Option<BTreeMap<String, String>>,
 }
 
+/// The built-in feature that `spec.tests` configures
+/// (features-wasm/ctem_validation); it is not listed in `spec.features`.
+pub const VALIDATION_FEATURE: &str = "ctem_validation";
+
+/// The CTEM validation scenarios `spec.tests.scenarios` may name (the MITRE
+/// ATT&CK scenarios A–E of test/scenarios/README.md).
+pub const VALIDATION_SCENARIOS: &[&str] =
+    &["scope-inventory", "validate-shell", "validate-k8s-api", "validate-container-escape", "validate-cron-persistence"];
+
+/// Continuous CTEM validation: on a schedule, a Job in the agent's
+/// namespace performs the scenarios' behaviour itself, then checks that
+/// the expected detections arrived in Elasticsearch and records the result
+/// per scenario in `status.validation` and in the events index.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TestSpec {
     #[serde(default)]
     pub enabled: bool,
+    /// Scenario names (scope-inventory, validate-shell, validate-k8s-api,
+    /// validate-container-escape, validate-cron-persistence); empty = all.
     #[serde(default)]
     pub scenarios: Vec<String>,
+    /// CronJob schedule of a validation run (default `@hourly`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// Image that performs the scenarios: a shell with busybox's tools
+    /// (sh, cat, wget, ls, mount, nsenter, mkdir). Default busybox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+}
+
+impl TestSpec {
+    pub const DEFAULT_SCHEDULE: &'static str = "@hourly";
+    pub const DEFAULT_IMAGE: &'static str = "docker.io/library/busybox:1.36.1";
+
+    /// The scenarios a run performs: the listed ones, or all.
+    pub fn selected(&self) -> Vec<&str> {
+        if self.scenarios.is_empty() { VALIDATION_SCENARIOS.to_vec() } else { self.scenarios.iter().map(String::as_str).collect() }
+    }
+}
+
+/// What the last validation run found; written by the validation Job
+/// (field manager `secop-validation`), read by the operator for the
+/// `Validated` condition.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ValidationStatus {
+    /// When the last run's checks finished (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<String>,
+    /// The pod that performed the scenarios (its events carry this name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    #[serde(default)]
+    pub scenarios: Vec<ScenarioResult>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScenarioResult {
+    pub name: String,
+    /// `Passed` or `Failed`.
+    pub result: String,
+    /// Tools whose detection arrived.
+    #[serde(default)]
+    pub detected_by: Vec<String>,
+    /// Tools enabled in this agent whose detection did not arrive.
+    #[serde(default)]
+    pub missing: Vec<String>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -284,6 +346,9 @@ pub struct SecurityAgentStatus {
     /// feature's objects can be found and pruned.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inventory: Vec<String>,
+    /// The last CTEM validation run (`spec.tests`), per scenario.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<ValidationStatus>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -348,6 +413,9 @@ pub fn validate(spec: &SecurityAgentSpec) -> Result<(), SpecError> {
                 format!("duplicate feature `{}` (also spec.features[{first}])", feature.name),
             ));
         }
+        if feature.name == VALIDATION_FEATURE {
+            return Err(SpecError::new(format!("spec.features[{i}].name"), format!("`{VALIDATION_FEATURE}` is configured through spec.tests")));
+        }
         if let Some(config) = &feature.config
             && !config.is_object()
         {
@@ -367,6 +435,21 @@ pub fn validate(spec: &SecurityAgentSpec) -> Result<(), SpecError> {
             {
                 return Err(SpecError::new(format!("spec.override.{key}.image"), "must not be empty"));
             }
+        }
+    }
+    if let Some(tests) = &spec.tests {
+        for (i, name) in tests.scenarios.iter().enumerate() {
+            if !VALIDATION_SCENARIOS.contains(&name.as_str()) {
+                return Err(SpecError::new(
+                    format!("spec.tests.scenarios[{i}]"),
+                    format!("unknown scenario `{name}`; known: {}", VALIDATION_SCENARIOS.join(", ")),
+                ));
+            }
+        }
+        if let Some(image) = &tests.image
+            && image.trim().is_empty()
+        {
+            return Err(SpecError::new("spec.tests.image", "must not be empty"));
         }
     }
     if let Some(es) = &spec.output.elasticsearch {
@@ -430,6 +513,16 @@ mod tests {
         assert!(parse(&spec("      insecureAllowPlainHTTP: true\n")).is_ok());
         // Without credentials plain HTTP sends nothing secret.
         assert!(parse(&format!("{MINIMAL}spec:\n  features: []\n  output:\n    elasticsearch:\n      endpoints: [\"http://es:9200\"]\n")).is_ok());
+    }
+
+    #[test]
+    fn unknown_validation_scenarios_are_named() {
+        let text = format!("{MINIMAL}spec:\n  features: []\n  tests:\n    enabled: true\n    scenarios: [validate-shell, validate-everything]\n");
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.field, "spec.tests.scenarios[1]");
+        assert!(err.message.contains("validate-everything") && err.message.contains("validate-cron-persistence"), "{err}");
+        let all = parse(&format!("{MINIMAL}spec:\n  features: []\n  tests: {{enabled: true}}\n")).unwrap();
+        assert_eq!(all.spec.tests.unwrap().selected(), VALIDATION_SCENARIOS, "no list: every scenario");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The six built-in feature components, compiled from `features-wasm/`
+//! The seven built-in feature components, compiled from `features-wasm/`
 //! by this crate's build script and embedded in the binary, so an offline
 //! machine or a cluster without a registry has every feature.
 
@@ -18,9 +18,9 @@ pub fn artifact_path(stem: &str) -> std::path::PathBuf {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn all_six_are_embedded_as_components() {
+    fn all_seven_are_embedded_as_components() {
         let ids: Vec<&str> = super::MODULES.iter().map(|(id, _)| *id).collect();
-        assert_eq!(ids, ["otel_pipeline", "falco", "tetragon", "osquery", "trivy", "posture"]);
+        assert_eq!(ids, ["otel_pipeline", "falco", "tetragon", "osquery", "trivy", "posture", "ctem_validation"]);
         for (id, bytes) in super::MODULES {
             assert_eq!(&bytes[0..4], b"\0asm", "{id}");
             assert_eq!(bytes[4], 0x0d, "{id} must be a component, not a core module");

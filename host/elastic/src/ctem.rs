@@ -60,51 +60,106 @@ pub struct Check {
     pub figures: BTreeMap<&'static str, u64>,
 }
 
-/// The MITRE ATT&CK scenarios of the plan (§8) and what shows each was
-/// detected. A scenario counts as detected when any of its signals has a
-/// document; which tools saw it is in the detail.
-/// A tool and the query that shows it saw the scenario.
-type Signal = (&'static str, fn() -> Value);
-
-struct Scenario {
-    name: &'static str,
-    index: fn(&Scope) -> &str,
-    signals: &'static [Signal],
+/// What shows that a tool saw a scenario: a document in the scenario's
+/// index that matches. Data, not closures, so that a test can hold the
+/// matrix against the rendered configuration (every Falco rule and
+/// TracingPolicy cited here must be loaded by the shipped sample).
+#[derive(Debug, Clone, Copy)]
+pub enum Signal {
+    /// An alert of any of these Falco rules.
+    FalcoRule(&'static [&'static str]),
+    /// A Tetragon exec of any of these binaries, in a pod.
+    TetragonExec(&'static [&'static str]),
+    /// A Tetragon exec of an HTTP client (curl, or busybox's wget), in a pod.
+    TetragonHttpClient,
+    /// A Tetragon kprobe event of this TracingPolicy.
+    TetragonPolicy(&'static str),
+    /// An osquery row of this query.
+    OsqueryQuery(&'static str),
 }
 
-const SCENARIOS: &[Scenario] = &[
-    Scenario { name: "A Scope inventory", index: |s| &s.inventory, signals: &[("osquery", || and(&[tool("osquery"), term("osquery.query_name", "system_info")]))] },
+impl Signal {
+    pub fn tool(self) -> &'static str {
+        match self {
+            Signal::FalcoRule(_) => "falco",
+            Signal::TetragonExec(_) | Signal::TetragonHttpClient | Signal::TetragonPolicy(_) => "tetragon",
+            Signal::OsqueryQuery(_) => "osquery",
+        }
+    }
+
+    /// The query (a bool filter) that finds this signal's documents.
+    pub fn query(self) -> Value {
+        let of_tool = tool(self.tool());
+        match self {
+            Signal::FalcoRule(rules) => and(&[of_tool, terms("rule.name", rules)]),
+            Signal::TetragonExec(binaries) => and(&[of_tool, terms("process.executable", binaries), exists("kubernetes.pod.name")]),
+            Signal::TetragonHttpClient => and(&[of_tool, http_client(), exists("kubernetes.pod.name")]),
+            Signal::TetragonPolicy(policy) => and(&[of_tool, term("rule.ruleset", policy)]),
+            Signal::OsqueryQuery(name) => and(&[of_tool, term("osquery.query_name", name)]),
+        }
+    }
+}
+
+/// Which of the CTEM indices a scenario's detections land in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexRole {
+    Inventory,
+    Events,
+}
+
+impl IndexRole {
+    fn of(self, scope: &Scope) -> &str {
+        match self {
+            IndexRole::Inventory => &scope.inventory,
+            IndexRole::Events => &scope.events,
+        }
+    }
+}
+
+/// A MITRE ATT&CK scenario of test/scenarios/README.md and its signals. A
+/// scenario counts as detected when any signal has a document; which tools
+/// saw it is in the detail.
+#[derive(Debug)]
+pub struct Scenario {
+    /// The name `spec.tests.scenarios` uses (secop_api::VALIDATION_SCENARIOS).
+    pub id: &'static str,
+    pub name: &'static str,
+    pub index: IndexRole,
+    pub signals: &'static [Signal],
+}
+
+/// The scenario `spec.tests.scenarios` calls `id`.
+pub fn scenario(id: &str) -> Option<&'static Scenario> {
+    SCENARIOS.iter().find(|s| s.id == id)
+}
+
+/// The detection matrix (docs/ctem-mapping-results.md): per scenario, the
+/// rule or policy of each tool that fires with the shipped defaults.
+pub const SCENARIOS: &[Scenario] = &[
+    Scenario { id: "scope-inventory", name: "A Scope inventory", index: IndexRole::Inventory, signals: &[Signal::OsqueryQuery("system_info")] },
     Scenario {
+        id: "validate-shell",
         name: "B T1059.004 Unix shell",
-        index: |s| &s.events,
-        signals: &[
-            ("falco", || and(&[tool("falco"), term("rule.name", "Terminal shell in container")])),
-            ("tetragon", || and(&[tool("tetragon"), terms("process.executable", &["/bin/sh", "/bin/bash", "/bin/ash", "/bin/busybox"]), exists("kubernetes.pod.name")])),
-        ],
+        index: IndexRole::Events,
+        signals: &[Signal::FalcoRule(&["Terminal shell in container"]), Signal::TetragonExec(&["/bin/sh", "/bin/bash", "/bin/ash", "/bin/busybox"])],
     },
     Scenario {
+        id: "validate-k8s-api",
         name: "C T1552.001 credentials + K8s API",
-        index: |s| &s.events,
-        signals: &[
-            ("falco", || and(&[tool("falco"), terms("rule.name", &["Read service account token in container", "Contact K8S API Server From Container", "Read sensitive file untrusted"])])),
-            ("tetragon", || and(&[tool("tetragon"), http_client(), exists("kubernetes.pod.name")])),
-        ],
+        index: IndexRole::Events,
+        signals: &[Signal::FalcoRule(&["Read service account token in container", "Contact K8S API Server From Container"]), Signal::TetragonHttpClient],
     },
     Scenario {
+        id: "validate-container-escape",
         name: "D T1611 container escape",
-        index: |s| &s.events,
-        signals: &[
-            ("falco", || and(&[tool("falco"), terms("rule.name", &["Change thread namespace", "Mount Launched in Privileged Container", "Launch Privileged Container"])])),
-            ("tetragon", || and(&[tool("tetragon"), term("rule.ruleset", "container-escape-monitor")])),
-        ],
+        index: IndexRole::Events,
+        signals: &[Signal::FalcoRule(&["Change thread namespace"]), Signal::TetragonPolicy("container-escape-monitor")],
     },
     Scenario {
+        id: "validate-cron-persistence",
         name: "E T1053.003 cron persistence",
-        index: |s| &s.events,
-        signals: &[
-            ("falco", || and(&[tool("falco"), terms("rule.name", &["Write below etc", "Schedule Cron Jobs", "Drop and execute new binary in container"])])),
-            ("tetragon", || and(&[tool("tetragon"), json!({ "wildcard": { "process.executable": "*crontab" } })])),
-        ],
+        index: IndexRole::Events,
+        signals: &[Signal::FalcoRule(&["Schedule Cron Jobs"]), Signal::TetragonPolicy("cron-persistence-monitor")],
     },
 ];
 
@@ -282,28 +337,50 @@ pub async fn run(es: &Elastic, scope: &Scope) -> Result<Vec<Check>, Error> {
         if kernels.is_empty() { format!("no document in {inv} has host.os.kernel and kubernetes.node.name") } else { versions.join(", ") },
     ));
 
-    // SCOPE-05 / SCOPE-06: kernel modules; containers per node.
-    for (id, title, query_name, fields) in [
-        ("SCOPE-05", "kernel_modules inventory (eBPF-related modules)", "kernel_modules", &["osquery.columns.name"][..]),
-        ("SCOPE-06", "running containers per node (docker_containers)", "docker_containers", &["container.id", "container.image.name"][..]),
-    ] {
-        let mut row = Row::new();
-        let mut filters = vec![term("osquery.query_name", query_name)];
-        filters.extend(fields.iter().map(|f| exists(f)));
-        let n = row.n("documents", q.count(inv, and(&filters)).await?);
-        let per_node = q.terms(inv, and(&filters), "kubernetes.node.name").await?;
-        row.n("nodes", per_node.len() as u64);
-        // No row is not always a fault: osquery's docker_containers is empty
-        // on containerd nodes, and kernel_modules on a kernel built without
-        // loadable modules. Say so instead of failing; SCOPE-01 already
-        // shows whether osquery's results arrive at all.
-        let (outcome, detail) = match (n, query_name) {
-            (0, "docker_containers") => (Outcome::NotChecked, format!("no {query_name} document with {}: osquery's table is empty on containerd nodes", fields.join(", "))),
-            (0, _) => (Outcome::NotChecked, format!("no {query_name} document with {}: the nodes' kernels have no loadable modules, or the query has not run", fields.join(", "))),
-            _ => (Outcome::Pass, format!("{n} {query_name} documents with {} from {} nodes", fields.join(", "), per_node.len())),
-        };
-        checks.push(row.done(id, title, outcome, detail));
-    }
+    // SCOPE-05: eBPF support per node, as the sensors need it: the kernel's
+    // BTF (CO-RE programs load only with it). Every node that reports its
+    // inventory should report it; a node without is a finding (no Falco
+    // modern_ebpf, no Tetragon there). Loaded modules are counted alongside:
+    // BPF is built into most kernels, so modules alone prove nothing.
+    let mut row = Row::new();
+    let btf = q.terms(inv, and(&[term("osquery.query_name", "kernel_btf"), exists("file.path")]), "kubernetes.node.name").await?;
+    let modules = row.n("kernel_modules", q.count(inv, term("osquery.query_name", "kernel_modules")).await?);
+    row.n("nodes_with_btf", btf.len() as u64);
+    let without_btf: Vec<&String> = nodes.keys().filter(|n| !btf.contains_key(*n)).collect();
+    row.n("nodes_without_btf", without_btf.len() as u64);
+    checks.push(row.done(
+        "SCOPE-05",
+        "eBPF support per node (kernel BTF; kernel_modules)",
+        if nodes.is_empty() { Outcome::NotChecked } else { pass_if(without_btf.is_empty()) },
+        if nodes.is_empty() {
+            "no node inventory yet (SCOPE-01)".to_string()
+        } else if without_btf.is_empty() {
+            format!("{} of {} nodes expose /sys/kernel/btf/vmlinux; {modules} kernel_modules documents", btf.len(), nodes.len())
+        } else {
+            format!("nodes without /sys/kernel/btf/vmlinux (eBPF CO-RE sensors cannot load there): {without_btf:?}; {modules} kernel_modules documents")
+        },
+    ));
+
+    // SCOPE-06: running containers per node, of any runtime: osquery's
+    // `containers` query (container ids from the pods' cgroups) and, on
+    // Docker Engine nodes, `docker_containers`. Every node runs at least the
+    // sensors' pods, so a node without a container row is a finding.
+    let mut row = Row::new();
+    let with_id = and(&[terms("osquery.query_name", &["containers", "docker_containers"]), exists("container.id")]);
+    let documents = row.n("documents", q.count(inv, with_id.clone()).await?);
+    let per_node = q.terms(inv, with_id, "kubernetes.node.name").await?;
+    row.n("nodes", per_node.len() as u64);
+    let without: Vec<&String> = nodes.keys().filter(|n| !per_node.contains_key(*n)).collect();
+    checks.push(row.done(
+        "SCOPE-06",
+        "running containers per node (any runtime)",
+        if nodes.is_empty() { Outcome::NotChecked } else { pass_if(without.is_empty()) },
+        if nodes.is_empty() {
+            "no node inventory yet (SCOPE-01)".to_string()
+        } else {
+            format!("{documents} container documents with container.id from {} of {} nodes; nodes without: {without:?}", per_node.len(), nodes.len())
+        },
+    ));
 
     // VAL-01: the shell on the test pod, seen by Falco AND Tetragon.
     let mut row = Row::new();
@@ -346,9 +423,9 @@ pub async fn run(es: &Elastic, scope: &Scope) -> Result<Vec<Check>, Error> {
     let mut lines = vec![];
     for scenario in SCENARIOS {
         let mut seen_by = vec![];
-        for (tool_name, signal) in scenario.signals {
-            if q.count((scenario.index)(scope), signal()).await? > 0 {
-                seen_by.push(*tool_name);
+        for signal in scenario.signals {
+            if q.count(scenario.index.of(scope), signal.query()).await? > 0 {
+                seen_by.push(signal.tool());
             }
         }
         if !seen_by.is_empty() {
@@ -403,7 +480,7 @@ pub async fn run(es: &Elastic, scope: &Scope) -> Result<Vec<Check>, Error> {
         "DISC-01",
         "vulnerability.id, vulnerability.severity, container.image.name searchable",
         if findings == 0 { Outcome::NotChecked } else { pass_if(searchable == findings) },
-        if findings == 0 { format!("no finding in {vuln} yet: has the trivy-sync CronJob run?") } else { format!("{searchable} of {findings} findings carry all three fields") },
+        if findings == 0 { format!("no finding in {vuln} yet: is the trivy-es-sync Deployment running, and has the Trivy Operator written reports?") } else { format!("{searchable} of {findings} findings carry all three fields") },
     ));
 
     // PRI-01: the CRITICAL filter returns only CVSS >= 9.0.

@@ -1,7 +1,7 @@
 //! The Elasticsearch side of the operator, for the commands that run next
 //! to the data rather than in the reconcile loop:
 //! - `secop es-setup` (the gateway's init container): index templates;
-//! - `secop trivy-sync` (the trivy feature's CronJob): findings upserts;
+//! - `secop trivy-sync` (the trivy feature's sync Deployment): findings upserts;
 //! - `secop ctem-report`: the CTEM checklist read from the indices.
 //!
 //! The operator itself never talks to Elasticsearch and never reads its

@@ -84,7 +84,7 @@ pub struct RegistryError {
 }
 
 impl Registry {
-    /// A registry with the six embedded built-in modules.
+    /// A registry with the seven embedded built-in modules.
     pub fn with_builtins(runtime: Arc<Runtime>) -> Result<Self, RegistryError> {
         let mut registry = Self { runtime, modules: BTreeMap::new(), memo: Memo::default() };
         for (id, bytes) in secop_builtin::MODULES {
@@ -420,6 +420,34 @@ fn power_for(options: &RenderOptions, spec_index: usize, name: &str) -> Result<P
     }
 }
 
+/// `spec.tests` as the entry of the built-in `ctem_validation` feature
+/// (features-wasm/ctem_validation): the scenario runner is a feature like
+/// any other (sandboxed, memoized, its objects pruned when tests are
+/// turned off); the host only hands it `spec.tests` as its config.
+fn with_validation_feature(agent: &SecurityAgent) -> std::borrow::Cow<'_, SecurityAgent> {
+    match &agent.spec.tests {
+        Some(tests) if tests.enabled => {
+            let mut agent = agent.clone();
+            let mut config = serde_json::json!({ "scenarios": tests.scenarios });
+            if let Some(schedule) = &tests.schedule {
+                config["schedule"] = Value::String(schedule.clone());
+            }
+            if let Some(image) = &tests.image {
+                config["image"] = Value::String(image.clone());
+            }
+            agent.spec.features.push(secop_api::FeatureSpec {
+                name: secop_api::VALIDATION_FEATURE.to_string(),
+                enabled: true,
+                config: Some(config),
+                limits: None,
+                module: None,
+            });
+            std::borrow::Cow::Owned(agent)
+        }
+        _ => std::borrow::Cow::Borrowed(agent),
+    }
+}
+
 /// Compute the desired state of `agent`. Spec-level errors (bad overrides)
 /// fail the whole render: nothing may be half-applied. Feature errors are
 /// reported per feature.
@@ -429,6 +457,7 @@ fn power_for(options: &RenderOptions, spec_index: usize, name: &str) -> Result<P
 /// (`spawn_blocking`), never from an async task.
 pub fn render(registry: &Registry, agent: &SecurityAgent, options: &RenderOptions) -> Result<Rendered, RenderError> {
     secop_api::validate(&agent.spec)?;
+    let agent = &with_validation_feature(agent);
     // 0. The cluster policy, before any feature code runs.
     options.policy.check_agent(agent)?;
     let ctx = context(agent, options);
@@ -472,7 +501,8 @@ pub fn render(registry: &Registry, agent: &SecurityAgent, options: &RenderOption
         let entry = match entry_for(registry, options, &spec.name) {
             Ok(Some(entry)) => entry,
             Ok(None) => {
-                let available = registry.names().collect::<Vec<_>>().join(", ");
+                // ctem_validation is configured through spec.tests, not listed.
+                let available = registry.names().filter(|n| *n != secop_api::VALIDATION_FEATURE).collect::<Vec<_>>().join(", ");
                 reports[i].error = Some(FeatureError::Unknown { available });
                 continue;
             }

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use common::*;
 use secop_engine::objects::ObjectKey;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 const FEATURES: [&str; 5] = ["otel_pipeline", "falco", "tetragon", "osquery", "trivy"];
 
@@ -44,11 +44,11 @@ fn full_sample_renders_every_piece_of_the_plan() {
     assert!(find(&rendered, "Deployment", "otel-gateway").is_some());
     assert!(find(&rendered, "Deployment", "trivy-operator").is_some());
     assert!(find(&rendered, "TracingPolicy", "container-escape-monitor").is_some());
-    let cron = find(&rendered, "CronJob", "trivy-es-sync").expect("trivy CronJob");
-    assert_eq!(cron["spec"]["schedule"], "@every 6h");
+    let sync = find(&rendered, "Deployment", "trivy-es-sync").expect("trivy sync Deployment");
+    assert!(sync["spec"]["template"]["spec"]["containers"][0]["args"].as_array().unwrap().contains(&json!("--resync-seconds=21600")), "@every 6h");
     let pack = find(&rendered, "ConfigMap", "osquery-pack-scope-minimal").expect("osquery pack");
     let pack: Value = serde_json::from_str(pack["data"]["pack.conf"].as_str().unwrap()).unwrap();
-    assert_eq!(pack["queries"].as_object().unwrap().len(), 6);
+    assert_eq!(pack["queries"].as_object().unwrap().len(), 8);
 
     let node = node_config(&rendered);
     let receivers: BTreeSet<&str> = node["receivers"].as_object().unwrap().keys().map(String::as_str).collect();
@@ -64,7 +64,7 @@ fn full_sample_renders_every_piece_of_the_plan() {
     assert_eq!(limits("tetragon"), "512Mi");
     for ds in ["falco", "tetragon", "osquery", "otel-node"] {
         let tolerations = &find(&rendered, "DaemonSet", ds).unwrap()["spec"]["template"]["spec"]["tolerations"];
-        assert_eq!(tolerations, &serde_json::json!([{ "operator": "Exists" }]), "{ds}");
+        assert_eq!(tolerations, &json!([{ "operator": "Exists" }]), "{ds}");
     }
 
     // Every object carries the host's management labels.
@@ -159,6 +159,7 @@ fn native_and_wasm_features_render_the_same_state() {
     native.insert_native(|| Box::new(feature_osquery::Osquery::default()));
     native.insert_native(|| Box::new(feature_trivy::Trivy::default()));
     native.insert_native(|| Box::new(feature_posture::Posture::default()));
+    native.insert_native(|| Box::new(feature_ctem_validation::Validation::default()));
     assert_eq!(yaml_stream(&render(&native, &agent)), wasm);
 }
 

@@ -18,7 +18,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::core::PartialObjectMeta;
-use kube::runtime::{predicates, reflector, watcher, WatchStreamExt};
+use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
 use secop_api::SecurityAgent;
 use secop_engine::objects::ObjectKey;
@@ -324,8 +324,20 @@ fn owner_of<K: Resource>(object: K) -> Option<ObjectRef<SecurityAgent>> {
 /// seconds: namespaced ones by owner reference, cluster-scoped RBAC by its
 /// owner labels. (Cluster-scoped custom resources, such as a feature's
 /// TracingPolicy, are kinds the host does not know in advance: they are
-/// restored by the periodic resync.) Its own status writes do not change
-/// the generation and so trigger nothing.
+/// restored by the periodic resync.) Its own status writes change neither
+/// the generation nor the validation run, and so trigger nothing.
+/// What makes an agent worth a reconcile: a new generation of its spec, or
+/// a new validation run in its status (written by the validation Job, and
+/// turned into the `Validated` condition). The operator's own status
+/// writes change neither.
+fn generation_or_validation_run(agent: &SecurityAgent) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    agent.metadata.generation.hash(&mut hasher);
+    agent.status.as_ref().and_then(|s| s.validation.as_ref()).and_then(|v| v.last_run.as_ref()).hash(&mut hasher);
+    Some(hasher.finish())
+}
+
 pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
     let client = ctx.client.clone();
     let ns = namespace.as_deref();
@@ -335,7 +347,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
         .default_backoff()
         .reflect(writer)
         .applied_objects()
-        .predicate_filter(predicates::generation, Default::default());
+        .predicate_filter(generation_or_validation_run, Default::default());
     let config = watcher::Config::default().labels(&format!("{}={}", secop_engine::MANAGED_BY_LABEL, secop_engine::MANAGED_BY));
     // Metadata-only watches: owner references and labels are all that map a
     // change to its agent, and full objects (ConfigMaps with collector

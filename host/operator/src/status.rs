@@ -23,6 +23,9 @@ pub const READY: &str = "Ready";
 /// (rolled back, or unavailable), or from the cache because the registry
 /// is unreachable.
 pub const DEGRADED: &str = "Degraded";
+/// The last CTEM validation run (`spec.tests`): True when every scenario's
+/// detections arrived, False naming each scenario and the missing tools.
+pub const VALIDATED: &str = "Validated";
 
 /// Keep a condition's lastTransitionTime while its status is unchanged.
 fn condition(previous: &[Condition], type_: &str, status: &str, reason: &str, message: &str, generation: Option<i64>) -> Condition {
@@ -105,13 +108,49 @@ pub fn desired(
         None => condition(&previous, DEGRADED, "False", "ModulesAsSpecified", "every feature runs the module its spec names", generation),
     };
     conditions.insert(1, degraded);
+    if let Some(validated) = validated(agent, &previous) {
+        conditions.insert(2, validated);
+    }
     SecurityAgentStatus {
         observed_generation: generation,
         conditions,
         features,
         summary: Some(format!("{ready}/{enabled}")),
         inventory: applied_kinds.iter().cloned().collect(),
+        // Owned by the validation Job's field manager, never written here.
+        validation: None,
     }
+}
+
+/// The `Validated` condition from `status.validation`, which the
+/// validation Job writes; none when `spec.tests` is off. "0 findings" must
+/// never look healthy: a run that has not happened yet is Unknown.
+fn validated(agent: &SecurityAgent, previous: &[Condition]) -> Option<Condition> {
+    let tests = agent.spec.tests.as_ref().filter(|t| t.enabled)?;
+    let generation = agent.metadata.generation;
+    let run = agent.status.as_ref().and_then(|s| s.validation.as_ref());
+    let (state, reason, message) = match run {
+        None => (
+            "Unknown",
+            "NotRunYet",
+            format!("no validation run yet: CronJob ctem-validation runs on `{}`", tests.schedule.as_deref().unwrap_or(secop_api::TestSpec::DEFAULT_SCHEDULE)),
+        ),
+        Some(run) => {
+            let failed: Vec<String> = run
+                .scenarios
+                .iter()
+                .filter(|s| s.result != "Passed")
+                .map(|s| if s.missing.is_empty() { format!("{}: no detection", s.name) } else { format!("{}: no detection from {}", s.name, s.missing.join(", ")) })
+                .collect();
+            let at = run.last_run.as_deref().unwrap_or("an unknown time");
+            if failed.is_empty() && !run.scenarios.is_empty() {
+                ("True", "ScenariosDetected", format!("{} scenarios detected by every enabled tool (run at {at})", run.scenarios.len()))
+            } else {
+                ("False", "DetectionMissing", format!("run at {at}: {}", if failed.is_empty() { "no scenario checked".to_string() } else { failed.join("; ") }))
+            }
+        }
+    };
+    Some(condition(previous, VALIDATED, state, reason, &message, generation))
 }
 
 /// The status of an agent that cannot be rendered (`reason`: InvalidSpec
@@ -138,8 +177,15 @@ fn not_ready(agent: &SecurityAgent, reason: &str, message: &str) -> SecurityAgen
 }
 
 /// Write `status` if it differs from the current one. Returns whether it wrote.
-pub async fn write(api: &Api<SecurityAgent>, agent: &SecurityAgent, status: SecurityAgentStatus) -> Result<bool> {
-    if agent.status.as_ref() == Some(&status) {
+pub async fn write(api: &Api<SecurityAgent>, agent: &SecurityAgent, mut status: SecurityAgentStatus) -> Result<bool> {
+    // `validation` has another owner (the validation Job's field manager):
+    // it is neither compared nor sent, so this apply never takes it over.
+    status.validation = None;
+    let current = agent.status.clone().map(|mut s| {
+        s.validation = None;
+        s
+    });
+    if current.as_ref() == Some(&status) {
         return Ok(false);
     }
     let patch = json!({

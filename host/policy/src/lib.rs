@@ -37,6 +37,8 @@ pub const BUILT_IN_IMAGES: &[&str] = &[
     "docker.io/otel/opentelemetry-collector-contrib:0.152.0",
     "mirror.gcr.io/aquasec/trivy-operator:0.26.1",
     "docker.io/aquasec/kube-bench:v0.15.6",
+    // ctem_validation's scenario runner (spec.tests.image)
+    "docker.io/library/busybox:1.36.1",
 ];
 
 /// The policy file (YAML or JSON). Every field has a safe default, so an
@@ -305,6 +307,16 @@ impl ClusterPolicy {
                 }
             }
         }
+        // The image that performs the validation scenarios (spec.tests).
+        if let Some(image) = agent.spec.tests.as_ref().filter(|t| t.enabled).and_then(|t| t.image.as_ref())
+            && !self.image_allowed(image, None)
+        {
+            return Err(Violation {
+                field: "spec.tests.image".into(),
+                rule: "images.allowed",
+                message: format!("`{image}` is neither a built-in image nor allowed by the cluster admin{}", self.list_hint(self.images.allowed.iter().map(String::as_str))),
+            });
+        }
         Ok(())
     }
 
@@ -556,6 +568,15 @@ mod tests {
         assert!(p.check_agent(&agent(&spec("quay.io/cilium/tetragon:v9"))).is_ok());
         assert!(p.check_agent(&agent(&spec("mirror.example.com/cilium/tetragon:v1"))).is_ok());
         assert!(p.check_agent(&agent(&spec("quay.io/cilium/tetragon-evil:v9"))).is_err());
+    }
+
+    #[test]
+    fn the_validation_image_needs_an_allowed_image() {
+        let spec = |image: &str| format!("  features: []\n  tests: {{enabled: true, image: \"{image}\"}}\n");
+        let err = ClusterPolicy::default().check_agent(&agent(&spec("evil.example.com/busybox:1"))).unwrap_err();
+        assert_eq!((err.field.as_str(), err.rule), ("spec.tests.image", "images.allowed"));
+        assert!(ClusterPolicy::default().check_agent(&agent(&spec("busybox:1.36.1"))).is_ok(), "the built-in default, as Docker Hub shorthand");
+        assert!(ClusterPolicy::default().check_agent(&agent("  features: []\n  tests: {enabled: false, image: \"evil.example.com/b:1\"}\n")).is_ok(), "off: nothing runs");
     }
 
     #[test]

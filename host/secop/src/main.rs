@@ -2,6 +2,7 @@
 
 mod feature;
 mod output;
+mod validate;
 mod posture;
 
 use std::io::Write;
@@ -122,11 +123,16 @@ enum Command {
     /// idempotently (the gateway collector's init container runs this).
     EsSetup(output::EsSetup),
     /// Upsert Trivy Operator VulnerabilityReports into the vulnerabilities
-    /// index and resolve findings that vanished (the trivy feature's CronJob).
+    /// index and resolve findings that vanished; with --watch, keep doing so
+    /// as reports change (the trivy feature's sync Deployment).
     TrivySync(output::TrivySync),
     /// Print the CTEM checklist (plan §7.2) with pass/fail read from the
     /// indices; exits 1 when a check fails.
     CtemReport(output::CtemReport),
+    /// Check that the detections of the scenarios a pod performed arrived
+    /// (the `check` step of the spec.tests CronJob); writes the result to
+    /// the events index and, with --agent, the agent's status.validation.
+    Validate(validate::Validate),
     /// Feature modules in OCI registries: push, pull, inspect, test.
     #[command(subcommand)]
     Feature(feature::FeatureCommand),
@@ -223,6 +229,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     .iter()
                     .filter(|(k, _)| k.kind == kind)
                     .flat_map(|(_, v)| v["rules"].as_array().cloned().unwrap_or_default())
+                    // A rule limited to the sample agent's name (ctem_validation's
+                    // Role on its own agent) must hold for every agent's name.
+                    .map(|mut rule| {
+                        if let Some(rule) = rule.as_object_mut() {
+                            rule.remove("resourceNames");
+                        }
+                        rule
+                    })
                     .collect();
                 rules.sort_by_key(|r| r.to_string());
                 rules.dedup();
@@ -240,6 +254,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::TrivySync(args) => output::trivy_sync(args),
         Command::Posture(command) => posture::run(command),
         Command::CtemReport(args) => output::ctem_report(args),
+        Command::Validate(args) => validate::validate(args),
         Command::Feature(command) => feature::run(command, cache_dir(&cli)),
         Command::Crd => {
             print!("{}", serde_yaml::to_string(&SecurityAgent::crd())?);

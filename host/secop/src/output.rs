@@ -1,6 +1,6 @@
 //! The commands that run in pods next to the data, on the operator image:
 //! `secop es-setup` (the gateway's init container) and `secop trivy-sync`
-//! (the trivy feature's CronJob), and `secop ctem-report`. Credentials come from the environment
+//! (the trivy feature's sync Deployment), and `secop ctem-report`. Credentials come from the environment
 //! (`ES_USERNAME`/`ES_PASSWORD`, from the CR's `authSecretRef`) and the CA
 //! from a mounted file (`caSecretRef`).
 
@@ -98,6 +98,17 @@ pub struct TrivySync {
     /// Items per bulk request.
     #[arg(long, default_value_t = 1000)]
     batch_size: usize,
+    /// Keep running: sync when the reports change (watched on the API
+    /// server) and every `--resync-seconds`, instead of once.
+    #[arg(long)]
+    watch: bool,
+    /// With --watch: wait this long after a change for more changes before
+    /// syncing (a scan writes many reports at once).
+    #[arg(long, default_value_t = 20, requires = "watch")]
+    settle_seconds: u64,
+    /// With --watch: a full sync at least this often, changes or not.
+    #[arg(long, default_value_t = 21600, requires = "watch")]
+    resync_seconds: u64,
 }
 
 /// Retry `f` while its error is transient, up to `wait`.
@@ -138,14 +149,23 @@ pub fn es_setup(args: &EsSetup) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Every VulnerabilityReport, page by page.
-async fn list_reports(namespace: Option<&str>) -> Result<Vec<Value>> {
+/// The VulnerabilityReports of one namespace, or of all (whole objects,
+/// or `PartialObjectMeta` for metadata-only requests).
+async fn reports_api<K>(namespace: Option<&str>) -> Result<Api<K>>
+where
+    K: kube::Resource<DynamicType = ApiResource, Scope = kube::core::DynamicResourceScope>,
+{
     let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
     let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("aquasecurity.github.io", "v1alpha1", "VulnerabilityReport"), "vulnerabilityreports");
-    let api: Api<DynamicObject> = match namespace {
+    Ok(match namespace {
         Some(ns) => Api::namespaced_with(client, ns, &resource),
         None => Api::all_with(client, &resource),
-    };
+    })
+}
+
+/// Every VulnerabilityReport, page by page.
+async fn list_reports(namespace: Option<&str>) -> Result<Vec<Value>> {
+    let api = reports_api::<DynamicObject>(namespace).await?;
     let mut out = vec![];
     let mut params = ListParams::default().limit(500);
     loop {
@@ -173,31 +193,87 @@ pub fn trivy_sync(args: &TrivySync) -> Result<ExitCode> {
         // with guessed mappings.
         let indices = Indices { vulnerabilities: Some(args.index.clone()), ..Default::default() };
         with_patience("trivy-sync", Duration::from_secs(120), || templates::install(&es, &indices)).await?;
-        let reports = list_reports(args.namespace.as_deref()).await?;
-        let options = SyncOptions::new(&args.index, &args.cluster_name, args.severity_threshold);
-        let bulk_options = BulkOptions { max_actions: args.batch_size.max(1), ..Default::default() };
-        let report = trivy::sync(&es, &reports, &options, &bulk_options).await?;
-        println!(
-            "trivy-sync: {} reports, {} findings at or above {}: {} created, {} updated, {} failed; {} resolved",
-            report.reports,
-            report.findings,
-            args.severity_threshold,
-            report.upserts.created,
-            report.upserts.updated,
-            report.upserts.failed.len(),
-            report.resolved
-        );
-        for failure in report.upserts.failed.iter().take(20) {
-            eprintln!("error: finding {}: HTTP {}: {}", failure.id, failure.status, failure.reason);
+        if args.watch {
+            return watch_reports(&es, args).await;
         }
-        for skipped in &report.skipped {
-            eprintln!("error: skipped: {skipped}");
-        }
-        if let Some(why) = &report.resolve_skipped {
-            eprintln!("warning: resolution of vanished findings skipped: {why}");
-        }
+        let report = sync_reports(&es, args).await?;
         Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
     })
+}
+
+/// One full sync: every report listed, findings upserted, findings of
+/// vanished reports resolved; the summary printed.
+async fn sync_reports(es: &Elastic, args: &TrivySync) -> Result<trivy::SyncReport> {
+    let reports = list_reports(args.namespace.as_deref()).await?;
+    let options = SyncOptions::new(&args.index, &args.cluster_name, args.severity_threshold);
+    let bulk_options = BulkOptions { max_actions: args.batch_size.max(1), ..Default::default() };
+    let report = trivy::sync(es, &reports, &options, &bulk_options).await?;
+    println!(
+        "trivy-sync: {} reports, {} findings at or above {}: {} created, {} updated, {} failed; {} resolved",
+        report.reports,
+        report.findings,
+        args.severity_threshold,
+        report.upserts.created,
+        report.upserts.updated,
+        report.upserts.failed.len(),
+        report.resolved
+    );
+    for failure in report.upserts.failed.iter().take(20) {
+        eprintln!("error: finding {}: HTTP {}: {}", failure.id, failure.status, failure.reason);
+    }
+    for skipped in &report.skipped {
+        eprintln!("error: skipped: {skipped}");
+    }
+    if let Some(why) = &report.resolve_skipped {
+        eprintln!("warning: resolution of vanished findings skipped: {why}");
+    }
+    Ok(report)
+}
+
+/// `--watch`: the Trivy Operator writes a report minutes after a workload
+/// starts, and the vulnerabilities index should have it minutes later, not
+/// at the next scheduled run. Report metadata is watched (cheap: no
+/// vulnerability lists in the stream); a change marks the index stale,
+/// and a stale index is synced once no change came for `--settle-seconds`.
+/// A full sync also runs every `--resync-seconds`. A failed sync is retried
+/// on the next tick; the command never exits on its own.
+async fn watch_reports(es: &Elastic, args: &TrivySync) -> Result<ExitCode> {
+    use futures::StreamExt as _;
+    use kube::core::PartialObjectMeta;
+    use kube::runtime::{watcher, WatchStreamExt as _};
+
+    let api = reports_api::<PartialObjectMeta<DynamicObject>>(args.namespace.as_deref()).await?;
+    let mut changes = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
+    let settle = Duration::from_secs(args.settle_seconds.max(1));
+    let resync = Duration::from_secs(args.resync_seconds.max(1));
+    let mut last_change: Option<Instant> = Some(Instant::now());
+    let mut last_sync: Option<Instant> = None;
+    let mut tick = tokio::time::interval(Duration::from_secs(1).min(settle));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    println!("trivy-sync: watching VulnerabilityReports; sync {}s after a change, fully every {}s", settle.as_secs(), resync.as_secs());
+    loop {
+        tokio::select! {
+            change = changes.next() => match change {
+                Some(Ok(_)) => last_change = Some(Instant::now()),
+                Some(Err(e)) => eprintln!("warning: watching VulnerabilityReports: {e}"),
+                None => anyhow::bail!("the VulnerabilityReport watch ended"),
+            },
+            _ = tick.tick() => {
+                let settled = last_change.is_some_and(|t| t.elapsed() >= settle);
+                let due = last_sync.is_none_or(|t| t.elapsed() >= resync);
+                if !(settled || due) {
+                    continue;
+                }
+                match sync_reports(es, args).await {
+                    Ok(_) => {
+                        last_sync = Some(Instant::now());
+                        last_change = None;
+                    }
+                    Err(e) => eprintln!("error: trivy-sync: {e:#}; retrying in {}s", settle.as_secs()),
+                }
+            }
+        }
+    }
 }
 
 pub fn ctem_report(args: &CtemReport) -> Result<ExitCode> {

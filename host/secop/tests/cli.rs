@@ -43,7 +43,8 @@ fn readme_main_command_renders_the_full_sample() {
         ("ConfigMap", "osquery-pack-scope-minimal"),
         ("ConfigMap", "otel-node-config"),
         ("ConfigMap", "otel-gateway-config"),
-        ("CronJob", "trivy-es-sync"),
+        ("Deployment", "trivy-es-sync"),
+        ("TracingPolicy", "cron-persistence-monitor"),
     ] {
         assert!(has(kind, name), "missing {kind} {name}");
     }
@@ -95,6 +96,31 @@ fn wrong_type_in_the_spec_is_named() {
     let (code, _, stderr) = render_bad("wrong-type-in-spec.yaml");
     assert_eq!(code, 1);
     assert!(stderr.contains("spec.features[0].enabled: invalid type"), "{stderr}");
+}
+
+#[test]
+fn unknown_validation_scenario_is_named() {
+    let (code, stdout, stderr) = render_bad("unknown-validation-scenario.yaml");
+    assert_eq!(code, 1);
+    assert!(stdout.is_empty(), "nothing is printed for a failed render");
+    assert!(stderr.contains("spec.tests.scenarios[1]: unknown scenario `validate-ransomware`"), "{stderr}");
+}
+
+#[test]
+fn spec_tests_render_the_validation_runner_and_leave_it_out_when_off() {
+    let out = secop(&["render", "-f", "deploy/samples/securityagent_full.yaml", "-o", "json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cron = v["objects"].as_array().unwrap().iter().find(|o| o["kind"] == "CronJob" && o["metadata"]["name"] == "ctem-validation").expect("the validation CronJob");
+    assert_eq!(cron["spec"]["schedule"], "@hourly");
+    let args = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"].as_array().unwrap();
+    assert!(args.contains(&serde_json::json!("--agent=security-system/poc-security")), "{args:?}");
+    let off = std::fs::read_to_string(repo("deploy/samples/securityagent_full.yaml")).unwrap().replace("  tests:\n    enabled: true", "  tests:\n    enabled: false");
+    let file = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tests-off.yaml");
+    std::fs::write(&file, off).unwrap();
+    let out = secop(&["render", "-f", file.to_str().unwrap(), "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(!v["objects"].as_array().unwrap().iter().any(|o| o["metadata"]["name"] == "ctem-validation"), "nothing of the runner with tests off");
 }
 
 #[test]

@@ -6,7 +6,7 @@
 //! otherwise. They run one at a time: agents in different namespaces share
 //! cluster-scoped CRDs.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -1066,6 +1066,22 @@ async fn index_total(es: &secop_elastic::Elastic, index: &str) -> u64 {
 }
 
 /// Hits of `query` (none while the index does not exist yet).
+/// Each saved search of deploy/kibana/security-dashboards.ndjson, by id, as
+/// the bool filter of its query-DSL filters.
+fn saved_search_filters() -> BTreeMap<String, Value> {
+    let text = std::fs::read_to_string(repo("deploy/kibana/security-dashboards.ndjson")).unwrap();
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|o| o["type"] == "search")
+        .map(|o| {
+            let source: Value = serde_json::from_str(o["attributes"]["kibanaSavedObjectMeta"]["searchSourceJSON"].as_str().unwrap()).unwrap();
+            let filters: Vec<Value> = source["filter"].as_array().unwrap().iter().map(|f| f["query"].clone()).collect();
+            (o["id"].as_str().unwrap().to_string(), json!({ "bool": { "filter": filters } }))
+        })
+        .collect()
+}
+
 async fn search(es: &secop_elastic::Elastic, index: &str, query: Value) -> Vec<Value> {
     es.ok(secop_elastic::Method::POST, &format!("{index}/_refresh?ignore_unavailable=true"), None).await.unwrap();
     let found = es.ok(secop_elastic::Method::POST, &format!("{index}/_search?ignore_unavailable=true"), Some(&json!({ "size": 100, "query": query }))).await.unwrap();
@@ -1130,6 +1146,14 @@ async fn posture_alerts_outlive_the_risky_pod_and_an_unchanged_resync_writes_not
     assert_eq!(evidence.len(), 1, "the privileged alert, found by its evidence after the pod is gone");
     assert_eq!(evidence[0]["posture"]["resolution"], "resource deleted");
     assert_eq!(evidence[0]["finding"]["status"], "resolved");
+    // The Kibana saved searches of the posture views (deploy/kibana), run as
+    // their filters: the deleted pod among the assets, its alerts resolved
+    // with their evidence.
+    let views = saved_search_filters();
+    let assets_view = search(&es, &inventory, json!({ "bool": { "filter": [views["secop-search-posture-assets"].clone(), { "term": { "asset.uid": uid } }] } })).await;
+    assert!(assets_view.len() == 1 && assets_view[0]["asset"]["state"] == "deleted", "{assets_view:?}");
+    let alerts_view = search(&es, &events, json!({ "bool": { "filter": [views["secop-search-posture-alerts"].clone(), of_pod.clone()] } })).await;
+    assert!(alerts_view.len() == 3 && alerts_view.iter().all(|a| a["finding"]["status"] == "resolved" && a.get("evidence").is_some()), "{alerts_view:?}");
 
     // A restarted engine restores what the indices hold; its first list of
     // the unchanged cluster writes nothing.

@@ -14,16 +14,15 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event, Pod};
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams};
 use kube::Client;
 use serde_json::{json, Value};
 
 #[path = "common/cluster.rs"]
 mod cluster;
-use cluster::{agent_status, apply_agent, client, create_namespace, live_objects, live_objects_of, repo, wait_for, wait_ready};
+use cluster::{agent_status, apply_agent, client, condition, create_namespace, live_objects, live_objects_of, repo, wait_for, wait_ready};
 use secop_api::SecurityAgent;
 
 const OPERATOR_NAMESPACE: &str = "secop-system";
@@ -118,7 +117,10 @@ fn agent(env: &Env, es_url: &str) -> Value {
         "trivyOperator": with_placement(json!({ "image": env.image("TRIVY_OPERATOR") })),
         "trivyEsSync": placement,
         "posture": placement,
+        "ctemValidation": placement,
     });
+    // The validation pod performs the scenarios with the cluster's busybox.
+    spec["tests"]["image"] = json!(env.image("BUSYBOX"));
     agent
 }
 
@@ -301,6 +303,57 @@ fn run_ctem_scenarios(env: &Env, es_url: &str, pods: &Path) {
     run_script(env, "test/run-ctem-scenarios.sh", &["--endpoint", es_url, "--pods", pods.to_str().unwrap(), "--timeout", "240"]);
 }
 
+/// A Job from the ctem-validation CronJob, now; then every scenario
+/// Passed in status.validation and the Validated condition True.
+async fn run_validation_now(client: &Client) {
+    use k8s_openapi::api::batch::v1::{CronJob, Job};
+    let started = Instant::now();
+    let cronjob = Api::<CronJob>::namespaced(client.clone(), AGENT_NAMESPACE).get("ctem-validation").await.unwrap();
+    let job: Job = serde_json::from_value(json!({
+        "metadata": { "name": "ctem-validation-now", "namespace": AGENT_NAMESPACE },
+        "spec": cronjob.spec.unwrap().job_template.spec,
+    }))
+    .unwrap();
+    let jobs: Api<Job> = Api::namespaced(client.clone(), AGENT_NAMESPACE);
+    let _ = jobs.delete("ctem-validation-now", &DeleteParams::background()).await;
+    wait_for("an earlier validation Job to go", Duration::from_secs(60), || async { Ok(jobs.get_opt("ctem-validation-now").await.map_err(|e| e.to_string())?.is_none()) }).await;
+    jobs.create(&kube::api::PostParams::default(), &job).await.unwrap();
+    wait_for("the validation Job to finish", Duration::from_secs(420), || async {
+        let status = jobs.get("ctem-validation-now").await.map_err(|e| e.to_string())?.status.unwrap_or_default();
+        if status.failed.unwrap_or(0) > 0 {
+            let failed = pods(client, AGENT_NAMESPACE, "job-name=ctem-validation-now").await;
+            let mut why = vec![];
+            for pod in &failed {
+                why.push(pod_trouble(client, pod).await);
+            }
+            panic!("the validation Job failed:\n{}", why.join("\n"));
+        }
+        Ok(status.succeeded == Some(1))
+    })
+    .await;
+    let pod = pods(client, AGENT_NAMESPACE, "job-name=ctem-validation-now").await.remove(0);
+    let pod_api: Api<Pod> = Api::namespaced(client.clone(), AGENT_NAMESPACE);
+    let pod_name = pod.metadata.name.clone().unwrap();
+    let log = |container: &'static str| {
+        let (pod_api, pod_name) = (pod_api.clone(), pod_name.clone());
+        async move { pod_api.logs(&pod_name, &kube::api::LogParams { container: Some(container.to_string()), ..Default::default() }).await.unwrap_or_default() }
+    };
+    let (scenarios, check) = (log("scenarios").await, log("check").await);
+    eprintln!("validation pod {pod_name}, {:.1} s:\n{scenarios}\n{check}", started.elapsed().as_secs_f64());
+    let agents: Api<SecurityAgent> = Api::namespaced(client.clone(), AGENT_NAMESPACE);
+    let status = agents.get("poc-security").await.unwrap().status.unwrap();
+    let validation = status.validation.clone().expect("status.validation written by the check");
+    assert_eq!(validation.pod.as_deref(), Some(pod_name.as_str()));
+    let failed: Vec<_> = validation.scenarios.iter().filter(|s| s.result != "Passed").collect();
+    assert!(failed.is_empty() && validation.scenarios.len() == 5, "every scenario detected by every enabled tool: {failed:?}\n{scenarios}\n{check}");
+    wait_for("the Validated condition", Duration::from_secs(60), || async {
+        let agent = agents.get("poc-security").await.map_err(|e| e.to_string())?;
+        Ok(condition(&agent, "Validated").is_some_and(|(status, _)| status == "True"))
+    })
+    .await;
+    jobs.delete("ctem-validation-now", &DeleteParams::background()).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helm_install_runs_every_rendered_workload_on_a_real_node() {
     let Some(env) = env() else { return };
@@ -385,6 +438,12 @@ async fn helm_install_runs_every_rendered_workload_on_a_real_node() {
     run_ctem_scenarios(&env, &es.url(), &tmp.join("real-node-scenario-pods.yaml"));
     eprintln!("scenarios run and every CTEM check passed {:.1} s after every pod was Ready", shipped.elapsed().as_secs_f64());
 
+    // Continuous validation (spec.tests): the CronJob's Job, started now
+    // instead of on schedule, performs the scenarios in its own pod and
+    // checks their detections; its result is status.validation and the
+    // Validated condition.
+    run_validation_now(&client).await;
+
     // The plan's one-minute demo on the agent as applied: tetragon off and
     // on, a Falco override rolled out, the conditions, the CTEM report
     // (`cargo xtask demo` runs this test to show it). It keeps the agent:
@@ -393,30 +452,17 @@ async fn helm_install_runs_every_rendered_workload_on_a_real_node() {
     std::fs::write(&agent_file, serde_yaml::to_string(&agent).unwrap()).unwrap();
     run_script(&env, "demo/live-demo.sh", &["--agent", agent_file.to_str().unwrap(), "--endpoint", &es.url(), "--keep"]);
 
-    // The CronJob's Job, started now instead of on schedule: Completed.
-    let cronjob = Api::<CronJob>::namespaced(client.clone(), AGENT_NAMESPACE).get("trivy-es-sync").await.unwrap();
-    let job: Job = serde_json::from_value(json!({
-        "metadata": { "name": "trivy-es-sync-now", "namespace": AGENT_NAMESPACE },
-        "spec": cronjob.spec.unwrap().job_template.spec,
-    }))
-    .unwrap();
-    let jobs: Api<Job> = Api::namespaced(client.clone(), AGENT_NAMESPACE);
-    jobs.create(&PostParams::default(), &job).await.unwrap();
-    wait_for("the trivy-es-sync Job to complete", Duration::from_secs(180), || async {
-        let job = jobs.get("trivy-es-sync-now").await.map_err(|e| e.to_string())?;
-        let status = job.status.unwrap_or_default();
-        if status.failed.unwrap_or(0) > 0 {
-            let failed = pods(&client, AGENT_NAMESPACE, "job-name=trivy-es-sync-now").await;
-            let mut why = vec![];
-            for pod in &failed {
-                why.push(pod_trouble(&client, pod).await);
-            }
-            panic!("the trivy-es-sync Job failed:\n{}", why.join("\n"));
-        }
-        Ok(status.succeeded == Some(1))
+    // The trivy-es-sync Deployment's pod: templates installed, the reports
+    // watched, a full sync done (the stand-in Trivy Operator writes none).
+    let sync_pods = pods(&client, AGENT_NAMESPACE, "app.kubernetes.io/name=trivy-es-sync").await;
+    assert_eq!(sync_pods.len(), 1, "one sync pod");
+    let sync_pod = sync_pods[0].metadata.name.clone().unwrap();
+    let pod_api: Api<Pod> = Api::namespaced(client.clone(), AGENT_NAMESPACE);
+    wait_for("the trivy-es-sync pod to watch the reports and sync", Duration::from_secs(120), || async {
+        let log = pod_api.logs(&sync_pod, &Default::default()).await.map_err(|e| e.to_string())?;
+        Ok(log.contains("trivy-sync: watching VulnerabilityReports") && log.contains("trivy-sync: 0 reports"))
     })
     .await;
-    jobs.delete("trivy-es-sync-now", &DeleteParams::background()).await.unwrap();
 
     // 3. Tetragon off: its DaemonSet and pods go; on: they come back.
     let tetragon = "app.kubernetes.io/name=tetragon";
