@@ -311,6 +311,10 @@ pub struct ValidationStatus {
     /// The pod that performed the scenarios (its events carry this name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<String>,
+    /// Why the last run could not check the detections (Elasticsearch
+    /// unreachable, ...); its scenarios are then not checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     #[serde(default)]
     pub scenarios: Vec<ScenarioResult>,
 }
@@ -401,6 +405,21 @@ pub fn parse(text: &str) -> Result<SecurityAgent, SpecError> {
     Ok(agent)
 }
 
+/// A schedule the CronJob controller accepts: five fields, a `@hourly`-style
+/// macro, or `@every <duration>` (as features-wasm/ctem_validation checks it).
+fn cron_schedule(schedule: &str) -> bool {
+    let s = schedule.trim();
+    if let Some(d) = s.strip_prefix("@every ") {
+        let d = d.trim();
+        return d.chars().next().is_some_and(|c| c.is_ascii_digit()) && d.chars().all(|c| c.is_ascii_digit() || "hms".contains(c));
+    }
+    if s.starts_with('@') {
+        return ["@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"].contains(&s);
+    }
+    let fields: Vec<&str> = s.split_whitespace().collect();
+    fields.len() == 5 && fields.iter().all(|f| f.chars().all(|c| c.is_ascii_alphanumeric() || "*/,-?".contains(c)))
+}
+
 /// Checks the CRD schema also makes, for input that never saw an API server.
 pub fn validate(spec: &SecurityAgentSpec) -> Result<(), SpecError> {
     for (i, feature) in spec.features.iter().enumerate() {
@@ -445,6 +464,16 @@ pub fn validate(spec: &SecurityAgentSpec) -> Result<(), SpecError> {
                     format!("unknown scenario `{name}`; known: {}", VALIDATION_SCENARIOS.join(", ")),
                 ));
             }
+            if let Some(first) = tests.scenarios[..i].iter().position(|n| n == name) {
+                return Err(SpecError::new(format!("spec.tests.scenarios[{i}]"), format!("duplicate scenario `{name}` (also spec.tests.scenarios[{first}])")));
+            }
+        }
+        // The feature checks this too; here the error names the field the
+        // user wrote, before anything renders.
+        if let Some(schedule) = &tests.schedule
+            && !cron_schedule(schedule)
+        {
+            return Err(SpecError::new("spec.tests.schedule", format!("`{schedule}` is not a cron schedule (5 fields, @hourly/@daily/..., or `@every 1h`)")));
         }
         if let Some(image) = &tests.image
             && image.trim().is_empty()
@@ -521,6 +550,11 @@ mod tests {
         let err = parse(&text).unwrap_err();
         assert_eq!(err.field, "spec.tests.scenarios[1]");
         assert!(err.message.contains("validate-everything") && err.message.contains("validate-cron-persistence"), "{err}");
+        let twice = parse(&format!("{MINIMAL}spec:\n  features: []\n  tests: {{enabled: true, scenarios: [validate-shell, validate-shell]}}\n")).unwrap_err();
+        assert_eq!(twice.field, "spec.tests.scenarios[1]");
+        let schedule = parse(&format!("{MINIMAL}spec:\n  features: []\n  tests: {{enabled: true, schedule: often}}\n")).unwrap_err();
+        assert_eq!(schedule.field, "spec.tests.schedule");
+        assert!(parse(&format!("{MINIMAL}spec:\n  features: []\n  tests: {{enabled: true, schedule: \"*/20 * * * *\"}}\n")).is_ok());
         let all = parse(&format!("{MINIMAL}spec:\n  features: []\n  tests: {{enabled: true}}\n")).unwrap();
         assert_eq!(all.spec.tests.unwrap().selected(), VALIDATION_SCENARIOS, "no list: every scenario");
     }

@@ -193,3 +193,12 @@ fn no_subpath_file_is_mounted_inside_another_mount() {
     }
     assert!(checked > 0, "the full sample has subPath mounts to check (falco.yaml)");
 }
+
+/// `spec.tests` and the feature it configures agree on the scenario names
+/// and the defaults (the feature cannot depend on the API crate).
+#[test]
+fn the_validation_feature_knows_the_apis_scenarios_and_defaults() {
+    assert_eq!(feature_ctem_validation::SCENARIOS, secop_api::VALIDATION_SCENARIOS);
+    assert_eq!(feature_ctem_validation::DEFAULT_IMAGE, secop_api::TestSpec::DEFAULT_IMAGE);
+    assert_eq!(feature_ctem_validation::ValidationConfig::default().schedule, secop_api::TestSpec::DEFAULT_SCHEDULE);
+}

@@ -135,6 +135,11 @@ fn validated(agent: &SecurityAgent, previous: &[Condition]) -> Option<Condition>
             "NotRunYet",
             format!("no validation run yet: CronJob ctem-validation runs on `{}`", tests.schedule.as_deref().unwrap_or(secop_api::TestSpec::DEFAULT_SCHEDULE)),
         ),
+        Some(run) if run.error.is_some() => (
+            "False",
+            "CheckFailed",
+            format!("run at {}: the detections could not be checked: {}", run.last_run.as_deref().unwrap_or("an unknown time"), run.error.as_deref().unwrap_or_default()),
+        ),
         Some(run) => {
             let failed: Vec<String> = run
                 .scenarios

@@ -232,11 +232,15 @@ async fn sync_reports(es: &Elastic, args: &TrivySync) -> Result<trivy::SyncRepor
 
 /// `--watch`: the Trivy Operator writes a report minutes after a workload
 /// starts, and the vulnerabilities index should have it minutes later, not
-/// at the next scheduled run. Report metadata is watched (cheap: no
-/// vulnerability lists in the stream); a change marks the index stale,
-/// and a stale index is synced once no change came for `--settle-seconds`.
-/// A full sync also runs every `--resync-seconds`. A failed sync is retried
-/// on the next tick; the command never exits on its own.
+/// at the next scheduled run. Report metadata is watched (metadata-only
+/// requests: no vulnerability lists in the stream); a change marks the
+/// index stale, and a stale index is synced once no change came for
+/// `--settle-seconds`, or at the latest five settle periods after the first
+/// unsynced change (a cluster whose reports never stop changing still gets
+/// synced). A full sync also runs every `--resync-seconds`. A sync that
+/// failed, or wrote only part of the findings, is retried with backoff
+/// (the settle period, doubling, at most 5 minutes); the command never
+/// exits on its own.
 async fn watch_reports(es: &Elastic, args: &TrivySync) -> Result<ExitCode> {
     use futures::StreamExt as _;
     use kube::core::PartialObjectMeta;
@@ -246,30 +250,50 @@ async fn watch_reports(es: &Elastic, args: &TrivySync) -> Result<ExitCode> {
     let mut changes = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
     let settle = Duration::from_secs(args.settle_seconds.max(1));
     let resync = Duration::from_secs(args.resync_seconds.max(1));
-    let mut last_change: Option<Instant> = Some(Instant::now());
+    let max_backoff = Duration::from_secs(300);
+    // Changes not yet synced: when the first and the last of them came.
+    let (mut first_unsynced, mut last_change): (Option<Instant>, Option<Instant>) = (Some(Instant::now()), Some(Instant::now()));
     let mut last_sync: Option<Instant> = None;
+    let (mut next_attempt, mut backoff) = (Instant::now(), settle);
     let mut tick = tokio::time::interval(Duration::from_secs(1).min(settle));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     println!("trivy-sync: watching VulnerabilityReports; sync {}s after a change, fully every {}s", settle.as_secs(), resync.as_secs());
     loop {
         tokio::select! {
             change = changes.next() => match change {
-                Some(Ok(_)) => last_change = Some(Instant::now()),
+                Some(Ok(_)) => {
+                    let now = Instant::now();
+                    first_unsynced.get_or_insert(now);
+                    last_change = Some(now);
+                }
                 Some(Err(e)) => eprintln!("warning: watching VulnerabilityReports: {e}"),
                 None => anyhow::bail!("the VulnerabilityReport watch ended"),
             },
             _ = tick.tick() => {
-                let settled = last_change.is_some_and(|t| t.elapsed() >= settle);
+                let settled = last_change.is_some_and(|t| t.elapsed() >= settle) || first_unsynced.is_some_and(|t| t.elapsed() >= settle * 5);
                 let due = last_sync.is_none_or(|t| t.elapsed() >= resync);
-                if !(settled || due) {
+                if !(settled || due) || Instant::now() < next_attempt {
                     continue;
                 }
-                match sync_reports(es, args).await {
-                    Ok(_) => {
-                        last_sync = Some(Instant::now());
-                        last_change = None;
+                let started = Instant::now();
+                let failure = match sync_reports(es, args).await {
+                    Ok(report) if report.ok() => None,
+                    Ok(_) => Some("some findings were not written (named above)".to_string()),
+                    Err(e) => Some(format!("{e:#}")),
+                };
+                match failure {
+                    None => {
+                        last_sync = Some(started);
+                        (first_unsynced, last_change) = (None, None);
+                        backoff = settle;
                     }
-                    Err(e) => eprintln!("error: trivy-sync: {e:#}; retrying in {}s", settle.as_secs()),
+                    Some(why) => {
+                        eprintln!("error: trivy-sync: {why}; retrying in {}s", backoff.as_secs());
+                        first_unsynced.get_or_insert(started);
+                        last_change.get_or_insert(started);
+                        next_attempt = Instant::now() + backoff;
+                        backoff = (backoff * 2).min(max_backoff);
+                    }
                 }
             }
         }

@@ -77,8 +77,19 @@ pub fn validate(args: &Validate) -> Result<ExitCode> {
             None => None,
         };
         let expected = expected_signals(args, agent.as_ref().map(|(_, a)| a))?;
-        let results = wait_for_detections(&es, args, &expected).await?;
-        let status = ValidationStatus { last_run: Some(k8s_openapi::jiff::Timestamp::now().to_string()), pod: Some(args.pod.clone()), scenarios: results };
+        let now = || Some(k8s_openapi::jiff::Timestamp::now().to_string());
+        let status = match wait_for_detections(&es, args, &expected).await {
+            Ok(results) => ValidationStatus { last_run: now(), pod: Some(args.pod.clone()), error: None, scenarios: results },
+            Err(e) => {
+                // A run that could not check must not leave the last good
+                // result standing: the agent says why instead.
+                let failed = ValidationStatus { last_run: now(), pod: Some(args.pod.clone()), error: Some(format!("{e:#}")), scenarios: vec![] };
+                if let Some((api, agent)) = &agent {
+                    record_status(api, agent, &failed).await?;
+                }
+                return Err(e.context("checking the detections"));
+            }
+        };
         record_documents(&es, args, &status).await?;
         if let Some((api, agent)) = &agent {
             record_status(api, agent, &status).await?;

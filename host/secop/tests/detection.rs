@@ -202,3 +202,10 @@ fn the_documented_detection_matrix_is_the_one_the_report_checks() {
     let doc = std::fs::read_to_string(repo("docs/ctem-mapping-results.md")).unwrap();
     assert!(doc.contains(&table), "docs/ctem-mapping-results.md must hold the detection matrix as ctem.rs checks it:\n\n{table}");
 }
+
+/// Every scenario `spec.tests` may name is one the report checks, and back.
+#[test]
+fn the_validation_scenarios_are_the_matrix_scenarios() {
+    let ids: Vec<&str> = SCENARIOS.iter().map(|s| s.id).collect();
+    assert_eq!(ids, secop_api::VALIDATION_SCENARIOS);
+}
