@@ -1169,10 +1169,20 @@ async fn posture_alerts_outlive_the_risky_pod_and_an_unchanged_resync_writes_not
     let role = rendered["objects"].as_array().unwrap().iter().find(|o| o["kind"] == "ClusterRole").expect("the posture feature's ClusterRole");
     let reader_kubeconfig = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("kubeconfig-posture-{run}"));
     service_account_kubeconfig(&client, &env.kubeconfig, &format!("e2e-posture-{run}"), "posture", &role["rules"], &reader_kubeconfig).await;
+    let restarted = k8s_openapi::jiff::Timestamp::now().to_string();
     let mut engine = PostureEngine::start(&reader_kubeconfig, &es_url, &cluster, &inventory, &events);
     wait_for("the resync's lists", Duration::from_secs(120), || async { Ok(engine.lists_complete() >= 30) }).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = (index_total(&es, &inventory).await, index_total(&es, &events).await);
+    if after != before {
+        // Which documents the resync wrote, to tell a rewrite of an
+        // unchanged asset from an object that really changed meanwhile.
+        let written = search(&es, &format!("{inventory},{events}"), json!({ "bool": { "should": [
+            { "range": { "asset.last_seen": { "gte": restarted } } },
+            { "range": { "finding.last_seen": { "gte": restarted } } },
+        ] } })).await;
+        eprintln!("written by the resync: {}", serde_json::to_string_pretty(&written).unwrap());
+    }
     assert_eq!(after, before, "an unchanged resync wrote documents");
     engine.stop();
 }
