@@ -36,7 +36,9 @@ fn main() {
         None => build_components(&root),
     };
 
-    let mut generated = String::from("/// (feature id, component bytes), built from features-wasm/.\npub static MODULES: &[(&str, &[u8])] = &[\n");
+    let mut generated = String::from(
+        "/// (feature id, component bytes), built from features-wasm/.\npub static MODULES: &[(&str, &[u8])] = &[\n",
+    );
     for (id, _, stem) in BUILTIN {
         let path = artifacts.join(format!("{stem}.wasm"));
         if !path.exists() {

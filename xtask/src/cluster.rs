@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 
 use crate::node;
 
@@ -104,7 +104,12 @@ pub struct Binaries {
 
 pub fn build() -> Result<Binaries> {
     let cache = cache_root();
-    Ok(Binaries { etcd: build_etcd(&cache)?, kubernetes: build_kubernetes(&cache)?, kwok: build_kwok(&cache)?, coredns: build_coredns(&cache)? })
+    Ok(Binaries {
+        etcd: build_etcd(&cache)?,
+        kubernetes: build_kubernetes(&cache)?,
+        kwok: build_kwok(&cache)?,
+        coredns: build_coredns(&cache)?,
+    })
 }
 
 /// A `main.go` of our own in a module that requires `module version`,
@@ -168,7 +173,10 @@ fn build_kubernetes(cache: &Path) -> Result<PathBuf> {
     if wanted.iter().all(|b| bin.join(b).exists()) {
         return Ok(bin);
     }
-    eprintln!("building Kubernetes {KUBERNETES} control plane, kubelet, kube-proxy and kubectl (once, ~10 min; cached in {})", dir.display());
+    eprintln!(
+        "building Kubernetes {KUBERNETES} control plane, kubelet, kube-proxy and kubectl (once, ~10 min; cached in {})",
+        dir.display()
+    );
     let src = dir.join("src");
     fs::create_dir_all(&src)?;
     // Read the staging replace list from that release's go.mod.
@@ -179,15 +187,17 @@ fn build_kubernetes(cache: &Path) -> Result<PathBuf> {
     let info: serde_json_lite::Info = serde_json_lite::parse(&String::from_utf8_lossy(&out.stdout))?;
     let upstream = fs::read_to_string(&info.go_mod)?;
     let staging_version = KUBERNETES.replacen("v1.", "v0.", 1);
-    let mut go_mod = format!("module secop.local/kubernetes\n\ngo 1.24\n\nrequire k8s.io/kubernetes {KUBERNETES}\n\nreplace (\n");
+    let mut go_mod =
+        format!("module secop.local/kubernetes\n\ngo 1.24\n\nrequire k8s.io/kubernetes {KUBERNETES}\n\nreplace (\n");
     let mut replaced = 0;
     for line in upstream.lines() {
         let line = line.trim();
         if let Some((module, target)) = line.split_once("=>")
-            && target.trim().starts_with("./staging/") {
-                go_mod.push_str(&format!("\t{} => {} {staging_version}\n", module.trim(), module.trim()));
-                replaced += 1;
-            }
+            && target.trim().starts_with("./staging/")
+        {
+            go_mod.push_str(&format!("\t{} => {} {staging_version}\n", module.trim(), module.trim()));
+            replaced += 1;
+        }
     }
     go_mod.push_str(")\n");
     if replaced < 20 {
@@ -204,7 +214,10 @@ fn build_kubernetes(cache: &Path) -> Result<PathBuf> {
     );
     fs::create_dir_all(&bin)?;
     for b in wanted.iter().filter(|b| !bin.join(b).exists()) {
-        run(go(&src).args(["build", "-ldflags", &ldflags, "-o"]).arg(bin.join(b)).arg(format!("k8s.io/kubernetes/cmd/{b}")))?;
+        run(go(&src)
+            .args(["build", "-ldflags", &ldflags, "-o"])
+            .arg(bin.join(b))
+            .arg(format!("k8s.io/kubernetes/cmd/{b}")))?;
     }
     Ok(bin)
 }
@@ -222,7 +235,10 @@ fn build_kwok(cache: &Path) -> Result<PathBuf> {
     }
     eprintln!("building kwok {KWOK} (once; cached in {})", dir.display());
     fs::create_dir_all(dir.join("bin"))?;
-    run(go(&dir).env("GOBIN", dir.join("bin")).env("GOFLAGS", "-buildvcs=false").args(["install", &format!("sigs.k8s.io/kwok/cmd/kwok@{KWOK}")]))?;
+    run(go(&dir)
+        .env("GOBIN", dir.join("bin"))
+        .env("GOFLAGS", "-buildvcs=false")
+        .args(["install", &format!("sigs.k8s.io/kwok/cmd/kwok@{KWOK}")]))?;
     Ok(bin)
 }
 
@@ -235,17 +251,19 @@ pub fn build_helm() -> Result<PathBuf> {
     }
     eprintln!("building helm {HELM} (once; cached in {})", dir.display());
     fs::create_dir_all(dir.join("bin"))?;
-    run(go(&dir)
-        .env("GOBIN", dir.join("bin"))
-        .env("GOFLAGS", "-buildvcs=false")
-        .args(["install", "-ldflags", &format!("-s -w -X helm.sh/helm/v3/internal/version.version={HELM}"), &format!("helm.sh/helm/v3/cmd/helm@{HELM}")]))?;
+    run(go(&dir).env("GOBIN", dir.join("bin")).env("GOFLAGS", "-buildvcs=false").args([
+        "install",
+        "-ldflags",
+        &format!("-s -w -X helm.sh/helm/v3/internal/version.version={HELM}"),
+        &format!("helm.sh/helm/v3/cmd/helm@{HELM}"),
+    ]))?;
     Ok(bin)
 }
 
 /// Minimal reader of `go mod download -json` output (the xtask stays free
 /// of a JSON dependency).
 mod serde_json_lite {
-    use anyhow::{bail, Result};
+    use anyhow::{Result, bail};
 
     pub struct Info {
         pub go_mod: String,
@@ -300,7 +318,9 @@ pub(crate) fn wait_for(what: &str, timeout: Duration, ready: impl FnMut() -> boo
 /// (xtask/src/node.rs). Idempotent: a running cluster is left alone.
 pub fn up(root: &Path) -> Result<()> {
     let state = state_dir(root);
-    if state.join("apiserver.pid").exists() && curl(root, "GET", "/readyz", None).map(|(c, _)| c == 200).unwrap_or(false) {
+    if state.join("apiserver.pid").exists()
+        && curl(root, "GET", "/readyz", None).map(|(c, _)| c == 200).unwrap_or(false)
+    {
         eprintln!("test cluster already running ({})", kubeconfig(root).display());
         return Ok(());
     }
@@ -308,13 +328,20 @@ pub fn up(root: &Path) -> Result<()> {
     down(root)?;
     let real_node = node::supported();
     if !real_node {
-        eprintln!("note: the real node needs root (containerd, network namespaces, iptables); starting the kwok nodes only");
+        eprintln!(
+            "note: the real node needs root (containerd, network namespaces, iptables); starting the kwok nodes only"
+        );
     }
     fs::create_dir_all(state.join("certs"))?;
     let sa_key = state.join("sa.key");
     let sa_pub = state.join("sa.pub");
     run(Command::new("openssl").args(["genrsa", "-out"]).arg(&sa_key).arg("2048").stderr(Stdio::null()))?;
-    run(Command::new("openssl").args(["rsa", "-pubout", "-in"]).arg(&sa_key).arg("-out").arg(&sa_pub).stderr(Stdio::null()))?;
+    run(Command::new("openssl")
+        .args(["rsa", "-pubout", "-in"])
+        .arg(&sa_key)
+        .arg("-out")
+        .arg(&sa_pub)
+        .stderr(Stdio::null()))?;
     let pki = node::pki(&state)?;
     // The node's identities: the kubelet as system:node:<name> (the Node
     // authorizer limits it to its own node and pods) and kube-proxy as
@@ -345,18 +372,27 @@ pub fn up(root: &Path) -> Result<()> {
     )?;
     let p = |p: &Path| p.display().to_string();
 
-    spawn(&state, "etcd", &bins.etcd, &[
-        format!("--data-dir={}", p(&state.join("etcd"))),
-        format!("--listen-client-urls=http://{ETCD_CLIENT}"),
-        format!("--advertise-client-urls=http://{ETCD_CLIENT}"),
-        format!("--listen-peer-urls=http://{ETCD_PEER}"),
-        format!("--initial-advertise-peer-urls=http://{ETCD_PEER}"),
-        format!("--initial-cluster=default=http://{ETCD_PEER}"),
-        "--unsafe-no-fsync".into(),
-        "--log-level=warn".into(),
-    ])?;
+    spawn(
+        &state,
+        "etcd",
+        &bins.etcd,
+        &[
+            format!("--data-dir={}", p(&state.join("etcd"))),
+            format!("--listen-client-urls=http://{ETCD_CLIENT}"),
+            format!("--advertise-client-urls=http://{ETCD_CLIENT}"),
+            format!("--listen-peer-urls=http://{ETCD_PEER}"),
+            format!("--initial-advertise-peer-urls=http://{ETCD_PEER}"),
+            format!("--initial-cluster=default=http://{ETCD_PEER}"),
+            "--unsafe-no-fsync".into(),
+            "--log-level=warn".into(),
+        ],
+    )?;
     wait_for("etcd", Duration::from_secs(30), || {
-        Command::new("curl").args(["-sf", &format!("http://{ETCD_CLIENT}/health")]).output().map(|o| o.status.success()).unwrap_or(false)
+        Command::new("curl")
+            .args(["-sf", &format!("http://{ETCD_CLIENT}/health")])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
     })?;
 
     // With the real node, pods reach the API server through the
@@ -368,66 +404,88 @@ pub fn up(root: &Path) -> Result<()> {
     } else {
         ("127.0.0.1", "127.0.0.1")
     };
-    spawn(&state, "apiserver", &bins.kubernetes.join("kube-apiserver"), &[
-        format!("--etcd-servers=http://{ETCD_CLIENT}"),
-        format!("--cert-dir={}", p(&state.join("certs"))),
-        format!("--tls-cert-file={}", p(&pki.apiserver_cert)),
-        format!("--tls-private-key-file={}", p(&pki.apiserver_key)),
-        format!("--secure-port={APISERVER_PORT}"),
-        format!("--bind-address={bind}"),
-        format!("--advertise-address={advertise}"),
-        format!("--service-cluster-ip-range={}", node::SERVICE_RANGE),
-        "--allow-privileged=true".into(),
-        "--authorization-mode=Node,RBAC".into(),
-        "--enable-admission-plugins=NodeRestriction".into(),
-        format!("--token-auth-file={}", p(&tokens)),
-        format!("--kubelet-client-certificate={}", p(&pki.kubelet_client_cert)),
-        format!("--kubelet-client-key={}", p(&pki.kubelet_client_key)),
-        "--kubelet-preferred-address-types=InternalIP".into(),
-        "--service-account-issuer=https://kubernetes.default.svc".into(),
-        format!("--service-account-key-file={}", p(&sa_pub)),
-        format!("--service-account-signing-key-file={}", p(&sa_key)),
-        "--enable-priority-and-fairness=false".into(),
-        // New nodes would get `node.kubernetes.io/not-ready:NoSchedule`, which
-        // only the node-lifecycle controller (off, below) removes: Deployment
-        // pods would never schedule on the kwok nodes.
-        "--disable-admission-plugins=TaintNodesByCondition".into(),
-        format!("--audit-policy-file={}", p(&audit_policy)),
-        format!("--audit-log-path={}", p(&audit_log(root))),
-        "--audit-log-format=json".into(),
-        "--audit-log-mode=blocking".into(),
-        "--v=0".into(),
-    ])?;
-    wait_for("kube-apiserver", Duration::from_secs(90), || curl(root, "GET", "/readyz", None).map(|(c, _)| c == 200).unwrap_or(false))?;
+    spawn(
+        &state,
+        "apiserver",
+        &bins.kubernetes.join("kube-apiserver"),
+        &[
+            format!("--etcd-servers=http://{ETCD_CLIENT}"),
+            format!("--cert-dir={}", p(&state.join("certs"))),
+            format!("--tls-cert-file={}", p(&pki.apiserver_cert)),
+            format!("--tls-private-key-file={}", p(&pki.apiserver_key)),
+            format!("--secure-port={APISERVER_PORT}"),
+            format!("--bind-address={bind}"),
+            format!("--advertise-address={advertise}"),
+            format!("--service-cluster-ip-range={}", node::SERVICE_RANGE),
+            "--allow-privileged=true".into(),
+            "--authorization-mode=Node,RBAC".into(),
+            "--enable-admission-plugins=NodeRestriction".into(),
+            format!("--token-auth-file={}", p(&tokens)),
+            format!("--kubelet-client-certificate={}", p(&pki.kubelet_client_cert)),
+            format!("--kubelet-client-key={}", p(&pki.kubelet_client_key)),
+            "--kubelet-preferred-address-types=InternalIP".into(),
+            "--service-account-issuer=https://kubernetes.default.svc".into(),
+            format!("--service-account-key-file={}", p(&sa_pub)),
+            format!("--service-account-signing-key-file={}", p(&sa_key)),
+            "--enable-priority-and-fairness=false".into(),
+            // New nodes would get `node.kubernetes.io/not-ready:NoSchedule`, which
+            // only the node-lifecycle controller (off, below) removes: Deployment
+            // pods would never schedule on the kwok nodes.
+            "--disable-admission-plugins=TaintNodesByCondition".into(),
+            format!("--audit-policy-file={}", p(&audit_policy)),
+            format!("--audit-log-path={}", p(&audit_log(root))),
+            "--audit-log-format=json".into(),
+            "--audit-log-mode=blocking".into(),
+            "--v=0".into(),
+        ],
+    )?;
+    wait_for("kube-apiserver", Duration::from_secs(90), || {
+        curl(root, "GET", "/readyz", None).map(|(c, _)| c == 200).unwrap_or(false)
+    })?;
 
-    spawn(&state, "controller-manager", &bins.kubernetes.join("kube-controller-manager"), &[
-        format!("--kubeconfig={}", p(&kubeconfig)),
-        "--leader-elect=false".into(),
-        "--secure-port=11257".into(),
-        "--bind-address=127.0.0.1".into(),
-        format!("--service-account-private-key-file={}", p(&sa_key)),
-        // Published to every namespace as kube-root-ca.crt: in-cluster
-        // clients verify the API server with it.
-        format!("--root-ca-file={}", p(&pki.ca)),
-        // No node-lifecycle controller: kwok heartbeats lag under load on 2 cores,
-        // and a node flapped to NotReady leaves its pods NotReady for good.
-        "--controllers=*,-nodeipam,-service-lb-controller,-cloud-node-lifecycle,-nodelifecycle".into(),
-        "--v=0".into(),
-    ])?;
-    spawn(&state, "scheduler", &bins.kubernetes.join("kube-scheduler"), &[
-        format!("--kubeconfig={}", p(&kubeconfig)),
-        "--leader-elect=false".into(),
-        "--secure-port=11259".into(),
-        "--bind-address=127.0.0.1".into(),
-    ])?;
+    spawn(
+        &state,
+        "controller-manager",
+        &bins.kubernetes.join("kube-controller-manager"),
+        &[
+            format!("--kubeconfig={}", p(&kubeconfig)),
+            "--leader-elect=false".into(),
+            "--secure-port=11257".into(),
+            "--bind-address=127.0.0.1".into(),
+            format!("--service-account-private-key-file={}", p(&sa_key)),
+            // Published to every namespace as kube-root-ca.crt: in-cluster
+            // clients verify the API server with it.
+            format!("--root-ca-file={}", p(&pki.ca)),
+            // No node-lifecycle controller: kwok heartbeats lag under load on 2 cores,
+            // and a node flapped to NotReady leaves its pods NotReady for good.
+            "--controllers=*,-nodeipam,-service-lb-controller,-cloud-node-lifecycle,-nodelifecycle".into(),
+            "--v=0".into(),
+        ],
+    )?;
+    spawn(
+        &state,
+        "scheduler",
+        &bins.kubernetes.join("kube-scheduler"),
+        &[
+            format!("--kubeconfig={}", p(&kubeconfig)),
+            "--leader-elect=false".into(),
+            "--secure-port=11259".into(),
+            "--bind-address=127.0.0.1".into(),
+        ],
+    )?;
     // kwok fakes only the nodes it is told to (by their annotation), not
     // the real one.
-    spawn(&state, "kwok", &bins.kwok, &[
-        format!("--kubeconfig={}", p(&kubeconfig)),
-        "--manage-all-nodes=false".into(),
-        "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake".into(),
-        "--server-address=127.0.0.1:10247".into(),
-    ])?;
+    spawn(
+        &state,
+        "kwok",
+        &bins.kwok,
+        &[
+            format!("--kubeconfig={}", p(&kubeconfig)),
+            "--manage-all-nodes=false".into(),
+            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake".into(),
+            "--server-address=127.0.0.1:10247".into(),
+        ],
+    )?;
 
     for node in NODES {
         let body = format!(
@@ -439,7 +497,9 @@ pub fn up(root: &Path) -> Result<()> {
         }
     }
     operator_identity(root, &kubeconfig)?;
-    wait_for("kwok nodes Ready", Duration::from_secs(60), || ready_nodes(root).is_ok_and(|ready| NODES.iter().all(|n| ready.iter().any(|r| r == n))))?;
+    wait_for("kwok nodes Ready", Duration::from_secs(60), || {
+        ready_nodes(root).is_ok_and(|ready| NODES.iter().all(|n| ready.iter().any(|r| r == n)))
+    })?;
 
     if real_node {
         // The API server's client identity towards kubelets (logs, exec),
@@ -455,9 +515,11 @@ pub fn up(root: &Path) -> Result<()> {
             }
         }
         node::up(root, &state, &bins, &format!("https://127.0.0.1:{APISERVER_PORT}"))?;
-        wait_for(&format!("the real node {} Ready (logs in {})", node::NAME, state.display()), Duration::from_secs(120), || {
-            ready_nodes(root).is_ok_and(|ready| ready.iter().any(|n| n == node::NAME))
-        })?;
+        wait_for(
+            &format!("the real node {} Ready (logs in {})", node::NAME, state.display()),
+            Duration::from_secs(120),
+            || ready_nodes(root).is_ok_and(|ready| ready.iter().any(|n| n == node::NAME)),
+        )?;
     }
     eprintln!("test cluster up: KUBECONFIG={}", kubeconfig.display());
     Ok(())
@@ -474,12 +536,26 @@ fn operator_identity(root: &Path, kubeconfig: &Path) -> Result<()> {
         // The e2e tests put agents in namespaces of their own: the chart's
         // policy honours every namespace, so it grants the features' Role
         // rules cluster-wide (the real-node test installs the narrow form).
-        .args(["--namespace", OPERATOR_NAMESPACE, "--create-namespace", "--set", "replicas=0", "--set-json", r#"policy.agentNamespaces=["*"]"#])
+        .args([
+            "--namespace",
+            OPERATOR_NAMESPACE,
+            "--create-namespace",
+            "--set",
+            "replicas=0",
+            "--set-json",
+            r#"policy.agentNamespaces=["*"]"#,
+        ])
         .env("KUBECONFIG", kubeconfig)
         .stdout(Stdio::null()))
     .context("installing the chart's RBAC for the e2e operator")?;
-    let request = r#"{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{"expirationSeconds":172800}}"#;
-    let (code, text) = curl(root, "POST", &format!("/api/v1/namespaces/{OPERATOR_NAMESPACE}/serviceaccounts/{OPERATOR_RELEASE}/token"), Some(request))?;
+    let request =
+        r#"{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{"expirationSeconds":172800}}"#;
+    let (code, text) = curl(
+        root,
+        "POST",
+        &format!("/api/v1/namespaces/{OPERATOR_NAMESPACE}/serviceaccounts/{OPERATOR_RELEASE}/token"),
+        Some(request),
+    )?;
     if code != 201 {
         bail!("TokenRequest for the e2e operator: HTTP {code}: {text}");
     }
@@ -497,7 +573,13 @@ fn ready_nodes(root: &Path) -> Result<Vec<String>> {
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|n| n["status"]["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        .filter(|n| {
+            n["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
         .filter_map(|n| n["metadata"]["name"].as_str().map(String::from))
         .collect())
 }

@@ -7,7 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{bail, Result};
+use anyhow::{Result, bail};
 
 use crate::cluster::{cache_root, run};
 
@@ -24,21 +24,28 @@ pub fn build_otelcol(root: &Path) -> Result<PathBuf> {
     if bin.exists() {
         return Ok(bin);
     }
-    eprintln!("building the OpenTelemetry Collector {OTELCOL} with the Collector Builder (once, ~10 min; cached in {})", dir.display());
+    eprintln!(
+        "building the OpenTelemetry Collector {OTELCOL} with the Collector Builder (once, ~10 min; cached in {})",
+        dir.display()
+    );
     let builder_dir = cache_root().join(format!("otelcol-builder-v{OTELCOL}"));
     let builder = builder_dir.join("bin/builder");
     // Some contrib modules have no checksum-database record on the proxy
     // this machine reaches; their hashes still land in go.sum.
     let go_env = |cmd: &mut Command| {
         cmd.env("CGO_ENABLED", "0")
-            .env("GONOSUMDB", "github.com/open-telemetry/opentelemetry-collector-contrib,go.opentelemetry.io/ebpf-profiler")
+            .env(
+                "GONOSUMDB",
+                "github.com/open-telemetry/opentelemetry-collector-contrib,go.opentelemetry.io/ebpf-profiler",
+            )
             .env("GOFLAGS", "-mod=mod -buildvcs=false");
     };
     if !builder.exists() {
         fs::create_dir_all(builder_dir.join("bin"))?;
         let mut cmd = Command::new("go");
         go_env(&mut cmd);
-        cmd.env("GOBIN", builder_dir.join("bin")).args(["install", &format!("go.opentelemetry.io/collector/cmd/builder@v{OTELCOL}")]);
+        cmd.env("GOBIN", builder_dir.join("bin"))
+            .args(["install", &format!("go.opentelemetry.io/collector/cmd/builder@v{OTELCOL}")]);
         run(&mut cmd)?;
     }
     // The manifest with its output path pointed into the cache.
@@ -72,7 +79,10 @@ pub fn fetch_elasticsearch(root: &Path) -> Result<PathBuf> {
     if home.join("bin/elasticsearch").exists() && home.join("lib").exists() {
         return Ok(home);
     }
-    eprintln!("fetching Elasticsearch {ELASTICSEARCH} from Maven Central (once, ~110 MB; cached in {})", home.display());
+    eprintln!(
+        "fetching Elasticsearch {ELASTICSEARCH} from Maven Central (once, ~110 MB; cached in {})",
+        home.display()
+    );
     let pom = root.join("test/infra/elasticsearch/pom.xml");
     if !fs::read_to_string(&pom)?.contains(&format!("<elasticsearch.version>{ELASTICSEARCH}</elasticsearch.version>")) {
         bail!("{} does not pin Elasticsearch {ELASTICSEARCH}", pom.display());

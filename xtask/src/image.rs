@@ -17,8 +17,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{bail, Context, Result};
-use serde_json::{json, Value};
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
 
 /// A static build runs on an empty base image.
 pub const TARGET: &str = "x86_64-unknown-linux-musl";
@@ -54,7 +54,11 @@ pub fn operator() -> Spec {
         user: USER,
         entrypoint: vec!["/usr/local/bin/secop".into()],
         cmd: vec!["run".into()],
-        env: vec!["PATH=/usr/local/bin:/usr/bin:/bin".into(), format!("SSL_CERT_FILE=/{CA_BUNDLE}"), "HOME=/home/nonroot".into()],
+        env: vec![
+            "PATH=/usr/local/bin:/usr/bin:/bin".into(),
+            format!("SSL_CERT_FILE=/{CA_BUNDLE}"),
+            "HOME=/home/nonroot".into(),
+        ],
         working_dir: "/home/nonroot",
         user_home: Some("home/nonroot"),
     }
@@ -80,7 +84,8 @@ pub fn build(root: &Path, out: &Path, tag: &str) -> Result<Image> {
 /// adding the rustup target if it is missing. `ring` compiles C for the
 /// target, which needs `musl-gcc` (Debian: musl-tools).
 fn build_binary(root: &Path) -> Result<PathBuf> {
-    let installed = Command::new("rustup").args(["target", "list", "--installed"]).output().context("running rustup")?;
+    let installed =
+        Command::new("rustup").args(["target", "list", "--installed"]).output().context("running rustup")?;
     if !String::from_utf8_lossy(&installed.stdout).lines().any(|t| t.trim() == TARGET) {
         crate::run({
             let mut cmd = Command::new("rustup");
@@ -89,7 +94,9 @@ fn build_binary(root: &Path) -> Result<PathBuf> {
         })?;
     }
     if Command::new("musl-gcc").arg("--version").output().is_err() {
-        bail!("musl-gcc not found: the static build compiles C (ring) for {TARGET}; install musl-tools (apt-get install musl-tools)");
+        bail!(
+            "musl-gcc not found: the static build compiles C (ring) for {TARGET}; install musl-tools (apt-get install musl-tools)"
+        );
     }
     let mut cmd = crate::cargo();
     cmd.args(["build", "--locked", "--release", "--target", TARGET, "-p", "secop"]);
@@ -128,7 +135,9 @@ pub fn stage_rootfs(rootfs: &Path, binary: &Path, ca_bundle: &Path) -> Result<()
         bail!("no CA bundle at {} (Debian: ca-certificates); the image's SSL_CERT_FILE needs one", ca_bundle.display());
     }
     put(CA_BUNDLE, 0o644, &|t| fs::copy(ca_bundle, t).map(drop))?;
-    put("etc/passwd", 0o644, &|t| fs::write(t, "root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n"))?;
+    put("etc/passwd", 0o644, &|t| {
+        fs::write(t, "root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n")
+    })?;
     put("etc/group", 0o644, &|t| fs::write(t, "root:x:0:\nnonroot:x:65532:\n"))?;
     put("home/nonroot/.keep", 0o644, &|t| fs::write(t, ""))?;
     directories_0755(rootfs)
@@ -174,7 +183,8 @@ pub fn write_layout(rootfs: &Path, out: &Path, tag: &str, spec: &Spec) -> Result
 
     // The layer: sorted, owned by root (the user's home by the user), no times.
     let tar = out.join("layer.tar");
-    let mut entries: Vec<String> = fs::read_dir(rootfs)?.map(|e| Ok(e?.file_name().to_string_lossy().into_owned())).collect::<Result<_>>()?;
+    let mut entries: Vec<String> =
+        fs::read_dir(rootfs)?.map(|e| Ok(e?.file_name().to_string_lossy().into_owned())).collect::<Result<_>>()?;
     entries.sort();
     let mut cmd = Command::new("tar");
     cmd.args(["--format=ustar", "--sort=name", "--mtime=@0", "--numeric-owner", "--owner=0", "--group=0"]);
@@ -316,7 +326,8 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         // Any ELF executable stands in for secop (the layout strips it).
-        let binary = ["/usr/bin/true", "/bin/true"].iter().map(PathBuf::from).find(|p| p.exists()).expect("an ELF to stand in");
+        let binary =
+            ["/usr/bin/true", "/bin/true"].iter().map(PathBuf::from).find(|p| p.exists()).expect("an ELF to stand in");
         let ca = dir.join("ca.crt");
         fs::write(&ca, "-----BEGIN CERTIFICATE-----\n").unwrap();
         let rootfs = dir.join("rootfs");
@@ -349,7 +360,10 @@ mod tests {
             ("etc/passwd", "0/0", "-rw-r--r--"),
             ("home/nonroot/", "65532/65532", "drwxr-xr-x"),
         ] {
-            let line = listing.lines().find(|l| l.ends_with(&format!(" {path}"))).unwrap_or_else(|| panic!("{path} missing from\n{listing}"));
+            let line = listing
+                .lines()
+                .find(|l| l.ends_with(&format!(" {path}")))
+                .unwrap_or_else(|| panic!("{path} missing from\n{listing}"));
             assert!(line.starts_with(mode) && line.contains(&format!(" {owner} ")), "{line}");
         }
 

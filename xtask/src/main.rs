@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 
 mod cluster;
 mod datapath;
@@ -80,7 +80,9 @@ fn with_test_servers(mut cmd: Command) -> Result<()> {
             let _ = cluster::down(&root);
             return Err(e);
         }
-        cmd.env("SECOP_NODE_NAME", node::NAME).env("SECOP_NODE_IP", node::NODE_IP).env("SECOP_NODE_TAINT", node::TAINT_KEY);
+        cmd.env("SECOP_NODE_NAME", node::NAME)
+            .env("SECOP_NODE_IP", node::NODE_IP)
+            .env("SECOP_NODE_TAINT", node::TAINT_KEY);
         for (name, reference) in testimages::references() {
             cmd.env(format!("SECOP_NODE_IMAGE_{name}"), reference);
         }
@@ -89,7 +91,8 @@ fn with_test_servers(mut cmd: Command) -> Result<()> {
     // test starts its own, to stop it at will).
     let es_dir = root.join("target/test-elasticsearch");
     let _ = std::fs::remove_dir_all(&es_dir);
-    let es = secop_test_harness::Elasticsearch::start(&es_home, &es_dir, secop_test_harness::free_port()).map_err(anyhow::Error::msg);
+    let es = secop_test_harness::Elasticsearch::start(&es_home, &es_dir, secop_test_harness::free_port())
+        .map_err(anyhow::Error::msg);
     let result = es.and_then(|es| {
         cmd.env("SECOP_HELM", &helm)
             .env("SECOP_KUBECTL", cluster::kubectl())
@@ -137,7 +140,18 @@ fn main() -> Result<()> {
             // The replay e2e on real servers prints `secop ctem-report`
             // over what it wrote: run just that test and show its output.
             let mut cmd = cargo();
-            cmd.args(["test", "--locked", "-p", "secop", "--test", "datapath", "sensor_events_reach_the_ctem_indices_through_the_real_collectors", "--", "--exact", "--nocapture"]);
+            cmd.args([
+                "test",
+                "--locked",
+                "-p",
+                "secop",
+                "--test",
+                "datapath",
+                "sensor_events_reach_the_ctem_indices_through_the_real_collectors",
+                "--",
+                "--exact",
+                "--nocapture",
+            ]);
             with_test_servers(cmd)
         }
         Some("bench") => {
@@ -165,9 +179,11 @@ fn main() -> Result<()> {
                 let es_home = datapath::fetch_elasticsearch(&root)?;
                 let es_dir = root.join("target/bench-elasticsearch");
                 let _ = std::fs::remove_dir_all(&es_dir);
-                let es = secop_test_harness::Elasticsearch::start(&es_home, &es_dir, secop_test_harness::free_port()).map_err(anyhow::Error::msg)?;
+                let es = secop_test_harness::Elasticsearch::start(&es_home, &es_dir, secop_test_harness::free_port())
+                    .map_err(anyhow::Error::msg)?;
                 let mut cmd = cargo();
-                cmd.args(["bench", "--locked", "-p", "secop-elastic", "--bench", "trivy_sync"]).env("SECOP_E2E_ES_URL", es.url());
+                cmd.args(["bench", "--locked", "-p", "secop-elastic", "--bench", "trivy_sync"])
+                    .env("SECOP_E2E_ES_URL", es.url());
                 run(cmd)?;
             }
             if only.is_none_or(|b| b == "fetch") {
@@ -199,9 +215,12 @@ fn main() -> Result<()> {
                 let es_home = datapath::fetch_elasticsearch(&root)?;
                 let es_dir = root.join("target/bench-elasticsearch");
                 let _ = std::fs::remove_dir_all(&es_dir);
-                let es = secop_test_harness::Elasticsearch::start(&es_home, &es_dir, secop_test_harness::free_port()).map_err(anyhow::Error::msg)?;
+                let es = secop_test_harness::Elasticsearch::start(&es_home, &es_dir, secop_test_harness::free_port())
+                    .map_err(anyhow::Error::msg)?;
                 let mut cmd = cargo();
-                cmd.args(["bench", "--locked", "-p", "secop", "--bench", "latency"]).env("SECOP_OTELCOL", &otelcol).env("SECOP_E2E_ES_URL", es.url());
+                cmd.args(["bench", "--locked", "-p", "secop", "--bench", "latency"])
+                    .env("SECOP_OTELCOL", &otelcol)
+                    .env("SECOP_E2E_ES_URL", es.url());
                 run(cmd)?;
             }
             Ok(())
@@ -243,7 +262,19 @@ fn main() -> Result<()> {
             let mut cmd = cargo();
             cmd.args(["build", "--locked", "--profile", "wasm", "--target", "wasm32-wasip2", "--lib"])
                 .env("CARGO_TARGET_DIR", root().join("target/wasm-features"));
-            for package in ["feature-otel-pipeline", "feature-falco", "feature-tetragon", "feature-osquery", "feature-trivy", "feature-posture", "feature-ctem-validation", "feature-hostile", "feature-falco-next", "feature-falco-broken", "feature-falco-greedy"] {
+            for package in [
+                "feature-otel-pipeline",
+                "feature-falco",
+                "feature-tetragon",
+                "feature-osquery",
+                "feature-trivy",
+                "feature-posture",
+                "feature-ctem-validation",
+                "feature-hostile",
+                "feature-falco-next",
+                "feature-falco-broken",
+                "feature-falco-greedy",
+            ] {
                 cmd.args(["-p", package]);
             }
             run(cmd)
@@ -261,8 +292,18 @@ fn main() -> Result<()> {
                 }
             }
             let image = image::build(&root, &out, &tag)?;
-            println!("image layout: {} (tag {}, manifest {})", image.layout.display(), image.tag, image.manifest_digest);
-            println!("push it with e.g.: skopeo copy oci:{}:{} docker://REGISTRY/security-operator:{}", image.layout.display(), image.tag, image.tag);
+            println!(
+                "image layout: {} (tag {}, manifest {})",
+                image.layout.display(),
+                image.tag,
+                image.manifest_digest
+            );
+            println!(
+                "push it with e.g.: skopeo copy oci:{}:{} docker://REGISTRY/security-operator:{}",
+                image.layout.display(),
+                image.tag,
+                image.tag
+            );
             Ok(())
         }
         Some("build-py-feature") => {
@@ -281,7 +322,12 @@ fn main() -> Result<()> {
         }
         Some("cluster") => match args.get(1).map(String::as_str) {
             Some("build") => cluster::build().map(|b| {
-                println!("etcd: {}\nkubernetes: {}\nkwok: {}", b.etcd.display(), b.kubernetes.display(), b.kwok.display())
+                println!(
+                    "etcd: {}\nkubernetes: {}\nkwok: {}",
+                    b.etcd.display(),
+                    b.kubernetes.display(),
+                    b.kwok.display()
+                )
             }),
             Some("up") => prereq::ensure(&prereq::for_this_machine()).and_then(|()| cluster::up(&root())),
             Some("images") => {
@@ -301,7 +347,12 @@ fn main() -> Result<()> {
                 println!("export SECOP_E2E_OPERATOR_NAMESPACE={}", cluster::OPERATOR_NAMESPACE);
                 println!("export SECOP_E2E_AUDIT_LOG={}", cluster::audit_log(&root).display());
                 if node::supported() {
-                    println!("export SECOP_NODE_NAME={} SECOP_NODE_IP={} SECOP_NODE_TAINT={}", node::NAME, node::NODE_IP, node::TAINT_KEY);
+                    println!(
+                        "export SECOP_NODE_NAME={} SECOP_NODE_IP={} SECOP_NODE_TAINT={}",
+                        node::NAME,
+                        node::NODE_IP,
+                        node::TAINT_KEY
+                    );
                     for (name, reference) in testimages::references() {
                         println!("export SECOP_NODE_IMAGE_{name}={reference}");
                     }

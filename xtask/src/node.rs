@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 
 use crate::cluster::{run, spawn, stop_pid, wait_for};
 use crate::testimages;
@@ -77,7 +77,10 @@ fn apiserver_guard(port: u16) -> Vec<Vec<String>> {
         if let Some(i) = interface {
             r.extend(["-i".to_string(), i.to_string()]);
         }
-        r.extend(["-m", "comment", "--comment", "secop-e2e: API server on loopback and the pod bridge only", "-j", target].map(String::from));
+        r.extend(
+            ["-m", "comment", "--comment", "secop-e2e: API server on loopback and the pod bridge only", "-j", target]
+                .map(String::from),
+        );
         r
     };
     vec![rule(Some("lo"), "ACCEPT"), rule(Some(BRIDGE), "ACCEPT"), rule(None, "DROP")]
@@ -90,7 +93,12 @@ pub fn network_up(apiserver_port: u16) -> Result<()> {
     for rule in apiserver_guard(apiserver_port).iter().rev() {
         run(Command::new("iptables").arg("-I").args(rule))?;
     }
-    let exists = Command::new("ip").args(["link", "show", BRIDGE]).stdout(Stdio::null()).stderr(Stdio::null()).status()?.success();
+    let exists = Command::new("ip")
+        .args(["link", "show", BRIDGE])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?
+        .success();
     if !exists {
         run(Command::new("ip").args(["link", "add", BRIDGE, "type", "bridge"]))?;
     }
@@ -122,13 +130,52 @@ pub fn pki(state: &Path) -> Result<Pki> {
         run(&mut cmd)
     };
     let s = |p: PathBuf| p.display().to_string();
-    openssl(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3", "-subj", "/CN=secop-test-ca", "-keyout", &s(p("ca.key")), "-out", &s(p("ca.crt"))])?;
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "3",
+        "-subj",
+        "/CN=secop-test-ca",
+        "-keyout",
+        &s(p("ca.key")),
+        "-out",
+        &s(p("ca.crt")),
+    ])?;
     let sign = |name: &str, subject: &str, extensions: &str| -> Result<()> {
-        openssl(&["req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj", subject, "-keyout", &s(p(&format!("{name}.key"))), "-out", &s(p(&format!("{name}.csr")))])?;
+        openssl(&[
+            "req",
+            "-new",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            subject,
+            "-keyout",
+            &s(p(&format!("{name}.key"))),
+            "-out",
+            &s(p(&format!("{name}.csr"))),
+        ])?;
         fs::write(p(&format!("{name}.ext")), extensions)?;
         openssl(&[
-            "x509", "-req", "-days", "3", "-in", &s(p(&format!("{name}.csr"))), "-CA", &s(p("ca.crt")), "-CAkey", &s(p("ca.key")), "-CAcreateserial",
-            "-extfile", &s(p(&format!("{name}.ext"))), "-out", &s(p(&format!("{name}.crt"))),
+            "x509",
+            "-req",
+            "-days",
+            "3",
+            "-in",
+            &s(p(&format!("{name}.csr"))),
+            "-CA",
+            &s(p("ca.crt")),
+            "-CAkey",
+            &s(p("ca.key")),
+            "-CAcreateserial",
+            "-extfile",
+            &s(p(&format!("{name}.ext"))),
+            "-out",
+            &s(p(&format!("{name}.crt"))),
         ])
     };
     sign(
@@ -160,7 +207,12 @@ fn start_registry(root: &Path, state: &Path) -> Result<()> {
     let config = secop_test_harness::write_registry_config(&dir, REGISTRY_PORT).map_err(anyhow::Error::msg)?;
     spawn(state, "registry", &crate::datapath::registry_bin()?, &["serve".into(), config.display().to_string()])?;
     wait_for("the cluster registry", Duration::from_secs(30), || {
-        Command::new("curl").args(["-sf", &format!("http://127.0.0.1:{REGISTRY_PORT}/v2/")]).stdout(Stdio::null()).status().map(|s| s.success()).unwrap_or(false)
+        Command::new("curl")
+            .args(["-sf", &format!("http://127.0.0.1:{REGISTRY_PORT}/v2/")])
+            .stdout(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
     })?;
     let standin = testimages::build_standin(root)?;
     testimages::push_pause(root, &standin)
@@ -256,7 +308,8 @@ pub fn up(root: &Path, state: &Path, bins: &crate::cluster::Binaries, apiserver:
     // The BPF file system, shared, as systemd-based nodes have it: Tetragon
     // mounts /sys/fs/bpf with Bidirectional propagation, which a kubelet
     // refuses on a mount that is not shared.
-    let bpf_mounted = fs::read_to_string("/proc/self/mountinfo")?.lines().any(|l| l.split_whitespace().nth(4) == Some("/sys/fs/bpf"));
+    let bpf_mounted =
+        fs::read_to_string("/proc/self/mountinfo")?.lines().any(|l| l.split_whitespace().nth(4) == Some("/sys/fs/bpf"));
     if !bpf_mounted {
         run(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))?;
         run(Command::new("mount").args(["--make-shared", "/sys/fs/bpf"]))?;
@@ -311,29 +364,39 @@ registerWithTaints:
     )?;
     let kubelet_kubeconfig = kubeconfig_for(state, "kubelet", KUBELET_TOKEN, apiserver)?;
     let p = |p: &Path| p.display().to_string();
-    spawn(state, "kubelet", &kubernetes_bin.join("kubelet"), &[
-        format!("--config={}", p(&kubelet_config)),
-        format!("--kubeconfig={}", p(&kubelet_kubeconfig)),
-        format!("--root-dir={}", p(&kubelet_dir)),
-        format!("--cert-dir={}", p(&node.join("kubelet-pki"))),
-        format!("--hostname-override={NAME}"),
-        format!("--node-ip={NODE_IP}"),
-        "--node-labels=secop.example.io/node=real".into(),
-        "--v=1".into(),
-    ])?;
+    spawn(
+        state,
+        "kubelet",
+        &kubernetes_bin.join("kubelet"),
+        &[
+            format!("--config={}", p(&kubelet_config)),
+            format!("--kubeconfig={}", p(&kubelet_kubeconfig)),
+            format!("--root-dir={}", p(&kubelet_dir)),
+            format!("--cert-dir={}", p(&node.join("kubelet-pki"))),
+            format!("--hostname-override={NAME}"),
+            format!("--node-ip={NODE_IP}"),
+            "--node-labels=secop.example.io/node=real".into(),
+            "--v=1".into(),
+        ],
+    )?;
 
     let proxy_kubeconfig = kubeconfig_for(state, "kube-proxy", PROXY_TOKEN, apiserver)?;
-    spawn(state, "kube-proxy", &kubernetes_bin.join("kube-proxy"), &[
-        format!("--kubeconfig={}", p(&proxy_kubeconfig)),
-        format!("--hostname-override={NAME}"),
-        "--proxy-mode=iptables".into(),
-        format!("--cluster-cidr={POD_SUBNET}"),
-        "--healthz-bind-address=127.0.0.1:10256".into(),
-        "--metrics-bind-address=127.0.0.1:10249".into(),
-        // Leave the machine's conntrack limits alone.
-        "--conntrack-max-per-core=0".into(),
-        "--v=1".into(),
-    ])?;
+    spawn(
+        state,
+        "kube-proxy",
+        &kubernetes_bin.join("kube-proxy"),
+        &[
+            format!("--kubeconfig={}", p(&proxy_kubeconfig)),
+            format!("--hostname-override={NAME}"),
+            "--proxy-mode=iptables".into(),
+            format!("--cluster-cidr={POD_SUBNET}"),
+            "--healthz-bind-address=127.0.0.1:10256".into(),
+            "--metrics-bind-address=127.0.0.1:10249".into(),
+            // Leave the machine's conntrack limits alone.
+            "--conntrack-max-per-core=0".into(),
+            "--v=1".into(),
+        ],
+    )?;
     Ok(())
 }
 
@@ -348,22 +411,43 @@ pub fn down(state: &Path, kubernetes_bin: Option<&Path>, apiserver_port: u16) ->
     let runc_root = Path::new(RUN_DIR).join("runc/k8s.io");
     if runc_root.exists() {
         let list = Command::new("runc").arg("--root").arg(&runc_root).args(["list", "-q"]).output();
-        for id in list.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default().lines().filter(|l| !l.is_empty()) {
-            let _ = Command::new("runc").arg("--root").arg(&runc_root).args(["delete", "--force", id]).stderr(Stdio::null()).status();
+        for id in list
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.is_empty())
+        {
+            let _ = Command::new("runc")
+                .arg("--root")
+                .arg(&runc_root)
+                .args(["delete", "--force", id])
+                .stderr(Stdio::null())
+                .status();
         }
     }
-    let _ = Command::new("pkill").args(["-9", "-f", &format!("containerd-shim-runc-v2 .*-address {CONTAINERD_DIR}/containerd.sock")]).status();
+    let _ = Command::new("pkill")
+        .args(["-9", "-f", &format!("containerd-shim-runc-v2 .*-address {CONTAINERD_DIR}/containerd.sock")])
+        .status();
     stop_pid(state, "containerd");
     stop_pid(state, "registry");
     if let Some(bin) = kubernetes_bin.map(|b| b.join("kube-proxy")).filter(|b| b.exists()) {
-        let _ = Command::new(bin).args(["--cleanup", "--proxy-mode=iptables"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        let _ = Command::new(bin)
+            .args(["--cleanup", "--proxy-mode=iptables"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
     remove_kube_iptables();
     for rule in apiserver_guard(apiserver_port) {
-        while Command::new("iptables").arg("-D").args(&rule).stderr(Stdio::null()).status().is_ok_and(|s| s.success()) {}
+        while Command::new("iptables").arg("-D").args(&rule).stderr(Stdio::null()).status().is_ok_and(|s| s.success()) {
+        }
     }
     // Pod network namespaces (named cni-<uuid> by containerd), the bridge.
-    let netns = Command::new("ip").args(["netns", "list"]).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    let netns = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
     for ns in netns.lines().filter_map(|l| l.split_whitespace().next()).filter(|n| n.starts_with("cni-")) {
         let _ = Command::new("ip").args(["netns", "delete", ns]).status();
     }
@@ -377,7 +461,8 @@ pub fn down(state: &Path, kubernetes_bin: Option<&Path>, apiserver_port: u16) ->
     for base in [node.as_path(), Path::new(RUN_DIR), Path::new(CONTAINERD_DIR)] {
         unmount_below(base)?;
         if base.exists() {
-            run(Command::new("rm").args(["-rf", "--one-file-system"]).arg(base)).with_context(|| format!("removing {}", base.display()))?;
+            run(Command::new("rm").args(["-rf", "--one-file-system"]).arg(base))
+                .with_context(|| format!("removing {}", base.display()))?;
         }
     }
     // The kubelet's pod logs (it writes them to /var/log/pods, where the
@@ -401,12 +486,15 @@ fn remove_kube_iptables() {
         for table in ["filter", "nat", "mangle"] {
             let rules = Command::new(tool).args(["-t", table, "-S"]).stderr(Stdio::null()).output();
             let rules = rules.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
-            for rule in rules.lines().filter(|r| r.starts_with("-A ") && !r.starts_with("-A KUBE-") && r.contains(" -j KUBE-")) {
+            for rule in
+                rules.lines().filter(|r| r.starts_with("-A ") && !r.starts_with("-A KUBE-") && r.contains(" -j KUBE-"))
+            {
                 // `-S` prints rules as arguments; quoted comments keep their quotes.
                 let args: Vec<String> = shell_words(&rule[3..]);
                 let _ = Command::new(tool).args(["-t", table, "-D"]).args(&args).status();
             }
-            let chains: Vec<&str> = rules.lines().filter_map(|r| r.strip_prefix("-N ")).filter(|c| c.starts_with("KUBE-")).collect();
+            let chains: Vec<&str> =
+                rules.lines().filter_map(|r| r.strip_prefix("-N ")).filter(|c| c.starts_with("KUBE-")).collect();
             for chain in &chains {
                 let _ = Command::new(tool).args(["-t", table, "-F", chain]).status();
             }
@@ -445,7 +533,8 @@ fn node_dir_marker(state: &Path) -> PathBuf {
 fn unmount_below(base: &Path) -> Result<()> {
     let base = base.display().to_string();
     let mounts = fs::read_to_string("/proc/self/mounts")?;
-    let mut points: Vec<&str> = mounts.lines().filter_map(|l| l.split_whitespace().nth(1)).filter(|m| m.starts_with(&base)).collect();
+    let mut points: Vec<&str> =
+        mounts.lines().filter_map(|l| l.split_whitespace().nth(1)).filter(|m| m.starts_with(&base)).collect();
     points.sort_by_key(|m| std::cmp::Reverse(m.len()));
     points.dedup();
     for point in points {

@@ -7,7 +7,7 @@
 
 use std::process::Command;
 
-use anyhow::{bail, Result};
+use anyhow::{Result, bail};
 
 /// A command the tests run, and the Debian package that provides it.
 pub struct Tool {
@@ -58,7 +58,11 @@ fn present(command: &str) -> bool {
     if command.starts_with('/') {
         return std::path::Path::new(command).exists();
     }
-    Command::new("sh").args(["-c", &format!("command -v {command}")]).output().map(|o| o.status.success()).unwrap_or(false)
+    Command::new("sh")
+        .args(["-c", &format!("command -v {command}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
 }
 
 pub fn is_root() -> bool {
@@ -70,13 +74,22 @@ pub fn is_root() -> bool {
 fn missing(tools: &[&Tool]) -> Vec<&'static str> {
     let mut packages: Vec<&'static str> = tools.iter().filter(|t| !present(t.command)).map(|t| t.package).collect();
     // Elasticsearch 8.19 runs on JDK 17 or newer.
-    let java = Command::new("java").arg("-version").output().map(|o| String::from_utf8_lossy(&o.stderr).into_owned()).unwrap_or_default();
-    let jdk_ok = java.split('"').nth(1).and_then(|v| v.split('.').next()?.parse::<u32>().ok()).is_some_and(|major| major >= 17);
+    let java = Command::new("java")
+        .arg("-version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+        .unwrap_or_default();
+    let jdk_ok =
+        java.split('"').nth(1).and_then(|v| v.split('.').next()?.parse::<u32>().ok()).is_some_and(|major| major >= 17);
     if !jdk_ok {
         packages.push("openjdk-17-jdk-headless");
     }
     // componentize-py runs in a venv.
-    let venv = Command::new("python3").args(["-c", "import venv, ensurepip"]).output().map(|o| o.status.success()).unwrap_or(false);
+    let venv = Command::new("python3")
+        .args(["-c", "import venv, ensurepip"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
     if !venv {
         packages.push("python3-venv");
     }
@@ -98,7 +111,13 @@ pub fn ensure(tools: &[&Tool]) -> Result<()> {
     eprintln!("installing the test servers' packages: {}", packages.join(" "));
     crate::run({
         let mut cmd = Command::new("sh");
-        cmd.args(["-c", &format!("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq {}", packages.join(" "))]);
+        cmd.args([
+            "-c",
+            &format!(
+                "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq {}",
+                packages.join(" ")
+            ),
+        ]);
         cmd
     })?;
     let still = missing(tools);

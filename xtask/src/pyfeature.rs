@@ -18,7 +18,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 
 use crate::cluster::{cache_root, run};
 
@@ -65,7 +65,8 @@ fn componentize_py() -> Result<PathBuf> {
 /// Every file under `dir` (sorted, relative to `base`), skipping bytecode
 /// caches and dotfiles.
 fn files(base: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let mut entries: Vec<_> = fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?.collect::<Result<_, _>>()?;
+    let mut entries: Vec<_> =
+        fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?.collect::<Result<_, _>>()?;
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
         let name = entry.file_name();
@@ -104,10 +105,14 @@ fn quoted_after<'a>(text: &'a str, marker: &str) -> Option<&'a str> {
 fn check_contract_version(root: &Path) -> Result<()> {
     let sdk = fs::read_to_string(root.join("features-wasm/sdk/src/model.rs"))?;
     let app = fs::read_to_string(root.join(FEATURE_DIR).join(format!("{APP_MODULE}.py")))?;
-    let sdk_version = quoted_after(&sdk, "pub const CONTRACT_VERSION: &str =").context("no CONTRACT_VERSION in the SDK's model.rs")?;
-    let app_version = quoted_after(&app, "\nCONTRACT_VERSION =").context("no CONTRACT_VERSION in the Python feature")?;
+    let sdk_version = quoted_after(&sdk, "pub const CONTRACT_VERSION: &str =")
+        .context("no CONTRACT_VERSION in the SDK's model.rs")?;
+    let app_version =
+        quoted_after(&app, "\nCONTRACT_VERSION =").context("no CONTRACT_VERSION in the Python feature")?;
     if sdk_version != app_version {
-        bail!("{FEATURE_DIR}/{APP_MODULE}.py declares contract {app_version}, the SDK {sdk_version}: update CONTRACT_VERSION");
+        bail!(
+            "{FEATURE_DIR}/{APP_MODULE}.py declares contract {app_version}, the SDK {sdk_version}: update CONTRACT_VERSION"
+        );
     }
     Ok(())
 }

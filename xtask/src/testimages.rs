@@ -17,7 +17,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 
 use crate::image::{self, Spec};
 
@@ -30,7 +30,8 @@ pub const BUSYBOX: &str = "secop/busybox:1.35";
 /// Image references the real-node tests use, as `NAME=REFERENCE` pairs
 /// (also exported to the tests as SECOP_NODE_IMAGE_<NAME>).
 pub fn references() -> Vec<(&'static str, String)> {
-    let mut refs: Vec<(&'static str, String)> = standins().iter().map(|s| (s.env, format!("{REGISTRY}/{}", s.reference))).collect();
+    let mut refs: Vec<(&'static str, String)> =
+        standins().iter().map(|s| (s.env, format!("{REGISTRY}/{}", s.reference))).collect();
     refs.push(("OPERATOR", format!("{REGISTRY}/secop/security-operator:{}", env!("CARGO_PKG_VERSION"))));
     refs.push(("OTELCOL", format!("{REGISTRY}/secop/otelcol:{}", crate::datapath::OTELCOL)));
     refs.push(("BUSYBOX", format!("{REGISTRY}/{BUSYBOX}")));
@@ -55,9 +56,21 @@ fn standins() -> Vec<Standin> {
         // image's entrypoint runs its arguments).
         s("FALCO", "secop-standin/falco:0.41.3", "falco stand-in", "usr/bin/falco", false),
         s("TETRAGON", "secop-standin/tetragon:v1.4.1", "tetragon stand-in", "usr/bin/tetragon", true),
-        s("TETRAGON_EXPORT", "secop-standin/hubble-export-stdout:v1.0.4", "tetragon export-stdout stand-in", "usr/bin/hubble-export-stdout", false),
+        s(
+            "TETRAGON_EXPORT",
+            "secop-standin/hubble-export-stdout:v1.0.4",
+            "tetragon export-stdout stand-in",
+            "usr/bin/hubble-export-stdout",
+            false,
+        ),
         s("OSQUERY", "secop-standin/osquery:5.14.1", "osquery stand-in", "opt/osquery/bin/osqueryd", false),
-        s("TRIVY_OPERATOR", "secop-standin/trivy-operator:0.26.1", "trivy-operator stand-in", "usr/local/bin/trivy-operator", true),
+        s(
+            "TRIVY_OPERATOR",
+            "secop-standin/trivy-operator:0.26.1",
+            "trivy-operator stand-in",
+            "usr/local/bin/trivy-operator",
+            true,
+        ),
     ]
 }
 
@@ -154,7 +167,13 @@ pub fn push_all(root: &Path) -> Result<()> {
         root,
         &rootfs,
         &format!("secop/otelcol:{}", crate::datapath::OTELCOL),
-        &spec("otelcol", "OpenTelemetry Collector built by the Collector Builder (test/infra/otelcol-builder.yaml)", "10001:10001", &["/otelcol"], &[]),
+        &spec(
+            "otelcol",
+            "OpenTelemetry Collector built by the Collector Builder (test/infra/otelcol-builder.yaml)",
+            "10001:10001",
+            &["/otelcol"],
+            &[],
+        ),
     )?;
 
     // busybox for the scenario pods, with every applet linked.
@@ -198,5 +217,10 @@ fn forget_on_node() {
         return;
     }
     let refs: Vec<String> = references().into_iter().map(|(_, r)| r).collect();
-    let _ = Command::new("ctr").args(["--address", socket, "--namespace", "k8s.io", "images", "rm"]).args(&refs).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).status();
+    let _ = Command::new("ctr")
+        .args(["--address", socket, "--namespace", "k8s.io", "images", "rm"])
+        .args(&refs)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
 }

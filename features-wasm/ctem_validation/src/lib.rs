@@ -22,8 +22,13 @@ use serde::Deserialize;
 pub const ID: &str = "ctem_validation";
 const NAME: &str = "ctem-validation";
 pub const DEFAULT_IMAGE: &str = "docker.io/library/busybox:1.36.1";
-pub const SCENARIOS: &[&str] =
-    &["scope-inventory", "validate-shell", "validate-k8s-api", "validate-container-escape", "validate-cron-persistence"];
+pub const SCENARIOS: &[&str] = &[
+    "scope-inventory",
+    "validate-shell",
+    "validate-k8s-api",
+    "validate-container-escape",
+    "validate-cron-persistence",
+];
 const TOKEN_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
 #[derive(Debug, Clone, Deserialize)]
@@ -41,7 +46,12 @@ pub struct ValidationConfig {
 
 impl Default for ValidationConfig {
     fn default() -> Self {
-        Self { scenarios: vec![], schedule: "@hourly".to_string(), image: DEFAULT_IMAGE.to_string(), timeout_seconds: 300 }
+        Self {
+            scenarios: vec![],
+            schedule: "@hourly".to_string(),
+            image: DEFAULT_IMAGE.to_string(),
+            timeout_seconds: 300,
+        }
     }
 }
 
@@ -95,7 +105,11 @@ pub struct Validation {
 
 impl Validation {
     fn selected(&self) -> Vec<&str> {
-        if self.config.scenarios.is_empty() { SCENARIOS.to_vec() } else { self.config.scenarios.iter().map(String::as_str).collect() }
+        if self.config.scenarios.is_empty() {
+            SCENARIOS.to_vec()
+        } else {
+            self.config.scenarios.iter().map(String::as_str).collect()
+        }
     }
 
     fn script(&self) -> String {
@@ -198,7 +212,8 @@ fn valid_schedule(schedule: &str) -> bool {
     let s = schedule.trim();
     if let Some(d) = s.strip_prefix("@every ") {
         let d = d.trim();
-        return d.chars().next().is_some_and(|c| c.is_ascii_digit()) && d.chars().all(|c| c.is_ascii_digit() || "hms".contains(c));
+        return d.chars().next().is_some_and(|c| c.is_ascii_digit())
+            && d.chars().all(|c| c.is_ascii_digit() || "hms".contains(c));
     }
     if s.starts_with('@') {
         return ["@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"].contains(&s);
@@ -213,7 +228,9 @@ impl Feature for Validation {
             id: ID.to_string(),
             priority: 300,
             contract_version: CONTRACT_VERSION.to_string(),
-            description: "Continuous CTEM validation: scenario behaviour on a schedule, detections checked in Elasticsearch".to_string(),
+            description:
+                "Continuous CTEM validation: scenario behaviour on a schedule, detections checked in Elasticsearch"
+                    .to_string(),
             condition_type: "ValidationScheduled".to_string(),
         }
     }
@@ -222,11 +239,17 @@ impl Feature for Validation {
         let (config, diagnostics): (ValidationConfig, _) = decode_config(config_json)?;
         for (i, name) in config.scenarios.iter().enumerate() {
             if !SCENARIOS.contains(&name.as_str()) {
-                return Err(ConfigError::new(format!("scenarios[{i}]"), format!("unknown scenario `{name}`; known: {}", SCENARIOS.join(", "))));
+                return Err(ConfigError::new(
+                    format!("scenarios[{i}]"),
+                    format!("unknown scenario `{name}`; known: {}", SCENARIOS.join(", ")),
+                ));
             }
         }
         if !valid_schedule(&config.schedule) {
-            return Err(ConfigError::new("schedule", format!("`{}` is not a cron schedule (5 fields, @hourly/@daily/..., or `@every 1h`)", config.schedule)));
+            return Err(ConfigError::new(
+                "schedule",
+                format!("`{}` is not a cron schedule (5 fields, @hourly/@daily/..., or `@every 1h`)", config.schedule),
+            ));
         }
         if config.image.trim().is_empty() {
             return Err(ConfigError::new("image", "must name an image"));
@@ -235,7 +258,10 @@ impl Feature for Validation {
             return Err(ConfigError::new("timeoutSeconds", "must be between 30 and 3600"));
         }
         if ctx.output.endpoints.is_empty() {
-            return Err(ConfigError::new("output.elasticsearch.endpoints", "validation checks the detections in Elasticsearch: name an endpoint"));
+            return Err(ConfigError::new(
+                "output.elasticsearch.endpoints",
+                "validation checks the detections in Elasticsearch: name an endpoint",
+            ));
         }
         self.ctx = ctx.clone();
         self.config = config;
@@ -259,11 +285,24 @@ impl Feature for Validation {
     }
 
     fn assess(&mut self, cluster: &dyn ClusterReader) -> Condition {
-        let make = |status, reason: &str, message: String| Condition { type_: "ValidationScheduled".to_string(), status, reason: reason.to_string(), message };
+        let make = |status, reason: &str, message: String| Condition {
+            type_: "ValidationScheduled".to_string(),
+            status,
+            reason: reason.to_string(),
+            message,
+        };
         match cluster.get("batch/v1", "CronJob", NAME) {
-            Ok(_) => make(ConditionStatus::True, "Scheduled", format!("CronJob {NAME} runs the scenarios on `{}`", self.config.schedule)),
-            Err(LookupError::NotFound) => make(ConditionStatus::False, "NotFound", format!("CronJob {NAME} does not exist yet")),
-            Err(LookupError::Unavailable(why)) => make(ConditionStatus::Unknown, "ClusterUnavailable", format!("cannot read CronJob {NAME}: {why}")),
+            Ok(_) => make(
+                ConditionStatus::True,
+                "Scheduled",
+                format!("CronJob {NAME} runs the scenarios on `{}`", self.config.schedule),
+            ),
+            Err(LookupError::NotFound) => {
+                make(ConditionStatus::False, "NotFound", format!("CronJob {NAME} does not exist yet"))
+            }
+            Err(LookupError::Unavailable(why)) => {
+                make(ConditionStatus::Unknown, "ClusterUnavailable", format!("cannot read CronJob {NAME}: {why}"))
+            }
             Err(LookupError::Denied(why)) => make(ConditionStatus::Unknown, "LookupDenied", why),
         }
     }
@@ -290,7 +329,9 @@ mod tests {
 
     #[test]
     fn the_scenarios_run_with_a_terminal_and_no_token_the_check_with_one() {
-        let mut v = configured(r#"{"scenarios":["validate-shell","validate-cron-persistence"],"schedule":"@every 30m"}"#).unwrap();
+        let mut v =
+            configured(r#"{"scenarios":["validate-shell","validate-cron-persistence"],"schedule":"@every 30m"}"#)
+                .unwrap();
         let objects: Vec<Value> = v.contribute().unwrap().iter().map(|o| serde_json::from_str(o).unwrap()).collect();
         let cron = objects.iter().find(|o| o["kind"] == "CronJob").unwrap();
         assert_eq!(cron["spec"]["schedule"], "@every 30m");
@@ -300,12 +341,18 @@ mod tests {
         assert_eq!(scenarios["tty"], true);
         assert!(scenarios.get("volumeMounts").is_none(), "no token in the scenarios' container");
         let script = scenarios["command"][2].as_str().unwrap();
-        assert!(script.contains(" validate-shell validate-cron-persistence ") && script.contains("/etc/cron.d/backdoor"), "{script}");
+        assert!(
+            script.contains(" validate-shell validate-cron-persistence ") && script.contains("/etc/cron.d/backdoor"),
+            "{script}"
+        );
         let check = &pod["containers"][0];
         assert!(check["volumeMounts"].as_array().unwrap().iter().any(|m| m["mountPath"] == TOKEN_DIR));
         assert!(check["args"].as_array().unwrap().contains(&json!("--agent=security-system/poc")));
         let role = objects.iter().find(|o| o["kind"] == "Role").unwrap();
-        assert!(role["rules"].as_array().unwrap().iter().all(|r| r["resourceNames"] == json!(["poc"])), "only its own agent");
+        assert!(
+            role["rules"].as_array().unwrap().iter().all(|r| r["resourceNames"] == json!(["poc"])),
+            "only its own agent"
+        );
     }
 
     #[test]

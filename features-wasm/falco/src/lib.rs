@@ -143,7 +143,10 @@ pub struct Falco {
 
 impl Falco {
     fn falco_yaml(&self) -> String {
-        let unselected = INCUBATING_RULES.iter().filter(|r| !self.config.incubating_rules.iter().any(|s| s == *r)).map(|r| (*r).to_string());
+        let unselected = INCUBATING_RULES
+            .iter()
+            .filter(|r| !self.config.incubating_rules.iter().any(|s| s == *r))
+            .map(|r| (*r).to_string());
         let disabled: String = self
             .config
             .disabled_rules
@@ -309,10 +312,7 @@ impl Feature for Falco {
     fn configure(&mut self, config_json: &str, ctx: &Context) -> Result<Vec<Diagnostic>, ConfigError> {
         let (config, diagnostics): (FalcoConfig, _) = decode_config(config_json)?;
         if !config.json_output {
-            return Err(ConfigError::new(
-                "jsonOutput",
-                "must be true: the node collector parses Falco alerts as JSON",
-            ));
+            return Err(ConfigError::new("jsonOutput", "must be true: the node collector parses Falco alerts as JSON"));
         }
         if config.image.trim().is_empty() {
             return Err(ConfigError::new("image", "must not be empty"));
@@ -344,7 +344,10 @@ impl Feature for Falco {
                 ctx,
                 "falco-rules",
                 NAME,
-                &[("falco-incubating_rules.yaml", INCUBATING_RULES_FILE.to_string()), ("falco_rules.local.yaml", local_rules)],
+                &[
+                    ("falco-incubating_rules.yaml", INCUBATING_RULES_FILE.to_string()),
+                    ("falco_rules.local.yaml", local_rules),
+                ],
             ),
             self.daemonset(&hash),
         ]))
@@ -352,11 +355,8 @@ impl Feature for Falco {
 
     fn otel_config(&mut self) -> Option<OtelReceiver> {
         let ns = &self.ctx.namespace;
-        let priority = |p: &str, severity: u8| SeverityRule {
-            path: path(&["priority"]),
-            equals: Some(p.to_string()),
-            severity,
-        };
+        let priority =
+            |p: &str, severity: u8| SeverityRule { path: path(&["priority"]), equals: Some(p.to_string()), severity };
         Some(OtelReceiver {
             name: ID.to_string(),
             // `<restart>.log` only: the receiver follows the kubelet's

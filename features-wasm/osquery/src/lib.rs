@@ -130,13 +130,10 @@ impl Osquery {
     }
 
     fn osquery_conf(&self) -> String {
-        let packs: serde_json::Map<String, Value> = self
-            .config
-            .packs
-            .iter()
-            .map(|p| (p.clone(), json!(format!("/etc/osquery/packs/{p}.conf"))))
-            .collect();
-        serde_json::to_string_pretty(&json!({ "options": { "schedule_splay_percent": 10 }, "packs": packs })).unwrap_or_default()
+        let packs: serde_json::Map<String, Value> =
+            self.config.packs.iter().map(|p| (p.clone(), json!(format!("/etc/osquery/packs/{p}.conf")))).collect();
+        serde_json::to_string_pretty(&json!({ "options": { "schedule_splay_percent": 10 }, "packs": packs }))
+            .unwrap_or_default()
     }
 
     fn flags(&self) -> String {
@@ -256,15 +253,11 @@ impl Feature for Osquery {
     fn otel_config(&mut self) -> Option<OtelReceiver> {
         // Column names mean different things per query (`name` is a
         // process, an OS or a kernel module), so each lift names its query.
-        let column = |query: &str, c: &str, to: &str| {
-            FieldLift::copy(&["columns", c], to).when_equals(&["query_name"], query)
-        };
+        let column =
+            |query: &str, c: &str, to: &str| FieldLift::copy(&["columns", c], to).when_equals(&["query_name"], query);
         Some(OtelReceiver {
             name: ID.to_string(),
-            include: vec![
-                format!("{LOG_DIR}/osqueryd.results.log*"),
-                format!("{LOG_DIR}/osqueryd.snapshots.log*"),
-            ],
+            include: vec![format!("{LOG_DIR}/osqueryd.results.log*"), format!("{LOG_DIR}/osqueryd.snapshots.log*")],
             // Rotated files are zstd-compressed by osquery.
             exclude: vec![format!("{LOG_DIR}/*.zst")],
             format: LineFormat::Json,
@@ -328,7 +321,19 @@ mod tests {
         let names: Vec<&str> = pack["queries"].as_object().unwrap().keys().map(String::as_str).collect();
         // The plan's six, plus containers of any runtime and the kernel's BTF
         // (SCOPE-06 and SCOPE-05 on containerd nodes).
-        assert_eq!(names, ["containers", "docker_containers", "kernel_btf", "kernel_info", "kernel_modules", "listening_ports", "os_version", "system_info"]);
+        assert_eq!(
+            names,
+            [
+                "containers",
+                "docker_containers",
+                "kernel_btf",
+                "kernel_info",
+                "kernel_modules",
+                "listening_ports",
+                "os_version",
+                "system_info"
+            ]
+        );
         assert_eq!(pack["queries"]["listening_ports"]["interval"], 60);
         assert_eq!(pack["queries"]["system_info"]["snapshot"], true);
     }

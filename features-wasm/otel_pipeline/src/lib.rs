@@ -224,7 +224,8 @@ impl Feature for OtelPipeline {
             id: ID.to_string(),
             priority: 10,
             contract_version: CONTRACT_VERSION.to_string(),
-            description: "OpenTelemetry node collectors and gateway shipping sensor events to Elasticsearch".to_string(),
+            description: "OpenTelemetry node collectors and gateway shipping sensor events to Elasticsearch"
+                .to_string(),
             condition_type: "PipelineReady".to_string(),
         }
     }
@@ -232,7 +233,10 @@ impl Feature for OtelPipeline {
     fn configure(&mut self, config_json: &str, ctx: &Context) -> Result<Vec<Diagnostic>, ConfigError> {
         let (config, diagnostics): (PipelineConfig, _) = decode_config(config_json)?;
         if config.gateway_replicas == 0 {
-            return Err(ConfigError::new("gatewayReplicas", "must be at least 1: the gateway is the only path to Elasticsearch"));
+            return Err(ConfigError::new(
+                "gatewayReplicas",
+                "must be at least 1: the gateway is the only path to Elasticsearch",
+            ));
         }
         if config.node_log_base_path.is_some() {
             return Err(ConfigError::new(
@@ -320,7 +324,13 @@ mod tests {
         let ingress = policy["spec"]["ingress"].as_array().unwrap();
         let otlp = ingress.iter().find(|r| r["ports"][0]["port"] == OTLP_PORT).unwrap();
         assert_eq!(otlp["from"], json!([{ "podSelector": { "matchLabels": k8s::selector(NODE) } }]));
-        assert!(ingress.iter().filter(|r| r.get("from").is_none()).all(|r| r["ports"] == json!([{ "port": HEALTH_PORT, "protocol": "TCP" }])), "only the health port is open to all");
+        assert!(
+            ingress
+                .iter()
+                .filter(|r| r.get("from").is_none())
+                .all(|r| r["ports"] == json!([{ "port": HEALTH_PORT, "protocol": "TCP" }])),
+            "only the health port is open to all"
+        );
     }
 
     #[test]

@@ -70,7 +70,14 @@ impl Posture {
             }],
             "volumes": volumes,
         });
-        let mut d = k8s::deployment(&self.ctx, NAME, COMPONENT, 1, pod_spec, json!({ "security.example.io/config-hash": config_hash }));
+        let mut d = k8s::deployment(
+            &self.ctx,
+            NAME,
+            COMPONENT,
+            1,
+            pod_spec,
+            json!({ "security.example.io/config-hash": config_hash }),
+        );
         // One writer per cluster: never two engines during a rollout.
         d["spec"]["strategy"] = json!({ "type": "Recreate" });
         d
@@ -93,7 +100,8 @@ impl Feature for Posture {
         let mut value: Value = if trimmed.is_empty() || trimmed == "null" {
             json!({})
         } else {
-            serde_json::from_str(trimmed).map_err(|e| ConfigError::new(".", format!("config is not valid JSON: {e}")))?
+            serde_json::from_str(trimmed)
+                .map_err(|e| ConfigError::new(".", format!("config is not valid JSON: {e}")))?
         };
         let Some(fields) = value.as_object_mut() else { return Err(ConfigError::new(".", "must be an object")) };
         let image = match fields.remove("image") {
@@ -137,7 +145,15 @@ mod tests {
 
     fn configure(config: &str) -> Result<Posture, ConfigError> {
         let mut p = Posture::default();
-        p.configure(config, &Context { namespace: "security-system".into(), operator_image: "secop:dev".into(), cluster_name: "c1".into(), ..Default::default() })?;
+        p.configure(
+            config,
+            &Context {
+                namespace: "security-system".into(),
+                operator_image: "secop:dev".into(),
+                cluster_name: "c1".into(),
+                ..Default::default()
+            },
+        )?;
         Ok(p)
     }
 
@@ -146,7 +162,8 @@ mod tests {
         let mut p = configure(r#"{"level": "restricted", "image": "secop:posture"}"#).unwrap();
         let objects: Vec<Value> = p.contribute().unwrap().iter().map(|o| serde_json::from_str(o).unwrap()).collect();
         let role = objects.iter().find(|o| o["kind"] == "ClusterRole").unwrap();
-        let verbs: Vec<&Value> = role["rules"].as_array().unwrap().iter().flat_map(|r| r["verbs"].as_array().unwrap()).collect();
+        let verbs: Vec<&Value> =
+            role["rules"].as_array().unwrap().iter().flat_map(|r| r["verbs"].as_array().unwrap()).collect();
         assert!(verbs.iter().all(|v| ["get", "list", "watch"].contains(&v.as_str().unwrap())), "read-only: {verbs:?}");
         let text = role.to_string();
         assert!(!text.contains("secrets") && !text.contains('*'), "{text}");

@@ -1,9 +1,9 @@
 //! Conversions between wit-bindgen's generated types and [`crate::model`].
 //! Only compiled for wasm32; used by [`crate::export_feature!`].
 
+use crate::Feature;
 use crate::bindings::security::feature::{cluster, logging, types as wit};
 use crate::model as m;
-use crate::Feature;
 
 pub fn metadata<F: Feature>(feature: &F) -> wit::Metadata {
     let md = feature.metadata();

@@ -5,7 +5,7 @@
 //! references and its management labels; features add only what describes
 //! the workload itself.
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 
 use crate::model::{Context, OutputSettings};
 
@@ -115,7 +115,14 @@ pub fn daemonset(ctx: &Context, name: &str, component: &str, pod_spec: Value, an
     })
 }
 
-pub fn deployment(ctx: &Context, name: &str, component: &str, replicas: u32, pod_spec: Value, annotations: Value) -> Value {
+pub fn deployment(
+    ctx: &Context,
+    name: &str,
+    component: &str,
+    replicas: u32,
+    pod_spec: Value,
+    annotations: Value,
+) -> Value {
     json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -157,7 +164,10 @@ pub struct SecopElasticsearch {
 }
 
 pub fn secop_elasticsearch(output: &OutputSettings) -> SecopElasticsearch {
-    let mut es = SecopElasticsearch { args: output.endpoints.iter().map(|e| format!("--endpoint={e}")).collect(), ..Default::default() };
+    let mut es = SecopElasticsearch {
+        args: output.endpoints.iter().map(|e| format!("--endpoint={e}")).collect(),
+        ..Default::default()
+    };
     if let Some(auth) = &output.auth_secret {
         for (var, key) in [("ES_USERNAME", "username"), ("ES_PASSWORD", "password")] {
             es.env.push(json!({ "name": var, "valueFrom": { "secretKeyRef": { "name": auth.name, "key": key } } }));

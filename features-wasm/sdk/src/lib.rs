@@ -25,7 +25,7 @@ pub mod bindings {
 }
 
 pub use model::*;
-pub use serde_json::{json, Value};
+pub use serde_json::{Value, json};
 
 use serde::de::DeserializeOwned;
 
@@ -56,8 +56,8 @@ pub trait Feature {
 pub fn decode_config<T: DeserializeOwned>(config_json: &str) -> Result<(T, Vec<Diagnostic>), ConfigError> {
     let trimmed = config_json.trim();
     let source = if trimmed.is_empty() || trimmed == "null" { "{}" } else { trimmed };
-    let value: Value = serde_json::from_str(source)
-        .map_err(|e| ConfigError::new(".", format!("config is not valid JSON: {e}")))?;
+    let value: Value =
+        serde_json::from_str(source).map_err(|e| ConfigError::new(".", format!("config is not valid JSON: {e}")))?;
     let mut unknown = Vec::new();
     let mut record_unknown = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
     let ignoring = serde_ignored::Deserializer::new(&value, &mut record_unknown);

@@ -20,7 +20,8 @@ const CRDS: &str = include_str!("../assets/crds.json");
 
 /// Policies this feature knows how to deploy. `process-exec` needs no
 /// TracingPolicy (exec events are built in): it turns on their export.
-pub const KNOWN_POLICIES: &[&str] = &["process-exec", "container-escape-monitor", "cron-persistence-monitor", "sensitive-file-access"];
+pub const KNOWN_POLICIES: &[&str] =
+    &["process-exec", "container-escape-monitor", "cron-persistence-monitor", "sensitive-file-access"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -167,7 +168,14 @@ impl Tetragon {
             // or of the cluster's own system namespaces. Without it, every
             // exec on the node's host lands in security-events with no
             // subject pod (the CTEM check VAL-05).
-            ("export-denylist", format!("{}\n{}", json!({ "health_check": true }), json!({ "namespace": ["", "cilium", "kube-system"] }))),
+            (
+                "export-denylist",
+                format!(
+                    "{}\n{}",
+                    json!({ "health_check": true }),
+                    json!({ "namespace": ["", "cilium", "kube-system"] })
+                ),
+            ),
             ("export-rate-limit", "-1".to_string()),
             ("metrics-server", ":2112".to_string()),
             ("health-server-address", ":6789".to_string()),
@@ -316,7 +324,9 @@ impl Feature for Tetragon {
                 LineFormat::Json,
             ),
         };
-        let subject = |field: &str| vec![path(&["process_exec", "process", "pod", field]), path(&["process_kprobe", "process", "pod", field])];
+        let subject = |field: &str| {
+            vec![path(&["process_exec", "process", "pod", field]), path(&["process_kprobe", "process", "pod", field])]
+        };
         Some(OtelReceiver {
             name: ID.to_string(),
             include,
@@ -376,7 +386,8 @@ mod tests {
         let objects: Vec<Value> = t.contribute().unwrap().iter().map(|o| serde_json::from_str(o).unwrap()).collect();
         let tp = objects.iter().find(|o| o["kind"] == "TracingPolicy").unwrap();
         assert_eq!(tp["metadata"]["name"], "container-escape-monitor");
-        let calls: Vec<&str> = tp["spec"]["kprobes"].as_array().unwrap().iter().map(|k| k["call"].as_str().unwrap()).collect();
+        let calls: Vec<&str> =
+            tp["spec"]["kprobes"].as_array().unwrap().iter().map(|k| k["call"].as_str().unwrap()).collect();
         assert_eq!(calls, ["sys_setns", "sys_mount"]);
         // Without process-exec, exec events are not exported.
         let cm = objects.iter().find(|o| o["kind"] == "ConfigMap").unwrap();

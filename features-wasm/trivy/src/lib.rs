@@ -67,7 +67,11 @@ fn resync_seconds(schedule: &str) -> Option<u64> {
         match c {
             '0'..='9' => number.push(c),
             'h' | 'm' | 's' if !number.is_empty() => {
-                let unit = match c { 'h' => 3_600, 'm' => 60, _ => 1 };
+                let unit = match c {
+                    'h' => 3_600,
+                    'm' => 60,
+                    _ => 1,
+                };
                 total = total.checked_add(number.parse::<u64>().ok()?.checked_mul(unit)?)?;
                 number.clear();
             }
@@ -134,7 +138,10 @@ impl Trivy {
             kv("trivy.dbRepositoryInsecure", "false"),
             kv("trivy.useBuiltinRegoPolicies", "false"),
             kv("trivy.useEmbeddedRegoPolicies", "true"),
-            kv("trivy.supportedConfigAuditKinds", "Workload,Service,Role,ClusterRole,NetworkPolicy,Ingress,LimitRange,ResourceQuota"),
+            kv(
+                "trivy.supportedConfigAuditKinds",
+                "Workload,Service,Role,ClusterRole,NetworkPolicy,Ingress,LimitRange,ResourceQuota",
+            ),
             kv("trivy.timeout", "5m0s"),
             kv("trivy.mode", "Standalone"),
             kv("trivy.resources.requests.cpu", "100m"),
@@ -189,7 +196,14 @@ impl Trivy {
             }],
             "volumes": [ { "name": "cache-policies", "emptyDir": {} } ],
         });
-        let mut d = k8s::deployment(&self.ctx, OPERATOR, COMPONENT, 1, pod_spec, json!({ "security.example.io/config-hash": config_hash }));
+        let mut d = k8s::deployment(
+            &self.ctx,
+            OPERATOR,
+            COMPONENT,
+            1,
+            pod_spec,
+            json!({ "security.example.io/config-hash": config_hash }),
+        );
         // One scanner at a time: the operator's default strategy.
         d["spec"]["strategy"] = json!({ "type": "Recreate" });
         d
@@ -276,7 +290,8 @@ impl Feature for Trivy {
         let operator_config = self.operator_config_data();
         let main_config = self.operator_main_config_data();
         let trivy_config = self.trivy_config_data();
-        let flat: Vec<&str> = operator_config.iter().chain(&main_config).chain(&trivy_config).map(|(_, v)| v.as_str()).collect();
+        let flat: Vec<&str> =
+            operator_config.iter().chain(&main_config).chain(&trivy_config).map(|(_, v)| v.as_str()).collect();
         let hash = k8s::content_hash(&flat);
 
         let operator_role = ctx.cluster_scoped_name(OPERATOR);
@@ -322,7 +337,10 @@ mod tests {
 
     fn configure(config: &str) -> Result<Trivy, ConfigError> {
         let mut t = Trivy::default();
-        t.configure(config, &Context { namespace: "security-system".into(), operator_image: "secop:dev".into(), ..Default::default() })?;
+        t.configure(
+            config,
+            &Context { namespace: "security-system".into(), operator_image: "secop:dev".into(), ..Default::default() },
+        )?;
         Ok(t)
     }
 

@@ -264,8 +264,13 @@ pub const VALIDATION_FEATURE: &str = "ctem_validation";
 
 /// The CTEM validation scenarios `spec.tests.scenarios` may name (the MITRE
 /// ATT&CK scenarios A–E of test/scenarios/README.md).
-pub const VALIDATION_SCENARIOS: &[&str] =
-    &["scope-inventory", "validate-shell", "validate-k8s-api", "validate-container-escape", "validate-cron-persistence"];
+pub const VALIDATION_SCENARIOS: &[&str] = &[
+    "scope-inventory",
+    "validate-shell",
+    "validate-k8s-api",
+    "validate-container-escape",
+    "validate-cron-persistence",
+];
 
 /// Continuous CTEM validation: on a schedule, a Job in the agent's
 /// namespace performs the scenarios' behaviour itself, then checks that
@@ -295,7 +300,11 @@ impl TestSpec {
 
     /// The scenarios a run performs: the listed ones, or all.
     pub fn selected(&self) -> Vec<&str> {
-        if self.scenarios.is_empty() { VALIDATION_SCENARIOS.to_vec() } else { self.scenarios.iter().map(String::as_str).collect() }
+        if self.scenarios.is_empty() {
+            VALIDATION_SCENARIOS.to_vec()
+        } else {
+            self.scenarios.iter().map(String::as_str).collect()
+        }
     }
 }
 
@@ -411,7 +420,8 @@ fn cron_schedule(schedule: &str) -> bool {
     let s = schedule.trim();
     if let Some(d) = s.strip_prefix("@every ") {
         let d = d.trim();
-        return d.chars().next().is_some_and(|c| c.is_ascii_digit()) && d.chars().all(|c| c.is_ascii_digit() || "hms".contains(c));
+        return d.chars().next().is_some_and(|c| c.is_ascii_digit())
+            && d.chars().all(|c| c.is_ascii_digit() || "hms".contains(c));
     }
     if s.starts_with('@') {
         return ["@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"].contains(&s);
@@ -433,7 +443,10 @@ pub fn validate(spec: &SecurityAgentSpec) -> Result<(), SpecError> {
             ));
         }
         if feature.name == VALIDATION_FEATURE {
-            return Err(SpecError::new(format!("spec.features[{i}].name"), format!("`{VALIDATION_FEATURE}` is configured through spec.tests")));
+            return Err(SpecError::new(
+                format!("spec.features[{i}].name"),
+                format!("`{VALIDATION_FEATURE}` is configured through spec.tests"),
+            ));
         }
         if let Some(config) = &feature.config
             && !config.is_object()
@@ -442,12 +455,19 @@ pub fn validate(spec: &SecurityAgentSpec) -> Result<(), SpecError> {
         }
     }
     if let Some(overrides) = &spec.overrides {
-        let entries = overrides.node_agent.iter().map(|o| ("nodeAgent", o)).chain(overrides.components.iter().map(|(k, o)| (k.as_str(), o)));
+        let entries = overrides
+            .node_agent
+            .iter()
+            .map(|o| ("nodeAgent", o))
+            .chain(overrides.components.iter().map(|(k, o)| (k.as_str(), o)));
         for (key, o) in entries {
             if let Some(replicas) = o.replicas
                 && replicas < 0
             {
-                return Err(SpecError::new(format!("spec.override.{key}.replicas"), format!("must be >= 0, got {replicas}")));
+                return Err(SpecError::new(
+                    format!("spec.override.{key}.replicas"),
+                    format!("must be >= 0, got {replicas}"),
+                ));
             }
             if let Some(image) = &o.image
                 && image.trim().is_empty()
@@ -465,7 +485,10 @@ pub fn validate(spec: &SecurityAgentSpec) -> Result<(), SpecError> {
                 ));
             }
             if let Some(first) = tests.scenarios[..i].iter().position(|n| n == name) {
-                return Err(SpecError::new(format!("spec.tests.scenarios[{i}]"), format!("duplicate scenario `{name}` (also spec.tests.scenarios[{first}])")));
+                return Err(SpecError::new(
+                    format!("spec.tests.scenarios[{i}]"),
+                    format!("duplicate scenario `{name}` (also spec.tests.scenarios[{first}])"),
+                ));
             }
         }
         // The feature checks this too; here the error names the field the
@@ -473,7 +496,10 @@ pub fn validate(spec: &SecurityAgentSpec) -> Result<(), SpecError> {
         if let Some(schedule) = &tests.schedule
             && !cron_schedule(schedule)
         {
-            return Err(SpecError::new("spec.tests.schedule", format!("`{schedule}` is not a cron schedule (5 fields, @hourly/@daily/..., or `@every 1h`)")));
+            return Err(SpecError::new(
+                "spec.tests.schedule",
+                format!("`{schedule}` is not a cron schedule (5 fields, @hourly/@daily/..., or `@every 1h`)"),
+            ));
         }
         if let Some(image) = &tests.image
             && image.trim().is_empty()
@@ -495,7 +521,9 @@ pub fn validate(spec: &SecurityAgentSpec) -> Result<(), SpecError> {
             if e.starts_with("http://") && es.auth_secret_ref.is_some() && !es.insecure_allow_plain_http {
                 return Err(SpecError::new(
                     format!("spec.output.elasticsearch.endpoints[{i}]"),
-                    format!("`{e}` is plain HTTP: the credentials of authSecretRef would cross the network in clear text; use https:// (with caSecretRef), or set insecureAllowPlainHTTP: true for a lab"),
+                    format!(
+                        "`{e}` is plain HTTP: the credentials of authSecretRef would cross the network in clear text; use https:// (with caSecretRef), or set insecureAllowPlainHTTP: true for a lab"
+                    ),
                 ));
             }
         }
@@ -507,7 +535,8 @@ pub fn validate(spec: &SecurityAgentSpec) -> Result<(), SpecError> {
 mod tests {
     use super::*;
 
-    const MINIMAL: &str = "apiVersion: security.example.io/v1alpha1\nkind: SecurityAgent\nmetadata: {name: a, namespace: s}\n";
+    const MINIMAL: &str =
+        "apiVersion: security.example.io/v1alpha1\nkind: SecurityAgent\nmetadata: {name: a, namespace: s}\n";
 
     #[test]
     fn duplicate_feature_is_named() {
@@ -529,39 +558,64 @@ mod tests {
         let text = format!("{MINIMAL}spec:\n  features:\n  - name: falco\n    enabled: maybe\n");
         let err = parse(&text).unwrap_err();
         assert_eq!(err.field, "spec.features[0].enabled");
-        let text = format!("{MINIMAL}spec:\n  features: []\n  override:\n    falco:\n      tolerations: {{operator: Exists}}\n");
+        let text = format!(
+            "{MINIMAL}spec:\n  features: []\n  override:\n    falco:\n      tolerations: {{operator: Exists}}\n"
+        );
         assert_eq!(parse(&text).unwrap_err().field, "spec.override.falco.tolerations");
     }
 
     #[test]
     fn credentials_over_plain_http_need_the_explicit_opt_in() {
-        let spec = |extra: &str| format!("{MINIMAL}spec:\n  features: []\n  output:\n    elasticsearch:\n      endpoints: [\"https://es:9200\", \"http://es:9200\"]\n      authSecretRef: {{name: es}}\n{extra}");
+        let spec = |extra: &str| {
+            format!(
+                "{MINIMAL}spec:\n  features: []\n  output:\n    elasticsearch:\n      endpoints: [\"https://es:9200\", \"http://es:9200\"]\n      authSecretRef: {{name: es}}\n{extra}"
+            )
+        };
         let err = parse(&spec("")).unwrap_err();
         assert_eq!(err.field, "spec.output.elasticsearch.endpoints[1]");
         assert!(err.message.contains("clear text") && err.message.contains("insecureAllowPlainHTTP"), "{err}");
         assert!(parse(&spec("      insecureAllowPlainHTTP: true\n")).is_ok());
         // Without credentials plain HTTP sends nothing secret.
-        assert!(parse(&format!("{MINIMAL}spec:\n  features: []\n  output:\n    elasticsearch:\n      endpoints: [\"http://es:9200\"]\n")).is_ok());
+        assert!(
+            parse(&format!(
+                "{MINIMAL}spec:\n  features: []\n  output:\n    elasticsearch:\n      endpoints: [\"http://es:9200\"]\n"
+            ))
+            .is_ok()
+        );
     }
 
     #[test]
     fn unknown_validation_scenarios_are_named() {
-        let text = format!("{MINIMAL}spec:\n  features: []\n  tests:\n    enabled: true\n    scenarios: [validate-shell, validate-everything]\n");
+        let text = format!(
+            "{MINIMAL}spec:\n  features: []\n  tests:\n    enabled: true\n    scenarios: [validate-shell, validate-everything]\n"
+        );
         let err = parse(&text).unwrap_err();
         assert_eq!(err.field, "spec.tests.scenarios[1]");
-        assert!(err.message.contains("validate-everything") && err.message.contains("validate-cron-persistence"), "{err}");
-        let twice = parse(&format!("{MINIMAL}spec:\n  features: []\n  tests: {{enabled: true, scenarios: [validate-shell, validate-shell]}}\n")).unwrap_err();
+        assert!(
+            err.message.contains("validate-everything") && err.message.contains("validate-cron-persistence"),
+            "{err}"
+        );
+        let twice = parse(&format!(
+            "{MINIMAL}spec:\n  features: []\n  tests: {{enabled: true, scenarios: [validate-shell, validate-shell]}}\n"
+        ))
+        .unwrap_err();
         assert_eq!(twice.field, "spec.tests.scenarios[1]");
-        let schedule = parse(&format!("{MINIMAL}spec:\n  features: []\n  tests: {{enabled: true, schedule: often}}\n")).unwrap_err();
+        let schedule = parse(&format!("{MINIMAL}spec:\n  features: []\n  tests: {{enabled: true, schedule: often}}\n"))
+            .unwrap_err();
         assert_eq!(schedule.field, "spec.tests.schedule");
-        assert!(parse(&format!("{MINIMAL}spec:\n  features: []\n  tests: {{enabled: true, schedule: \"*/20 * * * *\"}}\n")).is_ok());
+        assert!(
+            parse(&format!("{MINIMAL}spec:\n  features: []\n  tests: {{enabled: true, schedule: \"*/20 * * * *\"}}\n"))
+                .is_ok()
+        );
         let all = parse(&format!("{MINIMAL}spec:\n  features: []\n  tests: {{enabled: true}}\n")).unwrap();
         assert_eq!(all.spec.tests.unwrap().selected(), VALIDATION_SCENARIOS, "no list: every scenario");
     }
 
     #[test]
     fn enabled_defaults_to_true_and_indices_default() {
-        let text = format!("{MINIMAL}spec:\n  features:\n  - name: falco\n  output:\n    elasticsearch:\n      endpoints: [\"http://es:9200\"]\n");
+        let text = format!(
+            "{MINIMAL}spec:\n  features:\n  - name: falco\n  output:\n    elasticsearch:\n      endpoints: [\"http://es:9200\"]\n"
+        );
         let agent = parse(&text).unwrap();
         assert!(agent.spec.features[0].enabled);
         assert_eq!(agent.spec.output.elasticsearch.unwrap().indices.vulnerabilities, "security-vuln");

@@ -10,7 +10,7 @@ use secop_elastic::bulk::BulkOptions;
 use secop_elastic::templates::{self, Indices};
 use secop_elastic::trivy::{self, Severity, SyncOptions};
 use secop_elastic::{Elastic, ElasticConfig};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 const REPORTS: usize = 100;
 const PER_REPORT: usize = 100;
@@ -64,7 +64,13 @@ fn main() {
                 let r = trivy::sync(&es, &reports, &options, &bulk).await.unwrap();
                 let secs = start.elapsed().as_secs_f64();
                 assert!(r.ok(), "{r:?}");
-                println!("| {name} | {} | {} | {:.2} s | {:.0} |", r.upserts.written(), r.resolved, secs, (r.upserts.written() + r.resolved) as f64 / secs);
+                println!(
+                    "| {name} | {} | {} | {:.2} s | {:.0} |",
+                    r.upserts.written(),
+                    r.resolved,
+                    secs,
+                    (r.upserts.written() + r.resolved) as f64 / secs
+                );
                 r
             }
         };

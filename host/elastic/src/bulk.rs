@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::{Elastic, Error};
 
@@ -25,7 +25,13 @@ pub struct BulkOptions {
 
 impl Default for BulkOptions {
     fn default() -> Self {
-        Self { max_actions: 1000, max_bytes: 5 << 20, max_attempts: 6, initial_backoff: Duration::from_millis(250), max_backoff: Duration::from_secs(8) }
+        Self {
+            max_actions: 1000,
+            max_bytes: 5 << 20,
+            max_attempts: 6,
+            initial_backoff: Duration::from_millis(250),
+            max_backoff: Duration::from_secs(8),
+        }
     }
 }
 
@@ -55,7 +61,11 @@ impl Operation {
 
     /// Merge `doc` into an existing document; a missing one is an item error.
     pub fn update(index: &str, id: &str, doc: Value) -> Self {
-        Self { id: id.into(), action: json!({ "update": { "_index": index, "_id": id, "retry_on_conflict": 3 } }), source: Some(json!({ "doc": doc })) }
+        Self {
+            id: id.into(),
+            action: json!({ "update": { "_index": index, "_id": id, "retry_on_conflict": 3 } }),
+            source: Some(json!({ "doc": doc })),
+        }
     }
 
     fn ndjson(&self) -> String {
@@ -111,7 +121,9 @@ fn batches(ops: Vec<Operation>, options: &BulkOptions) -> Vec<Vec<(Operation, St
     let mut bytes = 0;
     for op in ops {
         let line = op.ndjson();
-        if !current.is_empty() && (current.len() >= options.max_actions.max(1) || bytes + line.len() > options.max_bytes) {
+        if !current.is_empty()
+            && (current.len() >= options.max_actions.max(1) || bytes + line.len() > options.max_bytes)
+        {
             out.push(std::mem::take(&mut current));
             bytes = 0;
         }
@@ -135,7 +147,11 @@ pub async fn bulk(es: &Elastic, ops: Vec<Operation>, options: &BulkOptions) -> R
     Ok(report)
 }
 
-async fn send_batch(es: &Elastic, mut pending: Vec<(Operation, String)>, options: &BulkOptions) -> Result<BulkReport, Error> {
+async fn send_batch(
+    es: &Elastic,
+    mut pending: Vec<(Operation, String)>,
+    options: &BulkOptions,
+) -> Result<BulkReport, Error> {
     let mut report = BulkReport::default();
     let mut backoff = options.initial_backoff;
     let mut attempt = 0;
@@ -160,7 +176,11 @@ async fn send_batch(es: &Elastic, mut pending: Vec<(Operation, String)>, options
         }
         let answer = answer?;
         if !answer.status.is_success() {
-            return Err(Error::Status { what: "POST _bulk".into(), status: answer.status.as_u16(), reason: answer.error_reason() });
+            return Err(Error::Status {
+                what: "POST _bulk".into(),
+                status: answer.status.as_u16(),
+                reason: answer.error_reason(),
+            });
         }
         let items = answer.body["items"].as_array().cloned().unwrap_or_default();
         if items.len() != pending.len() {
@@ -194,7 +214,11 @@ async fn send_batch(es: &Elastic, mut pending: Vec<(Operation, String)>, options
         }
         pending = again;
         if !pending.is_empty() {
-            tracing::warn!(attempt, items = pending.len(), "bulk items rejected with a transient status; retrying them");
+            tracing::warn!(
+                attempt,
+                items = pending.len(),
+                "bulk items rejected with a transient status; retrying them"
+            );
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(options.max_backoff);
         }

@@ -86,7 +86,10 @@ pub struct Elastic {
 impl std::fmt::Debug for Elastic {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the password.
-        f.debug_struct("Elastic").field("endpoints", &self.endpoints).field("auth", &self.auth.as_ref().map(|a| &a.0)).finish()
+        f.debug_struct("Elastic")
+            .field("endpoints", &self.endpoints)
+            .field("auth", &self.auth.as_ref().map(|a| &a.0))
+            .finish()
     }
 }
 
@@ -94,10 +97,14 @@ fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, Error> {
     let mut roots = rustls::RootCertStore::empty();
     match ca_file {
         Some(path) => {
-            let pem = std::fs::read(path).map_err(|e| Error::CaFile { path: path.to_path_buf(), reason: e.to_string() })?;
+            let pem =
+                std::fs::read(path).map_err(|e| Error::CaFile { path: path.to_path_buf(), reason: e.to_string() })?;
             let certs: Vec<_> = rustls::pki_types::pem::PemObject::pem_slice_iter(&pem)
                 .collect::<Result<Vec<rustls::pki_types::CertificateDer<'static>>, _>>()
-                .map_err(|e| Error::CaFile { path: path.to_path_buf(), reason: format!("not PEM certificates: {e}") })?;
+                .map_err(|e| Error::CaFile {
+                    path: path.to_path_buf(),
+                    reason: format!("not PEM certificates: {e}"),
+                })?;
             if certs.is_empty() {
                 return Err(Error::CaFile { path: path.to_path_buf(), reason: "holds no certificate".into() });
             }
@@ -130,7 +137,8 @@ impl Elastic {
             .endpoints
             .iter()
             .map(|e| {
-                let url = Url::parse(e).map_err(|err| Error::Endpoint { endpoint: e.clone(), reason: err.to_string() })?;
+                let url =
+                    Url::parse(e).map_err(|err| Error::Endpoint { endpoint: e.clone(), reason: err.to_string() })?;
                 if !matches!(url.scheme(), "http" | "https") {
                     return Err(Error::Endpoint { endpoint: e.clone(), reason: "scheme must be http or https".into() });
                 }
@@ -153,10 +161,18 @@ impl Elastic {
 
     /// Send one request, trying each endpoint until one answers (any HTTP
     /// status counts as an answer). `body` is sent as is with `content_type`.
-    pub async fn send_raw(&self, method: Method, path: &str, content_type: &str, body: Option<Vec<u8>>) -> Result<Answer, Error> {
+    pub async fn send_raw(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Answer, Error> {
         let mut last = String::new();
         for base in self.endpoints.iter() {
-            let url = base.join(path.trim_start_matches('/')).map_err(|e| Error::Endpoint { endpoint: base.to_string(), reason: e.to_string() })?;
+            let url = base
+                .join(path.trim_start_matches('/'))
+                .map_err(|e| Error::Endpoint { endpoint: base.to_string(), reason: e.to_string() })?;
             let mut request = self.http.request(method.clone(), url).header("Accept", "application/json");
             if let Some((u, p)) = &self.auth {
                 request = request.basic_auth(u, Some(p));
@@ -167,8 +183,16 @@ impl Elastic {
             match request.send().await {
                 Ok(response) => {
                     let status = response.status();
-                    let bytes = response.bytes().await.map_err(|e| Error::Transport { what: format!("{method} {path}"), reason: e.to_string() })?;
-                    let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned())) };
+                    let bytes = response
+                        .bytes()
+                        .await
+                        .map_err(|e| Error::Transport { what: format!("{method} {path}"), reason: e.to_string() })?;
+                    let body = if bytes.is_empty() {
+                        Value::Null
+                    } else {
+                        serde_json::from_slice(&bytes)
+                            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+                    };
                     return Ok(Answer { status, body });
                 }
                 Err(e) => last = format!("{base}: {}", error_chain(&e)),
@@ -187,7 +211,11 @@ impl Elastic {
     pub async fn ok(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, Error> {
         let answer = self.send(method.clone(), path, body).await?;
         if !answer.status.is_success() {
-            return Err(Error::Status { what: format!("{method} {path}"), status: answer.status.as_u16(), reason: answer.error_reason() });
+            return Err(Error::Status {
+                what: format!("{method} {path}"),
+                status: answer.status.as_u16(),
+                reason: answer.error_reason(),
+            });
         }
         Ok(answer.body)
     }

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use reqwest::Method;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::{Elastic, Error};
 
@@ -92,7 +92,9 @@ impl Signal {
         let of_tool = tool(self.tool());
         match self {
             Signal::FalcoRule(rules) => and(&[of_tool, terms("rule.name", rules)]),
-            Signal::TetragonExec(binaries) => and(&[of_tool, terms("process.executable", binaries), exists("kubernetes.pod.name")]),
+            Signal::TetragonExec(binaries) => {
+                and(&[of_tool, terms("process.executable", binaries), exists("kubernetes.pod.name")])
+            }
             Signal::TetragonHttpClient => and(&[of_tool, http_client(), exists("kubernetes.pod.name")]),
             Signal::TetragonPolicy(policy) => and(&[of_tool, term("rule.ruleset", policy)]),
             Signal::OsqueryQuery(name) => and(&[of_tool, term("osquery.query_name", name)]),
@@ -136,18 +138,29 @@ pub fn scenario(id: &str) -> Option<&'static Scenario> {
 /// The detection matrix (docs/ctem-mapping-results.md): per scenario, the
 /// rule or policy of each tool that fires with the shipped defaults.
 pub const SCENARIOS: &[Scenario] = &[
-    Scenario { id: "scope-inventory", name: "A Scope inventory", index: IndexRole::Inventory, signals: &[Signal::OsqueryQuery("system_info")] },
+    Scenario {
+        id: "scope-inventory",
+        name: "A Scope inventory",
+        index: IndexRole::Inventory,
+        signals: &[Signal::OsqueryQuery("system_info")],
+    },
     Scenario {
         id: "validate-shell",
         name: "B T1059.004 Unix shell",
         index: IndexRole::Events,
-        signals: &[Signal::FalcoRule(&["Terminal shell in container"]), Signal::TetragonExec(&["/bin/sh", "/bin/bash", "/bin/ash", "/bin/busybox"])],
+        signals: &[
+            Signal::FalcoRule(&["Terminal shell in container"]),
+            Signal::TetragonExec(&["/bin/sh", "/bin/bash", "/bin/ash", "/bin/busybox"]),
+        ],
     },
     Scenario {
         id: "validate-k8s-api",
         name: "C T1552.001 credentials + K8s API",
         index: IndexRole::Events,
-        signals: &[Signal::FalcoRule(&["Read service account token in container", "Contact K8S API Server From Container"]), Signal::TetragonHttpClient],
+        signals: &[
+            Signal::FalcoRule(&["Read service account token in container", "Contact K8S API Server From Container"]),
+            Signal::TetragonHttpClient,
+        ],
     },
     Scenario {
         id: "validate-container-escape",
@@ -219,19 +232,38 @@ impl Queries<'_> {
         let answer = self.es.ok(Method::POST, &format!("{index}/_search?ignore_unavailable=true"), Some(&body)).await?;
         Ok(answer["aggregations"]["t"]["buckets"]
             .as_array()
-            .map(|buckets| buckets.iter().map(|b| (b["key"].as_str().map(str::to_string).unwrap_or_else(|| b["key"].to_string()), b["doc_count"].as_u64().unwrap_or(0))).collect())
+            .map(|buckets| {
+                buckets
+                    .iter()
+                    .map(|b| {
+                        (
+                            b["key"].as_str().map(str::to_string).unwrap_or_else(|| b["key"].to_string()),
+                            b["doc_count"].as_u64().unwrap_or(0),
+                        )
+                    })
+                    .collect()
+            })
             .unwrap_or_default())
     }
 
     /// For each `outer` bucket, the `inner` keys: one request, however
     /// many buckets (SCOPE-04 compares kernels over every node).
-    async fn terms_by(&self, index: &str, query: Value, outer: &str, inner: &str) -> Result<BTreeMap<String, BTreeSet<String>>, Error> {
+    async fn terms_by(
+        &self,
+        index: &str,
+        query: Value,
+        outer: &str,
+        inner: &str,
+    ) -> Result<BTreeMap<String, BTreeSet<String>>, Error> {
         let body = json!({ "size": 0, "query": self.windowed(query),
             "aggs": { "o": { "terms": { "field": outer, "size": 1000 }, "aggs": { "i": { "terms": { "field": inner, "size": 100 } } } } } });
         let answer = self.es.ok(Method::POST, &format!("{index}/_search?ignore_unavailable=true"), Some(&body)).await?;
         let key = |b: &Value| b["key"].as_str().map(str::to_string).unwrap_or_else(|| b["key"].to_string());
         let buckets = |v: &Value| v["buckets"].as_array().cloned().unwrap_or_default();
-        Ok(buckets(&answer["aggregations"]["o"]).iter().map(|o| (key(o), buckets(&o["i"]).iter().map(key).collect())).collect())
+        Ok(buckets(&answer["aggregations"]["o"])
+            .iter()
+            .map(|o| (key(o), buckets(&o["i"]).iter().map(key).collect()))
+            .collect())
     }
 
     async fn min(&self, index: &str, query: Value, field: &str) -> Result<Option<f64>, Error> {
@@ -261,11 +293,7 @@ impl Row {
 }
 
 fn pass_if(ok: bool) -> Outcome {
-    if ok {
-        Outcome::Pass
-    } else {
-        Outcome::Fail
-    }
+    if ok { Outcome::Pass } else { Outcome::Fail }
 }
 
 /// Run the whole checklist. Fails only when Elasticsearch cannot be asked;
@@ -281,26 +309,47 @@ pub async fn run(es: &Elastic, scope: &Scope) -> Result<Vec<Check>, Error> {
     // system_info has no kernel column).
     let mut row = Row::new();
     let info = row.n("system_info", q.count(inv, term("osquery.query_name", "system_info")).await?);
-    let with_host = row.n("system_info_with_hostname", q.count(inv, and(&[term("osquery.query_name", "system_info"), exists("host.hostname")])).await?);
+    let with_host = row.n(
+        "system_info_with_hostname",
+        q.count(inv, and(&[term("osquery.query_name", "system_info"), exists("host.hostname")])).await?,
+    );
     let nodes = q.terms(inv, term("osquery.query_name", "system_info"), "kubernetes.node.name").await?;
     let kernels = q.terms_by(inv, exists("host.os.kernel"), "kubernetes.node.name", "host.os.kernel").await?;
     let without_kernel: Vec<&String> = nodes.keys().filter(|n| !kernels.contains_key(*n)).collect();
     row.n("nodes", nodes.len() as u64);
     row.n("nodes_without_kernel", without_kernel.len() as u64);
     let detail = if info == 0 {
-        format!("no system_info document in {inv}: check osquery's results log, the node collector's filelog receiver and Pod Security admission")
+        format!(
+            "no system_info document in {inv}: check osquery's results log, the node collector's filelog receiver and Pod Security admission"
+        )
     } else {
-        format!("{info} system_info documents ({with_host} with host.hostname) from {} nodes; nodes without host.os.kernel: {without_kernel:?}", nodes.len())
+        format!(
+            "{info} system_info documents ({with_host} with host.hostname) from {} nodes; nodes without host.os.kernel: {without_kernel:?}",
+            nodes.len()
+        )
     };
-    checks.push(row.done("SCOPE-01", "system_info with host.hostname and host.os.kernel", pass_if(info > 0 && with_host == info && without_kernel.is_empty()), detail));
+    checks.push(row.done(
+        "SCOPE-01",
+        "system_info with host.hostname and host.os.kernel",
+        pass_if(info > 0 && with_host == info && without_kernel.is_empty()),
+        detail,
+    ));
 
     // SCOPE-02: listening ports with port, protocol and process.
     let mut row = Row::new();
     let ports = row.n("listening_ports", q.count(inv, term("osquery.query_name", "listening_ports")).await?);
     let complete = row.n(
         "complete",
-        q.count(inv, and(&[term("osquery.query_name", "listening_ports"), json!({ "range": { "network.port": { "gte": 0, "lte": 65535 } } }), exists("network.protocol"), exists("process.name")]))
-            .await?,
+        q.count(
+            inv,
+            and(&[
+                term("osquery.query_name", "listening_ports"),
+                json!({ "range": { "network.port": { "gte": 0, "lte": 65535 } } }),
+                exists("network.protocol"),
+                exists("process.name"),
+            ]),
+        )
+        .await?,
     );
     checks.push(row.done(
         "SCOPE-02",
@@ -328,13 +377,20 @@ pub async fn run(es: &Elastic, scope: &Scope) -> Result<Vec<Check>, Error> {
     // SCOPE-04: kernel versions compared per node.
     let mut row = Row::new();
     row.n("nodes_with_kernel", kernels.len() as u64);
-    let versions: Vec<String> = kernels.iter().map(|(node, kernel)| format!("{node}={}", kernel.iter().cloned().collect::<Vec<_>>().join("|"))).collect();
+    let versions: Vec<String> = kernels
+        .iter()
+        .map(|(node, kernel)| format!("{node}={}", kernel.iter().cloned().collect::<Vec<_>>().join("|")))
+        .collect();
     row.n("distinct_kernels", kernels.values().flatten().collect::<BTreeSet<_>>().len() as u64);
     checks.push(row.done(
         "SCOPE-04",
         "kernel version per node (osquery inventory)",
         pass_if(!kernels.is_empty()),
-        if kernels.is_empty() { format!("no document in {inv} has host.os.kernel and kubernetes.node.name") } else { versions.join(", ") },
+        if kernels.is_empty() {
+            format!("no document in {inv} has host.os.kernel and kubernetes.node.name")
+        } else {
+            versions.join(", ")
+        },
     ));
 
     // SCOPE-05: eBPF support per node, as the sensors need it: the kernel's
@@ -343,7 +399,9 @@ pub async fn run(es: &Elastic, scope: &Scope) -> Result<Vec<Check>, Error> {
     // modern_ebpf, no Tetragon there). Loaded modules are counted alongside:
     // BPF is built into most kernels, so modules alone prove nothing.
     let mut row = Row::new();
-    let btf = q.terms(inv, and(&[term("osquery.query_name", "kernel_btf"), exists("file.path")]), "kubernetes.node.name").await?;
+    let btf = q
+        .terms(inv, and(&[term("osquery.query_name", "kernel_btf"), exists("file.path")]), "kubernetes.node.name")
+        .await?;
     let modules = row.n("kernel_modules", q.count(inv, term("osquery.query_name", "kernel_modules")).await?);
     row.n("nodes_with_btf", btf.len() as u64);
     let without_btf: Vec<&String> = nodes.keys().filter(|n| !btf.contains_key(*n)).collect();
@@ -378,43 +436,69 @@ pub async fn run(es: &Elastic, scope: &Scope) -> Result<Vec<Check>, Error> {
         if nodes.is_empty() {
             "no node inventory yet (SCOPE-01)".to_string()
         } else {
-            format!("{documents} container documents with container.id from {} of {} nodes; nodes without: {without:?}", per_node.len(), nodes.len())
+            format!(
+                "{documents} container documents with container.id from {} of {} nodes; nodes without: {without:?}",
+                per_node.len(),
+                nodes.len()
+            )
         },
     ));
 
     // VAL-01: the shell on the test pod, seen by Falco AND Tetragon.
     let mut row = Row::new();
-    let testbox = |t: &str| and(&[term("kubernetes.namespace", "ctem-test"), term("kubernetes.pod.name", "ctem-testbox"), tool(t)]);
+    let testbox = |t: &str| {
+        and(&[term("kubernetes.namespace", "ctem-test"), term("kubernetes.pod.name", "ctem-testbox"), tool(t)])
+    };
     let falco = row.n("falco", q.count(ev, testbox("falco")).await?);
     let tetragon = row.n("tetragon", q.count(ev, testbox("tetragon")).await?);
     let detail = match (falco > 0, tetragon > 0) {
         (true, true) => format!("ctem-test/ctem-testbox: {falco} Falco and {tetragon} Tetragon events"),
-        (true, false) => format!("only Falco ({falco}) saw ctem-test/ctem-testbox: check the Tetragon feature and its export filter"),
-        (false, true) => format!("only Tetragon ({tetragon}) saw ctem-test/ctem-testbox: check Falco's rules (the shell rule needs `kubectl exec -it`)"),
+        (true, false) => {
+            format!("only Falco ({falco}) saw ctem-test/ctem-testbox: check the Tetragon feature and its export filter")
+        }
+        (false, true) => format!(
+            "only Tetragon ({tetragon}) saw ctem-test/ctem-testbox: check Falco's rules (the shell rule needs `kubectl exec -it`)"
+        ),
         (false, false) => "no event for pod ctem-test/ctem-testbox: run scenario B of test/scenarios".to_string(),
     };
-    checks.push(row.done("VAL-01", "shell in ctem-testbox seen by Falco and Tetragon", pass_if(falco > 0 && tetragon > 0), detail));
+    checks.push(row.done(
+        "VAL-01",
+        "shell in ctem-testbox seen by Falco and Tetragon",
+        pass_if(falco > 0 && tetragon > 0),
+        detail,
+    ));
 
     // VAL-02: contact with the API server from a pod.
     let mut row = Row::new();
-    let falco = row.n("falco", q.count(ev, and(&[tool("falco"), term("rule.name", "Contact K8S API Server From Container")])).await?);
-    let tetragon = row.n("tetragon", q.count(ev, and(&[tool("tetragon"), http_client(), exists("kubernetes.pod.name")])).await?);
+    let falco = row.n(
+        "falco",
+        q.count(ev, and(&[tool("falco"), term("rule.name", "Contact K8S API Server From Container")])).await?,
+    );
+    let tetragon =
+        row.n("tetragon", q.count(ev, and(&[tool("tetragon"), http_client(), exists("kubernetes.pod.name")])).await?);
     checks.push(row.done(
         "VAL-02",
         "Kubernetes API contacted from a pod (Falco and Tetragon)",
         pass_if(falco > 0 && tetragon > 0),
-        format!("{falco} Falco `Contact K8S API Server From Container` alerts, {tetragon} Tetragon curl/wget execs in pods"),
+        format!(
+            "{falco} Falco `Contact K8S API Server From Container` alerts, {tetragon} Tetragon curl/wget execs in pods"
+        ),
     ));
 
     // VAL-03: container-escape kprobes.
     let mut row = Row::new();
-    let calls = q.terms(ev, and(&[tool("tetragon"), term("rule.ruleset", "container-escape-monitor")]), "rule.name").await?;
+    let calls =
+        q.terms(ev, and(&[tool("tetragon"), term("rule.ruleset", "container-escape-monitor")]), "rule.name").await?;
     let n = row.n("kprobe_events", calls.values().sum());
     checks.push(row.done(
         "VAL-03",
         "container escape (mount/setns) as Tetragon kprobe events",
         pass_if(n > 0),
-        if n == 0 { "no event of TracingPolicy container-escape-monitor: check the Tetragon feature's tracing policies".into() } else { format!("{n} kprobe events: {calls:?}") },
+        if n == 0 {
+            "no event of TracingPolicy container-escape-monitor: check the Tetragon feature's tracing policies".into()
+        } else {
+            format!("{n} kprobe events: {calls:?}")
+        },
     ));
 
     // VAL-04: at least 4 of the 5 scenarios detected.
@@ -431,10 +515,19 @@ pub async fn run(es: &Elastic, scope: &Scope) -> Result<Vec<Check>, Error> {
         if !seen_by.is_empty() {
             detected += 1;
         }
-        lines.push(format!("{}: {}", scenario.name, if seen_by.is_empty() { "not detected".to_string() } else { seen_by.join("+") }));
+        lines.push(format!(
+            "{}: {}",
+            scenario.name,
+            if seen_by.is_empty() { "not detected".to_string() } else { seen_by.join("+") }
+        ));
     }
     row.n("detected", detected);
-    checks.push(row.done("VAL-04", "at least 4 of the 5 MITRE scenarios detected", pass_if(detected >= 4), format!("{detected}/5: {}", lines.join("; "))));
+    checks.push(row.done(
+        "VAL-04",
+        "at least 4 of the 5 MITRE scenarios detected",
+        pass_if(detected >= 4),
+        format!("{detected}/5: {}", lines.join("; ")),
+    ));
 
     // VAL-05: the subject's namespace and pod on every runtime event, and
     // not the sensor's own pod for all of a tool's events: that is what a
@@ -446,12 +539,24 @@ pub async fn run(es: &Elastic, scope: &Scope) -> Result<Vec<Check>, Error> {
     let mut row = Row::new();
     let per_tool = q.terms(ev, runtime.clone(), "labels.security_tool").await?;
     let total = row.n("runtime_events", per_tool.values().sum());
-    let attributed = row.n("attributed", q.count(ev, and(&[runtime.clone(), exists("kubernetes.namespace"), exists("kubernetes.pod.name")])).await?);
+    let attributed = row.n(
+        "attributed",
+        q.count(ev, and(&[runtime.clone(), exists("kubernetes.namespace"), exists("kubernetes.pod.name")])).await?,
+    );
     let mut own_pod_tools = vec![];
     let mut own_pod_events = 0;
     for t in ["falco", "tetragon"] {
         let of_tool = per_tool.get(t).copied().unwrap_or(0);
-        let own = q.count(ev, and(&[tool(t), term("kubernetes.namespace", &scope.sensor_namespace), json!({ "prefix": { "kubernetes.pod.name": format!("{t}-") } })])).await?;
+        let own = q
+            .count(
+                ev,
+                and(&[
+                    tool(t),
+                    term("kubernetes.namespace", &scope.sensor_namespace),
+                    json!({ "prefix": { "kubernetes.pod.name": format!("{t}-") } }),
+                ]),
+            )
+            .await?;
         own_pod_events += own;
         if of_tool > 0 && own == of_tool {
             own_pod_tools.push(t);
@@ -475,7 +580,19 @@ pub async fn run(es: &Elastic, scope: &Scope) -> Result<Vec<Check>, Error> {
     let mut row = Row::new();
     let is_finding = term("event.category", "vulnerability");
     let findings = row.n("findings", q.count(vuln, is_finding.clone()).await?);
-    let searchable = row.n("searchable", q.count(vuln, and(&[is_finding, exists("vulnerability.id"), exists("vulnerability.severity"), exists("container.image.name")])).await?);
+    let searchable = row.n(
+        "searchable",
+        q.count(
+            vuln,
+            and(&[
+                is_finding,
+                exists("vulnerability.id"),
+                exists("vulnerability.severity"),
+                exists("container.image.name"),
+            ]),
+        )
+        .await?,
+    );
     checks.push(row.done(
         "DISC-01",
         "vulnerability.id, vulnerability.severity, container.image.name searchable",
@@ -487,19 +604,31 @@ pub async fn run(es: &Elastic, scope: &Scope) -> Result<Vec<Check>, Error> {
     let mut row = Row::new();
     let critical = term("vulnerability.severity", "CRITICAL");
     let criticals = row.n("critical", q.count(vuln, critical.clone()).await?);
-    let below = row.n("critical_below_9", q.count(vuln, and(&[critical.clone(), json!({ "range": { "vulnerability.score": { "lt": 9.0 } } })])).await?);
+    let below = row.n(
+        "critical_below_9",
+        q.count(vuln, and(&[critical.clone(), json!({ "range": { "vulnerability.score": { "lt": 9.0 } } })])).await?,
+    );
     let lowest = q.min(vuln, critical.clone(), "vulnerability.score").await?;
     checks.push(row.done(
         "PRI-01",
         "CRITICAL filter returns only CVSS >= 9.0",
         if criticals == 0 { Outcome::NotChecked } else { pass_if(below == 0) },
-        if criticals == 0 { "no CRITICAL finding to filter".into() } else { format!("{criticals} CRITICAL findings, lowest score {}, {below} below 9.0", lowest.map_or("none".to_string(), |s| format!("{s:.1}"))) },
+        if criticals == 0 {
+            "no CRITICAL finding to filter".into()
+        } else {
+            format!(
+                "{criticals} CRITICAL findings, lowest score {}, {below} below 9.0",
+                lowest.map_or("none".to_string(), |s| format!("{s:.1}"))
+            )
+        },
     ));
 
     // PRI-02: patchable criticals (with a fixedVersion) told apart.
     let mut row = Row::new();
-    let patchable = row.n("patchable", q.count(vuln, and(&[critical.clone(), exists("vulnerability.fixedVersion")])).await?);
-    let unpatchable = row.n("unpatchable", q.count(vuln, and(&[critical.clone(), not(&[exists("vulnerability.fixedVersion")])])).await?);
+    let patchable =
+        row.n("patchable", q.count(vuln, and(&[critical.clone(), exists("vulnerability.fixedVersion")])).await?);
+    let unpatchable = row
+        .n("unpatchable", q.count(vuln, and(&[critical.clone(), not(&[exists("vulnerability.fixedVersion")])])).await?);
     checks.push(row.done(
         "PRI-02",
         "patchable CRITICAL findings (vulnerability.fixedVersion present)",
@@ -510,8 +639,14 @@ pub async fn run(es: &Elastic, scope: &Scope) -> Result<Vec<Check>, Error> {
     // Beyond the plan's list, what every query above relies on: each tool
     // in its own index, and a 1–5 severity on every document.
     let mut row = Row::new();
-    let unlabelled = row.n("unlabelled", q.count(&format!("{inv},{ev},{vuln}"), not(&[exists("labels.security_tool")])).await?);
-    let misrouted = row.n("misrouted", q.count(ev, terms("labels.security_tool", &["osquery", "trivy"])).await? + q.count(inv, runtime.clone()).await? + q.count(vuln, runtime.clone()).await?);
+    let unlabelled =
+        row.n("unlabelled", q.count(&format!("{inv},{ev},{vuln}"), not(&[exists("labels.security_tool")])).await?);
+    let misrouted = row.n(
+        "misrouted",
+        q.count(ev, terms("labels.security_tool", &["osquery", "trivy"])).await?
+            + q.count(inv, runtime.clone()).await?
+            + q.count(vuln, runtime.clone()).await?,
+    );
     checks.push(row.done(
         "ROUTING",
         "labels.security_tool on every document, each tool in its index",
@@ -520,7 +655,14 @@ pub async fn run(es: &Elastic, scope: &Scope) -> Result<Vec<Check>, Error> {
     ));
     let mut row = Row::new();
     let all_docs = row.n("documents", q.count(&format!("{inv},{ev},{vuln}"), json!({ "match_all": {} })).await?);
-    let out_of_range = row.n("out_of_range", q.count(&format!("{inv},{ev},{vuln}"), not(&[json!({ "range": { "event.severity": { "gte": 1, "lte": 5 } } })])).await?);
+    let out_of_range = row.n(
+        "out_of_range",
+        q.count(
+            &format!("{inv},{ev},{vuln}"),
+            not(&[json!({ "range": { "event.severity": { "gte": 1, "lte": 5 } } })]),
+        )
+        .await?,
+    );
     checks.push(row.done(
         "SEVERITY",
         "event.severity between 1 and 5 on every document",
@@ -537,6 +679,11 @@ pub fn table(checks: &[Check]) -> String {
         out.push_str(&format!("{:<4}  {:<9} {}\n      {}\n", c.outcome.label(), c.id, c.title, c.detail));
     }
     let count = |o| checks.iter().filter(|c| c.outcome == o).count();
-    out.push_str(&format!("\n{} passed, {} failed, {} not checked\n", count(Outcome::Pass), count(Outcome::Fail), count(Outcome::NotChecked)));
+    out.push_str(&format!(
+        "\n{} passed, {} failed, {} not checked\n",
+        count(Outcome::Pass),
+        count(Outcome::Fail),
+        count(Outcome::NotChecked)
+    ));
     out
 }

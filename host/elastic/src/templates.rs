@@ -9,7 +9,7 @@
 //! - `_meta.content_hash`, so an unchanged template is never written again.
 
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::{Elastic, Error};
@@ -100,7 +100,8 @@ pub fn templates(indices: &Indices, wildcard: bool) -> Vec<Template> {
         without_wildcard(&mut common);
     }
     out.push(Template { kind: TemplateKind::Component, name: COMPONENT.into(), body: seal(common) });
-    for (index, text) in [(&indices.inventory, INVENTORY), (&indices.events, EVENTS), (&indices.vulnerabilities, VULN)] {
+    for (index, text) in [(&indices.inventory, INVENTORY), (&indices.events, EVENTS), (&indices.vulnerabilities, VULN)]
+    {
         let Some(index) = index else { continue };
         let mut body = parse(text);
         body["index_patterns"] = json!([format!("{index}*")]);
@@ -126,7 +127,11 @@ pub async fn wildcard_supported(es: &Elastic) -> Result<bool, Error> {
     if answer.status.as_u16() == 400 && answer.has_error_type("mapper_parsing_exception") {
         return Ok(false);
     }
-    Err(Error::Status { what: "POST _index_template/_simulate (wildcard probe)".into(), status: answer.status.as_u16(), reason: answer.error_reason() })
+    Err(Error::Status {
+        what: "POST _index_template/_simulate (wildcard probe)".into(),
+        status: answer.status.as_u16(),
+        reason: answer.error_reason(),
+    })
 }
 
 /// The `_meta.content_hash` of a template as installed, if it exists.
@@ -136,7 +141,11 @@ async fn installed_hash(es: &Elastic, template: &Template) -> Result<Option<Stri
         return Ok(None);
     }
     if !answer.status.is_success() {
-        return Err(Error::Status { what: format!("GET {}", template.path()), status: answer.status.as_u16(), reason: answer.error_reason() });
+        return Err(Error::Status {
+            what: format!("GET {}", template.path()),
+            status: answer.status.as_u16(),
+            reason: answer.error_reason(),
+        });
     }
     let (list, inner) = match template.kind {
         TemplateKind::Component => ("component_templates", "component_template"),
@@ -205,7 +214,8 @@ mod tests {
         let set = templates(&all(), true);
         assert_eq!(set.len(), 4);
         assert_eq!(set[0].kind, TemplateKind::Component);
-        let names: Vec<_> = set[1..].iter().map(|t| (t.name.as_str(), t.body["index_patterns"][0].as_str().unwrap())).collect();
+        let names: Vec<_> =
+            set[1..].iter().map(|t| (t.name.as_str(), t.body["index_patterns"][0].as_str().unwrap())).collect();
         assert_eq!(names, [("inv", "inv*"), ("ev", "ev*"), ("vu", "vu*")]);
         assert!(set[1..].iter().all(|t| t.body["composed_of"] == json!([COMPONENT])));
         let only_vuln = templates(&Indices { vulnerabilities: Some("vu".into()), ..Default::default() }, true);
@@ -214,7 +224,14 @@ mod tests {
 
     #[test]
     fn without_wildcard_every_wildcard_field_becomes_keyword_with_text() {
-        let with: Vec<String> = templates(&all(), true).iter().flat_map(|t| { let mut v = vec![]; types(&t.body, &mut v); v }).collect();
+        let with: Vec<String> = templates(&all(), true)
+            .iter()
+            .flat_map(|t| {
+                let mut v = vec![];
+                types(&t.body, &mut v);
+                v
+            })
+            .collect();
         assert!(with.iter().any(|t| t == "wildcard"), "the events template uses wildcard for process arguments");
         let set = templates(&all(), false);
         let mut seen = vec![];

@@ -17,9 +17,9 @@ use std::fmt;
 use std::str::FromStr;
 
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
-use crate::bulk::{bulk, BulkOptions, BulkReport, Operation};
+use crate::bulk::{BulkOptions, BulkReport, Operation, bulk};
 use crate::{Elastic, Error};
 
 /// Trivy's severities, lowest first.
@@ -76,7 +76,13 @@ pub struct SyncOptions {
 impl SyncOptions {
     pub fn new(index: &str, cluster_name: &str, threshold: Severity) -> Self {
         let now = jiff::Timestamp::now();
-        Self { index: index.into(), cluster_name: cluster_name.into(), threshold, sync_id: now.as_nanosecond().to_string(), now: now.to_string() }
+        Self {
+            index: index.into(),
+            cluster_name: cluster_name.into(),
+            threshold,
+            sync_id: now.as_nanosecond().to_string(),
+            now: now.to_string(),
+        }
     }
 }
 
@@ -94,9 +100,16 @@ fn text<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
 /// The findings of one VulnerabilityReport at or above the threshold.
 /// A report without a uid cannot have stable ids: an error naming it.
 pub fn findings(report: &Value, options: &SyncOptions) -> Result<Findings, Error> {
-    let name = format!("{}/{}", text(report, "/metadata/namespace").unwrap_or("-"), text(report, "/metadata/name").unwrap_or("-"));
-    let uid = text(report, "/metadata/uid").ok_or_else(|| Error::Report { report: name.clone(), reason: "has no metadata.uid".into() })?;
-    let label = |key: &str| report.pointer("/metadata/labels").and_then(|l| l.get(key)).and_then(Value::as_str).filter(|s| !s.is_empty());
+    let name = format!(
+        "{}/{}",
+        text(report, "/metadata/namespace").unwrap_or("-"),
+        text(report, "/metadata/name").unwrap_or("-")
+    );
+    let uid = text(report, "/metadata/uid")
+        .ok_or_else(|| Error::Report { report: name.clone(), reason: "has no metadata.uid".into() })?;
+    let label = |key: &str| {
+        report.pointer("/metadata/labels").and_then(|l| l.get(key)).and_then(Value::as_str).filter(|s| !s.is_empty())
+    };
     let r = &report["report"];
     let repository = text(r, "/artifact/repository").unwrap_or("unknown");
     let image = match text(r, "/registry/server") {
@@ -109,7 +122,13 @@ pub fn findings(report: &Value, options: &SyncOptions) -> Result<Findings, Error
         let Some(cve) = text(v, "/vulnerabilityID") else {
             // One malformed entry costs only itself: it has no identity to
             // write or resolve, and the rest of the report is good.
-            out.skipped.push(Error::Report { report: name.clone(), reason: format!("report.vulnerabilities[{i}] has no vulnerabilityID") }.to_string());
+            out.skipped.push(
+                Error::Report {
+                    report: name.clone(),
+                    reason: format!("report.vulnerabilities[{i}] has no vulnerabilityID"),
+                }
+                .to_string(),
+            );
             continue;
         };
         let severity = text(v, "/severity").and_then(|s| s.parse().ok()).unwrap_or(Severity::Unknown);
@@ -168,11 +187,7 @@ const MAX_ID_BYTES: usize = 512;
 fn finding_id(uid: &str, cve: &str, package: &str) -> String {
     use sha2::Digest as _;
     let id = format!("{uid}:{cve}:{package}");
-    if id.len() <= MAX_ID_BYTES {
-        id
-    } else {
-        format!("sha256:{}", hex::encode(sha2::Sha256::digest(id.as_bytes())))
-    }
+    if id.len() <= MAX_ID_BYTES { id } else { format!("sha256:{}", hex::encode(sha2::Sha256::digest(id.as_bytes()))) }
 }
 
 /// Drop null leaves (but keep `finding.resolved_at: null`, which reopens a
@@ -213,7 +228,12 @@ impl SyncReport {
 /// Upsert the findings of `reports` and resolve the ones no longer seen.
 /// Nothing is resolved when any upsert failed (a failed item would look
 /// vanished) — the run reports the failures and the next run resolves.
-pub async fn sync(es: &Elastic, reports: &[Value], options: &SyncOptions, bulk_options: &BulkOptions) -> Result<SyncReport, Error> {
+pub async fn sync(
+    es: &Elastic,
+    reports: &[Value],
+    options: &SyncOptions,
+    bulk_options: &BulkOptions,
+) -> Result<SyncReport, Error> {
     let mut report = SyncReport { reports: reports.len(), ..Default::default() };
     let mut ops = vec![];
     // Reports skipped whole: their findings were not seen this run, but
@@ -243,7 +263,8 @@ pub async fn sync(es: &Elastic, reports: &[Value], options: &SyncOptions, bulk_o
     }
     let Some(unread): Option<Vec<String>> = unread_reports.into_iter().collect() else {
         // A report without a uid: which findings are its cannot be told.
-        report.resolve_skipped = Some("a VulnerabilityReport without metadata.uid was skipped, so no finding can be told vanished".into());
+        report.resolve_skipped =
+            Some("a VulnerabilityReport without metadata.uid was skipped, so no finding can be told vanished".into());
         return Ok(report);
     };
     es.refresh(&options.index).await?;
@@ -253,7 +274,12 @@ pub async fn sync(es: &Elastic, reports: &[Value], options: &SyncOptions, bulk_o
 
 /// Mark open findings of this cluster that this run did not stamp as
 /// resolved, except those of `unread` reports (skipped as malformed).
-async fn resolve_unseen(es: &Elastic, options: &SyncOptions, bulk_options: &BulkOptions, unread: &[String]) -> Result<usize, Error> {
+async fn resolve_unseen(
+    es: &Elastic,
+    options: &SyncOptions,
+    bulk_options: &BulkOptions,
+    unread: &[String],
+) -> Result<usize, Error> {
     let mut resolved = 0;
     let mut after: Option<Value> = None;
     loop {
@@ -271,12 +297,16 @@ async fn resolve_unseen(es: &Elastic, options: &SyncOptions, bulk_options: &Bulk
             } },
         });
         if !unread.is_empty() {
-            query["query"]["bool"]["must_not"].as_array_mut().unwrap().push(json!({ "terms": { "trivy.report_uid": unread } }));
+            query["query"]["bool"]["must_not"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({ "terms": { "trivy.report_uid": unread } }));
         }
         if let Some(a) = &after {
             query["search_after"] = a.clone();
         }
-        let page = es.ok(Method::POST, &format!("{}/_search?ignore_unavailable=true", options.index), Some(&query)).await?;
+        let page =
+            es.ok(Method::POST, &format!("{}/_search?ignore_unavailable=true", options.index), Some(&query)).await?;
         let hits = page["hits"]["hits"].as_array().cloned().unwrap_or_default();
         if hits.is_empty() {
             return Ok(resolved);
@@ -285,11 +315,21 @@ async fn resolve_unseen(es: &Elastic, options: &SyncOptions, bulk_options: &Bulk
         let ops: Vec<_> = hits
             .iter()
             .filter_map(|h| h["_id"].as_str())
-            .map(|id| Operation::update(&options.index, id, json!({ "finding": { "status": "resolved", "resolved_at": options.now } })))
+            .map(|id| {
+                Operation::update(
+                    &options.index,
+                    id,
+                    json!({ "finding": { "status": "resolved", "resolved_at": options.now } }),
+                )
+            })
             .collect();
         let written = bulk(es, ops, bulk_options).await?;
         if let Some(f) = written.failed.first() {
-            return Err(Error::Status { what: format!("resolving finding {}", f.id), status: f.status, reason: f.reason.clone() });
+            return Err(Error::Status {
+                what: format!("resolving finding {}", f.id),
+                status: f.status,
+                reason: f.reason.clone(),
+            });
         }
         resolved += written.written();
     }
@@ -343,8 +383,16 @@ mod tests {
         r["report"]["vulnerabilities"][1].as_object_mut().unwrap().remove("vulnerabilityID");
         let f = findings(&r, &SyncOptions::new("v", "c", Severity::Unknown)).unwrap();
         assert_eq!(f.skipped.len(), 1);
-        assert!(f.skipped[0].contains("shop/replicaset-web-nginx") && f.skipped[0].contains("vulnerabilities[1]"), "{:?}", f.skipped);
-        assert_eq!(f.found.iter().map(|f| f.id.as_str()).collect::<Vec<_>>(), ["u-1:CVE-1:zlib1g", "u-1:CVE-3:libc6"], "the other entries are kept");
+        assert!(
+            f.skipped[0].contains("shop/replicaset-web-nginx") && f.skipped[0].contains("vulnerabilities[1]"),
+            "{:?}",
+            f.skipped
+        );
+        assert_eq!(
+            f.found.iter().map(|f| f.id.as_str()).collect::<Vec<_>>(),
+            ["u-1:CVE-1:zlib1g", "u-1:CVE-3:libc6"],
+            "the other entries are kept"
+        );
     }
 
     #[test]
@@ -360,7 +408,10 @@ mod tests {
     #[test]
     fn severities_parse_and_order() {
         assert!("critical".parse::<Severity>().unwrap() > Severity::High);
-        assert_eq!("SEVERE".parse::<Severity>().unwrap_err(), "`SEVERE` is not a Trivy severity (one of UNKNOWN, LOW, MEDIUM, HIGH, CRITICAL)");
+        assert_eq!(
+            "SEVERE".parse::<Severity>().unwrap_err(),
+            "`SEVERE` is not a Trivy severity (one of UNKNOWN, LOW, MEDIUM, HIGH, CRITICAL)"
+        );
         assert_eq!(Severity::Unknown.score(), 1);
     }
 }

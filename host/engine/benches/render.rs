@@ -19,7 +19,12 @@ fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1e3)
 }
 
-fn time_renders(registry: &Registry, agent: &secop_api::SecurityAgent, iterations: usize, memoize: bool) -> (Duration, Duration) {
+fn time_renders(
+    registry: &Registry,
+    agent: &secop_api::SecurityAgent,
+    iterations: usize,
+    memoize: bool,
+) -> (Duration, Duration) {
     let options = RenderOptions { memoize, ..Default::default() };
     for _ in 0..20 {
         std::hint::black_box(secop_engine::render(registry, agent, &options).unwrap());
@@ -100,7 +105,11 @@ fn main() {
     };
     println!("  feature calls, wasm:   {}", per_feature(&wasm));
     println!("  feature calls, native: {}", per_feature(&native));
-    println!("  wasm/native ratio            {:>10.2}x   {:>10.2}x", wasm_p50.as_secs_f64() / native_p50.as_secs_f64(), wasm_p95.as_secs_f64() / native_p95.as_secs_f64());
+    println!(
+        "  wasm/native ratio            {:>10.2}x   {:>10.2}x",
+        wasm_p50.as_secs_f64() / native_p50.as_secs_f64(),
+        wasm_p95.as_secs_f64() / native_p95.as_secs_f64()
+    );
 
     let _ = std::fs::remove_dir_all(cache_dir);
 }

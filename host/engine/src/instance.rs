@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use secop_feature_sdk::model as m;
 use secop_feature_sdk::Feature;
+use secop_feature_sdk::model as m;
 use secop_runtime::{CallError, ClusterAccess, Instance, ReadableObject, ScopedCluster};
 
 /// Builds a fresh native feature (its `Default`).
@@ -21,7 +21,11 @@ impl FeatureInstance {
         FeatureInstance::Native { feature: factory(), cluster: ScopedCluster::new(id, cluster) }
     }
 
-    pub fn configure(&mut self, config: &str, ctx: &m::Context) -> Result<Result<Vec<m::Diagnostic>, m::ConfigError>, CallError> {
+    pub fn configure(
+        &mut self,
+        config: &str,
+        ctx: &m::Context,
+    ) -> Result<Result<Vec<m::Diagnostic>, m::ConfigError>, CallError> {
         match self {
             FeatureInstance::Wasm(i) => i.configure(config, ctx),
             FeatureInstance::Native { feature, .. } => Ok(feature.configure(config, ctx)),

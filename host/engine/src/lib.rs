@@ -24,12 +24,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use secop_api::{SecurityAgent, SpecError};
-use secop_policy::{ClusterPolicy, Power, Violation};
 use secop_feature_sdk::model as m;
+use secop_policy::{ClusterPolicy, Power, Violation};
 use secop_runtime::{CallError, ClusterAccess, Limits, LoadError, Module, ReadableObject, Runtime};
 
 pub use crate::instance::{FeatureInstance, NativeFactory};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::objects::{Admission, Grant, ObjectKey, ObjectRejection, Scopes};
 
@@ -88,7 +88,8 @@ impl Registry {
     pub fn with_builtins(runtime: Arc<Runtime>) -> Result<Self, RegistryError> {
         let mut registry = Self { runtime, modules: BTreeMap::new(), memo: Memo::default() };
         for (id, bytes) in secop_builtin::MODULES {
-            let module = registry.runtime.load(id, bytes).map_err(|error| RegistryError { feature: id.to_string(), error })?;
+            let module =
+                registry.runtime.load(id, bytes).map_err(|error| RegistryError { feature: id.to_string(), error })?;
             registry.modules.insert(id.to_string(), Entry::Wasm(module));
         }
         Ok(registry)
@@ -397,7 +398,11 @@ fn memo_key(entry: &Entry, limits: Limits, config: &str, ctx: &m::Context) -> St
 }
 
 /// The entry a feature runs: the agent's own module, else the registry's.
-fn entry_for<'a>(registry: &'a Registry, options: &'a RenderOptions, name: &str) -> Result<Option<&'a Entry>, &'a FeatureError> {
+fn entry_for<'a>(
+    registry: &'a Registry,
+    options: &'a RenderOptions,
+    name: &str,
+) -> Result<Option<&'a Entry>, &'a FeatureError> {
     match options.modules.get(name) {
         Some(Ok(module)) => Ok(Some(&module.entry)),
         Some(Err(e)) => Err(e),
@@ -481,7 +486,8 @@ pub fn render(registry: &Registry, agent: &SecurityAgent, options: &RenderOption
                 receiver: None,
                 objects: vec![],
                 call_time: Duration::ZERO,
-                condition_type: entry.map_or_else(|| format!("{}Ready", f.name), |e| e.metadata().condition_type.clone()),
+                condition_type: entry
+                    .map_or_else(|| format!("{}Ready", f.name), |e| e.metadata().condition_type.clone()),
                 stale: false,
             }
         })
@@ -502,7 +508,8 @@ pub fn render(registry: &Registry, agent: &SecurityAgent, options: &RenderOption
             Ok(Some(entry)) => entry,
             Ok(None) => {
                 // ctem_validation is configured through spec.tests, not listed.
-                let available = registry.names().filter(|n| *n != secop_api::VALIDATION_FEATURE).collect::<Vec<_>>().join(", ");
+                let available =
+                    registry.names().filter(|n| *n != secop_api::VALIDATION_FEATURE).collect::<Vec<_>>().join(", ");
                 reports[i].error = Some(FeatureError::Unknown { available });
                 continue;
             }
@@ -554,7 +561,8 @@ pub fn render(registry: &Registry, agent: &SecurityAgent, options: &RenderOption
     let mut kinds_by_feature: BTreeMap<usize, BTreeSet<(String, String)>> = BTreeMap::new();
     for (index, output, _) in &outputs {
         if let Ok(parsed) = &output.parsed {
-            for p in parsed.iter().filter(|p| p.group == "apiextensions.k8s.io" && p.kind == "CustomResourceDefinition") {
+            for p in parsed.iter().filter(|p| p.group == "apiextensions.k8s.io" && p.kind == "CustomResourceDefinition")
+            {
                 if let Some(kind) = scopes.learn_crd(&p.value) {
                     kinds_by_feature.entry(*index).or_default().insert(kind);
                 }
@@ -625,12 +633,13 @@ pub fn render(registry: &Registry, agent: &SecurityAgent, options: &RenderOption
             }
         }
         if failure.is_none()
-            && let Some(slots) = output.collector {
-                match &collector {
-                    Some((other, _)) => failure = Some(FeatureError::SecondCollector { other: other.clone() }),
-                    None => collector = Some((report.name.clone(), slots)),
-                }
+            && let Some(slots) = output.collector
+        {
+            match &collector {
+                Some((other, _)) => failure = Some(FeatureError::SecondCollector { other: other.clone() }),
+                None => collector = Some((report.name.clone(), slots)),
             }
+        }
         if let Some(e) = failure {
             if !report.stale {
                 report.error = Some(e);
@@ -642,17 +651,30 @@ pub fn render(registry: &Registry, agent: &SecurityAgent, options: &RenderOption
         // A stale feature's objects stay, but it is not assessed: its
         // condition is its error.
         if !report.stale {
-        live.push(LiveFeature {
-            name: report.name.clone(),
-            entry: entry_for(registry, options, &report.name).ok().flatten().expect("a rendered feature has an entry").clone(),
-            limits: limits_of(spec),
-            config,
-            ctx: ctx.clone(),
-            readable: admitted
-                .iter()
-                .map(|(k, _)| (ReadableObject { api_version: k.api_version.clone(), kind: k.kind.clone(), name: k.name.clone() }, k.namespace.clone()))
-                .collect(),
-        });
+            live.push(LiveFeature {
+                name: report.name.clone(),
+                entry: entry_for(registry, options, &report.name)
+                    .ok()
+                    .flatten()
+                    .expect("a rendered feature has an entry")
+                    .clone(),
+                limits: limits_of(spec),
+                config,
+                ctx: ctx.clone(),
+                readable: admitted
+                    .iter()
+                    .map(|(k, _)| {
+                        (
+                            ReadableObject {
+                                api_version: k.api_version.clone(),
+                                kind: k.kind.clone(),
+                                name: k.name.clone(),
+                            },
+                            k.namespace.clone(),
+                        )
+                    })
+                    .collect(),
+            });
         }
         for (key, mut value) in admitted {
             label(&mut value, &ctx, &report.name);
@@ -728,7 +750,9 @@ fn instantiate(
     namespace: &str,
 ) -> Result<FeatureInstance, CallError> {
     Ok(match entry {
-        Entry::Wasm(module) => FeatureInstance::Wasm(registry.runtime().instantiate(module, limits, cluster, namespace)?),
+        Entry::Wasm(module) => {
+            FeatureInstance::Wasm(registry.runtime().instantiate(module, limits, cluster, namespace)?)
+        }
         Entry::Native { factory, .. } => FeatureInstance::native(name, *factory, cluster),
     })
 }
@@ -744,14 +768,15 @@ fn run_feature(
     ctx: &m::Context,
     options: &RenderOptions,
 ) -> Result<Output, (Vec<m::Diagnostic>, FeatureError)> {
-    let mut instance =
-        instantiate(registry, entry, name, limits, options.cluster.clone(), &ctx.namespace).map_err(|e| (vec![], e.into()))?;
+    let mut instance = instantiate(registry, entry, name, limits, options.cluster.clone(), &ctx.namespace)
+        .map_err(|e| (vec![], e.into()))?;
     let diagnostics = match instance.configure(config, ctx).map_err(|e| (vec![], e.into()))? {
         Ok(d) => d,
         Err(e) => return Err((vec![], FeatureError::Config(e))),
     };
     let fail = |e: FeatureError| (diagnostics.clone(), e);
-    let documents = instance.contribute().map_err(|e| fail(e.into()))?.map_err(|e| fail(FeatureError::Contribute(e)))?;
+    let documents =
+        instance.contribute().map_err(|e| fail(e.into()))?.map_err(|e| fail(FeatureError::Contribute(e)))?;
     let receiver = instance.otel_config().map_err(|e| fail(e.into()))?;
     let collector = instance.collector().map_err(|e| fail(e.into()))?;
     let parsed = documents.iter().enumerate().map(|(i, doc)| objects::parse(i, doc)).collect();
@@ -775,7 +800,11 @@ fn label(object: &mut Value, ctx: &m::Context, feature: &str) {
 /// Call `assess` on every live feature, each in a fresh instance configured
 /// as in the render, reading `cluster` through its scoped view. Errors
 /// become Unknown conditions that name the cause.
-pub fn assess(registry: &Registry, live: &[LiveFeature], cluster: Arc<dyn ClusterAccess>) -> Vec<(String, m::Condition)> {
+pub fn assess(
+    registry: &Registry,
+    live: &[LiveFeature],
+    cluster: Arc<dyn ClusterAccess>,
+) -> Vec<(String, m::Condition)> {
     live.iter()
         .map(|f| {
             let unknown = |reason: &str, message: String| m::Condition {
@@ -785,7 +814,8 @@ pub fn assess(registry: &Registry, live: &[LiveFeature], cluster: Arc<dyn Cluste
                 message: format!("feature `{}`: {message}", f.name),
             };
             let condition = (|| {
-                let mut instance = instantiate(registry, &f.entry, &f.name, f.limits, cluster.clone(), &f.ctx.namespace)?;
+                let mut instance =
+                    instantiate(registry, &f.entry, &f.name, f.limits, cluster.clone(), &f.ctx.namespace)?;
                 if let Err(e) = instance.configure(&f.config, &f.ctx)? {
                     return Ok(unknown("InvalidConfig", format!("configure failed during assess: {e}")));
                 }

@@ -222,9 +222,10 @@ pub fn pod_spec_pointer(group: &str, kind: &str) -> Option<&'static str> {
     match (group, kind) {
         ("", "Pod") => Some("/spec"),
         ("batch", "CronJob") => Some("/spec/jobTemplate/spec/template/spec"),
-        ("apps", "DaemonSet" | "Deployment" | "StatefulSet" | "ReplicaSet") | ("batch", "Job") | ("", "ReplicationController") | ("", "PodTemplate") => {
-            Some(if kind == "PodTemplate" { "/template/spec" } else { "/spec/template/spec" })
-        }
+        ("apps", "DaemonSet" | "Deployment" | "StatefulSet" | "ReplicaSet")
+        | ("batch", "Job")
+        | ("", "ReplicationController")
+        | ("", "PodTemplate") => Some(if kind == "PodTemplate" { "/template/spec" } else { "/spec/template/spec" }),
         _ => None,
     }
 }
@@ -237,11 +238,17 @@ pub fn admit(parsed: &mut Parsed, admission: &Admission) -> Result<ObjectKey, Ob
     let name = parsed.value["metadata"]["name"].as_str().unwrap_or_default().to_string();
     let label = format!("{} {}", parsed.kind, name);
     let reject = |reason: String| ObjectRejection { index, object: Some(label.clone()), reason, rule: None };
-    let violation = |v: Violation| ObjectRejection { index, object: Some(label.clone()), reason: v.to_string(), rule: Some(v.rule) };
+    let violation = |v: Violation| ObjectRejection {
+        index,
+        object: Some(label.clone()),
+        reason: v.to_string(),
+        rule: Some(v.rule),
+    };
 
     let kind_key = (parsed.group.clone(), parsed.kind.clone());
     if !admission.grant.allows(&parsed.group, &parsed.kind) && !admission.own_kinds.contains(&kind_key) {
-        let gk = if parsed.group.is_empty() { parsed.kind.clone() } else { format!("{}/{}", parsed.group, parsed.kind) };
+        let gk =
+            if parsed.group.is_empty() { parsed.kind.clone() } else { format!("{}/{}", parsed.group, parsed.kind) };
         return Err(reject(format!("kind {gk} is not granted to this feature")));
     }
 
@@ -250,7 +257,10 @@ pub fn admit(parsed: &mut Parsed, admission: &Admission) -> Result<ObjectKey, Ob
         return Err(violation(Violation {
             field: "kind".into(),
             rule: "modules.allowed[].clusterScoped",
-            message: format!("{} is cluster-scoped: cluster-scoped objects are not granted to modules from this source", parsed.kind),
+            message: format!(
+                "{} is cluster-scoped: cluster-scoped objects are not granted to modules from this source",
+                parsed.kind
+            ),
         }));
     }
     let declared_ns = parsed.value.pointer("/metadata/namespace").and_then(Value::as_str).map(str::to_string);
@@ -277,11 +287,20 @@ pub fn admit(parsed: &mut Parsed, admission: &Admission) -> Result<ObjectKey, Ob
         let field = pointer.trim_start_matches('/').replace('/', ".");
         let null = Value::Null;
         let pod_spec = parsed.value.pointer(pointer).unwrap_or(&null);
-        admission.policy.check_pod_spec(pod_spec, &field, admission.power, admission.operator_image).map_err(violation)?;
+        admission
+            .policy
+            .check_pod_spec(pod_spec, &field, admission.power, admission.operator_image)
+            .map_err(violation)?;
     }
     check_rbac(&parsed.group, &parsed.kind, &parsed.value, admission).map_err(reject)?;
 
-    Ok(ObjectKey { rank: rank(&parsed.group, &parsed.kind), api_version, kind: parsed.kind.clone(), namespace: object_ns, name })
+    Ok(ObjectKey {
+        rank: rank(&parsed.group, &parsed.kind),
+        api_version,
+        kind: parsed.kind.clone(),
+        namespace: object_ns,
+        name,
+    })
 }
 
 /// RBAC objects: bindings only of the feature's own roles to its own
@@ -305,13 +324,21 @@ fn check_rbac(group: &str, kind: &str, value: &Value, admission: &Admission) -> 
                 let text = |key: &str| subject.get(key).and_then(Value::as_str).unwrap_or_default();
                 // A RoleBinding's ServiceAccount subject may omit its namespace
                 // (then the binding's own, the agent's).
-                let namespace_ok = text("namespace") == admission.namespace || (kind == "RoleBinding" && text("namespace").is_empty());
-                if text("kind") != "ServiceAccount" || !namespace_ok || !admission.own_service_accounts.contains(text("name")) {
+                let namespace_ok =
+                    text("namespace") == admission.namespace || (kind == "RoleBinding" && text("namespace").is_empty());
+                if text("kind") != "ServiceAccount"
+                    || !namespace_ok
+                    || !admission.own_service_accounts.contains(text("name"))
+                {
                     return Err(format!(
                         "subjects[{i}] is {} `{}`{}: features may only bind their own ServiceAccounts in `{}`",
                         text("kind"),
                         text("name"),
-                        if text("namespace").is_empty() { String::new() } else { format!(" in `{}`", text("namespace")) },
+                        if text("namespace").is_empty() {
+                            String::new()
+                        } else {
+                            format!(" in `{}`", text("namespace"))
+                        },
                         admission.namespace
                     ));
                 }
@@ -333,9 +360,10 @@ fn check_rbac(group: &str, kind: &str, value: &Value, admission: &Admission) -> 
                         return Err(format!("rules[{i}].{field} contains a wildcard"));
                     }
                     if field == "verbs"
-                        && let Some(v) = values.iter().filter_map(Value::as_str).find(|v| ESCALATION_VERBS.contains(v)) {
-                            return Err(format!("rules[{i}].verbs grants `{v}`"));
-                        }
+                        && let Some(v) = values.iter().filter_map(Value::as_str).find(|v| ESCALATION_VERBS.contains(v))
+                    {
+                        return Err(format!("rules[{i}].verbs grants `{v}`"));
+                    }
                 }
             }
         }
@@ -369,7 +397,13 @@ mod tests {
 
     const OPERATOR_IMAGE: &str = "ghcr.io/example/security-operator:0.1.0";
 
-    fn admission<'a>(scopes: &'a Scopes, grant: &'a Grant, policy: &'a ClusterPolicy, power: Power, own_roles: &[(&str, &str)]) -> Admission<'a> {
+    fn admission<'a>(
+        scopes: &'a Scopes,
+        grant: &'a Grant,
+        policy: &'a ClusterPolicy,
+        power: Power,
+        own_roles: &[(&str, &str)],
+    ) -> Admission<'a> {
         Admission {
             namespace: "security-system",
             scopes,
@@ -401,7 +435,11 @@ mod tests {
 
     #[test]
     fn other_namespace_is_refused() {
-        let err = admit_one(json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x","namespace":"kube-system"}}), &[]).unwrap_err();
+        let err = admit_one(
+            json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x","namespace":"kube-system"}}),
+            &[],
+        )
+        .unwrap_err();
         assert!(err.reason.contains("outside the agent namespace"), "{err}");
     }
 
@@ -409,8 +447,10 @@ mod tests {
     fn secrets_need_a_grant() {
         let err = admit_one(json!({"apiVersion":"v1","kind":"Secret","metadata":{"name":"x"}}), &[]).unwrap_err();
         assert!(err.reason.contains("kind Secret is not granted"), "{err}");
-        let mut parsed = parse(0, &json!({"apiVersion":"v1","kind":"Secret","metadata":{"name":"x"}}).to_string()).unwrap();
-        let (scopes, granted, policy) = (Scopes::new(), Grant::with_extra(&["Secret".to_string()]), ClusterPolicy::default());
+        let mut parsed =
+            parse(0, &json!({"apiVersion":"v1","kind":"Secret","metadata":{"name":"x"}}).to_string()).unwrap();
+        let (scopes, granted, policy) =
+            (Scopes::new(), Grant::with_extra(&["Secret".to_string()]), ClusterPolicy::default());
         assert!(admit(&mut parsed, &admission(&scopes, &granted, &policy, Power::BUILT_IN, &[])).is_ok());
     }
 
@@ -432,8 +472,20 @@ mod tests {
                 "roleRef":{"kind":"ClusterRole","name":"mine"},"subjects":[subject]})
         };
         let own = [("ClusterRole", "mine")];
-        assert!(admit_one(binding("ClusterRoleBinding", json!({"kind":"ServiceAccount","name":"mine","namespace":"security-system"})), &own).is_ok());
-        assert!(admit_one(binding("RoleBinding", json!({"kind":"ServiceAccount","name":"mine"})), &own).is_ok(), "a RoleBinding's subject defaults to its namespace");
+        assert!(
+            admit_one(
+                binding(
+                    "ClusterRoleBinding",
+                    json!({"kind":"ServiceAccount","name":"mine","namespace":"security-system"})
+                ),
+                &own
+            )
+            .is_ok()
+        );
+        assert!(
+            admit_one(binding("RoleBinding", json!({"kind":"ServiceAccount","name":"mine"})), &own).is_ok(),
+            "a RoleBinding's subject defaults to its namespace"
+        );
         for subject in [
             json!({"kind":"ServiceAccount","name":"default","namespace":"kube-system"}),
             json!({"kind":"ServiceAccount","name":"mine","namespace":"kube-system"}),
@@ -441,7 +493,10 @@ mod tests {
             json!({"kind":"Group","name":"system:authenticated"}),
         ] {
             let err = admit_one(binding("ClusterRoleBinding", subject.clone()), &own).unwrap_err();
-            assert!(err.reason.contains("subjects[0]") && err.reason.contains("their own ServiceAccounts"), "{subject}: {err}");
+            assert!(
+                err.reason.contains("subjects[0]") && err.reason.contains("their own ServiceAccounts"),
+                "{subject}: {err}"
+            );
         }
     }
 
@@ -491,6 +546,9 @@ mod tests {
     fn unparseable_and_nameless_documents_are_refused() {
         assert!(parse(0, "nope").unwrap_err().reason.starts_with("not JSON"));
         assert_eq!(parse(1, r#"{"kind":"ConfigMap"}"#).unwrap_err().reason, "missing apiVersion");
-        assert_eq!(parse(2, r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{}}"#).unwrap_err().reason, "missing metadata.name");
+        assert_eq!(
+            parse(2, r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{}}"#).unwrap_err().reason,
+            "missing metadata.name"
+        );
     }
 }

@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use secop_feature_sdk::k8s::content_hash;
 use secop_feature_sdk::model as m;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 
 use crate::objects::ObjectKey;
 
@@ -118,7 +118,8 @@ fn receiver(r: &m::OtelReceiver, storage: &str) -> Value {
     // Sensors also write plain log lines (startup banners on stderr); only
     // JSON documents are events.
     operators.push(json!({ "type": "filter", "id": "only-json", "expr": "body not matches \"^\\\\s*\\\\{\"" }));
-    let mut parser = json!({ "type": "json_parser", "id": "event-time", "parse_from": "body", "on_error": "send_quiet" });
+    let mut parser =
+        json!({ "type": "json_parser", "id": "event-time", "parse_from": "body", "on_error": "send_quiet" });
     if let Some(ts) = &r.timestamp {
         parser["timestamp"] = match ts.layout {
             m::TimestampLayout::Rfc3339Nano => {
@@ -153,7 +154,11 @@ fn node_statements(ctx: &m::Context, r: &m::OtelReceiver) -> Vec<String> {
         lit(&format!(",{skeleton_text}")),
     )];
     let guard = |p: &str| format!("IsMap(log.body) and {p} != nil");
-    let subject = [("namespace", &r.subject.namespace, "kubernetes.namespace"), ("pod", &r.subject.pod, "kubernetes.pod.name"), ("node", &r.subject.node, "kubernetes.node.name")];
+    let subject = [
+        ("namespace", &r.subject.namespace, "kubernetes.namespace"),
+        ("pod", &r.subject.pod, "kubernetes.pod.name"),
+        ("node", &r.subject.node, "kubernetes.node.name"),
+    ];
     for (_, alternatives, field) in subject {
         let target = body_path(&dotted(field));
         for alt in alternatives {
@@ -258,7 +263,11 @@ fn exporter(ctx: &m::Context, slots: &m::CollectorSlots, index: &str) -> Value {
 }
 
 /// Write both configs. `receivers` are (feature, receiver) in priority order.
-pub fn synthesize(ctx: &m::Context, slots: &m::CollectorSlots, receivers: &[(String, m::OtelReceiver)]) -> CollectorConfigs {
+pub fn synthesize(
+    ctx: &m::Context,
+    slots: &m::CollectorSlots,
+    receivers: &[(String, m::OtelReceiver)],
+) -> CollectorConfigs {
     // Node.
     let mut node_receivers = Map::new();
     let mut node_processors = Map::new();
@@ -268,7 +277,8 @@ pub fn synthesize(ctx: &m::Context, slots: &m::CollectorSlots, receivers: &[(Str
         let id = format!("file_log/{}", r.name);
         node_receivers.insert(id.clone(), receiver(r, "file_storage/offsets"));
         let transform = format!("transform/{}", r.name);
-        node_processors.insert(transform.clone(), json!({ "error_mode": "ignore", "log_statements": node_statements(ctx, r) }));
+        node_processors
+            .insert(transform.clone(), json!({ "error_mode": "ignore", "log_statements": node_statements(ctx, r) }));
         node_pipelines.insert(
             format!("logs/{}", r.name),
             json!({ "receivers": [id], "processors": [transform, "batch"], "exporters": ["otlp_grpc/gateway"] }),
@@ -278,7 +288,10 @@ pub fn synthesize(ctx: &m::Context, slots: &m::CollectorSlots, receivers: &[(Str
         // No feature tails anything: keep a valid config that accepts
         // local OTLP only.
         node_receivers.insert("otlp".into(), json!({ "protocols": { "grpc": { "endpoint": "127.0.0.1:4317" } } }));
-        node_pipelines.insert("logs/local".into(), json!({ "receivers": ["otlp"], "processors": ["batch"], "exporters": ["otlp_grpc/gateway"] }));
+        node_pipelines.insert(
+            "logs/local".into(),
+            json!({ "receivers": ["otlp"], "processors": ["batch"], "exporters": ["otlp_grpc/gateway"] }),
+        );
     }
     let node = json!({
         "extensions": {
@@ -321,7 +334,11 @@ pub fn synthesize(ctx: &m::Context, slots: &m::CollectorSlots, receivers: &[(Str
             json!({ "receivers": ["routing/ctem"], "exporters": [format!("elasticsearch/{label}")] }),
         );
         if *target != m::TargetIndex::Events && !tools.is_empty() {
-            let any = tools.iter().map(|t| format!("body[\"labels\"][\"security_tool\"] == {}", lit(t))).collect::<Vec<_>>().join(" or ");
+            let any = tools
+                .iter()
+                .map(|t| format!("body[\"labels\"][\"security_tool\"] == {}", lit(t)))
+                .collect::<Vec<_>>()
+                .join(" or ");
             table.push(json!({ "context": "log", "condition": format!("IsMap(body) and ({any})"), "pipelines": [format!("logs/{label}")] }));
         }
     }
@@ -333,7 +350,9 @@ pub fn synthesize(ctx: &m::Context, slots: &m::CollectorSlots, receivers: &[(Str
         "logs/in".into(),
         json!({ "receivers": ["otlp"], "processors": ["transform/ctem"], "exporters": ["routing/ctem"] }),
     );
-    let mut ctem_statements = vec![json!({ "context": "scope", "statements": ["set(scope.attributes[\"elastic.mapping.mode\"], \"bodymap\")"] })];
+    let mut ctem_statements = vec![
+        json!({ "context": "scope", "statements": ["set(scope.attributes[\"elastic.mapping.mode\"], \"bodymap\")"] }),
+    ];
     let severity = severity_statements(receivers);
     if !severity.is_empty() {
         ctem_statements.push(json!({ "context": "log", "statements": severity }));
@@ -359,7 +378,8 @@ pub fn synthesize(ctx: &m::Context, slots: &m::CollectorSlots, receivers: &[(Str
         "service": { "extensions": extension_ids, "pipelines": pipelines },
     });
 
-    let header = format!("# Generated by security-operator for OpenTelemetry Collector {COLLECTOR_VERSION}. Do not edit.\n");
+    let header =
+        format!("# Generated by security-operator for OpenTelemetry Collector {COLLECTOR_VERSION}. Do not edit.\n");
     CollectorConfigs {
         node: header.clone() + &serde_yaml::to_string(&node).expect("yaml"),
         gateway: header + &serde_yaml::to_string(&gateway).expect("yaml"),
@@ -392,7 +412,13 @@ pub fn attach(
     desired: &mut BTreeMap<ObjectKey, Value>,
 ) -> Vec<(ObjectKey, Value)> {
     let config_map = |name: &str, yaml: &str| {
-        let key = ObjectKey { rank: 3, api_version: "v1".into(), kind: "ConfigMap".into(), namespace: Some(ctx.namespace.clone()), name: name.into() };
+        let key = ObjectKey {
+            rank: 3,
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            namespace: Some(ctx.namespace.clone()),
+            name: name.into(),
+        };
         let value = json!({
             "apiVersion": "v1",
             "kind": "ConfigMap",
@@ -411,7 +437,8 @@ pub fn attach(
             ("Deployment", n) if n == slots.gateway_deployment => &configs.gateway,
             _ => continue,
         };
-        object["spec"]["template"]["metadata"]["annotations"][CONFIG_HASH_ANNOTATION] = json!(content_hash(&[template]));
+        object["spec"]["template"]["metadata"]["annotations"][CONFIG_HASH_ANNOTATION] =
+            json!(content_hash(&[template]));
     }
     vec![config_map(&slots.node_config_map, &configs.node), config_map(&slots.gateway_config_map, &configs.gateway)]
 }
@@ -419,7 +446,10 @@ pub fn attach(
 /// Mount each root read-only unless an existing mount already covers it.
 fn mount_roots(daemonset: &mut Value, container: &str, roots: &BTreeSet<String>) {
     let Some(spec) = daemonset.pointer_mut("/spec/template/spec") else { return };
-    let Some(index) = spec["containers"].as_array().and_then(|cs| cs.iter().position(|c| c["name"] == container)) else { return };
+    let Some(index) = spec["containers"].as_array().and_then(|cs| cs.iter().position(|c| c["name"] == container))
+    else {
+        return;
+    };
     let mut mounted: Vec<String> = spec["containers"][index]["volumeMounts"]
         .as_array()
         .map(|ms| ms.iter().filter_map(|m| m["mountPath"].as_str().map(str::to_string)).collect())
@@ -433,7 +463,10 @@ fn mount_roots(daemonset: &mut Value, container: &str, roots: &BTreeSet<String>)
         if !spec["volumes"].is_array() {
             spec["volumes"] = json!([]);
         }
-        spec["volumes"].as_array_mut().expect("array").push(json!({ "name": name, "hostPath": { "path": root, "type": "DirectoryOrCreate" } }));
+        spec["volumes"]
+            .as_array_mut()
+            .expect("array")
+            .push(json!({ "name": name, "hostPath": { "path": root, "type": "DirectoryOrCreate" } }));
         let mounts = &mut spec["containers"][index]["volumeMounts"];
         if !mounts.is_array() {
             *mounts = json!([]);
@@ -456,6 +489,9 @@ mod tests {
 
     #[test]
     fn ottl_paths_quote_keys_with_dots() {
-        assert_eq!(body_path(&raw("falco", &m::path(&["output_fields", "k8s.ns.name"]))), r#"log.body["falco"]["output_fields"]["k8s.ns.name"]"#);
+        assert_eq!(
+            body_path(&raw("falco", &m::path(&["output_fields", "k8s.ns.name"]))),
+            r#"log.body["falco"]["output_fields"]["k8s.ns.name"]"#
+        );
     }
 }

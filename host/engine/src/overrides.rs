@@ -7,7 +7,7 @@
 //! camelCase keys matching kebab-case names (`otelGateway` → `otel-gateway`).
 
 use secop_api::{ComponentOverride, OverrideSpec, SpecError};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 
 use crate::objects::ObjectKey;
 
@@ -29,7 +29,10 @@ fn kebab(key: &str) -> String {
 }
 
 fn is_workload(key: &ObjectKey) -> bool {
-    matches!((key.group(), key.kind.as_str()), ("apps", "DaemonSet" | "Deployment" | "StatefulSet") | ("batch", "CronJob"))
+    matches!(
+        (key.group(), key.kind.as_str()),
+        ("apps", "DaemonSet" | "Deployment" | "StatefulSet") | ("batch", "CronJob")
+    )
 }
 
 fn matches(key: &str, object: &Value) -> bool {
@@ -46,9 +49,10 @@ pub fn apply(spec: Option<&OverrideSpec>, objects: &mut [(ObjectKey, Value)]) ->
     let mut warnings = vec![];
     for (key, object) in objects.iter_mut().filter(|(k, _)| is_workload(k)) {
         if key.kind == "DaemonSet"
-            && let Some(node_agent) = &spec.node_agent {
-                apply_one("nodeAgent", node_agent, key, object, &mut warnings)?;
-            }
+            && let Some(node_agent) = &spec.node_agent
+        {
+            apply_one("nodeAgent", node_agent, key, object, &mut warnings)?;
+        }
         for (name, o) in &spec.components {
             if matches(name, object) {
                 apply_one(name, o, key, object, &mut warnings)?;
@@ -190,7 +194,13 @@ mod tests {
 
     fn workload(kind: &str, name: &str) -> (ObjectKey, Value) {
         let group = if kind == "CronJob" { "batch/v1" } else { "apps/v1" };
-        let key = ObjectKey { rank: 5, api_version: group.into(), kind: kind.into(), namespace: Some("s".into()), name: name.into() };
+        let key = ObjectKey {
+            rank: 5,
+            api_version: group.into(),
+            kind: kind.into(),
+            namespace: Some("s".into()),
+            name: name.into(),
+        };
         let template = json!({ "metadata": {}, "spec": { "containers": [
             { "name": name, "image": "old", "resources": { "limits": { "cpu": "500m", "memory": "1Gi" } } },
             { "name": "sidecar", "image": "side" } ] } });
@@ -209,10 +219,17 @@ mod tests {
 
     #[test]
     fn node_agent_hits_every_daemonset_and_tool_entries_win() {
-        let mut objects = vec![workload("DaemonSet", "falco"), workload("DaemonSet", "osquery"), workload("Deployment", "otel-gateway")];
-        let s = spec("nodeAgent:\n  tolerations: [{operator: Exists}]\n  resources: {limits: {memory: 512Mi}}\nfalco:\n  resources: {limits: {memory: 2Gi}}\n");
+        let mut objects = vec![
+            workload("DaemonSet", "falco"),
+            workload("DaemonSet", "osquery"),
+            workload("Deployment", "otel-gateway"),
+        ];
+        let s = spec(
+            "nodeAgent:\n  tolerations: [{operator: Exists}]\n  resources: {limits: {memory: 512Mi}}\nfalco:\n  resources: {limits: {memory: 2Gi}}\n",
+        );
         apply(Some(&s), &mut objects).unwrap();
-        let limits = |i: usize| objects[i].1["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"].clone();
+        let limits =
+            |i: usize| objects[i].1["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"].clone();
         assert_eq!(limits(0), json!({ "cpu": "500m", "memory": "2Gi" }));
         assert_eq!(limits(1), json!({ "cpu": "500m", "memory": "512Mi" }));
         assert_eq!(limits(2), json!({ "cpu": "500m", "memory": "1Gi" }), "a Deployment is not a node agent");
@@ -248,7 +265,8 @@ mod tests {
         let mut labels = BTreeMap::new();
         labels.insert("app.kubernetes.io/name".to_string(), "x".to_string());
         let s = OverrideSpec {
-            components: [("falco".to_string(), ComponentOverride { labels: Some(labels), ..Default::default() })].into(),
+            components: [("falco".to_string(), ComponentOverride { labels: Some(labels), ..Default::default() })]
+                .into(),
             ..Default::default()
         };
         let err = apply(Some(&s), &mut objects).unwrap_err();

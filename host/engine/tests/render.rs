@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use common::*;
 use secop_engine::objects::ObjectKey;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 const FEATURES: [&str; 5] = ["otel_pipeline", "falco", "tetragon", "osquery", "trivy"];
 
@@ -21,7 +21,11 @@ fn assert_golden(name: &str, actual: &str) {
     let expected = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1 to create it)", path.display()));
     if expected != actual {
-        let line = expected.lines().zip(actual.lines()).position(|(a, b)| a != b).unwrap_or(expected.lines().count().min(actual.lines().count()));
+        let line = expected
+            .lines()
+            .zip(actual.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or(expected.lines().count().min(actual.lines().count()));
         panic!(
             "{} differs from the rendered output at line {} (expected {:?}, got {:?}); rerun with UPDATE_GOLDEN=1 if the change is intended",
             path.display(),
@@ -45,7 +49,13 @@ fn full_sample_renders_every_piece_of_the_plan() {
     assert!(find(&rendered, "Deployment", "trivy-operator").is_some());
     assert!(find(&rendered, "TracingPolicy", "container-escape-monitor").is_some());
     let sync = find(&rendered, "Deployment", "trivy-es-sync").expect("trivy sync Deployment");
-    assert!(sync["spec"]["template"]["spec"]["containers"][0]["args"].as_array().unwrap().contains(&json!("--resync-seconds=21600")), "@every 6h");
+    assert!(
+        sync["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("--resync-seconds=21600")),
+        "@every 6h"
+    );
     let pack = find(&rendered, "ConfigMap", "osquery-pack-scope-minimal").expect("osquery pack");
     let pack: Value = serde_json::from_str(pack["data"]["pack.conf"].as_str().unwrap()).unwrap();
     assert_eq!(pack["queries"].as_object().unwrap().len(), 8);
@@ -59,7 +69,9 @@ fn full_sample_renders_every_piece_of_the_plan() {
     assert_eq!(gateway["connectors"]["routing/ctem"]["default_pipelines"][0], "logs/events");
 
     // The plan's override: memory 2Gi on Falco only, tolerations everywhere.
-    let limits = |ds: &str| find(&rendered, "DaemonSet", ds).unwrap()["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"].clone();
+    let limits = |ds: &str| {
+        find(&rendered, "DaemonSet", ds).unwrap()["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"].clone()
+    };
     assert_eq!(limits("falco"), "2Gi");
     assert_eq!(limits("tetragon"), "512Mi");
     for ds in ["falco", "tetragon", "osquery", "otel-node"] {
@@ -103,7 +115,8 @@ fn disabling_a_feature_removes_exactly_its_objects_and_receiver() {
     let registry = registry();
     let full_agent = sample("securityagent_full.yaml");
     let full = render(&registry, &full_agent);
-    let full_receivers: BTreeSet<String> = node_config(&full)["receivers"].as_object().unwrap().keys().cloned().collect();
+    let full_receivers: BTreeSet<String> =
+        node_config(&full)["receivers"].as_object().unwrap().keys().cloned().collect();
     // Objects whose content depends on the set of features: the collector
     // configs and the hash annotation / mounts of the collector workloads.
     let collector_objects = ["otel-node-config", "otel-gateway-config", "otel-node", "otel-gateway"];
@@ -114,9 +127,11 @@ fn disabling_a_feature_removes_exactly_its_objects_and_receiver() {
         let rendered = render(&registry, &agent);
         assert!(rendered.failed().next().is_none(), "{feature}");
 
-        let owned: BTreeSet<&ObjectKey> = full.owners.iter().filter(|(_, o)| o.as_str() == feature).map(|(k, _)| k).collect();
+        let owned: BTreeSet<&ObjectKey> =
+            full.owners.iter().filter(|(_, o)| o.as_str() == feature).map(|(k, _)| k).collect();
         assert!(!owned.is_empty(), "{feature} owns objects");
-        let expected: BTreeSet<&ObjectKey> = full.objects.iter().map(|(k, _)| k).filter(|k| !owned.contains(k)).collect();
+        let expected: BTreeSet<&ObjectKey> =
+            full.objects.iter().map(|(k, _)| k).filter(|k| !owned.contains(k)).collect();
         let actual: BTreeSet<&ObjectKey> = rendered.objects.iter().map(|(k, _)| k).collect();
         assert_eq!(actual, expected, "disabling {feature}");
 
@@ -129,8 +144,10 @@ fn disabling_a_feature_removes_exactly_its_objects_and_receiver() {
         }
 
         if feature != "otel_pipeline" {
-            let receivers: BTreeSet<String> = node_config(&rendered)["receivers"].as_object().unwrap().keys().cloned().collect();
-            let expected: BTreeSet<String> = full_receivers.iter().filter(|r| *r != &format!("file_log/{feature}")).cloned().collect();
+            let receivers: BTreeSet<String> =
+                node_config(&rendered)["receivers"].as_object().unwrap().keys().cloned().collect();
+            let expected: BTreeSet<String> =
+                full_receivers.iter().filter(|r| *r != &format!("file_log/{feature}")).cloned().collect();
             assert_eq!(receivers, expected, "receivers with {feature} disabled");
         } else {
             assert!(rendered.warnings.iter().any(|w| w.contains("no collector feature")), "{:?}", rendered.warnings);
@@ -143,7 +160,8 @@ fn collector_roots_are_mounted_read_only_in_the_node_collector() {
     let rendered = render(&registry(), &sample("securityagent_full.yaml"));
     let node = find(&rendered, "DaemonSet", "otel-node").unwrap();
     let mounts = node["spec"]["template"]["spec"]["containers"][0]["volumeMounts"].as_array().unwrap();
-    let osquery = mounts.iter().find(|m| m["mountPath"] == "/var/log/security/osquery").expect("osquery log dir mounted");
+    let osquery =
+        mounts.iter().find(|m| m["mountPath"] == "/var/log/security/osquery").expect("osquery log dir mounted");
     assert_eq!(osquery["readOnly"], true);
     assert!(node["spec"]["template"]["metadata"]["annotations"]["security.example.io/config-hash"].is_string());
 }
@@ -172,10 +190,17 @@ fn no_subpath_file_is_mounted_inside_another_mount() {
     let rendered = render(&registry, &sample("securityagent_full.yaml"));
     let mut checked = 0;
     for (key, object) in &rendered.objects {
-        let template = if key.kind == "CronJob" { "/spec/jobTemplate/spec/template/spec" } else { "/spec/template/spec" };
+        let template =
+            if key.kind == "CronJob" { "/spec/jobTemplate/spec/template/spec" } else { "/spec/template/spec" };
         let Some(pod) = object.pointer(template) else { continue };
-        for container in pod["containers"].as_array().into_iter().flatten().chain(pod["initContainers"].as_array().into_iter().flatten()) {
-            let mounts: Vec<&Value> = container["volumeMounts"].as_array().map(|m| m.iter().collect()).unwrap_or_default();
+        for container in pod["containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .chain(pod["initContainers"].as_array().into_iter().flatten())
+        {
+            let mounts: Vec<&Value> =
+                container["volumeMounts"].as_array().map(|m| m.iter().collect()).unwrap_or_default();
             for file in mounts.iter().filter(|m| m.get("subPath").is_some()) {
                 let path = file["mountPath"].as_str().unwrap();
                 for outer in &mounts {

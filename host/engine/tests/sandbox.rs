@@ -12,7 +12,8 @@ use serde_json::json;
 fn registry_with_hostile() -> Registry {
     let mut registry = registry();
     let path = secop_builtin::artifact_path("feature_hostile");
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (built by secop-builtin's build script)", path.display()));
+    let bytes = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (built by secop-builtin's build script)", path.display()));
     let id = registry.load("feature_hostile.wasm", &bytes).expect("hostile module loads");
     assert_eq!(id, "hostile");
     registry
@@ -21,7 +22,8 @@ fn registry_with_hostile() -> Registry {
 /// Render the minimal sample plus the hostile feature in `mode`.
 fn render_hostile(registry: &Registry, mode: &str, memory_mib: Option<u32>) -> secop_engine::Rendered {
     let mut agent = sample("securityagent_minimal.yaml");
-    let mut feature: secop_api::FeatureSpec = serde_json::from_value(json!({ "name": "hostile", "config": { "mode": mode } })).unwrap();
+    let mut feature: secop_api::FeatureSpec =
+        serde_json::from_value(json!({ "name": "hostile", "config": { "mode": mode } })).unwrap();
     if let Some(mib) = memory_mib {
         feature.limits = Some(secop_api::FeatureLimits { memory_mib: Some(mib), timeout_millis: Some(5000) });
     }
@@ -68,7 +70,10 @@ fn infinite_loop_hits_the_deadline() {
 #[test]
 fn unbounded_memory_hits_the_memory_limit() {
     let (error, line) = hostile_error(&render_hostile(&registry_with_hostile(), "unbounded-memory", None));
-    assert!(matches!(error, FeatureError::Sandbox(CallError::MemoryLimit { call: "contribute", limit_bytes: 67108864 })), "{line}");
+    assert!(
+        matches!(error, FeatureError::Sandbox(CallError::MemoryLimit { call: "contribute", limit_bytes: 67108864 })),
+        "{line}"
+    );
 }
 
 #[test]
@@ -98,7 +103,10 @@ fn invalid_objects_are_rejected() {
 #[test]
 fn objects_in_other_namespaces_are_rejected() {
     let (_, line) = hostile_error(&render_hostile(&registry_with_hostile(), "other-namespace", None));
-    assert!(line.contains("ConfigMap escaped") && line.contains("outside the agent namespace `security-system`"), "{line}");
+    assert!(
+        line.contains("ConfigMap escaped") && line.contains("outside the agent namespace `security-system`"),
+        "{line}"
+    );
 }
 
 #[test]
@@ -130,10 +138,18 @@ fn only_an_accepted_output_stands_in_for_a_later_failure() {
     let options = secop_engine::RenderOptions { keep_last_good: true, ..Default::default() };
     let render_mode = |mode: &str| {
         let mut agent = sample("securityagent_minimal.yaml");
-        agent.spec.features.push(serde_json::from_value(json!({ "name": "hostile", "config": { "mode": mode } })).unwrap());
+        agent
+            .spec
+            .features
+            .push(serde_json::from_value(json!({ "name": "hostile", "config": { "mode": mode } })).unwrap());
         let rendered = secop_engine::render(&registry, &agent, &options).expect("render");
         let report = rendered.features.iter().find(|f| f.name == "hostile").cloned().unwrap();
-        let names: Vec<String> = rendered.objects.iter().filter(|(_, o)| o["kind"] == "ConfigMap").map(|(_, o)| o["metadata"]["name"].as_str().unwrap().to_string()).collect();
+        let names: Vec<String> = rendered
+            .objects
+            .iter()
+            .filter(|(_, o)| o["kind"] == "ConfigMap")
+            .map(|(_, o)| o["metadata"]["name"].as_str().unwrap().to_string())
+            .collect();
         (report, names)
     };
 
@@ -154,12 +170,19 @@ fn only_an_accepted_output_stands_in_for_a_later_failure() {
 
 /// The hostile module as an agent's module fetched by `image` (not a
 /// built-in), rendered under the cluster policy `policy_yaml`.
-fn render_agent_module(mode: &str, image: &str, policy_yaml: &str) -> Result<secop_engine::Rendered, secop_engine::RenderError> {
+fn render_agent_module(
+    mode: &str,
+    image: &str,
+    policy_yaml: &str,
+) -> Result<secop_engine::Rendered, secop_engine::RenderError> {
     let registry = registry();
     let bytes = std::fs::read(secop_builtin::artifact_path("feature_hostile")).unwrap();
     let module = registry.runtime().load("feature_hostile.wasm", &bytes).expect("hostile module loads");
     let mut agent = sample("securityagent_minimal.yaml");
-    agent.spec.features.push(serde_json::from_value(json!({ "name": "hostile", "module": { "image": image }, "config": { "mode": mode } })).unwrap());
+    agent.spec.features.push(
+        serde_json::from_value(json!({ "name": "hostile", "module": { "image": image }, "config": { "mode": mode } }))
+            .unwrap(),
+    );
     let policy = secop_policy::ClusterPolicy::from_yaml(policy_yaml).unwrap();
     let mut options = secop_engine::RenderOptions { policy: std::sync::Arc::new(policy), ..Default::default() };
     let entry = secop_engine::Entry::Wasm(module);
@@ -184,20 +207,39 @@ fn policy_error(rendered: &secop_engine::Rendered) -> (&'static str, String) {
 fn a_module_from_a_source_the_policy_does_not_name_is_refused_before_it_runs() {
     let err = render_agent_module("benign", "evil.example.com/hostile:1", REGISTRY_SOURCE).err().expect("refused");
     assert_eq!(err.reason(), "PolicyViolation");
-    assert!(err.to_string().contains("spec.features[2].module.image") && err.to_string().contains("modules.allowed"), "{err}");
-    assert!(render_agent_module("benign", "registry.example.com/secop/hostile:1", REGISTRY_SOURCE).unwrap().failed().next().is_none());
+    assert!(
+        err.to_string().contains("spec.features[2].module.image") && err.to_string().contains("modules.allowed"),
+        "{err}"
+    );
+    assert!(
+        render_agent_module("benign", "registry.example.com/secop/hostile:1", REGISTRY_SOURCE)
+            .unwrap()
+            .failed()
+            .next()
+            .is_none()
+    );
 }
 
 #[test]
 fn cluster_scoped_rbac_needs_the_sources_grant_built_ins_have_it() {
     let registry = registry_with_hostile();
-    assert!(render_hostile(&registry, "own-cluster-role", None).failed().next().is_none(), "a built-in may bind its own ClusterRole to its own ServiceAccount");
-    let rendered = render_agent_module("own-cluster-role", "registry.example.com/secop/hostile:1", REGISTRY_SOURCE).unwrap();
+    assert!(
+        render_hostile(&registry, "own-cluster-role", None).failed().next().is_none(),
+        "a built-in may bind its own ClusterRole to its own ServiceAccount"
+    );
+    let rendered =
+        render_agent_module("own-cluster-role", "registry.example.com/secop/hostile:1", REGISTRY_SOURCE).unwrap();
     let (rule, line) = policy_error(&rendered);
     assert_eq!(rule, "modules.allowed[].clusterScoped", "{line}");
     assert!(line.contains("ClusterRole hostile-secrets"), "{line}");
     let granted = format!("{REGISTRY_SOURCE}    clusterScoped: true\n");
-    assert!(render_agent_module("own-cluster-role", "registry.example.com/secop/hostile:1", &granted).unwrap().failed().next().is_none());
+    assert!(
+        render_agent_module("own-cluster-role", "registry.example.com/secop/hostile:1", &granted)
+            .unwrap()
+            .failed()
+            .next()
+            .is_none()
+    );
 }
 
 #[test]
@@ -207,7 +249,13 @@ fn host_access_needs_the_sources_grant() {
     assert_eq!(rule, "modules.allowed[].hostAccess", "{line}");
     assert!(line.contains("DaemonSet hostile-root") && line.contains("hostPath"), "{line}");
     let granted = format!("{REGISTRY_SOURCE}    hostAccess: true\n");
-    assert!(render_agent_module("host-root", "registry.example.com/secop/hostile:1", &granted).unwrap().failed().next().is_none());
+    assert!(
+        render_agent_module("host-root", "registry.example.com/secop/hostile:1", &granted)
+            .unwrap()
+            .failed()
+            .next()
+            .is_none()
+    );
 }
 
 #[test]
@@ -244,7 +292,10 @@ fn the_memory_budget_holds_all_instances_together() {
     let runtime = secop_runtime::Runtime::new(None).unwrap().with_memory_budget(one + one / 2);
     let module = runtime.load("hostile", &bytes).unwrap();
     let first = runtime.instantiate(&module, limits, std::sync::Arc::new(secop_runtime::NoCluster), "ns").unwrap();
-    let refused = runtime.instantiate(&module, limits, std::sync::Arc::new(secop_runtime::NoCluster), "ns").err().expect("over the budget");
+    let refused = runtime
+        .instantiate(&module, limits, std::sync::Arc::new(secop_runtime::NoCluster), "ns")
+        .err()
+        .expect("over the budget");
     assert!(matches!(refused, CallError::MemoryBudget { call: "instantiate", .. }), "{refused}");
     assert_eq!(refused.reason(), "MemoryBudget");
     drop(first);
@@ -257,21 +308,38 @@ fn the_memory_budget_holds_all_instances_together() {
 #[test]
 fn precompiled_modules_load_only_with_a_verified_tag() {
     use secop_runtime::{LoadSource, Runtime};
-    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("verified-cache-{}", std::process::id()));
+    let dir =
+        std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("verified-cache-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let bytes = std::fs::read(secop_builtin::artifact_path("feature_hostile")).unwrap();
     let keyed = |key: &[u8]| Runtime::new(Some(dir.clone())).unwrap().with_cache_key(Some(key)).unwrap();
 
     assert_eq!(keyed(b"k1").load("hostile", &bytes).unwrap().source, LoadSource::Compiled);
-    assert_eq!(keyed(b"k1").load("hostile", &bytes).unwrap().source, LoadSource::Cache, "the same key trusts its own entry");
-    assert_eq!(keyed(b"k2").load("hostile", &bytes).unwrap().source, LoadSource::Compiled, "another key's entry is not trusted");
+    assert_eq!(
+        keyed(b"k1").load("hostile", &bytes).unwrap().source,
+        LoadSource::Cache,
+        "the same key trusts its own entry"
+    );
+    assert_eq!(
+        keyed(b"k2").load("hostile", &bytes).unwrap().source,
+        LoadSource::Compiled,
+        "another key's entry is not trusted"
+    );
     // k2 rewrote the entry; tamper with its bytes (a shared volume, say).
-    let entry = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|e| e == "cwasm")).unwrap();
+    let entry = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .unwrap();
     let mut native = std::fs::read(&entry).unwrap();
     let middle = native.len() / 2;
     native[middle] ^= 0xff;
     std::fs::write(&entry, &native).unwrap();
-    assert_eq!(keyed(b"k2").load("hostile", &bytes).unwrap().source, LoadSource::Compiled, "a tampered entry is recompiled");
+    assert_eq!(
+        keyed(b"k2").load("hostile", &bytes).unwrap().source,
+        LoadSource::Compiled,
+        "a tampered entry is recompiled"
+    );
     assert_eq!(keyed(b"k2").load("hostile", &bytes).unwrap().source, LoadSource::Cache, "and written again");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -31,16 +31,21 @@ fn main() {
     };
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("fetch-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let registry = secop_test_harness::Registry::start(Path::new(&bin), &dir.join("registry"), secop_test_harness::free_port()).unwrap();
+    let registry =
+        secop_test_harness::Registry::start(Path::new(&bin), &dir.join("registry"), secop_test_harness::free_port())
+            .unwrap();
     let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let pusher = ModuleStore::new(dir.join("push-cache"), vec![registry.host()]);
 
-    println!("feature module start: cold (registry pull + verify + compile) vs cached (cache read + verify + deserialize); median of {ROUNDS}");
+    println!(
+        "feature module start: cold (registry pull + verify + compile) vs cached (cache read + verify + deserialize); median of {ROUNDS}"
+    );
     println!("| module | size | cold | cached | ratio |");
     println!("|---|---|---|---|---|");
     // The built-ins, and the Python feature when built (`cargo xtask bench
     // fetch` builds it): an 18 MB component with an embedded CPython.
-    let mut modules: Vec<(&str, Vec<u8>)> = secop_builtin::MODULES.iter().map(|(id, bytes)| (*id, bytes.to_vec())).collect();
+    let mut modules: Vec<(&str, Vec<u8>)> =
+        secop_builtin::MODULES.iter().map(|(id, bytes)| (*id, bytes.to_vec())).collect();
     match std::env::var_os("SECOP_PY_FEATURE") {
         Some(path) => modules.push(("kube_bench", std::fs::read(path).expect("SECOP_PY_FEATURE"))),
         None => eprintln!("fetch bench: SECOP_PY_FEATURE not set, the Python feature is left out"),
@@ -49,7 +54,13 @@ fn main() {
         let bytes = bytes.as_slice();
         let image = format!("{}/features/{id}:bench", registry.host());
         tokio.block_on(pusher.push(&image, bytes, Default::default(), Layout::Secop, &Credentials::Anonymous)).unwrap();
-        let source = |policy| Source { feature: id.to_string(), image: image.clone(), sha256: None, pull_policy: policy, credentials: Credentials::Anonymous };
+        let source = |policy| Source {
+            feature: id.to_string(),
+            image: image.clone(),
+            sha256: None,
+            pull_policy: policy,
+            credentials: Credentials::Anonymous,
+        };
         // A process start: open the module store and the runtime over
         // `cache`, fetch with `policy`, load.
         let start = |cache: &Path, policy| {

@@ -55,7 +55,10 @@ pub enum PullPolicy {
 pub enum Credentials {
     #[default]
     Anonymous,
-    Basic { username: String, password: String },
+    Basic {
+        username: String,
+        password: String,
+    },
 }
 
 impl std::fmt::Debug for Credentials {
@@ -73,7 +76,9 @@ impl Credentials {
     fn scope(&self) -> String {
         match self {
             Credentials::Anonymous => "anonymous".into(),
-            Credentials::Basic { username, password } => format!("basic:{}", sha256_hex(format!("{username}:{password}").as_bytes())),
+            Credentials::Basic { username, password } => {
+                format!("basic:{}", sha256_hex(format!("{username}:{password}").as_bytes()))
+            }
         }
     }
 
@@ -89,18 +94,26 @@ impl Credentials {
     /// `username`/`password`). Anonymous when the registry is not listed.
     pub fn from_dockerconfigjson(json: &[u8], registry: &str) -> Result<Self, String> {
         use base64::Engine as _;
-        let doc: serde_json::Value = serde_json::from_slice(json).map_err(|e| format!("not a .dockerconfigjson document: {e}"))?;
+        let doc: serde_json::Value =
+            serde_json::from_slice(json).map_err(|e| format!("not a .dockerconfigjson document: {e}"))?;
         let auths = doc.get("auths").and_then(|a| a.as_object()).ok_or("no `auths` object in .dockerconfigjson")?;
         let entry = auths.iter().find(|(key, _)| {
             let key = key.trim_start_matches("https://").trim_start_matches("http://");
             key == registry || key.split('/').next() == Some(registry)
         });
         let Some((_, entry)) = entry else { return Ok(Credentials::Anonymous) };
-        if let (Some(u), Some(p)) = (entry.get("username").and_then(|v| v.as_str()), entry.get("password").and_then(|v| v.as_str())) {
+        if let (Some(u), Some(p)) =
+            (entry.get("username").and_then(|v| v.as_str()), entry.get("password").and_then(|v| v.as_str()))
+        {
             return Ok(Credentials::Basic { username: u.to_string(), password: p.to_string() });
         }
-        let encoded = entry.get("auth").and_then(|v| v.as_str()).ok_or_else(|| format!("auths.{registry}: neither `auth` nor `username`/`password`"))?;
-        let decoded = base64::engine::general_purpose::STANDARD.decode(encoded).map_err(|e| format!("auths.{registry}.auth: not base64: {e}"))?;
+        let encoded = entry
+            .get("auth")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| format!("auths.{registry}: neither `auth` nor `username`/`password`"))?;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(|e| format!("auths.{registry}.auth: not base64: {e}"))?;
         let decoded = String::from_utf8(decoded).map_err(|_| format!("auths.{registry}.auth: not UTF-8"))?;
         let (u, p) = decoded.split_once(':').ok_or_else(|| format!("auths.{registry}.auth: not `user:password`"))?;
         Ok(Credentials::Basic { username: u.to_string(), password: p.to_string() })
@@ -110,7 +123,8 @@ impl Credentials {
 /// The registry host of an image reference (`docker.io` for bare names),
 /// the key to look up in a `.dockerconfigjson`.
 pub fn registry_of(image: &str) -> Result<String, String> {
-    let reference: Reference = image.parse().map_err(|e: oci_client::ParseError| format!("`{image}` is not a valid image reference: {e}"))?;
+    let reference: Reference =
+        image.parse().map_err(|e: oci_client::ParseError| format!("`{image}` is not a valid image reference: {e}"))?;
     Ok(reference.registry().to_string())
 }
 
@@ -134,7 +148,9 @@ pub enum Origin {
     /// The cached resolution, as the pull policy allows.
     Cache,
     /// The cache, because the registry could not be asked (`reason`).
-    CacheRegistryUnavailable { reason: String },
+    CacheRegistryUnavailable {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -157,11 +173,17 @@ pub enum Error {
     Unavailable { feature: String, image: String, reason: String },
     #[error("feature {feature}: module {image}: {reason}")]
     Registry { feature: String, image: String, reason: String },
-    #[error("feature {feature}: module {image} has no wasm layer (media types: {found}); expected one `{WASM_LAYER_MEDIA_TYPE}` or `{WKG_LAYER_MEDIA_TYPE}` layer")]
+    #[error(
+        "feature {feature}: module {image} has no wasm layer (media types: {found}); expected one `{WASM_LAYER_MEDIA_TYPE}` or `{WKG_LAYER_MEDIA_TYPE}` layer"
+    )]
     NoWasmLayer { feature: String, image: String, found: String },
-    #[error("feature {feature}: module {image}: digest mismatch: expected sha256:{expected}, the registry served sha256:{actual}")]
+    #[error(
+        "feature {feature}: module {image}: digest mismatch: expected sha256:{expected}, the registry served sha256:{actual}"
+    )]
     DigestMismatch { feature: String, image: String, expected: String, actual: String },
-    #[error("feature {feature}: module {image}: the wasm layer is {size}, over the limit of {limit} bytes (nothing was downloaded beyond it)")]
+    #[error(
+        "feature {feature}: module {image}: the wasm layer is {size}, over the limit of {limit} bytes (nothing was downloaded beyond it)"
+    )]
     TooLarge { feature: String, image: String, size: String, limit: u64 },
     #[error("module cache {path}: {reason}")]
     Cache { path: PathBuf, reason: String },
@@ -234,7 +256,8 @@ impl ModuleStore {
         // reqwest without a bundled provider needs a process default; ring,
         // as kube and secop-elastic use. Already installed is fine.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let protocol = if plain_http.is_empty() { ClientProtocol::Https } else { ClientProtocol::HttpsExcept(plain_http) };
+        let protocol =
+            if plain_http.is_empty() { ClientProtocol::Https } else { ClientProtocol::HttpsExcept(plain_http) };
         let client = Client::new(ClientConfig {
             protocol,
             connect_timeout: Some(Duration::from_secs(10)),
@@ -258,7 +281,9 @@ impl ModuleStore {
     }
 
     fn ref_path(&self, image: &str, credentials: &Credentials) -> PathBuf {
-        self.cache.join("refs").join(format!("{}.json", sha256_hex(format!("{image}\n{}", credentials.scope()).as_bytes())))
+        self.cache
+            .join("refs")
+            .join(format!("{}.json", sha256_hex(format!("{image}\n{}", credentials.scope()).as_bytes())))
     }
 
     fn cached_blob(&self, sha256: &str) -> Option<Vec<u8>> {
@@ -283,7 +308,10 @@ impl ModuleStore {
 
     fn remember(&self, record: &RefRecord, credentials: &Credentials, bytes: &[u8]) -> Result<(), Error> {
         Self::write_atomic(&self.blob_path(&record.sha256), bytes)?;
-        Self::write_atomic(&self.ref_path(&record.image, credentials), &serde_json::to_vec_pretty(record).expect("a record serializes"))
+        Self::write_atomic(
+            &self.ref_path(&record.image, credentials),
+            &serde_json::to_vec_pretty(record).expect("a record serializes"),
+        )
     }
 
     fn check_pin(source: &Source, actual: &str) -> Result<(), Error> {
@@ -316,20 +344,28 @@ impl ModuleStore {
             return Self::from_cache(source, record, bytes, Origin::Cache);
         }
         match self.pull(source, &reference).await {
-            Err(Error::Unavailable { feature, image, reason }) => match self.cached_ref(&source.image, &source.credentials) {
-                Some((record, bytes)) => {
-                    tracing::warn!(%feature, %image, %reason, "registry unavailable; using the cached module");
-                    Self::from_cache(source, record, bytes, Origin::CacheRegistryUnavailable { reason })
+            Err(Error::Unavailable { feature, image, reason }) => {
+                match self.cached_ref(&source.image, &source.credentials) {
+                    Some((record, bytes)) => {
+                        tracing::warn!(%feature, %image, %reason, "registry unavailable; using the cached module");
+                        Self::from_cache(source, record, bytes, Origin::CacheRegistryUnavailable { reason })
+                    }
+                    None => Err(Error::Unavailable { feature, image, reason }),
                 }
-                None => Err(Error::Unavailable { feature, image, reason }),
-            },
+            }
             other => other,
         }
     }
 
     fn from_cache(source: &Source, record: RefRecord, bytes: Vec<u8>, origin: Origin) -> Result<Fetched, Error> {
         Self::check_pin(source, &record.sha256)?;
-        Ok(Fetched { bytes, sha256: record.sha256, manifest_digest: record.manifest_digest, annotations: record.annotations, origin })
+        Ok(Fetched {
+            bytes,
+            sha256: record.sha256,
+            manifest_digest: record.manifest_digest,
+            annotations: record.annotations,
+            origin,
+        })
     }
 
     async fn pull(&self, source: &Source, reference: &Reference) -> Result<Fetched, Error> {
@@ -350,36 +386,71 @@ impl ModuleStore {
     async fn pull_bounded(&self, source: &Source, reference: &Reference) -> Result<Fetched, Error> {
         let (feature, image) = (source.feature.clone(), source.image.clone());
         let auth = source.credentials.auth();
-        let (manifest, manifest_digest) = self.client.pull_image_manifest(reference, &auth).await.map_err(|e| classify(&feature, &image, e))?;
-        let wasm: Vec<&OciDescriptor> = manifest.layers.iter().filter(|l| l.media_type == WASM_LAYER_MEDIA_TYPE || l.media_type == WKG_LAYER_MEDIA_TYPE).collect();
+        let (manifest, manifest_digest) =
+            self.client.pull_image_manifest(reference, &auth).await.map_err(|e| classify(&feature, &image, e))?;
+        let wasm: Vec<&OciDescriptor> = manifest
+            .layers
+            .iter()
+            .filter(|l| l.media_type == WASM_LAYER_MEDIA_TYPE || l.media_type == WKG_LAYER_MEDIA_TYPE)
+            .collect();
         let [layer] = wasm.as_slice() else {
             let found = manifest.layers.iter().map(|l| l.media_type.as_str()).collect::<Vec<_>>().join(", ");
             return Err(Error::NoWasmLayer { feature, image, found });
         };
         let limit = self.limits.max_module_bytes;
         if layer.size < 0 || layer.size as u64 > limit {
-            return Err(Error::TooLarge { feature, image, size: format!("{} bytes (per its manifest)", layer.size), limit });
+            return Err(Error::TooLarge {
+                feature,
+                image,
+                size: format!("{} bytes (per its manifest)", layer.size),
+                limit,
+            });
         }
-        let mut stream = self.client.pull_blob_stream(reference, *layer).await.map_err(|e| classify(&feature, &image, e))?;
+        let mut stream =
+            self.client.pull_blob_stream(reference, *layer).await.map_err(|e| classify(&feature, &image, e))?;
         let mut bytes: Vec<u8> = Vec::with_capacity(layer.size as usize);
-        while let Some(chunk) = stream.try_next().await.map_err(|e| Error::Registry { feature: feature.clone(), image: image.clone(), reason: format!("reading the wasm layer: {e}") })? {
+        while let Some(chunk) = stream.try_next().await.map_err(|e| Error::Registry {
+            feature: feature.clone(),
+            image: image.clone(),
+            reason: format!("reading the wasm layer: {e}"),
+        })? {
             if (bytes.len() + chunk.len()) as u64 > limit {
-                return Err(Error::TooLarge { feature, image, size: format!("more than the {} bytes its manifest declares", layer.size), limit });
+                return Err(Error::TooLarge {
+                    feature,
+                    image,
+                    size: format!("more than the {} bytes its manifest declares", layer.size),
+                    limit,
+                });
             }
             bytes.extend_from_slice(&chunk);
         }
         let sha256 = sha256_hex(&bytes);
         if layer.digest != format!("sha256:{sha256}") {
-            return Err(Error::DigestMismatch { feature, image, expected: layer.digest.trim_start_matches("sha256:").into(), actual: sha256 });
+            return Err(Error::DigestMismatch {
+                feature,
+                image,
+                expected: layer.digest.trim_start_matches("sha256:").into(),
+                actual: sha256,
+            });
         }
         Self::check_pin(source, &sha256)?;
         if let Some(pinned) = reference.digest()
             && pinned != manifest_digest
         {
-            return Err(Error::DigestMismatch { feature, image, expected: pinned.trim_start_matches("sha256:").into(), actual: manifest_digest.trim_start_matches("sha256:").into() });
+            return Err(Error::DigestMismatch {
+                feature,
+                image,
+                expected: pinned.trim_start_matches("sha256:").into(),
+                actual: manifest_digest.trim_start_matches("sha256:").into(),
+            });
         }
         let annotations = manifest.annotations.clone().unwrap_or_default();
-        let record = RefRecord { image: source.image.clone(), manifest_digest: manifest_digest.clone(), sha256: sha256.clone(), annotations: annotations.clone() };
+        let record = RefRecord {
+            image: source.image.clone(),
+            manifest_digest: manifest_digest.clone(),
+            sha256: sha256.clone(),
+            annotations: annotations.clone(),
+        };
         self.remember(&record, &source.credentials, &bytes)?;
         Ok(Fetched { bytes, sha256, manifest_digest, annotations, origin: Origin::Registry })
     }
@@ -387,22 +458,41 @@ impl ModuleStore {
     /// Push `component` to `image` in our layout (or wkg's, for tests and
     /// for authors who publish with wkg), with `annotations` on the
     /// manifest. Returns the manifest digest.
-    pub async fn push(&self, image: &str, component: &[u8], annotations: BTreeMap<String, String>, layout: Layout, credentials: &Credentials) -> Result<String, Error> {
-        let fail = |reason: String| Error::Registry { feature: annotations.get(ANNOTATION_FEATURE).cloned().unwrap_or_default(), image: image.to_string(), reason };
+    pub async fn push(
+        &self,
+        image: &str,
+        component: &[u8],
+        annotations: BTreeMap<String, String>,
+        layout: Layout,
+        credentials: &Credentials,
+    ) -> Result<String, Error> {
+        let fail = |reason: String| Error::Registry {
+            feature: annotations.get(ANNOTATION_FEATURE).cloned().unwrap_or_default(),
+            image: image.to_string(),
+            reason,
+        };
         let reference: Reference = image.parse().map_err(|e: oci_client::ParseError| fail(e.to_string()))?;
         let sha256 = sha256_hex(component);
         let (layer_type, config_type) = match layout {
             Layout::Secop => (WASM_LAYER_MEDIA_TYPE, WASM_CONFIG_MEDIA_TYPE),
             Layout::Wkg => (WKG_LAYER_MEDIA_TYPE, WKG_CONFIG_MEDIA_TYPE),
         };
-        let config = serde_json::json!({ "architecture": "wasm", "os": "wasip2", "layerDigests": [format!("sha256:{sha256}")] });
+        let config =
+            serde_json::json!({ "architecture": "wasm", "os": "wasip2", "layerDigests": [format!("sha256:{sha256}")] });
         let layers = vec![ImageLayer::new(component.to_vec(), layer_type.to_string(), None)];
         let config = Config::new(serde_json::to_vec(&config).expect("json"), config_type.to_string(), None);
         let mut annotations = annotations.clone();
         annotations.insert(ANNOTATION_COMPONENT_DIGEST.into(), sha256);
         let manifest = OciImageManifest::build(&layers, &config, Some(annotations));
-        self.client.push(&reference, &layers, config, &credentials.auth(), Some(manifest)).await.map_err(|e| fail(e.to_string()))?;
-        let digest = self.client.fetch_manifest_digest(&reference, &credentials.auth()).await.map_err(|e| fail(e.to_string()))?;
+        self.client
+            .push(&reference, &layers, config, &credentials.auth(), Some(manifest))
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let digest = self
+            .client
+            .fetch_manifest_digest(&reference, &credentials.auth())
+            .await
+            .map_err(|e| fail(e.to_string()))?;
         Ok(digest)
     }
 }
@@ -442,14 +532,24 @@ mod tests {
     fn dockerconfigjson_auth_and_username_forms() {
         let json = br#"{"auths":{"registry.example:5000":{"auth":"dXNlcjpzM2NyZXQ="},"https://other.example":{"username":"a","password":"b"}}}"#;
         match Credentials::from_dockerconfigjson(json, "registry.example:5000").unwrap() {
-            Credentials::Basic { username, password } => assert_eq!((username.as_str(), password.as_str()), ("user", "s3cret")),
+            Credentials::Basic { username, password } => {
+                assert_eq!((username.as_str(), password.as_str()), ("user", "s3cret"))
+            }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(Credentials::from_dockerconfigjson(json, "other.example").unwrap(), Credentials::Basic { .. }));
-        assert!(matches!(Credentials::from_dockerconfigjson(json, "unlisted.example").unwrap(), Credentials::Anonymous));
+        assert!(matches!(
+            Credentials::from_dockerconfigjson(json, "other.example").unwrap(),
+            Credentials::Basic { .. }
+        ));
+        assert!(matches!(
+            Credentials::from_dockerconfigjson(json, "unlisted.example").unwrap(),
+            Credentials::Anonymous
+        ));
         let err = Credentials::from_dockerconfigjson(br#"{"auths":{"r":{"auth":"!!"}}}"#, "r").unwrap_err();
         assert!(err.contains("auths.r.auth"), "{err}");
-        assert!(format!("{:?}", Credentials::Basic { username: "u".into(), password: "p".into() }).contains("redacted"));
+        assert!(
+            format!("{:?}", Credentials::Basic { username: "u".into(), password: "p".into() }).contains("redacted")
+        );
     }
 
     /// One tenant's resolution (made with its pull secret) is not another's.
@@ -459,13 +559,25 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let store = ModuleStore::new(dir.clone(), vec![]);
         let bytes = b"\0asm private module".to_vec();
-        let record = RefRecord { image: "r.example/private:1".into(), manifest_digest: "sha256:m".into(), sha256: sha256_hex(&bytes), annotations: BTreeMap::new() };
+        let record = RefRecord {
+            image: "r.example/private:1".into(),
+            manifest_digest: "sha256:m".into(),
+            sha256: sha256_hex(&bytes),
+            annotations: BTreeMap::new(),
+        };
         let tenant_a = Credentials::Basic { username: "a".into(), password: "secret-a".into() };
         store.remember(&record, &tenant_a, &bytes).unwrap();
         assert!(store.cached_ref("r.example/private:1", &tenant_a).is_some());
         assert!(store.cached_ref("r.example/private:1", &Credentials::Anonymous).is_none());
-        assert!(store.cached_ref("r.example/private:1", &Credentials::Basic { username: "b".into(), password: "x".into() }).is_none());
-        let refs: Vec<String> = std::fs::read_dir(dir.join("refs")).unwrap().map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap()).collect();
+        assert!(
+            store
+                .cached_ref("r.example/private:1", &Credentials::Basic { username: "b".into(), password: "x".into() })
+                .is_none()
+        );
+        let refs: Vec<String> = std::fs::read_dir(dir.join("refs"))
+            .unwrap()
+            .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+            .collect();
         assert!(refs.iter().all(|r| !r.contains("secret-a")), "credentials are not written to the cache");
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -476,12 +588,20 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let store = ModuleStore::new(dir.clone(), vec![]);
         let bytes = b"\0asm component bytes".to_vec();
-        let record = RefRecord { image: "r.example/f:1".into(), manifest_digest: "sha256:m".into(), sha256: sha256_hex(&bytes), annotations: BTreeMap::new() };
+        let record = RefRecord {
+            image: "r.example/f:1".into(),
+            manifest_digest: "sha256:m".into(),
+            sha256: sha256_hex(&bytes),
+            annotations: BTreeMap::new(),
+        };
         let anonymous = Credentials::Anonymous;
         store.remember(&record, &anonymous, &bytes).unwrap();
         assert_eq!(store.cached_ref("r.example/f:1", &anonymous).unwrap().1, bytes);
         std::fs::write(store.blob_path(&record.sha256), b"tampered").unwrap();
-        assert!(store.cached_ref("r.example/f:1", &anonymous).is_none(), "a blob that no longer matches its name is not served");
+        assert!(
+            store.cached_ref("r.example/f:1", &anonymous).is_none(),
+            "a blob that no longer matches its name is not served"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -492,8 +612,25 @@ mod tests {
         let store = ModuleStore::new(dir.clone(), vec![]);
         let bytes = b"component".to_vec();
         let actual = sha256_hex(&bytes);
-        store.remember(&RefRecord { image: "r.example/falco:0.1.0".into(), manifest_digest: "sha256:m".into(), sha256: actual.clone(), annotations: BTreeMap::new() }, &Credentials::Anonymous, &bytes).unwrap();
-        let source = Source { feature: "falco".into(), image: "r.example/falco:0.1.0".into(), sha256: Some(format!("sha256:{}", "ab".repeat(32))), pull_policy: PullPolicy::IfNotPresent, credentials: Credentials::Anonymous };
+        store
+            .remember(
+                &RefRecord {
+                    image: "r.example/falco:0.1.0".into(),
+                    manifest_digest: "sha256:m".into(),
+                    sha256: actual.clone(),
+                    annotations: BTreeMap::new(),
+                },
+                &Credentials::Anonymous,
+                &bytes,
+            )
+            .unwrap();
+        let source = Source {
+            feature: "falco".into(),
+            image: "r.example/falco:0.1.0".into(),
+            sha256: Some(format!("sha256:{}", "ab".repeat(32))),
+            pull_policy: PullPolicy::IfNotPresent,
+            credentials: Credentials::Anonymous,
+        };
         let err = store.fetch(&source).await.unwrap_err().to_string();
         assert!(err.contains("feature falco") && err.contains(&"ab".repeat(32)) && err.contains(&actual), "{err}");
         let _ = std::fs::remove_dir_all(&dir);

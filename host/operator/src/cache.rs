@@ -78,7 +78,11 @@ mod tests {
         write("oci/compiling/abc", 10, 1000);
         assert_eq!(trim(&dir, 2000), 0, "within the bound nothing goes");
         assert_eq!(trim(&dir, 900), 400);
-        assert!(!dir.join("old.cwasm").exists() && dir.join("oci/blobs/middle.wasm").exists() && dir.join("new.cwasm").exists());
+        assert!(
+            !dir.join("old.cwasm").exists()
+                && dir.join("oci/blobs/middle.wasm").exists()
+                && dir.join("new.cwasm").exists()
+        );
         assert!(dir.join("oci/compiling/abc").exists(), "a compile marker is never evicted");
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -13,23 +13,23 @@ use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
-use kube::runtime::reflector::ObjectRef;
 use kube::api::{Api, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::core::PartialObjectMeta;
-use kube::runtime::{reflector, watcher, WatchStreamExt};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
 use secop_api::SecurityAgent;
 use secop_engine::objects::ObjectKey;
 use secop_engine::{Registry, RenderError, RenderOptions};
 use secop_feature_sdk::model as m;
 use secop_runtime::ClusterAccess;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
 use crate::metrics::{self, FeatureErrorLabel, FeatureLabel, Metrics};
-use crate::modules::{agent_id, ModuleRender, Modules};
+use crate::modules::{ModuleRender, Modules, agent_id};
 use crate::resources::{self, Kinds};
 use crate::status;
 
@@ -92,12 +92,24 @@ struct Snapshot(BTreeMap<(String, String, Option<String>, String), String>);
 
 impl Snapshot {
     fn new(live: &BTreeMap<ObjectKey, Value>) -> Self {
-        Self(live.iter().map(|(k, v)| ((k.api_version.clone(), k.kind.clone(), k.namespace.clone(), k.name.clone()), v.to_string())).collect())
+        Self(
+            live.iter()
+                .map(|(k, v)| {
+                    ((k.api_version.clone(), k.kind.clone(), k.namespace.clone(), k.name.clone()), v.to_string())
+                })
+                .collect(),
+        )
     }
 }
 
 impl ClusterAccess for Snapshot {
-    fn get(&self, api_version: &str, kind: &str, namespace: Option<&str>, name: &str) -> Result<String, m::LookupError> {
+    fn get(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<String, m::LookupError> {
         self.0
             .get(&(api_version.to_string(), kind.to_string(), namespace.map(str::to_string), name.to_string()))
             .cloned()
@@ -123,17 +135,22 @@ async fn finalize(agent: &SecurityAgent, api: &Api<SecurityAgent>, ctx: &Context
         return Ok(Action::await_change());
     }
     let mut kinds = status::inventory(agent);
-    for (api_version, kind) in [
-        ("rbac.authorization.k8s.io/v1", "ClusterRole"),
-        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
-    ] {
+    for (api_version, kind) in
+        [("rbac.authorization.k8s.io/v1", "ClusterRole"), ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding")]
+    {
         kinds.insert(resources::kind_id(api_version, kind));
     }
-    let deleted = resources::delete_cluster_scoped(&ctx.client, &ctx.kinds, &agent.name_any(), namespace, &kinds).await?;
+    let deleted =
+        resources::delete_cluster_scoped(&ctx.client, &ctx.kinds, &agent.name_any(), namespace, &kinds).await?;
     ctx.modules.forget(&ctx.registry, agent);
     ctx.metrics.objects_pruned.inc_by(deleted as u64);
     let remaining: Vec<&String> = agent.finalizers().iter().filter(|f| *f != FINALIZER).collect();
-    api.patch(&agent.name_any(), &PatchParams::default(), &Patch::Merge(json!({ "metadata": { "finalizers": remaining } }))).await?;
+    api.patch(
+        &agent.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "metadata": { "finalizers": remaining } })),
+    )
+    .await?;
     tracing::info!(agent = %agent.name_any(), namespace, deleted, "finalized: cluster-scoped objects removed");
     Ok(Action::await_change())
 }
@@ -156,7 +173,8 @@ async fn reconcile_agent(agent: Arc<SecurityAgent>, ctx: Arc<Context>) -> Result
     if !has_finalizer(&agent) {
         let mut finalizers = agent.finalizers().to_vec();
         finalizers.push(FINALIZER.to_string());
-        api.patch(&name, &PatchParams::default(), &Patch::Merge(json!({ "metadata": { "finalizers": finalizers } }))).await?;
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(json!({ "metadata": { "finalizers": finalizers } })))
+            .await?;
     }
 
     // CR → features (their modules, fetched and loaded) → desired state →
@@ -174,7 +192,9 @@ async fn reconcile_agent(agent: Arc<SecurityAgent>, ctx: Arc<Context>) -> Result
     // tokio runtime, which must not happen on an async worker.
     let render = {
         let (ctx, agent) = (ctx.clone(), agent.clone());
-        tokio::task::spawn_blocking(move || ctx.modules.render(&ctx.registry, &agent, options, resolutions)).await.map_err(Error::task)?
+        tokio::task::spawn_blocking(move || ctx.modules.render(&ctx.registry, &agent, options, resolutions))
+            .await
+            .map_err(Error::task)?
     };
     let ModuleRender { rendered, in_use, notes } = match render {
         Ok(r) => r,
@@ -185,7 +205,10 @@ async fn reconcile_agent(agent: Arc<SecurityAgent>, ctx: Arc<Context>) -> Result
     };
     for report in rendered.features.iter().filter(|f| f.enabled) {
         let feature = metrics::feature_label(&ctx.registry, &report.name);
-        ctx.metrics.feature_call_duration.get_or_create(&FeatureLabel { feature: feature.clone() }).observe(report.call_time.as_secs_f64());
+        ctx.metrics
+            .feature_call_duration
+            .get_or_create(&FeatureLabel { feature: feature.clone() })
+            .observe(report.call_time.as_secs_f64());
         if let Some(error) = &report.error {
             ctx.metrics.feature_errors.get_or_create(&FeatureErrorLabel { feature, reason: error.reason() }).inc();
         }
@@ -202,22 +225,41 @@ async fn reconcile_agent(agent: Arc<SecurityAgent>, ctx: Arc<Context>) -> Result
         "blockOwnerDeletion": true,
     });
     let owner = resources::Owner { agent: &name, namespace: &namespace, reference: &owner };
-    let sync = match resources::sync(&ctx.client, &ctx.kinds, &owner, &rendered.objects, &status::inventory(&agent), &keep).await {
-        Ok(sync) => sync,
-        Err(error) => {
-            report_sync_failure(&ctx, &api, &agent, &error).await;
-            return Err(error);
-        }
-    };
+    let sync =
+        match resources::sync(&ctx.client, &ctx.kinds, &owner, &rendered.objects, &status::inventory(&agent), &keep)
+            .await
+        {
+            Ok(sync) => sync,
+            Err(error) => {
+                report_sync_failure(&ctx, &api, &agent, &error).await;
+                return Err(error);
+            }
+        };
     ctx.metrics.objects_applied.inc_by(sync.applied.len() as u64);
     ctx.metrics.objects_pruned.inc_by(sync.pruned.len() as u64);
     if !sync.applied.is_empty() {
         let names: Vec<String> = sync.applied.iter().take(10).map(ToString::to_string).collect();
-        publish(&ctx, &agent, EventType::Normal, "Applied", "Apply", format!("applied {} objects: {}", sync.applied.len(), names.join(", "))).await;
+        publish(
+            &ctx,
+            &agent,
+            EventType::Normal,
+            "Applied",
+            "Apply",
+            format!("applied {} objects: {}", sync.applied.len(), names.join(", ")),
+        )
+        .await;
     }
     if !sync.pruned.is_empty() {
         let names: Vec<String> = sync.pruned.iter().take(10).map(ToString::to_string).collect();
-        publish(&ctx, &agent, EventType::Normal, "Pruned", "Prune", format!("deleted {} objects: {}", sync.pruned.len(), names.join(", "))).await;
+        publish(
+            &ctx,
+            &agent,
+            EventType::Normal,
+            "Pruned",
+            "Prune",
+            format!("deleted {} objects: {}", sync.pruned.len(), names.join(", ")),
+        )
+        .await;
     }
 
     // Assess against the live state, then status.
@@ -239,20 +281,33 @@ async fn reconcile_agent(agent: Arc<SecurityAgent>, ctx: Arc<Context>) -> Result
             publish(&ctx, &agent, EventType::Warning, "FeatureFailed", "Render", message).await;
         }
     }
-    let previous_notes = previous.conditions.iter().find(|c| c.type_ == status::DEGRADED && c.status == "True").map(|c| c.message.clone());
+    let previous_notes = previous
+        .conditions
+        .iter()
+        .find(|c| c.type_ == status::DEGRADED && c.status == "True")
+        .map(|c| c.message.clone());
     for note in notes.iter().filter(|n| previous_notes.as_deref().is_none_or(|p| !p.contains(&n.message))) {
         tracing::warn!(agent = %name, feature = %note.feature, reason = %note.reason, "{}", note.message);
         publish(&ctx, &agent, EventType::Warning, &note.reason, "ResolveModule", note.message.clone()).await;
     }
     status::write(&api, &agent, status).await?;
-    let pulls_always = agent.spec.features.iter().any(|f| f.module.as_ref().is_some_and(|m| m.pull_policy == Some(secop_api::PullPolicy::Always)));
+    let pulls_always = agent
+        .spec
+        .features
+        .iter()
+        .any(|f| f.module.as_ref().is_some_and(|m| m.pull_policy == Some(secop_api::PullPolicy::Always)));
     Ok(Action::requeue(if pulls_always || !notes.is_empty() { ctx.module_poll } else { RESYNC }))
 }
 
 /// An agent that cannot be rendered at all (a bad spec, or one the cluster
 /// policy refuses): Ready=False naming the field and the rule, one Warning
 /// Event per new message, nothing applied or pruned.
-async fn report_refusal(ctx: &Context, api: &Api<SecurityAgent>, agent: &SecurityAgent, error: &RenderError) -> Result<()> {
+async fn report_refusal(
+    ctx: &Context,
+    api: &Api<SecurityAgent>,
+    agent: &SecurityAgent,
+    error: &RenderError,
+) -> Result<()> {
     let message = format!("{error}; nothing was applied or pruned");
     if status::write(api, agent, status::refused(agent, error.reason(), &message)).await? {
         tracing::warn!(agent = %agent.name_any(), reason = error.reason(), "{message}");
@@ -269,7 +324,8 @@ async fn report_refusal(ctx: &Context, api: &Api<SecurityAgent>, agent: &Securit
 async fn report_sync_failure(ctx: &Context, api: &Api<SecurityAgent>, agent: &SecurityAgent, error: &Error) {
     // Conflicts are found before the first write; other errors stop the
     // sync at the failing request.
-    let what = if matches!(error, Error::Conflict { .. }) { "nothing was applied or pruned" } else { "nothing was pruned" };
+    let what =
+        if matches!(error, Error::Conflict { .. }) { "nothing was applied or pruned" } else { "nothing was pruned" };
     let message = format!(
         "{error}; {what}; retried after {} s, then less often (at least every {} min)",
         RETRY_FIRST.as_secs(),
@@ -348,11 +404,15 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
         .reflect(writer)
         .applied_objects()
         .predicate_filter(generation_or_validation_run, Default::default());
-    let config = watcher::Config::default().labels(&format!("{}={}", secop_engine::MANAGED_BY_LABEL, secop_engine::MANAGED_BY));
+    let config =
+        watcher::Config::default().labels(&format!("{}={}", secop_engine::MANAGED_BY_LABEL, secop_engine::MANAGED_BY));
     // Metadata-only watches: owner references and labels are all that map a
     // change to its agent, and full objects (ConfigMaps with collector
     // configs, pod templates) would cost memory for nothing.
-    fn meta<K>(api: Api<PartialObjectMeta<K>>, config: &watcher::Config) -> impl futures::Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
+    fn meta<K>(
+        api: Api<PartialObjectMeta<K>>,
+        config: &watcher::Config,
+    ) -> impl futures::Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
     where
         K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     {

@@ -99,8 +99,12 @@ pub enum ConflictKind {
 impl std::fmt::Display for Conflict {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match (&self.kind, &self.owner) {
-            (ConflictKind::Exists, Some(agent)) => write!(f, "{} already exists and belongs to SecurityAgent {agent}", self.object),
-            (ConflictKind::Exists, None) => write!(f, "{} already exists and is not managed by the security operator", self.object),
+            (ConflictKind::Exists, Some(agent)) => {
+                write!(f, "{} already exists and belongs to SecurityAgent {agent}", self.object)
+            }
+            (ConflictKind::Exists, None) => {
+                write!(f, "{} already exists and is not managed by the security operator", self.object)
+            }
             (ConflictKind::SameNodes { feature }, owner) => write!(
                 f,
                 "feature `{feature}` already runs on these nodes: {} of SecurityAgent {} (node selectors not disjoint)",
@@ -128,8 +132,16 @@ mod tests {
         let error = Error::Conflict {
             conflicts: vec![
                 Conflict { object: "ConfigMap team-a/falco-config".into(), owner: None, kind: ConflictKind::Exists },
-                Conflict { object: "TracingPolicy container-escape-monitor".into(), owner: Some("security-system/poc-security".into()), kind: ConflictKind::Exists },
-                Conflict { object: "DaemonSet security-system/falco".into(), owner: Some("security-system/poc-security".into()), kind: ConflictKind::SameNodes { feature: "falco".into() } },
+                Conflict {
+                    object: "TracingPolicy container-escape-monitor".into(),
+                    owner: Some("security-system/poc-security".into()),
+                    kind: ConflictKind::Exists,
+                },
+                Conflict {
+                    object: "DaemonSet security-system/falco".into(),
+                    owner: Some("security-system/poc-security".into()),
+                    kind: ConflictKind::SameNodes { feature: "falco".into() },
+                },
             ],
         };
         assert_eq!(

@@ -14,8 +14,8 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::{Api, ObjectMeta, PostParams};
 use kube::Client;
+use kube::api::{Api, ObjectMeta, PostParams};
 
 pub struct LeaseConfig {
     pub namespace: String,
@@ -39,7 +39,9 @@ impl LeaseConfig {
 /// Why a holder stopped holding the lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lost {
-    TakenOver { holder: String },
+    TakenOver {
+        holder: String,
+    },
     /// No renewal succeeded within the renew deadline (errors or hung
     /// requests): the lease may be taken soon, so stop first.
     RenewDeadline,
@@ -59,7 +61,11 @@ async fn try_acquire(api: &Api<Lease>, config: &LeaseConfig) -> Result<Attempt, 
     let current = api.get_opt(&config.name).await?;
     let Some(mut lease) = current else {
         let lease = Lease {
-            metadata: ObjectMeta { name: Some(config.name.clone()), namespace: Some(config.namespace.clone()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some(config.name.clone()),
+                namespace: Some(config.namespace.clone()),
+                ..Default::default()
+            },
             spec: Some(LeaseSpec {
                 holder_identity: Some(config.identity.clone()),
                 lease_duration_seconds: Some(duration_secs),
@@ -112,7 +118,9 @@ pub async fn acquire(client: Client, config: LeaseConfig) -> tokio::sync::onesho
     loop {
         match attempt(&api, &config, config.retry_period()).await {
             Ok(Attempt::Acquired) => break,
-            Ok(Attempt::HeldByOther(holder)) => tracing::info!(%holder, lease = %config.name, "standing by: lease held by another replica"),
+            Ok(Attempt::HeldByOther(holder)) => {
+                tracing::info!(%holder, lease = %config.name, "standing by: lease held by another replica")
+            }
             Err(e) => tracing::warn!(lease = %config.name, "lease acquisition failed: {e}"),
         }
         tokio::time::sleep(config.retry_period()).await;
@@ -161,17 +169,32 @@ mod tests {
         let url: http::Uri = format!("http://{}", silent.local_addr().unwrap()).parse().unwrap();
         let client = Client::try_from(kube::Config::new(url)).unwrap();
         let api: Api<Lease> = Api::namespaced(client, "ns");
-        let config = LeaseConfig { namespace: "ns".into(), name: "lease".into(), identity: "me".into(), duration: Duration::from_millis(1500) };
+        let config = LeaseConfig {
+            namespace: "ns".into(),
+            name: "lease".into(),
+            identity: "me".into(),
+            duration: Duration::from_millis(1500),
+        };
         let started = std::time::Instant::now();
         let lost = tokio::time::timeout(Duration::from_secs(60), hold(&api, &config)).await.expect("hold returns");
         assert_eq!(lost, Lost::RenewDeadline);
-        eprintln!("gave up after {:.2?} (renew deadline {:?}, lease {:?})", started.elapsed(), config.renew_deadline(), config.duration);
+        eprintln!(
+            "gave up after {:.2?} (renew deadline {:?}, lease {:?})",
+            started.elapsed(),
+            config.renew_deadline(),
+            config.duration
+        );
         drop(silent);
     }
 
     #[test]
     fn the_renew_deadline_comes_before_the_lease_expires() {
-        let config = LeaseConfig { namespace: String::new(), name: String::new(), identity: String::new(), duration: Duration::from_secs(15) };
+        let config = LeaseConfig {
+            namespace: String::new(),
+            name: String::new(),
+            identity: String::new(),
+            duration: Duration::from_secs(15),
+        };
         assert_eq!((config.retry_period(), config.renew_deadline()), (Duration::from_secs(5), Duration::from_secs(10)));
     }
 }

@@ -16,8 +16,8 @@ pub mod status;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use kube::Client;
@@ -61,18 +61,34 @@ pub async fn run(options: Options) -> std::result::Result<(), String> {
     let ready = Arc::new(AtomicBool::new(false));
     let server = tokio::spawn(server::serve(options.metrics_addr, metrics.clone(), ready.clone()));
 
-    let runtime = Arc::new(Runtime::new(options.cache_dir.clone())?.with_memory_budget(options.memory_budget).with_cache_key(options.cache_key.as_deref())?);
+    let runtime = Arc::new(
+        Runtime::new(options.cache_dir.clone())?
+            .with_memory_budget(options.memory_budget)
+            .with_cache_key(options.cache_key.as_deref())?,
+    );
     if options.cache_key.is_none() && options.cache_dir.is_some() {
-        tracing::warn!("no cache key (SECOP_CACHE_KEY): precompiled modules of earlier runs are recompiled, not trusted");
+        tracing::warn!(
+            "no cache key (SECOP_CACHE_KEY): precompiled modules of earlier runs are recompiled, not trusted"
+        );
     }
     // Fetched components live beside the precompiled ones (both by
     // digest); without a cache directory, in a directory of this process.
-    let module_cache = options.cache_dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("secop-modules-{}", std::process::id()))).join("oci");
+    let module_cache = options
+        .cache_dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("secop-modules-{}", std::process::id())))
+        .join("oci");
     let cache_root = options.cache_dir.clone().unwrap_or_else(|| module_cache.clone());
     cache::trim(&cache_root, options.cache_max_bytes);
-    let modules = modules::Modules::new(runtime.clone(), module_cache, options.plain_http_registries.clone(), options.fetch_limits)
-        .with_cache_bound(cache_root, options.cache_max_bytes);
-    let registry = Registry::with_builtins(runtime).map_err(|e| format!("built-in feature `{}`: {}", e.feature, e.error))?;
+    let modules = modules::Modules::new(
+        runtime.clone(),
+        module_cache,
+        options.plain_http_registries.clone(),
+        options.fetch_limits,
+    )
+    .with_cache_bound(cache_root, options.cache_max_bytes);
+    let registry =
+        Registry::with_builtins(runtime).map_err(|e| format!("built-in feature `{}`: {}", e.feature, e.error))?;
     let client = Client::try_default().await.map_err(|e| format!("connecting to the API server: {e}"))?;
     client.apiserver_version().await.map_err(|e| format!("reaching the API server: {e}"))?;
     ready.store(true, Ordering::Relaxed);

@@ -6,7 +6,7 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -57,8 +57,9 @@ impl Default for Metrics {
         let reconciles = Family::<ResultLabel, Counter>::default();
         let reconcile_errors = Family::<ErrorLabel, Counter>::default();
         let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
-        let feature_call_duration =
-            Family::<FeatureLabel, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.0001, 2.0, 16)));
+        let feature_call_duration = Family::<FeatureLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+        });
         let feature_errors = Family::<FeatureErrorLabel, Counter>::default();
         let objects_applied = Counter::default();
         let objects_pruned = Counter::default();
@@ -72,7 +73,11 @@ impl Default for Metrics {
         );
         registry.register("feature_errors", "Feature failures by feature and reason", feature_errors.clone());
         registry.register("objects_applied", "Objects written with server-side apply", objects_applied.clone());
-        registry.register("objects_pruned", "Objects deleted because no feature wants them any more", objects_pruned.clone());
+        registry.register(
+            "objects_pruned",
+            "Objects deleted because no feature wants them any more",
+            objects_pruned.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             reconciles,

@@ -138,14 +138,24 @@ impl Modules {
         resolutions
     }
 
-    async fn resolve_one(&self, client: &Client, namespace: &str, feature: &str, field: &str, module: &ModuleRef) -> Result<InUse, FeatureError> {
+    async fn resolve_one(
+        &self,
+        client: &Client,
+        namespace: &str,
+        feature: &str,
+        field: &str,
+        module: &ModuleRef,
+    ) -> Result<InUse, FeatureError> {
         // A pull secret that cannot be read does not stop a module the
         // cache already holds (IfNotPresent); it fails only what needs the
         // registry.
         let (credentials, secret_error) = match &module.pull_secret {
             Some(secret) => match pull_credentials(client, namespace, secret, &module.image).await {
                 Ok(credentials) => (credentials, None),
-                Err(message) => (Credentials::Anonymous, Some(module_error("PullSecretError", format!("{field}.pullSecret: {message}")))),
+                Err(message) => (
+                    Credentials::Anonymous,
+                    Some(module_error("PullSecretError", format!("{field}.pullSecret: {message}"))),
+                ),
             },
             None => (Credentials::Anonymous, None),
         };
@@ -171,7 +181,10 @@ impl Modules {
         if module.metadata.id != feature {
             return Err(module_error(
                 "ModuleIdMismatch",
-                format!("{field}: {} (sha256:{}) is the module of feature `{}`, not `{feature}`", source.image, module.digest, module.metadata.id),
+                format!(
+                    "{field}: {} (sha256:{}) is the module of feature `{}`, not `{feature}`",
+                    source.image, module.digest, module.metadata.id
+                ),
             ));
         }
         let registry_unavailable = match fetched.origin {
@@ -194,10 +207,14 @@ impl Modules {
         if attempts >= UNFINISHED_COMPILES_ALLOWED {
             return Err(module_error(
                 "CompileAborted",
-                format!("module {image} (sha256:{sha256}): {attempts} compiles did not finish (the operator likely ran out of memory); refused until the operator's module cache is cleared, e.g. by a new operator pod"),
+                format!(
+                    "module {image} (sha256:{sha256}): {attempts} compiles did not finish (the operator likely ran out of memory); refused until the operator's module cache is cleared, e.g. by a new operator pod"
+                ),
             ));
         }
-        if let Err(e) = std::fs::create_dir_all(marker.parent().expect("has a parent")).and_then(|()| std::fs::write(&marker, (attempts + 1).to_string())) {
+        if let Err(e) = std::fs::create_dir_all(marker.parent().expect("has a parent"))
+            .and_then(|()| std::fs::write(&marker, (attempts + 1).to_string()))
+        {
             tracing::warn!(marker = %marker.display(), "cannot count compile attempts: {e}");
         }
         // Compiling is CPU work for seconds: off the async workers.
@@ -207,7 +224,10 @@ impl Modules {
         let _ = std::fs::remove_file(&marker);
         // Out of the shared budget is about other instances, not this
         // module: worth another try.
-        let transient = matches!(&loaded, Ok(Err(secop_runtime::LoadError::Call { source: secop_runtime::CallError::MemoryBudget { .. }, .. })));
+        let transient = matches!(
+            &loaded,
+            Ok(Err(secop_runtime::LoadError::Call { source: secop_runtime::CallError::MemoryBudget { .. }, .. }))
+        );
         let result = loaded
             .map_err(|e| module_error("LoadFailed", format!("loading the module of `{feature}`: {e}")))
             .and_then(|r| r.map_err(|e| module_error(e.reason(), e.to_string())));
@@ -234,15 +254,30 @@ impl Modules {
     /// resolve, or in its calls) runs the module that last worked for it
     /// instead, and a note says so; without one it fails with the cause
     /// (its applied objects are kept by the caller).
-    pub fn render(&self, registry: &Registry, agent: &SecurityAgent, options: RenderOptions, resolutions: Vec<Resolution>) -> Result<ModuleRender, RenderError> {
+    pub fn render(
+        &self,
+        registry: &Registry,
+        agent: &SecurityAgent,
+        options: RenderOptions,
+        resolutions: Vec<Resolution>,
+    ) -> Result<ModuleRender, RenderError> {
         let agent_id = agent_id(agent);
-        let last_good = |feature: &str| self.last_good.lock().unwrap_or_else(|e| e.into_inner()).get(&(agent_id.clone(), feature.to_string())).cloned();
+        let last_good = |feature: &str| {
+            self.last_good
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&(agent_id.clone(), feature.to_string()))
+                .cloned()
+        };
         let mut options = options;
         let mut in_use: BTreeMap<String, InUse> = BTreeMap::new();
         let mut notes = vec![];
         for feature in agent.spec.features.iter().filter(|f| f.enabled && f.module.is_none()) {
             if let Some(entry) = registry.get(&feature.name) {
-                in_use.insert(feature.name.clone(), InUse { image: None, entry: entry.clone(), registry_unavailable: None });
+                in_use.insert(
+                    feature.name.clone(),
+                    InUse { image: None, entry: entry.clone(), registry_unavailable: None },
+                );
             }
         }
         for resolution in resolutions {
@@ -253,7 +288,10 @@ impl Modules {
                         notes.push(ModuleNote {
                             feature: feature.clone(),
                             reason: "RegistryUnavailable".into(),
-                            message: format!("feature `{feature}`: registry unreachable ({reason}); running the cached {}", module.describe()),
+                            message: format!(
+                                "feature `{feature}`: registry unreachable ({reason}); running the cached {}",
+                                module.describe()
+                            ),
                         });
                     }
                     options.modules.insert(feature.clone(), Ok(module.agent_module()));
@@ -266,7 +304,11 @@ impl Modules {
                         in_use.insert(feature, good);
                     }
                     None => {
-                        notes.push(ModuleNote { feature: feature.clone(), reason: error.reason().into(), message: format!("feature `{feature}`: {error}") });
+                        notes.push(ModuleNote {
+                            feature: feature.clone(),
+                            reason: error.reason().into(),
+                            message: format!("feature `{feature}`: {error}"),
+                        });
                         options.modules.insert(feature, Err(error));
                     }
                 },
@@ -275,7 +317,8 @@ impl Modules {
 
         let mut rendered = secop_engine::render(registry, agent, &options)?;
         // A new module that fails in its calls: back to the last good one.
-        let changed = |feature: &str, in_use: &BTreeMap<String, InUse>| match (in_use.get(feature), last_good(feature)) {
+        let changed = |feature: &str, in_use: &BTreeMap<String, InUse>| match (in_use.get(feature), last_good(feature))
+        {
             (Some(current), Some(good)) => current.digest() != good.digest(),
             _ => false,
         };
@@ -290,11 +333,24 @@ impl Modules {
             // and the other's did, the other's new module claimed it: that
             // one goes back.
             let (culprit, cause) = match error {
-                FeatureError::Conflict { object, other } if !changed(&report.name, &in_use) && changed(other, &in_use) => {
-                    (other.clone(), format!("ObjectConflict: it contributes {object}, which feature `{}` contributes too", report.name))
+                FeatureError::Conflict { object, other }
+                    if !changed(&report.name, &in_use) && changed(other, &in_use) =>
+                {
+                    (
+                        other.clone(),
+                        format!(
+                            "ObjectConflict: it contributes {object}, which feature `{}` contributes too",
+                            report.name
+                        ),
+                    )
                 }
-                FeatureError::SecondCollector { other } if !changed(&report.name, &in_use) && changed(other, &in_use) => {
-                    (other.clone(), format!("SecondCollector: it declares a collector, which feature `{}` provides", report.name))
+                FeatureError::SecondCollector { other }
+                    if !changed(&report.name, &in_use) && changed(other, &in_use) =>
+                {
+                    (
+                        other.clone(),
+                        format!("SecondCollector: it declares a collector, which feature `{}` provides", report.name),
+                    )
                 }
                 _ => (report.name.clone(), format!("{}: {error}", error.reason())),
             };
@@ -320,10 +376,15 @@ impl Modules {
             rendered = secop_engine::render(registry, agent, &options)?;
             // A rollback that failed too is no rollback: say what failed.
             for report in rendered.failed() {
-                if let Some(note) = notes.iter_mut().find(|n| n.feature == report.name && n.reason == "ModuleRolledBack") {
+                if let Some(note) =
+                    notes.iter_mut().find(|n| n.feature == report.name && n.reason == "ModuleRolledBack")
+                {
                     let error = report.error.as_ref().expect("failed reports have an error");
                     note.reason = error.reason().to_string();
-                    note.message = format!("{}; the last good module failed too: {error}", note.message.replacen("rolled back to", "rolling back to", 1));
+                    note.message = format!(
+                        "{}; the last good module failed too: {error}",
+                        note.message.replacen("rolled back to", "rolling back to", 1)
+                    );
                 }
             }
         }
@@ -375,11 +436,9 @@ async fn pull_credentials(client: &Client, namespace: &str, secret: &str, image:
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let found = api.get_opt(secret).await.map_err(|e| format!("reading Secret {namespace}/{secret}: {e}"))?;
     let found = found.ok_or_else(|| format!("Secret {namespace}/{secret} not found"))?;
-    let json = found
-        .data
-        .as_ref()
-        .and_then(|d| d.get(".dockerconfigjson"))
-        .ok_or_else(|| format!("Secret {namespace}/{secret} has no `.dockerconfigjson` key (type kubernetes.io/dockerconfigjson)"))?;
+    let json = found.data.as_ref().and_then(|d| d.get(".dockerconfigjson")).ok_or_else(|| {
+        format!("Secret {namespace}/{secret} has no `.dockerconfigjson` key (type kubernetes.io/dockerconfigjson)")
+    })?;
     let registry = secop_oci::registry_of(image).map_err(|e| e.to_string())?;
     Credentials::from_dockerconfigjson(&json.0, &registry).map_err(|e| format!("Secret {namespace}/{secret}: {e}"))
 }
@@ -408,7 +467,12 @@ mod tests {
         let load = |bytes: &[u8]| Entry::Wasm(runtime.load("falco", bytes).unwrap());
         Setup {
             registry: Registry::with_builtins(runtime.clone()).unwrap(),
-            modules: Modules::new(runtime.clone(), std::env::temp_dir().join("secop-modules-unit"), vec![], Default::default()),
+            modules: Modules::new(
+                runtime.clone(),
+                std::env::temp_dir().join("secop-modules-unit"),
+                vec![],
+                Default::default(),
+            ),
             good: load(secop_builtin::module("falco").unwrap()),
             broken: load(&std::fs::read(secop_builtin::artifact_path("feature_falco_broken")).unwrap()),
             greedy: load(&std::fs::read(secop_builtin::artifact_path("feature_falco_greedy")).unwrap()),
@@ -442,7 +506,10 @@ mod tests {
     /// The test modules come from `reg/`, a source the policy allows with
     /// the built-ins' power (these tests are about rollback, not grants).
     fn options() -> RenderOptions {
-        let policy = secop_policy::ClusterPolicy::from_yaml("modules:\n  allowed:\n  - {image: \"docker.io/reg/\", clusterScoped: true, hostAccess: true}\n").unwrap();
+        let policy = secop_policy::ClusterPolicy::from_yaml(
+            "modules:\n  allowed:\n  - {image: \"docker.io/reg/\", clusterScoped: true, hostAccess: true}\n",
+        )
+        .unwrap();
         RenderOptions { keep_last_good: true, policy: Arc::new(policy), ..Default::default() }
     }
 
@@ -451,22 +518,34 @@ mod tests {
         let Setup { registry, modules, good, broken, .. } = setup();
         let agent = agent("a", "{}");
 
-        let first = modules.render(&registry, &agent, options(), resolution("reg/falco:0.1.0", Ok(good.clone()))).unwrap();
+        let first =
+            modules.render(&registry, &agent, options(), resolution("reg/falco:0.1.0", Ok(good.clone()))).unwrap();
         assert!(first.notes.is_empty() && first.rendered.failed().next().is_none());
         let objects = first.rendered.objects.len();
 
         // Traps in configure: the last good module renders instead.
-        let swapped = modules.render(&registry, &agent, options(), resolution("reg/falco:0.3.0", Ok(broken.clone()))).unwrap();
+        let swapped =
+            modules.render(&registry, &agent, options(), resolution("reg/falco:0.3.0", Ok(broken.clone()))).unwrap();
         assert!(swapped.rendered.failed().next().is_none(), "the rollback renders cleanly");
         assert_eq!(swapped.rendered.objects.len(), objects, "nothing dropped");
         assert_eq!(swapped.in_use["falco"].image.as_deref(), Some("reg/falco:0.1.0"));
         let note = &swapped.notes[0];
         assert_eq!(note.reason, "ModuleRolledBack");
-        assert!(note.message.contains("reg/falco:0.3.0") && note.message.contains("Trap") && note.message.contains("rolled back to reg/falco:0.1.0"), "{}", note.message);
+        assert!(
+            note.message.contains("reg/falco:0.3.0")
+                && note.message.contains("Trap")
+                && note.message.contains("rolled back to reg/falco:0.1.0"),
+            "{}",
+            note.message
+        );
 
         // Not even fetched (a digest mismatch): rolled back as well.
-        let mismatch = FeatureError::Module { reason: "DigestMismatch", message: "digest mismatch: expected sha256:aa, the registry served sha256:bb".into() };
-        let refused = modules.render(&registry, &agent, options(), resolution("reg/falco:0.3.0", Err(mismatch))).unwrap();
+        let mismatch = FeatureError::Module {
+            reason: "DigestMismatch",
+            message: "digest mismatch: expected sha256:aa, the registry served sha256:bb".into(),
+        };
+        let refused =
+            modules.render(&registry, &agent, options(), resolution("reg/falco:0.3.0", Err(mismatch))).unwrap();
         assert!(refused.rendered.failed().next().is_none());
         assert!(refused.notes[0].message.contains("DigestMismatch"), "{}", refused.notes[0].message);
     }
@@ -474,7 +553,8 @@ mod tests {
     #[test]
     fn without_a_last_good_module_the_feature_fails_with_the_cause() {
         let Setup { registry, modules, broken, .. } = setup();
-        let fresh = modules.render(&registry, &agent("b", "{}"), options(), resolution("reg/falco:0.3.0", Ok(broken))).unwrap();
+        let fresh =
+            modules.render(&registry, &agent("b", "{}"), options(), resolution("reg/falco:0.3.0", Ok(broken))).unwrap();
         let failed: Vec<_> = fresh.rendered.failed().collect();
         assert_eq!(failed.len(), 1);
         assert_eq!(failed[0].error.as_ref().unwrap().reason(), "Trap");
@@ -486,10 +566,21 @@ mod tests {
         let Setup { registry, modules, good, broken, .. } = setup();
         modules.render(&registry, &agent("c", "{}"), options(), resolution("reg/falco:0.1.0", Ok(good))).unwrap();
         // A new module and a config the old module refuses, in one change.
-        let both = modules.render(&registry, &agent("c", "{ jsonOutput: false }"), options(), resolution("reg/falco:0.3.0", Ok(broken))).unwrap();
+        let both = modules
+            .render(
+                &registry,
+                &agent("c", "{ jsonOutput: false }"),
+                options(),
+                resolution("reg/falco:0.3.0", Ok(broken)),
+            )
+            .unwrap();
         let note = &both.notes[0];
         assert_eq!(note.reason, "InvalidConfig", "{}", note.message);
-        assert!(note.message.contains("the last good module failed too") && note.message.contains("jsonOutput"), "{}", note.message);
+        assert!(
+            note.message.contains("the last good module failed too") && note.message.contains("jsonOutput"),
+            "{}",
+            note.message
+        );
     }
 
     #[test]
@@ -502,7 +593,8 @@ mod tests {
         assert!(first.notes.is_empty() && first.rendered.failed().next().is_none());
         let objects = first.rendered.objects.len();
 
-        let swapped = modules.render(&registry, &agent, options(), resolution("reg/falco:0.4.0", Ok(greedy.clone()))).unwrap();
+        let swapped =
+            modules.render(&registry, &agent, options(), resolution("reg/falco:0.4.0", Ok(greedy.clone()))).unwrap();
         assert!(swapped.rendered.failed().next().is_none(), "after falco's rollback tetragon renders too");
         assert_eq!(swapped.rendered.objects.len(), objects, "nothing dropped");
         assert_eq!(swapped.in_use["falco"].image.as_deref(), Some("reg/falco:0.1.0"));
@@ -510,7 +602,9 @@ mod tests {
         let note = &swapped.notes[0];
         assert_eq!((note.feature.as_str(), note.reason.as_str()), ("falco", "ModuleRolledBack"));
         assert!(
-            note.message.contains("reg/falco:0.4.0") && note.message.contains("tetragon-config") && note.message.contains("feature `tetragon`"),
+            note.message.contains("reg/falco:0.4.0")
+                && note.message.contains("tetragon-config")
+                && note.message.contains("feature `tetragon`"),
             "{}",
             note.message
         );
@@ -518,9 +612,19 @@ mod tests {
         // Again, with a config the last good module refuses: the rollback
         // fails too, and the greedy output (admitted in the first pass)
         // must not stand in for falco and take tetragon's ConfigMap.
-        let refused = modules.render(&registry, &agent_also("d", "{ jsonOutput: false }", &["tetragon"]), options(), resolution("reg/falco:0.4.0", Ok(greedy))).unwrap();
+        let refused = modules
+            .render(
+                &registry,
+                &agent_also("d", "{ jsonOutput: false }", &["tetragon"]),
+                options(),
+                resolution("reg/falco:0.4.0", Ok(greedy)),
+            )
+            .unwrap();
         let tetragon = refused.rendered.features.iter().find(|f| f.name == "tetragon").unwrap();
         assert!(tetragon.error.is_none(), "{:?}", tetragon.error);
-        assert!(refused.rendered.objects.iter().all(|(_, o)| o["data"]["claimed-by"].is_null()), "the greedy ConfigMap is not in the desired state");
+        assert!(
+            refused.rendered.objects.iter().all(|(_, o)| o["data"]["claimed-by"].is_null()),
+            "the greedy ConfigMap is not in the desired state"
+        );
     }
 }

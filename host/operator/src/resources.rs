@@ -9,16 +9,16 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
+use kube::Client;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PropagationPolicy};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::discovery::{self, Scope};
-use kube::Client;
 use secop_engine::objects::ObjectKey;
 use secop_engine::{FEATURE_LABEL, MANAGED_BY, MANAGED_BY_LABEL, OWNER_LABEL, OWNER_NAMESPACE_LABEL};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-use crate::error::{rbac_resource, Conflict, ConflictKind, Error, Result};
+use crate::error::{Conflict, ConflictKind, Error, Result, rbac_resource};
 
 pub const FIELD_MANAGER: &str = "security-operator";
 
@@ -85,12 +85,10 @@ fn is_zero(value: &Value) -> bool {
 /// value the server omits counts as present).
 pub fn is_subset(desired: &Value, live: &Value) -> bool {
     match (desired, live) {
-        (Value::Object(d), Value::Object(l)) => {
-            d.iter().all(|(k, v)| match l.get(k) {
-                Some(lv) => is_subset(v, lv),
-                None => is_zero(v),
-            })
-        }
+        (Value::Object(d), Value::Object(l)) => d.iter().all(|(k, v)| match l.get(k) {
+            Some(lv) => is_subset(v, lv),
+            None => is_zero(v),
+        }),
         (Value::Array(d), Value::Array(l)) => d.len() == l.len() && d.iter().zip(l).all(|(a, b)| is_subset(a, b)),
         (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
         (Value::Null, Value::Null) => true,
@@ -170,7 +168,12 @@ async fn wait_established(client: &Client, kinds: &Kinds, name: &str) -> Result<
     let (resource, _) = kinds.resolve(client, "apiextensions.k8s.io/v1", "CustomResourceDefinition").await?;
     let api = dynamic_api(client, &resource, None);
     for _ in 0..150 {
-        let crd = api.get(name).await.map_err(|source| Error::Request { verb: "get", resource: rbac_resource(&resource), object: name.to_string(), source })?;
+        let crd = api.get(name).await.map_err(|source| Error::Request {
+            verb: "get",
+            resource: rbac_resource(&resource),
+            object: name.to_string(),
+            source,
+        })?;
         let established = crd.data["status"]["conditions"]
             .as_array()
             .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Established" && c["status"] == "True"));
@@ -216,7 +219,8 @@ pub async fn sync(
     keep_features: &BTreeSet<String>,
 ) -> Result<SyncReport> {
     let Owner { agent, namespace, reference: owner_reference } = *owner;
-    let ranks: HashMap<(String, String), u8> = desired.iter().map(|(k, _)| ((k.api_version.clone(), k.kind.clone()), k.rank)).collect();
+    let ranks: HashMap<(String, String), u8> =
+        desired.iter().map(|(k, _)| ((k.api_version.clone(), k.kind.clone()), k.rank)).collect();
     let mut kind_ids: BTreeSet<String> = desired.iter().map(|(k, _)| kind_id(&k.api_version, &k.kind)).collect();
     kind_ids.extend(previous_kinds.iter().cloned());
     let mut live = list_owned(client, kinds, &kind_ids, agent, namespace, &ranks).await?.objects;
@@ -239,7 +243,9 @@ pub async fn sync(
         if key.group() != "apiextensions.k8s.io" && key.rank == 6 {
             // A custom resource: its CRD may have been applied just now.
             if let Some(crd) = desired.iter().find(|(k, v)| {
-                k.kind == "CustomResourceDefinition" && v["spec"]["names"]["kind"] == key.kind.as_str() && v["spec"]["group"] == key.group()
+                k.kind == "CustomResourceDefinition"
+                    && v["spec"]["names"]["kind"] == key.kind.as_str()
+                    && v["spec"]["group"] == key.group()
             }) {
                 wait_established(client, kinds, &crd.0.name).await?;
             }
@@ -249,7 +255,12 @@ pub async fn sync(
         let applied = api
             .patch(&key.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&object))
             .await
-            .map_err(|source| Error::Request { verb: "patch", resource: rbac_resource(&resource), object: object_name(key), source })?;
+            .map_err(|source| Error::Request {
+                verb: "patch",
+                resource: rbac_resource(&resource),
+                object: object_name(key),
+                source,
+            })?;
         live.insert(key.clone(), serde_json::to_value(&applied)?);
         report.applied.push(key.clone());
     }
@@ -271,10 +282,23 @@ pub async fn sync(
     for (key, _) in stale {
         let (resource, namespaced) = kinds.resolve(client, &key.api_version, &key.kind).await?;
         let api = dynamic_api(client, &resource, if namespaced { key.namespace.as_deref() } else { None });
-        match api.delete(&key.name, &DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..Default::default() }).await {
+        match api
+            .delete(
+                &key.name,
+                &DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..Default::default() },
+            )
+            .await
+        {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(source) => return Err(Error::Request { verb: "delete", resource: rbac_resource(&resource), object: object_name(&key), source }),
+            Err(source) => {
+                return Err(Error::Request {
+                    verb: "delete",
+                    resource: rbac_resource(&resource),
+                    object: object_name(&key),
+                    source,
+                });
+            }
         }
         live.remove(&key);
         report.pruned.push(key);
@@ -296,7 +320,12 @@ pub async fn sync(
 /// deletes a CRD. One that exists already is used as it is and left to
 /// whoever installed it; the returned keys are those CRDs, not to be
 /// applied.
-async fn check_foreign(client: &Client, kinds: &Kinds, desired: &[(ObjectKey, Value)], live: &BTreeMap<ObjectKey, Value>) -> Result<BTreeSet<ObjectKey>> {
+async fn check_foreign(
+    client: &Client,
+    kinds: &Kinds,
+    desired: &[(ObjectKey, Value)],
+    live: &BTreeMap<ObjectKey, Value>,
+) -> Result<BTreeSet<ObjectKey>> {
     let mut conflicts = vec![];
     let mut shared_crds = BTreeSet::new();
     for (key, _) in desired.iter().filter(|(k, _)| !live.contains_key(k)) {
@@ -307,7 +336,12 @@ async fn check_foreign(client: &Client, kinds: &Kinds, desired: &[(ObjectKey, Va
             Err(e) => return Err(e),
         };
         let api = dynamic_api(client, &resource, if namespaced { key.namespace.as_deref() } else { None });
-        let existing = api.get_opt(&key.name).await.map_err(|source| Error::Request { verb: "get", resource: rbac_resource(&resource), object: object_name(key), source })?;
+        let existing = api.get_opt(&key.name).await.map_err(|source| Error::Request {
+            verb: "get",
+            resource: rbac_resource(&resource),
+            object: object_name(key),
+            source,
+        })?;
         let Some(existing) = existing else { continue };
         if is_crd(key) {
             shared_crds.insert(key.clone());
@@ -316,7 +350,11 @@ async fn check_foreign(client: &Client, kinds: &Kinds, desired: &[(ObjectKey, Va
         // Another agent's (this agent's own were in the labelled LIST), or
         // nobody's the operator knows.
         let owner = owner_agent(&existing.metadata.labels.unwrap_or_default());
-        conflicts.push(Conflict { object: format!("{} {}", key.kind, object_name(key)), owner, kind: ConflictKind::Exists });
+        conflicts.push(Conflict {
+            object: format!("{} {}", key.kind, object_name(key)),
+            owner,
+            kind: ConflictKind::Exists,
+        });
     }
     conflicts.extend(check_node_sensors(client, desired, live).await?);
     if conflicts.is_empty() { Ok(shared_crds) } else { Err(Error::Conflict { conflicts }) }
@@ -328,13 +366,20 @@ async fn check_foreign(client: &Client, kinds: &Kinds, desired: &[(ObjectKey, Va
 /// different values). Affinity is not compared, so its overlap counts.
 /// Only DaemonSets not live yet are checked: a sensor already running is
 /// never taken down by this check.
-async fn check_node_sensors(client: &Client, desired: &[(ObjectKey, Value)], live: &BTreeMap<ObjectKey, Value>) -> Result<Vec<Conflict>> {
+async fn check_node_sensors(
+    client: &Client,
+    desired: &[(ObjectKey, Value)],
+    live: &BTreeMap<ObjectKey, Value>,
+) -> Result<Vec<Conflict>> {
     let mut conflicts = vec![];
-    let new_daemonsets = desired.iter().filter(|(k, _)| k.kind == "DaemonSet" && k.group() == "apps" && !live.contains_key(k));
+    let new_daemonsets =
+        desired.iter().filter(|(k, _)| k.kind == "DaemonSet" && k.group() == "apps" && !live.contains_key(k));
     for (_, object) in new_daemonsets {
         let feature = label(object, FEATURE_LABEL).unwrap_or_default();
         let ours = (label(object, OWNER_NAMESPACE_LABEL), label(object, OWNER_LABEL));
-        let our_nodes: BTreeMap<String, String> = serde_json::from_value(object.pointer("/spec/template/spec/nodeSelector").cloned().unwrap_or(Value::Null)).unwrap_or_default();
+        let our_nodes: BTreeMap<String, String> =
+            serde_json::from_value(object.pointer("/spec/template/spec/nodeSelector").cloned().unwrap_or(Value::Null))
+                .unwrap_or_default();
         let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY},{FEATURE_LABEL}={feature}");
         let api: Api<k8s_openapi::api::apps::v1::DaemonSet> = Api::all(client.clone());
         let running = api.list(&ListParams::default().labels(&selector)).await.map_err(|source| Error::Request {
@@ -345,13 +390,24 @@ async fn check_node_sensors(client: &Client, desired: &[(ObjectKey, Value)], liv
         })?;
         for other in running {
             let labels = other.metadata.labels.clone().unwrap_or_default();
-            if (labels.get(OWNER_NAMESPACE_LABEL).map(String::as_str), labels.get(OWNER_LABEL).map(String::as_str)) == ours {
+            if (labels.get(OWNER_NAMESPACE_LABEL).map(String::as_str), labels.get(OWNER_LABEL).map(String::as_str))
+                == ours
+            {
                 continue;
             }
-            let their_nodes = other.spec.as_ref().and_then(|s| s.template.spec.as_ref()).and_then(|s| s.node_selector.clone()).unwrap_or_default();
+            let their_nodes = other
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.spec.as_ref())
+                .and_then(|s| s.node_selector.clone())
+                .unwrap_or_default();
             if !node_selectors_disjoint(&our_nodes, &their_nodes) {
                 conflicts.push(Conflict {
-                    object: format!("DaemonSet {}/{}", other.metadata.namespace.clone().unwrap_or_default(), other.metadata.name.clone().unwrap_or_default()),
+                    object: format!(
+                        "DaemonSet {}/{}",
+                        other.metadata.namespace.clone().unwrap_or_default(),
+                        other.metadata.name.clone().unwrap_or_default()
+                    ),
                     owner: owner_agent(&labels),
                     kind: ConflictKind::SameNodes { feature: feature.to_string() },
                 });
@@ -391,10 +447,17 @@ fn is_crd(key: &ObjectKey) -> bool {
 /// Delete this agent's cluster-scoped objects (namespaced ones go with the
 /// agent through their owner references), except CRDs (see `sync`).
 /// Returns how many were deleted.
-pub async fn delete_cluster_scoped(client: &Client, kinds: &Kinds, agent: &str, namespace: &str, kind_ids: &BTreeSet<String>) -> Result<usize> {
+pub async fn delete_cluster_scoped(
+    client: &Client,
+    kinds: &Kinds,
+    agent: &str,
+    namespace: &str,
+    kind_ids: &BTreeSet<String>,
+) -> Result<usize> {
     let live = list_owned(client, kinds, kind_ids, agent, namespace, &HashMap::new()).await?;
     let mut deleted = 0;
-    let mut cluster_scoped: Vec<&ObjectKey> = live.objects.keys().filter(|k| k.namespace.is_none() && !is_crd(k)).collect();
+    let mut cluster_scoped: Vec<&ObjectKey> =
+        live.objects.keys().filter(|k| k.namespace.is_none() && !is_crd(k)).collect();
     // Bindings before the roles they bind.
     cluster_scoped.sort_by_key(|k| k.kind == "ClusterRole");
     for key in cluster_scoped {
@@ -403,7 +466,14 @@ pub async fn delete_cluster_scoped(client: &Client, kinds: &Kinds, agent: &str, 
         match api.delete(&key.name, &DeleteParams::default()).await {
             Ok(_) => deleted += 1,
             Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(source) => return Err(Error::Request { verb: "delete", resource: rbac_resource(&resource), object: object_name(key), source }),
+            Err(source) => {
+                return Err(Error::Request {
+                    verb: "delete",
+                    resource: rbac_resource(&resource),
+                    object: object_name(key),
+                    source,
+                });
+            }
         }
     }
     Ok(deleted)
@@ -415,10 +485,15 @@ mod tests {
 
     #[test]
     fn node_selectors_are_disjoint_only_when_a_shared_key_differs() {
-        let map = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>();
+        let map = |pairs: &[(&str, &str)]| {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>()
+        };
         assert!(node_selectors_disjoint(&map(&[("pool", "a")]), &map(&[("pool", "b")])));
         assert!(!node_selectors_disjoint(&map(&[("pool", "a")]), &map(&[("pool", "a")])));
-        assert!(!node_selectors_disjoint(&map(&[("pool", "a")]), &map(&[("zone", "x")])), "different keys can match one node");
+        assert!(
+            !node_selectors_disjoint(&map(&[("pool", "a")]), &map(&[("zone", "x")])),
+            "different keys can match one node"
+        );
         assert!(!node_selectors_disjoint(&map(&[]), &map(&[("pool", "a")])), "no selector: every node");
     }
 
@@ -429,11 +504,15 @@ mod tests {
         assert!(is_subset(&desired, &live));
         let changed = json!({ "spec": { "replicas": 2 } });
         assert!(!is_subset(&changed, &live));
-        let more_containers = json!({ "spec": { "template": { "spec": { "containers": [{ "name": "a" }, { "name": "b" }] } } } });
+        let more_containers =
+            json!({ "spec": { "template": { "spec": { "containers": [{ "name": "a" }, { "name": "b" }] } } } });
         assert!(!is_subset(&more_containers, &live));
         assert!(is_subset(&json!({ "metadata": { "annotations": {} } }), &json!({ "metadata": {} })));
         // Zero values the server omits.
-        assert!(is_subset(&json!({ "hostPID": false, "env": [{ "name": "A", "value": "" }] }), &json!({ "env": [{ "name": "A" }] })));
+        assert!(is_subset(
+            &json!({ "hostPID": false, "env": [{ "name": "A", "value": "" }] }),
+            &json!({ "env": [{ "name": "A" }] })
+        ));
         assert!(!is_subset(&json!({ "hostPID": true }), &json!({})));
     }
 }

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
 use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
 use secop_api::{FeatureStatus, SecurityAgent, SecurityAgentStatus};
 use secop_engine::Rendered;
 use secop_feature_sdk::model as m;
@@ -28,7 +28,14 @@ pub const DEGRADED: &str = "Degraded";
 pub const VALIDATED: &str = "Validated";
 
 /// Keep a condition's lastTransitionTime while its status is unchanged.
-fn condition(previous: &[Condition], type_: &str, status: &str, reason: &str, message: &str, generation: Option<i64>) -> Condition {
+fn condition(
+    previous: &[Condition],
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+) -> Condition {
     let before = previous.iter().find(|c| c.type_ == type_);
     let last_transition_time = match before {
         Some(c) if c.status == status => c.last_transition_time.clone(),
@@ -75,8 +82,16 @@ pub fn desired(
             enabled += 1;
             let (state, reason, message) = match (&report.error, assessed.iter().find(|(n, _)| n == &report.name)) {
                 (Some(error), _) => {
-                    let keeping = if report.stale { "; its last good objects are kept" } else { "; previously applied objects are kept" };
-                    ("False".to_string(), error.reason().to_string(), format!("feature `{}`: {error}{keeping}", report.name))
+                    let keeping = if report.stale {
+                        "; its last good objects are kept"
+                    } else {
+                        "; previously applied objects are kept"
+                    };
+                    (
+                        "False".to_string(),
+                        error.reason().to_string(),
+                        format!("feature `{}`: {error}{keeping}", report.name),
+                    )
                 }
                 (None, Some((_, c))) => (c.status.as_str().to_string(), c.reason.clone(), c.message.clone()),
                 (None, None) => ("Unknown".to_string(), "NotAssessed".to_string(), String::new()),
@@ -105,7 +120,14 @@ pub fn desired(
             let message = notes.iter().map(|n| n.message.as_str()).collect::<Vec<_>>().join("; ");
             condition(&previous, DEGRADED, "True", &first.reason, &message, generation)
         }
-        None => condition(&previous, DEGRADED, "False", "ModulesAsSpecified", "every feature runs the module its spec names", generation),
+        None => condition(
+            &previous,
+            DEGRADED,
+            "False",
+            "ModulesAsSpecified",
+            "every feature runs the module its spec names",
+            generation,
+        ),
     };
     conditions.insert(1, degraded);
     if let Some(validated) = validated(agent, &previous) {
@@ -133,25 +155,49 @@ fn validated(agent: &SecurityAgent, previous: &[Condition]) -> Option<Condition>
         None => (
             "Unknown",
             "NotRunYet",
-            format!("no validation run yet: CronJob ctem-validation runs on `{}`", tests.schedule.as_deref().unwrap_or(secop_api::TestSpec::DEFAULT_SCHEDULE)),
+            format!(
+                "no validation run yet: CronJob ctem-validation runs on `{}`",
+                tests.schedule.as_deref().unwrap_or(secop_api::TestSpec::DEFAULT_SCHEDULE)
+            ),
         ),
         Some(run) if run.error.is_some() => (
             "False",
             "CheckFailed",
-            format!("run at {}: the detections could not be checked: {}", run.last_run.as_deref().unwrap_or("an unknown time"), run.error.as_deref().unwrap_or_default()),
+            format!(
+                "run at {}: the detections could not be checked: {}",
+                run.last_run.as_deref().unwrap_or("an unknown time"),
+                run.error.as_deref().unwrap_or_default()
+            ),
         ),
         Some(run) => {
             let failed: Vec<String> = run
                 .scenarios
                 .iter()
                 .filter(|s| s.result != "Passed")
-                .map(|s| if s.missing.is_empty() { format!("{}: no detection", s.name) } else { format!("{}: no detection from {}", s.name, s.missing.join(", ")) })
+                .map(|s| {
+                    if s.missing.is_empty() {
+                        format!("{}: no detection", s.name)
+                    } else {
+                        format!("{}: no detection from {}", s.name, s.missing.join(", "))
+                    }
+                })
                 .collect();
             let at = run.last_run.as_deref().unwrap_or("an unknown time");
             if failed.is_empty() && !run.scenarios.is_empty() {
-                ("True", "ScenariosDetected", format!("{} scenarios detected by every enabled tool (run at {at})", run.scenarios.len()))
+                (
+                    "True",
+                    "ScenariosDetected",
+                    format!("{} scenarios detected by every enabled tool (run at {at})", run.scenarios.len()),
+                )
             } else {
-                ("False", "DetectionMissing", format!("run at {at}: {}", if failed.is_empty() { "no scenario checked".to_string() } else { failed.join("; ") }))
+                (
+                    "False",
+                    "DetectionMissing",
+                    format!(
+                        "run at {at}: {}",
+                        if failed.is_empty() { "no scenario checked".to_string() } else { failed.join("; ") }
+                    ),
+                )
             }
         }
     };

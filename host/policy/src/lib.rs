@@ -199,8 +199,8 @@ impl ClusterPolicy {
     /// Parse a policy file; unknown fields are errors (a typo must not
     /// silently leave the default in place).
     pub fn from_yaml(text: &str) -> Result<Self, PolicyFileError> {
-        let value: serde_yaml::Value =
-            serde_yaml::from_str(text).map_err(|e| PolicyFileError { field: ".".into(), message: format!("not valid YAML: {e}") })?;
+        let value: serde_yaml::Value = serde_yaml::from_str(text)
+            .map_err(|e| PolicyFileError { field: ".".into(), message: format!("not valid YAML: {e}") })?;
         let value = if value.is_null() { serde_yaml::Value::Mapping(Default::default()) } else { value };
         let policy: ClusterPolicy = serde_path_to_error::deserialize(value)
             .map_err(|e| PolicyFileError { field: e.path().to_string(), message: e.inner().to_string() })?;
@@ -222,10 +222,16 @@ impl ClusterPolicy {
         }
         for (i, root) in self.log_roots.iter().enumerate() {
             if !root.starts_with('/') || root.split('/').any(|c| c == ".." || c == ".") || root.contains('*') {
-                return bad(format!("logRoots[{i}]"), format!("`{root}` must be an absolute directory without `.`, `..` or globs"));
+                return bad(
+                    format!("logRoots[{i}]"),
+                    format!("`{root}` must be an absolute directory without `.`, `..` or globs"),
+                );
             }
             if root.trim_end_matches('/').is_empty() {
-                return bad(format!("logRoots[{i}]"), "`/` would let a receiver mount the whole host file system".into());
+                return bad(
+                    format!("logRoots[{i}]"),
+                    "`/` would let a receiver mount the whole host file system".into(),
+                );
             }
         }
         if self.limits.max_memory_mib == 0 || self.limits.max_timeout_millis == 0 {
@@ -258,12 +264,16 @@ impl ClusterPolicy {
     pub fn check_agent(&self, agent: &SecurityAgent) -> Result<(), Violation> {
         let namespace = agent.metadata.namespace.as_deref().unwrap_or("default");
         if !self.honours_namespace(namespace) {
-            let mut honoured: Vec<&str> = self.agent_namespaces.iter().chain(&self.operator_namespaces).map(String::as_str).collect();
+            let mut honoured: Vec<&str> =
+                self.agent_namespaces.iter().chain(&self.operator_namespaces).map(String::as_str).collect();
             honoured.dedup();
             return Err(Violation {
                 field: "metadata.namespace".into(),
                 rule: "agentNamespaces",
-                message: format!("agents in namespace `{namespace}` are not honoured by this operator (honoured: {})", honoured.join(", ")),
+                message: format!(
+                    "agents in namespace `{namespace}` are not honoured by this operator (honoured: {})",
+                    honoured.join(", ")
+                ),
             });
         }
         for (i, feature) in agent.spec.features.iter().enumerate() {
@@ -289,12 +299,20 @@ impl ClusterPolicy {
                 return Err(Violation {
                     field: format!("spec.features[{i}].module.image"),
                     rule: "modules.allowed",
-                    message: format!("`{}` is not from a module source the cluster admin allows{}", module.image, self.list_hint(self.modules.allowed.iter().map(|s| s.image.as_str()))),
+                    message: format!(
+                        "`{}` is not from a module source the cluster admin allows{}",
+                        module.image,
+                        self.list_hint(self.modules.allowed.iter().map(|s| s.image.as_str()))
+                    ),
                 });
             }
         }
         if let Some(overrides) = &agent.spec.overrides {
-            let entries = overrides.node_agent.iter().map(|o| ("nodeAgent", o)).chain(overrides.components.iter().map(|(k, o)| (k.as_str(), o)));
+            let entries = overrides
+                .node_agent
+                .iter()
+                .map(|o| ("nodeAgent", o))
+                .chain(overrides.components.iter().map(|(k, o)| (k.as_str(), o)));
             for (key, o) in entries {
                 if let Some(image) = &o.image
                     && !self.image_allowed(image, None)
@@ -302,7 +320,10 @@ impl ClusterPolicy {
                     return Err(Violation {
                         field: format!("spec.override.{key}.image"),
                         rule: "images.allowed",
-                        message: format!("`{image}` is neither a built-in image nor allowed by the cluster admin{}", self.list_hint(self.images.allowed.iter().map(String::as_str))),
+                        message: format!(
+                            "`{image}` is neither a built-in image nor allowed by the cluster admin{}",
+                            self.list_hint(self.images.allowed.iter().map(String::as_str))
+                        ),
                     });
                 }
             }
@@ -314,7 +335,10 @@ impl ClusterPolicy {
             return Err(Violation {
                 field: "spec.tests.image".into(),
                 rule: "images.allowed",
-                message: format!("`{image}` is neither a built-in image nor allowed by the cluster admin{}", self.list_hint(self.images.allowed.iter().map(String::as_str))),
+                message: format!(
+                    "`{image}` is neither a built-in image nor allowed by the cluster admin{}",
+                    self.list_hint(self.images.allowed.iter().map(String::as_str))
+                ),
             });
         }
         Ok(())
@@ -322,7 +346,11 @@ impl ClusterPolicy {
 
     fn list_hint<'a>(&self, entries: impl Iterator<Item = &'a str>) -> String {
         let entries: Vec<&str> = entries.collect();
-        if entries.is_empty() { " (the policy allows none)".into() } else { format!(" (allowed: {})", entries.join(", ")) }
+        if entries.is_empty() {
+            " (the policy allows none)".into()
+        } else {
+            format!(" (allowed: {})", entries.join(", "))
+        }
     }
 
     /// The grant of a module fetched by `image`; None when no allowed
@@ -344,7 +372,12 @@ impl ClusterPolicy {
         }
         let Ok(reference) = Reference::try_from(image) else { return false };
         let rules = self.image_rules.0.get_or_init(|| {
-            BUILT_IN_IMAGES.iter().copied().chain(self.images.allowed.iter().map(String::as_str)).filter_map(|entry| ImageRule::parse(entry).ok()).collect()
+            BUILT_IN_IMAGES
+                .iter()
+                .copied()
+                .chain(self.images.allowed.iter().map(String::as_str))
+                .filter_map(|entry| ImageRule::parse(entry).ok())
+                .collect()
         });
         rules.iter().any(|rule| rule.names(&reference))
     }
@@ -352,7 +385,13 @@ impl ClusterPolicy {
     /// A pod spec a feature renders: every image allowed, and host access
     /// only with `power.host_access`. `field` locates the pod spec in the
     /// object (`spec.template.spec`).
-    pub fn check_pod_spec(&self, pod_spec: &Value, field: &str, power: Power, operator_image: &str) -> Result<(), Violation> {
+    pub fn check_pod_spec(
+        &self,
+        pod_spec: &Value,
+        field: &str,
+        power: Power,
+        operator_image: &str,
+    ) -> Result<(), Violation> {
         let mut containers = vec![];
         for list in ["initContainers", "containers", "ephemeralContainers"] {
             for (i, c) in pod_spec.get(list).and_then(Value::as_array).into_iter().flatten().enumerate() {
@@ -365,7 +404,10 @@ impl ClusterPolicy {
                 return Err(Violation {
                     field: format!("{path}.image"),
                     rule: "images.allowed",
-                    message: format!("`{image}` is neither a built-in image nor allowed by the cluster admin{}", self.list_hint(self.images.allowed.iter().map(String::as_str))),
+                    message: format!(
+                        "`{image}` is neither a built-in image nor allowed by the cluster admin{}",
+                        self.list_hint(self.images.allowed.iter().map(String::as_str))
+                    ),
                 });
             }
         }
@@ -392,7 +434,11 @@ impl ClusterPolicy {
             if security.and_then(|s| s.get("privileged")).and_then(Value::as_bool) == Some(true) {
                 return Err(host(format!("{path}.securityContext.privileged"), "runs privileged"));
             }
-            if security.and_then(|s| s.pointer("/capabilities/add")).and_then(Value::as_array).is_some_and(|a| !a.is_empty()) {
+            if security
+                .and_then(|s| s.pointer("/capabilities/add"))
+                .and_then(Value::as_array)
+                .is_some_and(|a| !a.is_empty())
+            {
                 return Err(host(format!("{path}.securityContext.capabilities.add"), "adds capabilities"));
             }
             if security.and_then(|s| s.get("procMount")).and_then(Value::as_str) == Some("Unmasked") {
@@ -447,8 +493,12 @@ impl ImageRule {
         if let Some(prefix) = entry.strip_suffix('/') {
             // A bare host (`registry.example.com/`) must be a host, not a
             // Docker Hub namespace that the runtime would resolve elsewhere.
-            if prefix.is_empty() || !prefix.split('/').next().is_some_and(|h| h.contains('.') || h.contains(':') || h == "localhost") {
-                return Err(format!("`{entry}`: a prefix must start with a registry host (`registry.example.com/team/`)"));
+            if prefix.is_empty()
+                || !prefix.split('/').next().is_some_and(|h| h.contains('.') || h.contains(':') || h == "localhost")
+            {
+                return Err(format!(
+                    "`{entry}`: a prefix must start with a registry host (`registry.example.com/team/`)"
+                ));
             }
             return Ok(ImageRule::Prefix(entry.to_string()));
         }
@@ -534,11 +584,19 @@ mod tests {
 
     #[test]
     fn limits_above_the_ceilings_are_refused() {
-        let err = ClusterPolicy::default().check_agent(&agent("  features:\n  - name: falco\n    limits: {memoryMib: 4096}\n")).unwrap_err();
+        let err = ClusterPolicy::default()
+            .check_agent(&agent("  features:\n  - name: falco\n    limits: {memoryMib: 4096}\n"))
+            .unwrap_err();
         assert_eq!((err.field.as_str(), err.rule), ("spec.features[0].limits.memoryMib", "limits.maxMemoryMib"));
-        let err = ClusterPolicy::default().check_agent(&agent("  features:\n  - name: falco\n    limits: {timeoutMillis: 60000}\n")).unwrap_err();
+        let err = ClusterPolicy::default()
+            .check_agent(&agent("  features:\n  - name: falco\n    limits: {timeoutMillis: 60000}\n"))
+            .unwrap_err();
         assert_eq!(err.rule, "limits.maxTimeoutMillis");
-        assert!(ClusterPolicy::default().check_agent(&agent("  features:\n  - name: falco\n    limits: {memoryMib: 128}\n")).is_ok());
+        assert!(
+            ClusterPolicy::default()
+                .check_agent(&agent("  features:\n  - name: falco\n    limits: {memoryMib: 128}\n"))
+                .is_ok()
+        );
     }
 
     #[test]
@@ -549,7 +607,10 @@ mod tests {
         assert!(err.message.contains("allows none"), "{err}");
         let p = policy("modules:\n  allowed:\n  - image: registry.example.com/secop/\n    hostAccess: true\n");
         assert!(p.check_agent(&agent(spec)).is_err());
-        assert_eq!(p.module_power("registry.example.com/secop/falco:1"), Some(Power { cluster_scoped: false, host_access: true }));
+        assert_eq!(
+            p.module_power("registry.example.com/secop/falco:1"),
+            Some(Power { cluster_scoped: false, host_access: true })
+        );
         assert_eq!(p.module_power("registry.example.com/secop-evil/falco:1"), None, "a prefix ends at a path boundary");
         assert_eq!(p.module_power("registry.example.com/other/falco:1"), None);
         // A disabled feature's module is never fetched: not checked.
@@ -575,8 +636,16 @@ mod tests {
         let spec = |image: &str| format!("  features: []\n  tests: {{enabled: true, image: \"{image}\"}}\n");
         let err = ClusterPolicy::default().check_agent(&agent(&spec("evil.example.com/busybox:1"))).unwrap_err();
         assert_eq!((err.field.as_str(), err.rule), ("spec.tests.image", "images.allowed"));
-        assert!(ClusterPolicy::default().check_agent(&agent(&spec("busybox:1.36.1"))).is_ok(), "the built-in default, as Docker Hub shorthand");
-        assert!(ClusterPolicy::default().check_agent(&agent("  features: []\n  tests: {enabled: false, image: \"evil.example.com/b:1\"}\n")).is_ok(), "off: nothing runs");
+        assert!(
+            ClusterPolicy::default().check_agent(&agent(&spec("busybox:1.36.1"))).is_ok(),
+            "the built-in default, as Docker Hub shorthand"
+        );
+        assert!(
+            ClusterPolicy::default()
+                .check_agent(&agent("  features: []\n  tests: {enabled: false, image: \"evil.example.com/b:1\"}\n"))
+                .is_ok(),
+            "off: nothing runs"
+        );
     }
 
     #[test]
@@ -586,8 +655,13 @@ mod tests {
         assert!(!p.image_allowed("docker.io/falcosecurity/falco:0.41.3@sha256:0123456789012345678901234567890123456789012345678901234567890123", None), "a digest overrides the tag");
         assert!(!p.image_allowed("not a reference", None));
         assert!(p.image_allowed("ghcr.io/x/op:1", Some("ghcr.io/x/op:1")));
-        let pinned = policy("images:\n  allowed: [\"docker.io/busybox@sha256:0123456789012345678901234567890123456789012345678901234567890123\"]\n");
-        assert!(pinned.image_allowed("busybox@sha256:0123456789012345678901234567890123456789012345678901234567890123", None));
+        let pinned = policy(
+            "images:\n  allowed: [\"docker.io/busybox@sha256:0123456789012345678901234567890123456789012345678901234567890123\"]\n",
+        );
+        assert!(
+            pinned
+                .image_allowed("busybox@sha256:0123456789012345678901234567890123456789012345678901234567890123", None)
+        );
         assert!(!pinned.image_allowed("busybox:latest", None));
     }
 
@@ -600,10 +674,22 @@ mod tests {
         assert!(p.check_pod_spec(&plain, "spec.template.spec", none, op).is_ok());
         let cases = [
             (json!({"hostPID":true,"containers":[{"name":"a","image":op}]}), "spec.template.spec.hostPID"),
-            (json!({"volumes":[{"name":"r","hostPath":{"path":"/"}}],"containers":[{"name":"a","image":op}]}), "spec.template.spec.volumes[0].hostPath"),
-            (json!({"containers":[{"name":"a","image":op,"securityContext":{"privileged":true}}]}), "spec.template.spec.containers[0].securityContext.privileged"),
-            (json!({"initContainers":[{"name":"i","image":op,"securityContext":{"capabilities":{"add":["SYS_ADMIN"]}}}],"containers":[]}), "spec.template.spec.initContainers[0].securityContext.capabilities.add"),
-            (json!({"containers":[{"name":"a","image":op,"ports":[{"containerPort":1,"hostPort":1}]}]}), "spec.template.spec.containers[0].ports[0].hostPort"),
+            (
+                json!({"volumes":[{"name":"r","hostPath":{"path":"/"}}],"containers":[{"name":"a","image":op}]}),
+                "spec.template.spec.volumes[0].hostPath",
+            ),
+            (
+                json!({"containers":[{"name":"a","image":op,"securityContext":{"privileged":true}}]}),
+                "spec.template.spec.containers[0].securityContext.privileged",
+            ),
+            (
+                json!({"initContainers":[{"name":"i","image":op,"securityContext":{"capabilities":{"add":["SYS_ADMIN"]}}}],"containers":[]}),
+                "spec.template.spec.initContainers[0].securityContext.capabilities.add",
+            ),
+            (
+                json!({"containers":[{"name":"a","image":op,"ports":[{"containerPort":1,"hostPort":1}]}]}),
+                "spec.template.spec.containers[0].ports[0].hostPort",
+            ),
         ];
         for (spec, field) in cases {
             let err = p.check_pod_spec(&spec, "spec.template.spec", none, op).unwrap_err();

@@ -12,9 +12,9 @@
 
 use std::time::{Duration, Instant};
 
-use secop_posture::model::{parse, Asset, Kind};
+use secop_posture::model::{Asset, Kind, parse};
 use secop_posture::{Posture, PostureConfig};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 const PODS: usize = 100_000;
 const DEPLOYMENTS: usize = 1_000;
@@ -22,7 +22,11 @@ const NAMESPACES: usize = 200;
 
 fn rss_kib(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status.lines().find_map(|l| l.strip_prefix(field)).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0)
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 fn container(i: usize, risky: bool) -> Value {
@@ -151,8 +155,13 @@ fn main() {
     let naive = stream(&mut Posture::new("bench", PostureConfig::default()), 1, "2026-11-24T00:10:00Z");
     let peak = rss_kib("VmHWM:");
 
-    println!("posture engine, synthetic cluster: {PODS} pods ({} with owners), {DEPLOYMENTS} Deployments + ReplicaSets, {NAMESPACES} namespaces = {total} assets", PODS * 9 / 10);
-    println!("each pass streams the objects as a re-list delivers them (generate JSON → lean parse → engine → bulk body of {BATCH});");
+    println!(
+        "posture engine, synthetic cluster: {PODS} pods ({} with owners), {DEPLOYMENTS} Deployments + ReplicaSets, {NAMESPACES} namespaces = {total} assets",
+        PODS * 9 / 10
+    );
+    println!(
+        "each pass streams the objects as a re-list delivers them (generate JSON → lean parse → engine → bulk body of {BATCH});"
+    );
     println!("generating the synthetic JSON + lean parsing alone: {} per pass (the rest of `total`)", ms(parse_only));
     println!("open alerts after pass 1: {}, tracked assets: {}", p1.alerts_opened, posture.tracked());
     println!();
@@ -179,5 +188,9 @@ fn main() {
         naive.documents as f64 / p3.documents.max(1) as f64,
         naive.bytes as f64 / p3.bytes.max(1) as f64
     );
-    println!("peak RSS (VmHWM): {} MiB (target ≤ 500 MiB); full audit + diff of pass 1: {} (target ≤ 2 s)", peak / 1024, ms(p1.engine));
+    println!(
+        "peak RSS (VmHWM): {} MiB (target ≤ 500 MiB); full audit + diff of pass 1: {} (target ≤ 2 s)",
+        peak / 1024,
+        ms(p1.engine)
+    );
 }

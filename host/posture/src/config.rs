@@ -66,7 +66,11 @@ impl Default for PostureConfig {
             enable: vec![],
             disable: vec![],
             exemptions: vec![
-                Exemption { namespaces: vec!["kube-system".into()], reason: Some("the control plane's own workloads".into()), ..Default::default() },
+                Exemption {
+                    namespaces: vec!["kube-system".into()],
+                    reason: Some("the control plane's own workloads".into()),
+                    ..Default::default()
+                },
                 Exemption {
                     owned_by: vec!["security.example.io/SecurityAgent".into()],
                     reason: Some("the sensors this operator deploys need host access by design".into()),
@@ -95,7 +99,8 @@ impl PostureConfig {
     pub fn parse(json: &str) -> Result<Self, ConfigError> {
         let trimmed = json.trim();
         let source = if trimmed.is_empty() || trimmed == "null" { "{}" } else { trimmed };
-        let config: Self = serde_json::from_str(source).map_err(|e| ConfigError { field: ".".into(), message: e.to_string() })?;
+        let config: Self =
+            serde_json::from_str(source).map_err(|e| ConfigError { field: ".".into(), message: e.to_string() })?;
         config.validate()?;
         Ok(config)
     }
@@ -103,7 +108,13 @@ impl PostureConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let known = |field: String, id: &str| match audits::check(id) {
             Some(_) => Ok(()),
-            None => Err(ConfigError { field, message: format!("unknown check `{id}` (known: {})", audits::CHECKS.iter().map(|c| c.id).collect::<Vec<_>>().join(", ")) }),
+            None => Err(ConfigError {
+                field,
+                message: format!(
+                    "unknown check `{id}` (known: {})",
+                    audits::CHECKS.iter().map(|c| c.id).collect::<Vec<_>>().join(", ")
+                ),
+            }),
         };
         for (i, id) in self.enable.iter().enumerate() {
             known(format!("enable[{i}]"), id)?;
@@ -118,12 +129,16 @@ impl PostureConfig {
             if e.namespaces.is_empty() && e.labels.is_empty() && e.owned_by.is_empty() {
                 return Err(ConfigError {
                     field: format!("exemptions[{i}]"),
-                    message: "needs `namespaces`, `labels` or `ownedBy` (an exemption of everything is `disable`)".into(),
+                    message: "needs `namespaces`, `labels` or `ownedBy` (an exemption of everything is `disable`)"
+                        .into(),
                 });
             }
             for (j, owner) in e.owned_by.iter().enumerate() {
                 if owner.rsplit_once('/').is_none_or(|(group, kind)| group.is_empty() || kind.is_empty()) {
-                    return Err(ConfigError { field: format!("exemptions[{i}].ownedBy[{j}]"), message: format!("`{owner}` is not `group/Kind`") });
+                    return Err(ConfigError {
+                        field: format!("exemptions[{i}].ownedBy[{j}]"),
+                        message: format!("`{owner}` is not `group/Kind`"),
+                    });
                 }
             }
         }
@@ -134,7 +149,10 @@ impl PostureConfig {
     pub fn active(&self) -> Vec<&'static Check> {
         audits::CHECKS
             .iter()
-            .filter(|c| (c.default || self.level == Level::Restricted || self.enable.iter().any(|e| e == c.id)) && !self.disable.iter().any(|d| d == c.id))
+            .filter(|c| {
+                (c.default || self.level == Level::Restricted || self.enable.iter().any(|e| e == c.id))
+                    && !self.disable.iter().any(|d| d == c.id)
+            })
             .collect()
     }
 
@@ -142,7 +160,9 @@ impl PostureConfig {
     pub fn exempt(&self, asset: &Asset, check: &str) -> bool {
         self.exemptions.iter().any(|e| {
             let namespace = e.namespaces.is_empty()
-                || asset.namespace.as_deref().is_some_and(|ns| e.namespaces.iter().any(|p| p.strip_suffix('*').map_or(p == ns, |prefix| ns.starts_with(prefix))));
+                || asset.namespace.as_deref().is_some_and(|ns| {
+                    e.namespaces.iter().any(|p| p.strip_suffix('*').map_or(p == ns, |prefix| ns.starts_with(prefix)))
+                });
             let labels = e.labels.iter().all(|(k, v)| asset.labels.get(k) == Some(v));
             let owner = e.owned_by.is_empty()
                 || asset.owner.as_ref().filter(|o| o.controller).is_some_and(|o| {

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::audits::Check;
 use crate::config::PostureConfig;
@@ -196,7 +196,15 @@ impl Posture {
     pub fn new(cluster: &str, config: PostureConfig) -> Self {
         let checks = config.active();
         let fingerprint = config_fingerprint(&config);
-        Self { cluster: cluster.to_string(), config, checks, fingerprint, tracked: HashMap::new(), epochs: [0; Kind::ALL.len()], now: Arc::from("") }
+        Self {
+            cluster: cluster.to_string(),
+            config,
+            checks,
+            fingerprint,
+            tracked: HashMap::new(),
+            epochs: [0; Kind::ALL.len()],
+            now: Arc::from(""),
+        }
     }
 
     pub fn tracked(&self) -> usize {
@@ -211,7 +219,10 @@ impl Posture {
     /// and when it opened, so a problem that comes back after it was
     /// resolved gets a new document and the earlier evidence stays.
     fn alert_id(&self, uid: &str, check: &str, container: Option<&str>, first_seen: &str) -> String {
-        format!("{:016x}", fnv1a(format!("{}\0{uid}\0{check}\0{}\0{first_seen}", self.cluster, container.unwrap_or("")).as_bytes()))
+        format!(
+            "{:016x}",
+            fnv1a(format!("{}\0{uid}\0{check}\0{}\0{first_seen}", self.cluster, container.unwrap_or("")).as_bytes())
+        )
     }
 
     fn inventory_id(&self, uid: &str) -> String {
@@ -244,7 +255,12 @@ impl Posture {
                 ("creation", vec![])
             }
         };
-        writes.push(Write::Index { target: Target::Inventory, id: self.inventory_id(&asset.uid), doc: self.asset_doc(asset, hash, &first_seen, now, event_type), uid: asset.uid.clone() });
+        writes.push(Write::Index {
+            target: Target::Inventory,
+            id: self.inventory_id(&asset.uid),
+            doc: self.asset_doc(asset, hash, &first_seen, now, event_type),
+            uid: asset.uid.clone(),
+        });
 
         // Alerts: open new ones, refresh changed evidence, resolve fixed ones.
         let mut alerts = vec![];
@@ -260,7 +276,12 @@ impl Posture {
                 let doc = self.alert_doc(asset, &finding, &id, evidence_hash, &first, now);
                 writes.push(Write::Index { target: Target::Events, id, doc, uid: asset.uid.clone() });
             }
-            alerts.push(OpenAlert { check: finding.check.id, container: finding.container, first_seen: first, evidence_hash });
+            alerts.push(OpenAlert {
+                check: finding.check.id,
+                container: finding.container,
+                first_seen: first,
+                evidence_hash,
+            });
         }
         for gone in before.iter().filter(|b| !alerts.iter().any(|a| a.check == b.check && a.container == b.container)) {
             pass.alerts_resolved += 1;
@@ -321,13 +342,22 @@ impl Posture {
     /// first list writes only what changed meanwhile.
     pub fn restore_asset(&mut self, uid: &str, kind: Kind, hash: u64, first_seen: &str) {
         let epoch = self.epochs[kind as usize];
-        self.tracked.insert(uid.to_string(), Tracked { kind, hash, first_seen: Arc::from(first_seen), epoch, alerts: vec![] });
+        self.tracked
+            .insert(uid.to_string(), Tracked { kind, hash, first_seen: Arc::from(first_seen), epoch, alerts: vec![] });
     }
 
     /// An open alert read back after a restart (its asset restored first).
     /// One whose asset is not active any more (its deletion was written but
     /// not the resolution) is resolved now: the returned write.
-    pub fn restore_alert(&mut self, uid: &str, check: &str, container: Option<&str>, first_seen: &str, evidence_hash: u64, now: &str) -> Option<Write> {
+    pub fn restore_alert(
+        &mut self,
+        uid: &str,
+        check: &str,
+        container: Option<&str>,
+        first_seen: &str,
+        evidence_hash: u64,
+        now: &str,
+    ) -> Option<Write> {
         let alert = OpenAlert {
             check: crate::audits::check(check).map_or("unknown", |c| c.id),
             container: container.map(str::to_string),
@@ -350,7 +380,12 @@ impl Posture {
     }
 
     /// A full list of `kinds` in one call: `begin_list`, apply each, `end_list`.
-    pub fn resync<'a>(&mut self, kinds: &[Kind], listed: impl IntoIterator<Item = &'a Asset>, now: &str) -> (Vec<Write>, Pass) {
+    pub fn resync<'a>(
+        &mut self,
+        kinds: &[Kind],
+        listed: impl IntoIterator<Item = &'a Asset>,
+        now: &str,
+    ) -> (Vec<Write>, Pass) {
         let (mut writes, mut pass) = (vec![], Pass::default());
         self.begin_list(kinds);
         for asset in listed {
@@ -394,7 +429,15 @@ impl Posture {
         })
     }
 
-    fn alert_doc(&self, asset: &Asset, finding: &Finding, id: &str, evidence_hash: u64, first_seen: &str, now: &str) -> Value {
+    fn alert_doc(
+        &self,
+        asset: &Asset,
+        finding: &Finding,
+        id: &str,
+        evidence_hash: u64,
+        first_seen: &str,
+        now: &str,
+    ) -> Value {
         let check = finding.check;
         let ruleset = match check.pss {
             Some(crate::audits::Level::Baseline) => "pss-baseline",

@@ -14,7 +14,7 @@ pub mod engine;
 pub mod model;
 
 pub use config::PostureConfig;
-pub use engine::{audit, Finding, Pass, Posture, Target, Write};
+pub use engine::{Finding, Pass, Posture, Target, Write, audit};
 
 /// Assets of a `kubectl get ... -o json` document: a List (`items`), a
 /// single object, or several documents concatenated.

@@ -73,7 +73,10 @@ impl Kind {
 
     /// Workloads whose pod template is audited like a pod.
     pub fn has_pod_template(self) -> bool {
-        matches!(self, Kind::Deployment | Kind::DaemonSet | Kind::StatefulSet | Kind::ReplicaSet | Kind::Job | Kind::CronJob)
+        matches!(
+            self,
+            Kind::Deployment | Kind::DaemonSet | Kind::StatefulSet | Kind::ReplicaSet | Kind::Job | Kind::CronJob
+        )
     }
 }
 
@@ -256,8 +259,14 @@ fn container(c: &Value, init: bool, ephemeral: bool, apparmor: Option<String>) -
         caps_add: strings(&sc["capabilities"]["add"]),
         caps_drop: strings(&sc["capabilities"]["drop"]),
         proc_mount: str_of(&sc["procMount"]),
-        host_ports: c["ports"].as_array().map(|p| p.iter().filter_map(|p| p["hostPort"].as_i64()).filter(|p| *p != 0).collect()).unwrap_or_default(),
-        mounts: c["volumeMounts"].as_array().map(|m| m.iter().filter_map(|m| str_of(&m["name"])).collect()).unwrap_or_default(),
+        host_ports: c["ports"]
+            .as_array()
+            .map(|p| p.iter().filter_map(|p| p["hostPort"].as_i64()).filter(|p| *p != 0).collect())
+            .unwrap_or_default(),
+        mounts: c["volumeMounts"]
+            .as_array()
+            .map(|m| m.iter().filter_map(|m| str_of(&m["name"])).collect())
+            .unwrap_or_default(),
     }
 }
 
@@ -265,7 +274,9 @@ fn container(c: &Value, init: bool, ephemeral: bool, apparmor: Option<String>) -
 pub fn pod_spec(spec: &Value, annotations: &Value) -> PodSpec {
     let apparmor = |name: &str| str_of(&annotations[format!("container.apparmor.security.beta.kubernetes.io/{name}")]);
     let mut containers = vec![];
-    for (key, init, ephemeral) in [("initContainers", true, false), ("containers", false, false), ("ephemeralContainers", true, true)] {
+    for (key, init, ephemeral) in
+        [("initContainers", true, false), ("containers", false, false), ("ephemeralContainers", true, true)]
+    {
         for c in spec[key].as_array().into_iter().flatten() {
             let name = c["name"].as_str().unwrap_or_default();
             containers.push(container(c, init, ephemeral, apparmor(name)));
@@ -276,8 +287,13 @@ pub fn pod_spec(spec: &Value, annotations: &Value) -> PodSpec {
         .map(|vs| {
             vs.iter()
                 .map(|v| {
-                    let source = v.as_object().and_then(|o| o.keys().find(|k| *k != "name").cloned()).unwrap_or_default();
-                    Volume { name: str_of(&v["name"]).unwrap_or_default(), host_path: str_of(&v["hostPath"]["path"]), source }
+                    let source =
+                        v.as_object().and_then(|o| o.keys().find(|k| *k != "name").cloned()).unwrap_or_default();
+                    Volume {
+                        name: str_of(&v["name"]).unwrap_or_default(),
+                        host_path: str_of(&v["hostPath"]["path"]),
+                        source,
+                    }
                 })
                 .collect()
         })
@@ -289,7 +305,10 @@ pub fn pod_spec(spec: &Value, annotations: &Value) -> PodSpec {
         automount_token: spec["automountServiceAccountToken"].as_bool(),
         service_account: str_of(&spec["serviceAccountName"]).unwrap_or_else(|| "default".into()),
         security: security_context(&spec["securityContext"], None),
-        sysctls: spec["securityContext"]["sysctls"].as_array().map(|s| s.iter().filter_map(|s| str_of(&s["name"])).collect()).unwrap_or_default(),
+        sysctls: spec["securityContext"]["sysctls"]
+            .as_array()
+            .map(|s| s.iter().filter_map(|s| str_of(&s["name"])).collect())
+            .unwrap_or_default(),
         volumes,
         containers,
         user_namespace: spec["hostUsers"].as_bool() == Some(false),
@@ -314,18 +333,29 @@ pub fn parse(object: &Value) -> Option<Asset> {
         .unwrap_or_default();
     let owner = meta["ownerReferences"].as_array().and_then(|refs| {
         let r = refs.iter().find(|r| r["controller"] == true).or(refs.first())?;
-        Some(Owner { api_version: str_of(&r["apiVersion"]).unwrap_or_default(), kind: str_of(&r["kind"])?, name: str_of(&r["name"])?, controller: r["controller"] == true })
+        Some(Owner {
+            api_version: str_of(&r["apiVersion"]).unwrap_or_default(),
+            kind: str_of(&r["kind"])?,
+            name: str_of(&r["name"])?,
+            controller: r["controller"] == true,
+        })
     });
     let spec = &object["spec"];
     let template = match kind {
         Kind::Pod => Some((spec, &meta["annotations"])),
-        Kind::CronJob => Some((&spec["jobTemplate"]["spec"]["template"]["spec"], &spec["jobTemplate"]["spec"]["template"]["metadata"]["annotations"])),
+        Kind::CronJob => Some((
+            &spec["jobTemplate"]["spec"]["template"]["spec"],
+            &spec["jobTemplate"]["spec"]["template"]["metadata"]["annotations"],
+        )),
         k if k.has_pod_template() => Some((&spec["template"]["spec"], &spec["template"]["metadata"]["annotations"])),
         _ => None,
     };
     let pod = template.map(|(spec, annotations)| pod_spec(spec, annotations));
     let rbac = match kind {
-        Kind::Role | Kind::ClusterRole => Some(Rbac { rules: object["rules"].as_array().map(|rs| rs.iter().map(rule).collect()).unwrap_or_default(), ..Default::default() }),
+        Kind::Role | Kind::ClusterRole => Some(Rbac {
+            rules: object["rules"].as_array().map(|rs| rs.iter().map(rule).collect()).unwrap_or_default(),
+            ..Default::default()
+        }),
         Kind::RoleBinding | Kind::ClusterRoleBinding => Some(Rbac {
             rules: vec![],
             role_ref: Some(Owner {
@@ -339,8 +369,14 @@ pub fn parse(object: &Value) -> Option<Asset> {
                 .map(|s| {
                     s.iter()
                         .map(|s| match s["namespace"].as_str() {
-                            Some(ns) => format!("{}:{ns}/{}", s["kind"].as_str().unwrap_or(""), s["name"].as_str().unwrap_or("")),
-                            None => format!("{}:{}", s["kind"].as_str().unwrap_or(""), s["name"].as_str().unwrap_or("")),
+                            Some(ns) => format!(
+                                "{}:{ns}/{}",
+                                s["kind"].as_str().unwrap_or(""),
+                                s["name"].as_str().unwrap_or("")
+                            ),
+                            None => {
+                                format!("{}:{}", s["kind"].as_str().unwrap_or(""), s["name"].as_str().unwrap_or(""))
+                            }
                         })
                         .collect()
                 })
@@ -348,7 +384,8 @@ pub fn parse(object: &Value) -> Option<Asset> {
         }),
         _ => None,
     };
-    let mut images: Vec<String> = pod.as_ref().map(|p| p.containers.iter().map(|c| c.image.clone()).collect()).unwrap_or_default();
+    let mut images: Vec<String> =
+        pod.as_ref().map(|p| p.containers.iter().map(|c| c.image.clone()).collect()).unwrap_or_default();
     images.sort();
     images.dedup();
     Some(Asset {

@@ -7,17 +7,24 @@ use std::collections::BTreeSet;
 use secop_posture::config::PostureConfig;
 use secop_posture::engine::{Target, Write};
 use secop_posture::model::{Asset, Kind};
-use secop_posture::{audit, snapshot, Posture};
-use serde_json::{json, Value};
+use secop_posture::{Posture, audit, snapshot};
+use serde_json::{Value, json};
 
 fn fixture() -> Vec<Asset> {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../test/fixtures/posture/snapshot.json")).unwrap();
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../test/fixtures/posture/snapshot.json"))
+            .unwrap();
     snapshot(&text).unwrap()
 }
 
 fn findings(config: &PostureConfig, assets: &[Asset]) -> BTreeSet<(String, String, Option<String>)> {
     let checks = config.active();
-    assets.iter().flat_map(|a| audit(config, &checks, a).into_iter().map(move |f| (f.check.id.to_string(), a.name.clone(), f.container))).collect()
+    assets
+        .iter()
+        .flat_map(|a| {
+            audit(config, &checks, a).into_iter().map(move |f| (f.check.id.to_string(), a.name.clone(), f.container))
+        })
+        .collect()
 }
 
 fn ids(found: &BTreeSet<(String, String, Option<String>)>, name: &str) -> Vec<String> {
@@ -86,12 +93,14 @@ fn every_check_fires_on_some_resource() {
     assets.push(secop_posture::model::parse(&worst).unwrap());
     assets.push(secop_posture::model::parse(&windows).unwrap());
     // Windows pods are exempt from the Linux-only restricted checks.
-    let restricted_all = PostureConfig { level: secop_posture::audits::Level::Restricted, exemptions: vec![], ..Default::default() };
+    let restricted_all =
+        PostureConfig { level: secop_posture::audits::Level::Restricted, exemptions: vec![], ..Default::default() };
     let on_windows = ids(&findings(&restricted_all, &assets), "win");
     for linux_only in ["PSS-R-02", "PSS-R-05", "PSS-R-06"] {
         assert!(!on_windows.contains(&linux_only.to_string()), "{linux_only} on a Windows pod: {on_windows:?}");
     }
-    let restricted = PostureConfig { level: secop_posture::audits::Level::Restricted, exemptions: vec![], ..Default::default() };
+    let restricted =
+        PostureConfig { level: secop_posture::audits::Level::Restricted, exemptions: vec![], ..Default::default() };
     let fired: BTreeSet<String> = findings(&restricted, &assets).into_iter().map(|(id, _, _)| id).collect();
     let all: BTreeSet<String> = secop_posture::audits::CHECKS.iter().map(|c| c.id.to_string()).collect();
     assert_eq!(fired, all);
@@ -101,11 +110,17 @@ fn every_check_fires_on_some_resource() {
 fn bad_config_names_the_field() {
     assert_eq!(PostureConfig::parse(r#"{"disable": ["PSS-B-02", "NOPE"]}"#).unwrap_err().field, "disable[1]");
     assert_eq!(PostureConfig::parse(r#"{"exemptions": [{"reason": "x"}]}"#).unwrap_err().field, "exemptions[0]");
-    assert_eq!(PostureConfig::parse(r#"{"exemptions": [{"namespaces": ["a"], "checks": ["X"]}]}"#).unwrap_err().field, "exemptions[0].checks[0]");
+    assert_eq!(
+        PostureConfig::parse(r#"{"exemptions": [{"namespaces": ["a"], "checks": ["X"]}]}"#).unwrap_err().field,
+        "exemptions[0].checks[0]"
+    );
     let unknown = PostureConfig::parse(r#"{"levle": "restricted"}"#).unwrap_err();
     assert!(unknown.message.contains("levle"), "{unknown}");
     let exempted = PostureConfig::parse(r#"{"exemptions": [{"namespaces": ["def*"], "checks": ["K8S-01"]}]}"#).unwrap();
-    assert_eq!(ids(&findings(&exempted, &fixture()), "risky-pod"), ["PSS-R-04", "PSS-B-02"].iter().rev().map(|s| s.to_string()).collect::<Vec<_>>());
+    assert_eq!(
+        ids(&findings(&exempted, &fixture()), "risky-pod"),
+        ["PSS-R-04", "PSS-B-02"].iter().rev().map(|s| s.to_string()).collect::<Vec<_>>()
+    );
 }
 
 fn count(writes: &[Write], target: Target) -> usize {
@@ -145,7 +160,11 @@ fn an_unchanged_resync_writes_nothing_and_a_change_writes_only_that_asset() {
     assert_eq!(service["asset"]["first_seen"], "2026-11-24T10:00:00Z", "first_seen kept");
     assert_eq!(service["asset"]["last_seen"], "2026-11-24T10:10:00Z");
     assert_eq!(service["event"]["type"], "change");
-    assert_eq!((service["labels"]["security_tool"].as_str(), service["event"]["severity"].as_u64()), (Some("posture"), Some(1)), "what the CTEM report's ROUTING and SEVERITY checks read");
+    assert_eq!(
+        (service["labels"]["security_tool"].as_str(), service["event"]["severity"].as_u64()),
+        (Some("posture"), Some(1)),
+        "what the CTEM report's ROUTING and SEVERITY checks read"
+    );
 }
 
 #[test]
@@ -171,10 +190,19 @@ fn a_deleted_pod_is_marked_deleted_and_its_alerts_resolved_with_their_evidence()
     assert_eq!(deleted.len(), 1, "only the pod; other kinds were not re-listed");
     assert_eq!(deleted[0]["asset"], json!({ "state": "deleted", "last_seen": "t2" }));
     let resolved = doc(&writes, Target::Events, |_| true);
-    assert!(resolved.iter().all(|d| d["finding"]["status"] == "resolved" && d["posture"]["resolution"] == "resource deleted"));
+    assert!(
+        resolved
+            .iter()
+            .all(|d| d["finding"]["status"] == "resolved" && d["posture"]["resolution"] == "resource deleted")
+    );
     // Resolution is a partial update of the same documents: the evidence stays.
     let opened: BTreeSet<&str> = first.iter().filter(|w| w.target() == Target::Events).map(Write::id).collect();
-    assert!(writes.iter().filter(|w| w.target() == Target::Events).all(|w| matches!(w, Write::Update { .. }) && opened.contains(w.id())));
+    assert!(
+        writes
+            .iter()
+            .filter(|w| w.target() == Target::Events)
+            .all(|w| matches!(w, Write::Update { .. }) && opened.contains(w.id()))
+    );
     assert_eq!(posture.open_alerts(), 8);
 }
 
@@ -201,16 +229,30 @@ fn an_owner_reference_alone_does_not_hide_a_pod_but_a_controller_does_except_for
             "spec": { "containers": [{ "name": "app", "image": "x", "securityContext": { "privileged": true } }] }
         });
         if ephemeral {
-            p["spec"]["ephemeralContainers"] = json!([{ "name": "debugger", "image": "busybox", "securityContext": { "privileged": true } }]);
+            p["spec"]["ephemeralContainers"] =
+                json!([{ "name": "debugger", "image": "busybox", "securityContext": { "privileged": true } }]);
         }
         secop_posture::model::parse(&p).unwrap()
     };
     let config = PostureConfig::default();
-    let found = |a: &Asset| findings(&config, std::slice::from_ref(a)).into_iter().map(|(id, _, c)| format!("{id}/{}", c.unwrap_or_default())).collect::<Vec<_>>();
+    let found = |a: &Asset| {
+        findings(&config, std::slice::from_ref(a))
+            .into_iter()
+            .map(|(id, _, c)| format!("{id}/{}", c.unwrap_or_default()))
+            .collect::<Vec<_>>()
+    };
     let by_replicaset = json!({ "kind": "ReplicaSet", "name": "rs", "controller": true });
     assert!(found(&pod(by_replicaset.clone(), false)).is_empty(), "audited through its workload");
-    assert_eq!(found(&pod(json!({ "kind": "ConfigMap", "name": "cm" }), false)), ["PSS-B-02/app"], "a plain owner reference hides nothing");
-    assert_eq!(found(&pod(json!({ "kind": "Workflow", "name": "argo", "controller": true }), false)), ["PSS-B-02/app"], "a controller the engine does not watch");
+    assert_eq!(
+        found(&pod(json!({ "kind": "ConfigMap", "name": "cm" }), false)),
+        ["PSS-B-02/app"],
+        "a plain owner reference hides nothing"
+    );
+    assert_eq!(
+        found(&pod(json!({ "kind": "Workflow", "name": "argo", "controller": true }), false)),
+        ["PSS-B-02/app"],
+        "a controller the engine does not watch"
+    );
     assert_eq!(found(&pod(by_replicaset, true)), ["PSS-B-02/debugger"], "kubectl debug adds what the template lacks");
 }
 
@@ -223,7 +265,12 @@ fn a_config_change_re_audits_unchanged_assets() {
     // the indices (as after the feature's rollout) must not skip them.
     let mut restarted = Posture::new("test", PostureConfig::parse(r#"{"disable": ["K8S-01"]}"#).unwrap());
     for a in &assets {
-        restarted.restore_asset(&a.uid, a.kind, secop_posture::engine::content_hash(&PostureConfig::default(), a), "t1");
+        restarted.restore_asset(
+            &a.uid,
+            a.kind,
+            secop_posture::engine::content_hash(&PostureConfig::default(), a),
+            "t1",
+        );
     }
     let (writes, pass) = restarted.resync(&Kind::ALL, &assets, "t2");
     assert_eq!(pass.unchanged, 0, "every asset is re-audited under the new config");
@@ -235,7 +282,10 @@ fn lean_parse_drops_what_no_audit_needs() {
     let assets = fixture();
     let risky = assets.iter().find(|a| a.name == "risky-pod").unwrap();
     let kept = serde_json::to_string(risky).unwrap();
-    assert!(!kept.contains("managedFields") && !kept.contains("resourceVersion") && !kept.contains("Running"), "{kept}");
+    assert!(
+        !kept.contains("managedFields") && !kept.contains("resourceVersion") && !kept.contains("Running"),
+        "{kept}"
+    );
     assert_eq!(risky.node.as_deref(), Some("node-1"));
     assert_eq!(risky.images, ["nginx:1.27"]);
     assert!(!assets.iter().any(|a| a.name == "settings"), "ConfigMaps are not kept");

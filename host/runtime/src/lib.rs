@@ -15,8 +15,8 @@ mod cache;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -108,7 +108,9 @@ pub enum CallError {
     MemoryLimit { call: &'static str, limit_bytes: usize },
     /// The process-wide budget of all instances together is spent (many
     /// features at once); transient, the next reconcile tries again.
-    #[error("`{call}` could not grow its memory: the operator's budget of {budget_bytes} bytes for all feature instances together is in use")]
+    #[error(
+        "`{call}` could not grow its memory: the operator's budget of {budget_bytes} bytes for all feature instances together is in use"
+    )]
     MemoryBudget { call: &'static str, budget_bytes: usize },
     #[error("`{call}` trapped: {message}")]
     Trap { call: &'static str, message: String },
@@ -138,7 +140,8 @@ impl CallError {
 /// The cluster, as the `cluster` import reads it. Implemented by the
 /// operator (live objects) and by offline render (nothing available).
 pub trait ClusterAccess: Send + Sync {
-    fn get(&self, api_version: &str, kind: &str, namespace: Option<&str>, name: &str) -> Result<String, m::LookupError>;
+    fn get(&self, api_version: &str, kind: &str, namespace: Option<&str>, name: &str)
+    -> Result<String, m::LookupError>;
 }
 
 /// No cluster: every lookup is `unavailable` (offline render).
@@ -181,7 +184,8 @@ impl ScopedCluster {
 
 impl m::ClusterReader for ScopedCluster {
     fn get(&self, api_version: &str, kind: &str, name: &str) -> Result<String, m::LookupError> {
-        let key = ReadableObject { api_version: api_version.to_string(), kind: kind.to_string(), name: name.to_string() };
+        let key =
+            ReadableObject { api_version: api_version.to_string(), kind: kind.to_string(), name: name.to_string() };
         let Some(namespace) = self.readable.get(&key) else {
             return Err(m::LookupError::Denied(format!(
                 "{kind} {api_version}/{name} was not contributed by feature `{}` in this reconcile",
@@ -226,10 +230,10 @@ impl cluster::Host for HostState {
     fn get(&mut self, api_version: String, kind: String, name: String) -> Result<String, cluster::LookupError> {
         use m::ClusterReader as _;
         self.cluster.get(&api_version, &kind, &name).map_err(|e| match e {
-                m::LookupError::Denied(why) => cluster::LookupError::Denied(why),
-                m::LookupError::NotFound => cluster::LookupError::NotFound,
-                m::LookupError::Unavailable(why) => cluster::LookupError::Unavailable(why),
-            })
+            m::LookupError::Denied(why) => cluster::LookupError::Denied(why),
+            m::LookupError::NotFound => cluster::LookupError::NotFound,
+            m::LookupError::Unavailable(why) => cluster::LookupError::Unavailable(why),
+        })
     }
 }
 
@@ -250,7 +254,11 @@ impl MemoryBudget {
     }
 
     fn reserve(&self, bytes: usize) -> bool {
-        self.used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| used.checked_add(bytes).filter(|&n| n <= self.limit)).is_ok()
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|&n| n <= self.limit)
+            })
+            .is_ok()
     }
 
     fn release(&self, bytes: usize) {
@@ -286,7 +294,11 @@ impl ResourceLimiter for MemoryLimiter {
         let growth = desired.saturating_sub(current);
         if self.used + growth > self.limit {
             self.hit = Some(LimitHit::Instance);
-            wasmtime::bail!("memory limit of {} bytes reached (all memories of the instance would hold {})", self.limit, self.used + growth);
+            wasmtime::bail!(
+                "memory limit of {} bytes reached (all memories of the instance would hold {})",
+                self.limit,
+                self.used + growth
+            );
         }
         if !self.budget.reserve(growth) {
             self.hit = Some(LimitHit::Budget);
@@ -413,7 +425,8 @@ impl Runtime {
             Some(s) => s,
             None => {
                 let mut bytes = [0u8; 32];
-                ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).map_err(|_| "no system randomness for the cache key".to_string())?;
+                ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+                    .map_err(|_| "no system randomness for the cache key".to_string())?;
                 random = bytes;
                 &random[..]
             }
@@ -486,15 +499,17 @@ impl Runtime {
 
     fn compile(&self, name: &str, digest: &str, bytes: &[u8]) -> Result<(Component, LoadSource), LoadError> {
         if let Some(cache) = &self.cache
-            && let Some(component) = cache.get(&self.engine, digest) {
-                return Ok((component, LoadSource::Cache));
-            }
+            && let Some(component) = cache.get(&self.engine, digest)
+        {
+            return Ok((component, LoadSource::Cache));
+        }
         let component = Component::new(&self.engine, bytes)
             .map_err(|e| LoadError::Compile { module: name.to_string(), reason: format!("{e:#}") })?;
         if let Some(cache) = &self.cache
-            && let Err(e) = cache.put(digest, &component) {
-                tracing::warn!(module = name, "could not write precompiled module to cache: {e}");
-            }
+            && let Err(e) = cache.put(digest, &component)
+        {
+            tracing::warn!(module = name, "could not write precompiled module to cache: {e}");
+        }
         Ok((component, LoadSource::Compiled))
     }
 
@@ -565,7 +580,9 @@ fn check_component_header(name: &str, bytes: &[u8]) -> Result<(), LoadError> {
 fn classify(store: &mut Store<HostState>, call: &'static str, limits: Limits, error: wasmtime::Error) -> CallError {
     match store.data().limiter.hit {
         Some(LimitHit::Instance) => return CallError::MemoryLimit { call, limit_bytes: limits.memory_bytes },
-        Some(LimitHit::Budget) => return CallError::MemoryBudget { call, budget_bytes: store.data().limiter.budget.limit },
+        Some(LimitHit::Budget) => {
+            return CallError::MemoryBudget { call, budget_bytes: store.data().limiter.budget.limit };
+        }
         None => {}
     }
     match error.downcast_ref::<Trap>() {
@@ -620,7 +637,11 @@ impl Instance {
         })
     }
 
-    pub fn configure(&mut self, config_json: &str, ctx: &m::Context) -> Result<Result<Vec<m::Diagnostic>, m::ConfigError>, CallError> {
+    pub fn configure(
+        &mut self,
+        config_json: &str,
+        ctx: &m::Context,
+    ) -> Result<Result<Vec<m::Diagnostic>, m::ConfigError>, CallError> {
         let wit_ctx = wit::Context {
             namespace: ctx.namespace.clone(),
             agent_name: ctx.agent_name.clone(),
@@ -659,7 +680,11 @@ impl Instance {
             let bytes: usize = docs.iter().map(String::len).sum();
             if bytes > self.limits.max_output_bytes {
                 self.poisoned = true;
-                return Err(CallError::OutputTooLarge { call: "contribute", bytes, limit: self.limits.max_output_bytes });
+                return Err(CallError::OutputTooLarge {
+                    call: "contribute",
+                    bytes,
+                    limit: self.limits.max_output_bytes,
+                });
             }
         }
         Ok(result)

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use secop_elastic::{Elastic, ElasticConfig};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 #[path = "../tests/common/pipeline.rs"]
 mod pipeline;
@@ -36,7 +36,11 @@ fn alert_line(template: &Value, rule: &str) -> String {
 
 fn falco_log(fixtures: &Path) -> PathBuf {
     let pods = fixtures.join("var/log/pods");
-    let pod = std::fs::read_dir(&pods).unwrap().map(|e| e.unwrap().path()).find(|p| p.file_name().unwrap().to_string_lossy().contains("_falco-")).expect("a Falco pod in the fixtures");
+    let pod = std::fs::read_dir(&pods)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().contains("_falco-"))
+        .expect("a Falco pod in the fixtures");
     pod.join("falco/0.log")
 }
 
@@ -58,7 +62,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 fn main() {
     let (Some(otelcol), Ok(es_url)) = (std::env::var_os("SECOP_OTELCOL"), std::env::var("SECOP_E2E_ES_URL")) else {
-        eprintln!("latency bench: needs the collector and a real Elasticsearch (run `cargo xtask bench latency`, which provides both)");
+        eprintln!(
+            "latency bench: needs the collector and a real Elasticsearch (run `cargo xtask bench latency`, which provides both)"
+        );
         return;
     };
     let dir = pipeline::scratch("latency");
@@ -103,7 +109,9 @@ fn main() {
         wait_visible(&es, &events, &json!({ "prefix": { "rule.name": "secop latency burst " } }), BURST as u64).await;
         let all = written.elapsed();
 
-        println!("data-path latency: line appended to a tailed file → visible to an Elasticsearch search (no forced refresh)");
+        println!(
+            "data-path latency: line appended to a tailed file → visible to an Elasticsearch search (no forced refresh)"
+        );
         println!("| measure | p50 | p95 | max |");
         println!("|---|---|---|---|");
         println!(

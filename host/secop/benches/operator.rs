@@ -7,13 +7,13 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use secop_api::SecurityAgent;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 fn repo(path: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
@@ -41,10 +41,16 @@ async fn main() {
         return;
     };
     let operator_kubeconfig = std::env::var_os("SECOP_E2E_OPERATOR_KUBECONFIG").unwrap();
-    let config = Config::from_custom_kubeconfig(Kubeconfig::read_from(&kubeconfig).unwrap(), &KubeConfigOptions::default()).await.unwrap();
+    let config =
+        Config::from_custom_kubeconfig(Kubeconfig::read_from(&kubeconfig).unwrap(), &KubeConfigOptions::default())
+            .await
+            .unwrap();
     let client = Client::try_from(config).unwrap();
 
-    let crd: CustomResourceDefinition = serde_yaml::from_str(&std::fs::read_to_string(repo("deploy/crds/security.example.io_securityagents.yaml")).unwrap()).unwrap();
+    let crd: CustomResourceDefinition = serde_yaml::from_str(
+        &std::fs::read_to_string(repo("deploy/crds/security.example.io_securityagents.yaml")).unwrap(),
+    )
+    .unwrap();
     Api::<CustomResourceDefinition>::all(client.clone())
         .patch("securityagents.security.example.io", &PatchParams::apply("bench").force(), &Patch::Apply(&crd))
         .await
@@ -67,7 +73,9 @@ async fn main() {
         .expect("start secop run");
 
     let api: Api<SecurityAgent> = Api::namespaced(client.clone(), &ns);
-    let mut agent: Value = serde_yaml::from_str(&std::fs::read_to_string(repo("deploy/samples/securityagent_full.yaml")).unwrap()).unwrap();
+    let mut agent: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(repo("deploy/samples/securityagent_full.yaml")).unwrap())
+            .unwrap();
     agent["metadata"]["namespace"] = json!(ns);
     let applied = api.patch("poc-security", &PatchParams::apply("bench").force(), &Patch::Apply(&agent)).await.unwrap();
     let generation = applied.metadata.generation.unwrap();
@@ -83,7 +91,8 @@ async fn main() {
     for i in 0..20 {
         agent["spec"]["override"]["falco"]["resources"]["limits"]["memory"] = json!(format!("{}Mi", 2048 + i + 1));
         let start = Instant::now();
-        let applied = api.patch("poc-security", &PatchParams::apply("bench").force(), &Patch::Apply(&agent)).await.unwrap();
+        let applied =
+            api.patch("poc-security", &PatchParams::apply("bench").force(), &Patch::Apply(&agent)).await.unwrap();
         let generation = applied.metadata.generation.unwrap();
         while !observed(&api, generation).await {
             assert!(start.elapsed() < Duration::from_secs(60), "change {i} not reconciled");
@@ -98,8 +107,17 @@ async fn main() {
     println!("operator on the test control plane (kube-apiserver v1.34, 3 kwok nodes), full sample, 5 features");
     println!("  first reconcile (49 objects created, status written)   {:>8.1} ms", first.as_secs_f64() * 1e3);
     println!("  spec change -> applied + status written, 20 changes:");
-    println!("    p50 {:>8.1} ms   p95 {:>8.1} ms   max {:>8.1} ms", at(0.5).as_secs_f64() * 1e3, at(0.95).as_secs_f64() * 1e3, samples.last().unwrap().as_secs_f64() * 1e3);
-    println!("  operator memory: RSS {} MiB, peak RSS {} MiB", rss_kib(pid, "VmRSS:") / 1024, rss_kib(pid, "VmHWM:") / 1024);
+    println!(
+        "    p50 {:>8.1} ms   p95 {:>8.1} ms   max {:>8.1} ms",
+        at(0.5).as_secs_f64() * 1e3,
+        at(0.95).as_secs_f64() * 1e3,
+        samples.last().unwrap().as_secs_f64() * 1e3
+    );
+    println!(
+        "  operator memory: RSS {} MiB, peak RSS {} MiB",
+        rss_kib(pid, "VmRSS:") / 1024,
+        rss_kib(pid, "VmHWM:") / 1024
+    );
 
     api.delete("poc-security", &DeleteParams::default()).await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;

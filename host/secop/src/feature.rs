@@ -100,12 +100,22 @@ fn emit(text: &str) -> Result<()> {
 
 /// A module named on the command line: a file if one exists there,
 /// otherwise an image reference.
-async fn resolve(module: &str, registry: &RegistryArgs, store: &ModuleStore) -> Result<(String, Vec<u8>, Option<secop_oci::Fetched>)> {
+async fn resolve(
+    module: &str,
+    registry: &RegistryArgs,
+    store: &ModuleStore,
+) -> Result<(String, Vec<u8>, Option<secop_oci::Fetched>)> {
     if Path::new(module).is_file() {
         let bytes = std::fs::read(module).with_context(|| format!("reading {module}"))?;
         return Ok((module.to_string(), bytes, None));
     }
-    let source = Source { feature: name_of(module), image: module.to_string(), sha256: None, pull_policy: PullPolicy::Always, credentials: registry.credentials() };
+    let source = Source {
+        feature: name_of(module),
+        image: module.to_string(),
+        sha256: None,
+        pull_policy: PullPolicy::Always,
+        credentials: registry.credentials(),
+    };
     let fetched = store.fetch(&source).await?;
     Ok((module.to_string(), fetched.bytes.clone(), Some(fetched)))
 }
@@ -115,7 +125,8 @@ fn load(runtime: &Runtime, name: &str, bytes: &[u8]) -> Result<Module> {
 }
 
 pub fn run(command: &FeatureCommand, cache_dir: Option<PathBuf>) -> Result<ExitCode> {
-    let cache = cache_dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("secop-modules-{}", std::process::id())));
+    let cache =
+        cache_dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("secop-modules-{}", std::process::id())));
     let runtime = Arc::new(Runtime::new(cache_dir.clone()).map_err(anyhow::Error::msg)?);
     let tokio = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let store = |registry: &RegistryArgs| ModuleStore::new(cache.join("oci"), registry.plain_http.clone());
@@ -130,14 +141,24 @@ pub fn run(command: &FeatureCommand, cache_dir: Option<PathBuf>) -> Result<ExitC
                 ("org.opencontainers.image.description".to_string(), module.metadata.description.clone()),
             ]);
             let layout = if *wkg_layout { Layout::Wkg } else { Layout::Secop };
-            let digest = tokio.block_on(store(registry).push(image, &bytes, annotations, layout, &registry.credentials()))?;
-            println!("pushed feature {} (contract {}) to {image}", module.metadata.id, module.metadata.contract_version);
+            let digest =
+                tokio.block_on(store(registry).push(image, &bytes, annotations, layout, &registry.credentials()))?;
+            println!(
+                "pushed feature {} (contract {}) to {image}",
+                module.metadata.id, module.metadata.contract_version
+            );
             println!("manifest: {digest}");
             println!("component: sha256:{}", module.digest);
             Ok(ExitCode::SUCCESS)
         }
         FeatureCommand::Pull { image, sha256, output, registry } => {
-            let source = Source { feature: name_of(image), image: image.clone(), sha256: sha256.clone(), pull_policy: PullPolicy::Always, credentials: registry.credentials() };
+            let source = Source {
+                feature: name_of(image),
+                image: image.clone(),
+                sha256: sha256.clone(),
+                pull_policy: PullPolicy::Always,
+                credentials: registry.credentials(),
+            };
             let fetched = tokio.block_on(store(registry).fetch(&source))?;
             let module = load(&runtime, image, &fetched.bytes)?;
             if let Some(path) = output {
@@ -170,7 +191,12 @@ pub fn run(command: &FeatureCommand, cache_dir: Option<PathBuf>) -> Result<ExitC
             let (name, bytes, _) = tokio.block_on(resolve(module, registry, &store(registry)))?;
             let loaded = load(&runtime, &name, &bytes)?;
             let config: Option<serde_json::Value> = match config {
-                Some(path) => Some(serde_yaml::from_str(&std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?).with_context(|| format!("{}: not YAML/JSON", path.display()))?),
+                Some(path) => Some(
+                    serde_yaml::from_str(
+                        &std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+                    )
+                    .with_context(|| format!("{}: not YAML/JSON", path.display()))?,
+                ),
                 None => None,
             };
             // The feature alone in an agent, next to the pipeline it feeds.
@@ -185,14 +211,21 @@ pub fn run(command: &FeatureCommand, cache_dir: Option<PathBuf>) -> Result<ExitC
                 "spec": { "features": features, "output": { "elasticsearch": { "endpoints": ["https://elasticsearch.example:9200"] } } },
             });
             let agent = secop_api::parse(&agent.to_string()).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let mut engine_registry = secop_engine::Registry::with_builtins(runtime.clone()).map_err(|e| anyhow::anyhow!("built-in feature `{}`: {}", e.feature, e.error))?;
+            let mut engine_registry = secop_engine::Registry::with_builtins(runtime.clone())
+                .map_err(|e| anyhow::anyhow!("built-in feature `{}`: {}", e.feature, e.error))?;
             engine_registry.insert(loaded);
-            let rendered = secop_engine::render(&engine_registry, &agent, &Default::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let rendered = secop_engine::render(&engine_registry, &agent, &Default::default())
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             let failures: Vec<String> = rendered.failed().filter_map(|f| f.error_line()).collect();
             for line in &failures {
                 eprintln!("error: {line}");
             }
-            let objects: Vec<&serde_json::Value> = rendered.objects.iter().filter(|(k, _)| rendered.owners.get(k).is_some_and(|o| *o == id)).map(|(_, v)| v).collect();
+            let objects: Vec<&serde_json::Value> = rendered
+                .objects
+                .iter()
+                .filter(|(k, _)| rendered.owners.get(k).is_some_and(|o| *o == id))
+                .map(|(_, v)| v)
+                .collect();
             if failures.is_empty() {
                 let mut out = String::new();
                 for object in objects {

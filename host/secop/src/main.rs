@@ -2,21 +2,21 @@
 
 mod feature;
 mod output;
-mod validate;
 mod posture;
+mod validate;
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use kube::CustomResourceExt;
 use secop_api::SecurityAgent;
 use secop_engine::{Registry, RenderOptions, Rendered};
 use secop_runtime::Runtime;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 #[derive(Parser)]
 #[command(name = "secop", version, about = "Kubernetes security operator with WebAssembly features")]
@@ -190,7 +190,22 @@ fn cache_dir(cli: &Cli) -> Option<PathBuf> {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match &cli.command {
-        Command::Run { namespace, metrics_addr, leader_elect, lease_namespace, identity, operator_image, plain_http, module_poll_seconds, policy, module_max_mib, module_memory_budget_mib, module_cache_max_mib, cache_key, .. } => {
+        Command::Run {
+            namespace,
+            metrics_addr,
+            leader_elect,
+            lease_namespace,
+            identity,
+            operator_image,
+            plain_http,
+            module_poll_seconds,
+            policy,
+            module_max_mib,
+            module_memory_budget_mib,
+            module_cache_max_mib,
+            cache_key,
+            ..
+        } => {
             let identity = identity.clone().unwrap_or_else(|| {
                 std::env::var("HOSTNAME").unwrap_or_else(|_| format!("secop-{}", std::process::id()))
             });
@@ -218,8 +233,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let text = include_str!("../../../deploy/samples/securityagent_full.yaml");
             let agent = secop_api::parse(text).map_err(|e| anyhow::anyhow!("{e}"))?;
             let runtime = Arc::new(Runtime::new(cache_dir(&cli)).map_err(anyhow::Error::msg)?);
-            let registry = Registry::with_builtins(runtime).map_err(|e| anyhow::anyhow!("{}: {}", e.feature, e.error))?;
-            let rendered = secop_engine::render(&registry, &agent, &RenderOptions::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let registry =
+                Registry::with_builtins(runtime).map_err(|e| anyhow::anyhow!("{}: {}", e.feature, e.error))?;
+            let rendered = secop_engine::render(&registry, &agent, &RenderOptions::default())
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             // ClusterRole rules must be held cluster-wide; Role rules only
             // in the namespaces whose agents are honoured (the chart grants
             // them per namespace).
@@ -275,11 +292,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 registry.load(&path.display().to_string(), &bytes)?;
             }
             if let Some(name) = feature
-                && !agent.spec.features.iter().any(|f| &f.name == name) {
-                    bail!("--feature {name}: the SecurityAgent has no feature of that name");
-                }
-            let options = RenderOptions { operator_image: operator_image.clone(), policy: Arc::new(read_policy(policy.as_deref())?), ..Default::default() };
-            let rendered = secop_engine::render(&registry, &agent, &options).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+                && !agent.spec.features.iter().any(|f| &f.name == name)
+            {
+                bail!("--feature {name}: the SecurityAgent has no feature of that name");
+            }
+            let options = RenderOptions {
+                operator_image: operator_image.clone(),
+                policy: Arc::new(read_policy(policy.as_deref())?),
+                ..Default::default()
+            };
+            let rendered = secop_engine::render(&registry, &agent, &options)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
             let failures: Vec<String> = rendered.failed().filter_map(|f| f.error_line()).collect();
             for warning in &rendered.warnings {
                 eprintln!("warning: {warning}");
@@ -299,7 +322,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
 /// docs/rbac.md: every rule each built-in feature grants its workloads,
 /// by role, as rendered for the full sample.
 fn rbac_table(rendered: &Rendered) -> String {
-    let list = |v: &Value| v.as_array().map(|a| a.iter().filter_map(Value::as_str).map(|s| if s.is_empty() { "\"\"".to_string() } else { format!("`{s}`") }).collect::<Vec<_>>().join(", ")).unwrap_or_default();
+    let list = |v: &Value| {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(|s| if s.is_empty() { "\"\"".to_string() } else { format!("`{s}`") })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default()
+    };
     let mut out = String::from(
         "# RBAC the built-in features grant their workloads\n\n\
          Generated by `cargo xtask chart` from the full sample \
@@ -313,7 +346,14 @@ fn rbac_table(rendered: &Rendered) -> String {
         let feature = rendered.owners.get(key).map(String::as_str).unwrap_or("?");
         let scope = if key.kind == "Role" { "agent namespace" } else { "cluster" };
         for rule in object["rules"].as_array().into_iter().flatten() {
-            out.push_str(&format!("| {feature} | {} {} | {scope} | {} | {} | {} |\n", key.kind, key.name, list(&rule["apiGroups"]), list(&rule["resources"]), list(&rule["verbs"])));
+            out.push_str(&format!(
+                "| {feature} | {} {} | {scope} | {} | {} | {} |\n",
+                key.kind,
+                key.name,
+                list(&rule["apiGroups"]),
+                list(&rule["resources"]),
+                list(&rule["verbs"])
+            ));
         }
     }
     out
@@ -322,7 +362,8 @@ fn rbac_table(rendered: &Rendered) -> String {
 /// The cluster policy from `path`, or the default one.
 fn read_policy(path: Option<&std::path::Path>) -> Result<secop_policy::ClusterPolicy> {
     let Some(path) = path else { return Ok(secop_policy::ClusterPolicy::default()) };
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading the cluster policy {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading the cluster policy {}", path.display()))?;
     secop_policy::ClusterPolicy::from_yaml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
@@ -352,12 +393,14 @@ fn format_output(rendered: &Rendered, format: Format, only: Option<&str>) -> Res
         .filter(|(key, _)| only.is_none_or(|name| rendered.owners.get(key).is_some_and(|owner| owner == name)))
         .map(|(_, v)| v)
         .collect();
-    let features: Vec<Value> = feature_summary(rendered)
-        .into_iter()
-        .filter(|f| only.is_none_or(|name| f["name"] == name))
-        .collect();
+    let features: Vec<Value> =
+        feature_summary(rendered).into_iter().filter(|f| only.is_none_or(|name| f["name"] == name)).collect();
     Ok(match format {
-        Format::Json => serde_json::to_string_pretty(&json!({ "features": features, "warnings": rendered.warnings, "objects": objects }))? + "\n",
+        Format::Json => {
+            serde_json::to_string_pretty(
+                &json!({ "features": features, "warnings": rendered.warnings, "objects": objects }),
+            )? + "\n"
+        }
         Format::Yaml => {
             let mut out = String::from("# Desired state rendered by secop (offline).\n# Features:\n");
             for line in serde_yaml::to_string(&features)?.lines() {

@@ -139,7 +139,9 @@ pub fn es_setup(args: &EsSetup) -> Result<ExitCode> {
         vulnerabilities: args.index_vulnerabilities.clone(),
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let report = runtime.block_on(with_patience("es-setup", Duration::from_secs(args.wait_seconds), || templates::install(&es, &indices)))?;
+    let report = runtime.block_on(with_patience("es-setup", Duration::from_secs(args.wait_seconds), || {
+        templates::install(&es, &indices)
+    }))?;
     println!(
         "index templates: {} written, {} unchanged; wildcard field type {}",
         report.written.len(),
@@ -156,7 +158,10 @@ where
     K: kube::Resource<DynamicType = ApiResource, Scope = kube::core::DynamicResourceScope>,
 {
     let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
-    let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("aquasecurity.github.io", "v1alpha1", "VulnerabilityReport"), "vulnerabilityreports");
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("aquasecurity.github.io", "v1alpha1", "VulnerabilityReport"),
+        "vulnerabilityreports",
+    );
     Ok(match namespace {
         Some(ns) => Api::namespaced_with(client, ns, &resource),
         None => Api::all_with(client, &resource),
@@ -244,7 +249,7 @@ async fn sync_reports(es: &Elastic, args: &TrivySync) -> Result<trivy::SyncRepor
 async fn watch_reports(es: &Elastic, args: &TrivySync) -> Result<ExitCode> {
     use futures::StreamExt as _;
     use kube::core::PartialObjectMeta;
-    use kube::runtime::{watcher, WatchStreamExt as _};
+    use kube::runtime::{WatchStreamExt as _, watcher};
 
     let api = reports_api::<PartialObjectMeta<DynamicObject>>(args.namespace.as_deref()).await?;
     let mut changes = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
@@ -252,12 +257,17 @@ async fn watch_reports(es: &Elastic, args: &TrivySync) -> Result<ExitCode> {
     let resync = Duration::from_secs(args.resync_seconds.max(1));
     let max_backoff = Duration::from_secs(300);
     // Changes not yet synced: when the first and the last of them came.
-    let (mut first_unsynced, mut last_change): (Option<Instant>, Option<Instant>) = (Some(Instant::now()), Some(Instant::now()));
+    let (mut first_unsynced, mut last_change): (Option<Instant>, Option<Instant>) =
+        (Some(Instant::now()), Some(Instant::now()));
     let mut last_sync: Option<Instant> = None;
     let (mut next_attempt, mut backoff) = (Instant::now(), settle);
     let mut tick = tokio::time::interval(Duration::from_secs(1).min(settle));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    println!("trivy-sync: watching VulnerabilityReports; sync {}s after a change, fully every {}s", settle.as_secs(), resync.as_secs());
+    println!(
+        "trivy-sync: watching VulnerabilityReports; sync {}s after a change, fully every {}s",
+        settle.as_secs(),
+        resync.as_secs()
+    );
     loop {
         tokio::select! {
             change = changes.next() => match change {

@@ -12,17 +12,17 @@ use clap::{Args, Subcommand};
 use futures::stream::{self, BoxStream, StreamExt};
 use k8s_openapi::api::{apps::v1 as apps, batch::v1 as batch, core::v1 as core, rbac::v1 as rbac};
 use kube::api::Api;
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
-use secop_elastic::Method;
-use secop_elastic::bulk::{bulk, BulkOptions, Operation};
-use secop_elastic::templates::{self, Indices};
 use secop_elastic::Elastic;
+use secop_elastic::Method;
+use secop_elastic::bulk::{BulkOptions, Operation, bulk};
+use secop_elastic::templates::{self, Indices};
 use secop_posture::model::{self, Kind};
 use secop_posture::{Pass, Posture, PostureConfig, Target, Write};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
-use crate::output::{with_patience, Connection};
+use crate::output::{Connection, with_patience};
 
 #[derive(Subcommand, Debug)]
 pub enum PostureCommand {
@@ -137,15 +137,27 @@ fn scan(file: &PathBuf, config: PostureConfig, output: &str) -> Result<ExitCode>
             }));
         }
     }
-    rows.sort_by(|a, b| b["severity"].as_u64().cmp(&a["severity"].as_u64()).then_with(|| a["rule"]["id"].as_str().cmp(&b["rule"]["id"].as_str())));
+    rows.sort_by(|a, b| {
+        b["severity"]
+            .as_u64()
+            .cmp(&a["severity"].as_u64())
+            .then_with(|| a["rule"]["id"].as_str().cmp(&b["rule"]["id"].as_str()))
+    });
     if output == "json" {
-        println!("{}", serde_json::to_string_pretty(&json!({ "assets": assets.len(), "checks": checks.len(), "findings": rows }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "assets": assets.len(), "checks": checks.len(), "findings": rows }))?
+        );
         return Ok(ExitCode::SUCCESS);
     }
     println!("{:<4} {:<9} {:<45} {:<14} TITLE", "SEV", "CHECK", "RESOURCE", "CONTAINER");
     for r in &rows {
         let ns = r["resource"]["namespace"].as_str().map(|n| format!("{n}/")).unwrap_or_default();
-        let resource = format!("{}/{ns}{}", r["resource"]["kind"].as_str().unwrap_or(""), r["resource"]["name"].as_str().unwrap_or(""));
+        let resource = format!(
+            "{}/{ns}{}",
+            r["resource"]["kind"].as_str().unwrap_or(""),
+            r["resource"]["name"].as_str().unwrap_or("")
+        );
         println!(
             "{:<4} {:<9} {:<45} {:<14} {}",
             r["severity"].as_u64().unwrap_or(0),
@@ -155,7 +167,13 @@ fn scan(file: &PathBuf, config: PostureConfig, output: &str) -> Result<ExitCode>
             r["rule"]["name"].as_str().unwrap_or("")
         );
     }
-    println!("{} findings on {} assets ({} checks at level {})", rows.len(), assets.len(), checks.len(), json!(config.level).as_str().unwrap_or(""));
+    println!(
+        "{} findings on {} assets ({} checks at level {})",
+        rows.len(),
+        assets.len(),
+        checks.len(),
+        json!(config.level).as_str().unwrap_or("")
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -171,7 +189,13 @@ enum Change {
 /// each object is reduced to its lean form as it arrives.
 fn watch_kind<K>(client: &Client, kind: Kind) -> BoxStream<'static, Result<Change, watcher::Error>>
 where
-    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug + Send + 'static,
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug
+        + Send
+        + 'static,
 {
     let lean = |object: &K| serde_json::to_value(object).ok().as_ref().and_then(model::parse).map(Box::new);
     watcher(Api::<K>::all(client.clone()), watcher::Config::default().page_size(500))
@@ -246,7 +270,14 @@ async fn restore(es: &Elastic, args: &Run, posture: &mut Posture, writes: &mut V
     .await?;
     for a in &assets {
         let a = &a["asset"];
-        let (Some(uid), Some(kind), Some(hash), Some(first)) = (a["uid"].as_str(), a["kind"].as_str().and_then(Kind::from_name), a["hash"].as_str(), a["first_seen"].as_str()) else { continue };
+        let (Some(uid), Some(kind), Some(hash), Some(first)) = (
+            a["uid"].as_str(),
+            a["kind"].as_str().and_then(Kind::from_name),
+            a["hash"].as_str(),
+            a["first_seen"].as_str(),
+        ) else {
+            continue;
+        };
         posture.restore_asset(uid, kind, u64::from_str_radix(hash, 16).unwrap_or(0), first);
     }
     let alerts = all_hits(
@@ -258,8 +289,15 @@ async fn restore(es: &Elastic, args: &Run, posture: &mut Posture, writes: &mut V
     )
     .await?;
     for a in &alerts {
-        let (Some(uid), Some(rule), Some(first)) = (a["kubernetes"]["resource"]["uid"].as_str(), a["rule"]["id"].as_str(), a["finding"]["first_seen"].as_str()) else { continue };
-        let evidence = a["posture"]["evidence_hash"].as_str().and_then(|h| u64::from_str_radix(h, 16).ok()).unwrap_or(0);
+        let (Some(uid), Some(rule), Some(first)) = (
+            a["kubernetes"]["resource"]["uid"].as_str(),
+            a["rule"]["id"].as_str(),
+            a["finding"]["first_seen"].as_str(),
+        ) else {
+            continue;
+        };
+        let evidence =
+            a["posture"]["evidence_hash"].as_str().and_then(|h| u64::from_str_radix(h, 16).ok()).unwrap_or(0);
         writes.extend(posture.restore_alert(uid, rule, a["container"]["name"].as_str(), first, evidence, &now()));
     }
     Ok((assets.len(), alerts.len()))
@@ -274,7 +312,8 @@ async fn flush(es: &Elastic, args: &Run, posture: &mut Posture, writes: &mut Vec
     if writes.is_empty() {
         return;
     }
-    let index = |t: Target| if t == Target::Inventory { args.index_inventory.as_str() } else { args.index_events.as_str() };
+    let index =
+        |t: Target| if t == Target::Inventory { args.index_inventory.as_str() } else { args.index_events.as_str() };
     let batch: Vec<Write> = std::mem::take(writes);
     let ops: Vec<Operation> = batch
         .iter()
@@ -302,7 +341,10 @@ async fn flush(es: &Elastic, args: &Run, posture: &mut Posture, writes: &mut Vec
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
             Err(e) => {
-                tracing::error!("posture: writing {} documents failed for good: {e}; their assets will be written again", batch.len());
+                tracing::error!(
+                    "posture: writing {} documents failed for good: {e}; their assets will be written again",
+                    batch.len()
+                );
                 for w in &batch {
                     posture.invalidate(w.uid());
                 }
@@ -314,7 +356,8 @@ async fn flush(es: &Elastic, args: &Run, posture: &mut Posture, writes: &mut Vec
 
 /// SIGINT or SIGTERM (the kubelet stopping the pod).
 async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("installing the SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
@@ -323,7 +366,11 @@ async fn shutdown_signal() {
 
 async fn watch(args: &Run, config: PostureConfig) -> Result<ExitCode> {
     let es = args.connection.client()?;
-    let indices = Indices { inventory: Some(args.index_inventory.clone()), events: Some(args.index_events.clone()), vulnerabilities: None };
+    let indices = Indices {
+        inventory: Some(args.index_inventory.clone()),
+        events: Some(args.index_events.clone()),
+        vulnerabilities: None,
+    };
     with_patience("posture", Duration::from_secs(300), || templates::install(&es, &indices)).await?;
     let client = Client::try_default().await.context("connecting to the API server")?;
     let mut posture = Posture::new(&args.cluster_name, config);

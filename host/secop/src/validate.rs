@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 use clap::Args;
 use kube::api::{Api, Patch, PatchParams};
-use secop_api::{ScenarioResult, SecurityAgent, ValidationStatus, VALIDATION_SCENARIOS};
+use secop_api::{ScenarioResult, SecurityAgent, VALIDATION_SCENARIOS, ValidationStatus};
 use secop_elastic::ctem::{self, Signal};
 use secop_elastic::{Elastic, Method};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::output::Connection;
 
@@ -79,11 +79,18 @@ pub fn validate(args: &Validate) -> Result<ExitCode> {
         let expected = expected_signals(args, agent.as_ref().map(|(_, a)| a))?;
         let now = || Some(k8s_openapi::jiff::Timestamp::now().to_string());
         let status = match wait_for_detections(&es, args, &expected).await {
-            Ok(results) => ValidationStatus { last_run: now(), pod: Some(args.pod.clone()), error: None, scenarios: results },
+            Ok(results) => {
+                ValidationStatus { last_run: now(), pod: Some(args.pod.clone()), error: None, scenarios: results }
+            }
             Err(e) => {
                 // A run that could not check must not leave the last good
                 // result standing: the agent says why instead.
-                let failed = ValidationStatus { last_run: now(), pod: Some(args.pod.clone()), error: Some(format!("{e:#}")), scenarios: vec![] };
+                let failed = ValidationStatus {
+                    last_run: now(),
+                    pod: Some(args.pod.clone()),
+                    error: Some(format!("{e:#}")),
+                    scenarios: vec![],
+                };
                 if let Some((api, agent)) = &agent {
                     record_status(api, agent, &failed).await?;
                 }
@@ -98,8 +105,14 @@ pub fn validate(args: &Validate) -> Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&status)?);
         } else {
             for r in &status.scenarios {
-                let missing = if r.missing.is_empty() { String::new() } else { format!("; missing: {}", r.missing.join(", ")) };
-                println!("{:<7} {:<28} detected by: {}{missing}", r.result, r.name, if r.detected_by.is_empty() { "nobody".into() } else { r.detected_by.join(", ") });
+                let missing =
+                    if r.missing.is_empty() { String::new() } else { format!("; missing: {}", r.missing.join(", ")) };
+                println!(
+                    "{:<7} {:<28} detected by: {}{missing}",
+                    r.result,
+                    r.name,
+                    if r.detected_by.is_empty() { "nobody".into() } else { r.detected_by.join(", ") }
+                );
             }
         }
         // The run succeeded in checking; failed scenarios are its findings.
@@ -119,14 +132,24 @@ async fn read_agent(id: &str) -> Result<(Api<SecurityAgent>, SecurityAgent)> {
 /// scenario's signals (host/elastic/src/ctem.rs), limited to the tools the
 /// agent enables.
 fn expected_signals(args: &Validate, agent: Option<&SecurityAgent>) -> Result<Vec<Expected>> {
-    let enabled: Option<BTreeSet<&str>> = agent.map(|a| a.spec.features.iter().filter(|f| f.enabled).map(|f| f.name.as_str()).collect());
-    let names: Vec<&str> = if args.scenarios.is_empty() { VALIDATION_SCENARIOS.to_vec() } else { args.scenarios.iter().map(String::as_str).collect() };
+    let enabled: Option<BTreeSet<&str>> =
+        agent.map(|a| a.spec.features.iter().filter(|f| f.enabled).map(|f| f.name.as_str()).collect());
+    let names: Vec<&str> = if args.scenarios.is_empty() {
+        VALIDATION_SCENARIOS.to_vec()
+    } else {
+        args.scenarios.iter().map(String::as_str).collect()
+    };
     names
         .into_iter()
         .map(|name| {
             let scenario = ctem::scenario(name).with_context(|| format!("no scenario `{name}`"))?;
             let name = scenario.id;
-            let signals = scenario.signals.iter().copied().filter(|s| enabled.as_ref().is_none_or(|e| e.contains(s.tool()))).collect();
+            let signals = scenario
+                .signals
+                .iter()
+                .copied()
+                .filter(|s| enabled.as_ref().is_none_or(|e| e.contains(s.tool())))
+                .collect();
             Ok(Expected { name, scenario, signals })
         })
         .collect()
@@ -199,7 +222,9 @@ async fn record_documents(es: &Elastic, args: &Validate, status: &ValidationStat
             },
             "ctem": { "validation": { "pod": args.pod, "result": r.result, "detected_by": r.detected_by, "missing": r.missing } },
         });
-        es.ok(Method::POST, &format!("{}/_doc?refresh=wait_for", args.index_events), Some(&doc)).await.with_context(|| format!("writing the result of {}", r.name))?;
+        es.ok(Method::POST, &format!("{}/_doc?refresh=wait_for", args.index_events), Some(&doc))
+            .await
+            .with_context(|| format!("writing the result of {}", r.name))?;
     }
     Ok(())
 }
@@ -212,6 +237,8 @@ async fn record_status(api: &Api<SecurityAgent>, agent: &SecurityAgent, status: 
         "kind": "SecurityAgent",
         "status": { "validation": status },
     });
-    api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await.with_context(|| format!("writing status.validation of {name}"))?;
+    api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .with_context(|| format!("writing status.validation of {name}"))?;
     Ok(())
 }

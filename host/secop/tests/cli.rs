@@ -20,7 +20,11 @@ fn secop(args: &[&str]) -> Output {
 fn render_bad(fixture: &str) -> (i32, String, String) {
     let path = repo("test/fixtures/bad").join(fixture);
     let out = secop(&["render", "-f", path.to_str().unwrap()]);
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 #[test]
@@ -32,7 +36,9 @@ fn readme_main_command_renders_the_full_sample() {
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
         .filter(|d: &serde_yaml::Value| !d.is_null())
         .collect();
-    let has = |kind: &str, name: &str| docs.iter().any(|d| d["kind"].as_str() == Some(kind) && d["metadata"]["name"].as_str() == Some(name));
+    let has = |kind: &str, name: &str| {
+        docs.iter().any(|d| d["kind"].as_str() == Some(kind) && d["metadata"]["name"].as_str() == Some(name))
+    };
     for (kind, name) in [
         ("DaemonSet", "falco"),
         ("DaemonSet", "tetragon"),
@@ -67,14 +73,22 @@ fn wrong_type_in_a_feature_config_names_the_feature_and_field() {
     let (code, stdout, stderr) = render_bad("wrong-type-in-feature-config.yaml");
     assert_eq!(code, 1);
     assert!(stdout.is_empty(), "nothing is printed for a failed render");
-    assert!(stderr.contains("feature `osquery`: invalid config: config.intervalSeconds: invalid type: string \"x\""), "{stderr}");
+    assert!(
+        stderr.contains("feature `osquery`: invalid config: config.intervalSeconds: invalid type: string \"x\""),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn unknown_feature_is_named_with_the_alternatives() {
     let (code, _, stderr) = render_bad("unknown-feature.yaml");
     assert_eq!(code, 1);
-    assert!(stderr.contains("feature `falcon`: unknown feature (available: falco, osquery, otel_pipeline, posture, tetragon, trivy)"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "feature `falcon`: unknown feature (available: falco, osquery, otel_pipeline, posture, tetragon, trivy)"
+        ),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -111,23 +125,38 @@ fn spec_tests_render_the_validation_runner_and_leave_it_out_when_off() {
     let out = secop(&["render", "-f", "deploy/samples/securityagent_full.yaml", "-o", "json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let cron = v["objects"].as_array().unwrap().iter().find(|o| o["kind"] == "CronJob" && o["metadata"]["name"] == "ctem-validation").expect("the validation CronJob");
+    let cron = v["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["kind"] == "CronJob" && o["metadata"]["name"] == "ctem-validation")
+        .expect("the validation CronJob");
     assert_eq!(cron["spec"]["schedule"], "@hourly");
     let args = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"].as_array().unwrap();
     assert!(args.contains(&serde_json::json!("--agent=security-system/poc-security")), "{args:?}");
-    let off = std::fs::read_to_string(repo("deploy/samples/securityagent_full.yaml")).unwrap().replace("  tests:\n    enabled: true", "  tests:\n    enabled: false");
+    let off = std::fs::read_to_string(repo("deploy/samples/securityagent_full.yaml"))
+        .unwrap()
+        .replace("  tests:\n    enabled: true", "  tests:\n    enabled: false");
     let file = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tests-off.yaml");
     std::fs::write(&file, off).unwrap();
     let out = secop(&["render", "-f", file.to_str().unwrap(), "-o", "json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(!v["objects"].as_array().unwrap().iter().any(|o| o["metadata"]["name"] == "ctem-validation"), "nothing of the runner with tests off");
+    assert!(
+        !v["objects"].as_array().unwrap().iter().any(|o| o["metadata"]["name"] == "ctem-validation"),
+        "nothing of the runner with tests off"
+    );
 }
 
 #[test]
 fn unknown_tracing_policy_is_named() {
     let (code, _, stderr) = render_bad("unknown-tracing-policy.yaml");
     assert_eq!(code, 1);
-    assert!(stderr.contains("feature `tetragon`: invalid config: config.policies[1]: unknown TracingPolicy `kernel-rootkit-hunter`"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "feature `tetragon`: invalid config: config.policies[1]: unknown TracingPolicy `kernel-rootkit-hunter`"
+        ),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -150,7 +179,10 @@ fn helm_chart_files_are_current() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let chart = repo("deploy/helm/security-operator");
     let rules = std::fs::read_to_string(chart.join("files/feature-rules.json")).unwrap_or_default();
-    assert!(rules == String::from_utf8_lossy(&out.stdout), "files/feature-rules.json is stale: run `cargo xtask chart`");
+    assert!(
+        rules == String::from_utf8_lossy(&out.stdout),
+        "files/feature-rules.json is stale: run `cargo xtask chart`"
+    );
     let crd = std::fs::read_to_string(chart.join("crds/security.example.io_securityagents.yaml")).unwrap_or_default();
     let generated = std::fs::read_to_string(repo("deploy/crds/security.example.io_securityagents.yaml")).unwrap();
     assert!(crd == generated, "the chart's CRD differs from deploy/crds: run `cargo xtask chart`");
@@ -171,7 +203,12 @@ fn posture_scan_works_offline_on_the_checked_in_snapshot() {
     let out = secop(&["posture", "scan", "-f", snapshot.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let table = String::from_utf8_lossy(&out.stdout);
-    for line in ["5    PSS-B-02  Pod/default/risky-pod", "4    PSS-R-04  Pod/default/risky-pod", "2    K8S-01    Pod/default/risky-pod", "K8S-03    DaemonSet/shop/log-shipper"] {
+    for line in [
+        "5    PSS-B-02  Pod/default/risky-pod",
+        "4    PSS-R-04  Pod/default/risky-pod",
+        "2    K8S-01    Pod/default/risky-pod",
+        "K8S-03    DaemonSet/shop/log-shipper",
+    ] {
         assert!(table.contains(line), "`{line}` not in:\n{table}");
     }
     assert!(table.contains("11 findings on 16 assets (17 checks at level baseline)"), "{table}");
@@ -188,18 +225,33 @@ fn posture_scan_works_offline_on_the_checked_in_snapshot() {
     let dir = std::env::temp_dir().join(format!("secop-posture-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("restricted.yaml"), "level: restricted\nexemptions: []\n").unwrap();
-    let out = secop(&["posture", "scan", "-f", snapshot.to_str().unwrap(), "--config", dir.join("restricted.yaml").to_str().unwrap()]);
+    let out = secop(&[
+        "posture",
+        "scan",
+        "-f",
+        snapshot.to_str().unwrap(),
+        "--config",
+        dir.join("restricted.yaml").to_str().unwrap(),
+    ]);
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("PSS-R-02") && table.contains("Pod/kube-system/kube-proxy-x1"), "{table}");
     // The check list names what a config may refer to, defaults marked.
-    let listed: serde_json::Value = serde_json::from_slice(&secop(&["posture", "checks", "-o", "json"]).stdout).unwrap();
+    let listed: serde_json::Value =
+        serde_json::from_slice(&secop(&["posture", "checks", "-o", "json"]).stdout).unwrap();
     let listed = listed.as_array().unwrap();
     assert_eq!(listed.len(), 23);
     let root = listed.iter().find(|c| c["id"] == "PSS-R-04").unwrap();
     assert_eq!((root["default"].as_bool(), root["pss"].as_str()), (Some(true), Some("restricted")));
     assert_eq!(listed.iter().find(|c| c["id"] == "K8S-02").unwrap()["default"], false);
     std::fs::write(dir.join("bad.yaml"), "disable: [PSS-B-02, NOPE]\n").unwrap();
-    let out = secop(&["posture", "scan", "-f", snapshot.to_str().unwrap(), "--config", dir.join("bad.yaml").to_str().unwrap()]);
+    let out = secop(&[
+        "posture",
+        "scan",
+        "-f",
+        snapshot.to_str().unwrap(),
+        "--config",
+        dir.join("bad.yaml").to_str().unwrap(),
+    ]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("disable[1]: unknown check `NOPE`"), "{stderr}");
@@ -207,9 +259,16 @@ fn posture_scan_works_offline_on_the_checked_in_snapshot() {
 
 #[test]
 fn the_charts_default_policy_is_the_operators_default() {
-    let values: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(repo("deploy/helm/security-operator/values.yaml")).unwrap()).unwrap();
-    let chart = secop_policy::ClusterPolicy::from_yaml(&serde_yaml::to_string(&values["policy"]).unwrap()).expect("the chart's policy values parse");
-    assert_eq!(chart, secop_policy::ClusterPolicy::default(), "deploy/helm/security-operator/values.yaml `policy` differs from host/policy's defaults");
+    let values: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(repo("deploy/helm/security-operator/values.yaml")).unwrap())
+            .unwrap();
+    let chart = secop_policy::ClusterPolicy::from_yaml(&serde_yaml::to_string(&values["policy"]).unwrap())
+        .expect("the chart's policy values parse");
+    assert_eq!(
+        chart,
+        secop_policy::ClusterPolicy::default(),
+        "deploy/helm/security-operator/values.yaml `policy` differs from host/policy's defaults"
+    );
 }
 
 #[test]
@@ -230,7 +289,9 @@ fn render_applies_the_cluster_policy_and_names_field_and_rule() {
     // The default policy refuses the same; a mirror the file allows passes.
     let out = secop(&["render", "-f", repo("test/fixtures/bad/image-override-unlisted.yaml").to_str().unwrap()]);
     assert!(!out.status.success());
-    let mirrored = std::fs::read_to_string(repo("test/fixtures/bad/image-override-unlisted.yaml")).unwrap().replace("evil.example.com/", "mirror.example.com/cilium/");
+    let mirrored = std::fs::read_to_string(repo("test/fixtures/bad/image-override-unlisted.yaml"))
+        .unwrap()
+        .replace("evil.example.com/", "mirror.example.com/cilium/");
     let file = Path::new(env!("CARGO_TARGET_TMPDIR")).join("mirrored-agent.yaml");
     std::fs::write(&file, mirrored).unwrap();
     let out = secop(&["render", "-f", file.to_str().unwrap(), "--policy", policy]);

@@ -19,12 +19,14 @@ use secop_elastic::ctem::Outcome;
 use secop_elastic::{Elastic, ElasticConfig};
 use secop_test_harness::{free_port, validate_collector_config};
 
-#[path = "common/pipeline.rs"]
-mod pipeline;
 #[path = "common/cluster.rs"]
 mod cluster;
-use pipeline::{collector_env, count_or_zero, render_collector_configs, render_file, repo, sample, scratch, start_replay, Replay};
-use serde_json::{json, Value};
+#[path = "common/pipeline.rs"]
+mod pipeline;
+use pipeline::{
+    Replay, collector_env, count_or_zero, render_collector_configs, render_file, repo, sample, scratch, start_replay,
+};
+use serde_json::{Value, json};
 
 struct Servers {
     otelcol: PathBuf,
@@ -35,7 +37,9 @@ fn servers() -> Option<Servers> {
     match (std::env::var_os("SECOP_OTELCOL"), std::env::var("SECOP_E2E_ES_URL")) {
         (Some(otelcol), Ok(es_url)) => Some(Servers { otelcol: otelcol.into(), es_url }),
         _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("CI expects the data-path servers: run the suite with `cargo xtask test` (SECOP_OTELCOL / SECOP_E2E_ES_URL not set)")
+            panic!(
+                "CI expects the data-path servers: run the suite with `cargo xtask test` (SECOP_OTELCOL / SECOP_E2E_ES_URL not set)"
+            )
         }
         _ => {
             eprintln!("skipping data-path test: no collector/Elasticsearch (run `cargo xtask test`)");
@@ -50,7 +54,10 @@ fn servers() -> Option<Servers> {
 fn rendered_collector_configs_pass_otelcol_validate() {
     let Some(servers) = servers() else { return };
     let dir = scratch("validate");
-    let mut agents = vec![("full".to_string(), sample("deploy/samples/securityagent_full.yaml")), ("minimal".to_string(), sample("deploy/samples/securityagent_minimal.yaml"))];
+    let mut agents = vec![
+        ("full".to_string(), sample("deploy/samples/securityagent_full.yaml")),
+        ("minimal".to_string(), sample("deploy/samples/securityagent_minimal.yaml")),
+    ];
     let full = agents[0].1.clone();
     for (i, feature) in full["spec"]["features"].as_array().unwrap().iter().enumerate() {
         if feature["name"] == "otel_pipeline" {
@@ -114,7 +121,15 @@ fn expected_per_tool(fixtures: &Path) -> BTreeMap<&'static str, usize> {
     let mut out = BTreeMap::new();
     for f in files {
         let p = f.to_string_lossy();
-        let tool = if p.contains("_falco-") { "falco" } else if p.contains("_tetragon-") { "tetragon" } else if p.contains("/osquery/") { "osquery" } else { continue };
+        let tool = if p.contains("_falco-") {
+            "falco"
+        } else if p.contains("_tetragon-") {
+            "tetragon"
+        } else if p.contains("/osquery/") {
+            "osquery"
+        } else {
+            continue;
+        };
         *out.entry(tool).or_default() += count_events(&f);
     }
     out
@@ -129,7 +144,10 @@ async fn search(es: &Elastic, index: &str, body: Value) -> Value {
 }
 
 async fn count(es: &Elastic, index: &str, query: Value) -> u64 {
-    let answer = es.ok(Method::POST, &format!("{index}/_count?ignore_unavailable=true"), Some(&json!({ "query": query }))).await.unwrap();
+    let answer = es
+        .ok(Method::POST, &format!("{index}/_count?ignore_unavailable=true"), Some(&json!({ "query": query })))
+        .await
+        .unwrap();
     answer["count"].as_u64().unwrap()
 }
 
@@ -138,7 +156,17 @@ async fn try_count(es: &Elastic, index: &str) -> u64 {
 }
 
 fn bucket_keys(aggregation: &Value) -> BTreeSet<String> {
-    aggregation["buckets"].as_array().unwrap().iter().map(|b| b["key_as_string"].as_str().map(str::to_string).unwrap_or_else(|| b["key"].to_string().trim_matches('"').to_string())).collect()
+    aggregation["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            b["key_as_string"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| b["key"].to_string().trim_matches('"').to_string())
+        })
+        .collect()
 }
 
 fn ctem_scope(replay: &Replay) -> secop_elastic::ctem::Scope {
@@ -186,8 +214,16 @@ async fn sensor_events_reach_the_ctem_indices_through_the_real_collectors() {
     // Exactly once: nothing more arrives (no duplicates, no stray lines).
     tokio::time::sleep(Duration::from_secs(3)).await;
     es.refresh(&format!("{events},{inventory}")).await.unwrap();
-    assert_eq!(count(&es, events, json!({ "match_all": {} })).await, want_events, "events: exactly one document per event");
-    assert_eq!(count(&es, inventory, json!({ "match_all": {} })).await, want_inventory, "inventory: exactly one document per row");
+    assert_eq!(
+        count(&es, events, json!({ "match_all": {} })).await,
+        want_events,
+        "events: exactly one document per event"
+    );
+    assert_eq!(
+        count(&es, inventory, json!({ "match_all": {} })).await,
+        want_inventory,
+        "inventory: exactly one document per row"
+    );
 
     let tool = |t: &str| json!({ "term": { "labels.security_tool": t } });
     let exists = |f: &str| json!({ "exists": { "field": f } });
@@ -195,13 +231,21 @@ async fn sensor_events_reach_the_ctem_indices_through_the_real_collectors() {
 
     // Every document carries its tool; every tool lands only in its index.
     for index in [&events, &inventory] {
-        assert_eq!(count(&es, index, json!({ "bool": { "must_not": [exists("labels.security_tool")] } })).await, 0, "{index}: labels.security_tool on every document");
+        assert_eq!(
+            count(&es, index, json!({ "bool": { "must_not": [exists("labels.security_tool")] } })).await,
+            0,
+            "{index}: labels.security_tool on every document"
+        );
     }
     assert_eq!(count(&es, events, tool("falco")).await, expected["falco"] as u64);
     assert_eq!(count(&es, events, tool("tetragon")).await, expected["tetragon"] as u64);
     assert_eq!(count(&es, events, tool("osquery")).await, 0, "osquery only in the inventory");
     assert_eq!(count(&es, inventory, tool("osquery")).await, expected["osquery"] as u64);
-    assert_eq!(count(&es, inventory, json!({ "terms": { "labels.security_tool": ["falco", "tetragon"] } })).await, 0, "runtime events only in the events index");
+    assert_eq!(
+        count(&es, inventory, json!({ "terms": { "labels.security_tool": ["falco", "tetragon"] } })).await,
+        0,
+        "runtime events only in the events index"
+    );
 
     // The findings: the Trivy fixture's VulnerabilityReports in the real
     // control plane, synced into this replay's vulnerabilities index.
@@ -219,16 +263,34 @@ async fn sensor_events_reach_the_ctem_indices_through_the_real_collectors() {
         assert_eq!(c.outcome, want, "{}: {}\n{}", c.id, c.detail, secop_elastic::ctem::table(&checks));
     }
     // Stronger than the checklist needs, because the fixtures are known.
-    assert!(check("SCOPE-01").figures["nodes"] >= 3 && check("SCOPE-04").figures["nodes_with_kernel"] >= 2, "{:?}", check("SCOPE-04"));
+    assert!(
+        check("SCOPE-01").figures["nodes"] >= 3 && check("SCOPE-04").figures["nodes_with_kernel"] >= 2,
+        "{:?}",
+        check("SCOPE-04")
+    );
     assert_eq!(check("VAL-04").figures["detected"], 5, "{}", check("VAL-04").detail);
     assert_eq!(check("VAL-05").figures["runtime_events"], want_events);
     let kprobes = search(&es, events, json!({ "size": 0, "query": all(vec![tool("tetragon"), json!({ "term": { "rule.ruleset": "container-escape-monitor" } }), json!({ "term": { "event.severity": 4 } })]),
         "aggs": { "calls": { "terms": { "field": "rule.name" } } } })).await;
-    assert_eq!(bucket_keys(&kprobes["aggregations"]["calls"]), BTreeSet::from(["__x64_sys_mount".to_string(), "__x64_sys_setns".to_string()]), "VAL-03");
+    assert_eq!(
+        bucket_keys(&kprobes["aggregations"]["calls"]),
+        BTreeSet::from(["__x64_sys_mount".to_string(), "__x64_sys_setns".to_string()]),
+        "VAL-03"
+    );
 
     // `secop ctem-report` prints the same, and exits 1 only on a failure.
     let report = Command::new(env!("CARGO_BIN_EXE_secop"))
-        .args(["ctem-report", "--endpoint", &servers.es_url, "--index-inventory", inventory, "--index-events", events, "--index-vulnerabilities", vuln])
+        .args([
+            "ctem-report",
+            "--endpoint",
+            &servers.es_url,
+            "--index-inventory",
+            inventory,
+            "--index-events",
+            events,
+            "--index-vulnerabilities",
+            vuln,
+        ])
         .output()
         .unwrap();
     let table = String::from_utf8_lossy(&report.stdout);
@@ -240,8 +302,15 @@ async fn sensor_events_reach_the_ctem_indices_through_the_real_collectors() {
     reports.delete().await;
 
     // Severity 1–5 per tool, per the plan's table.
-    let docs = search(&es, &format!("{events},{inventory}"), json!({ "size": 500, "query": { "match_all": {} } })).await;
-    let falco_severity = |p: &str| match p { "Emergency" | "Alert" => 5, "Critical" => 4, "Error" | "Warning" => 3, "Notice" => 2, _ => 1 };
+    let docs =
+        search(&es, &format!("{events},{inventory}"), json!({ "size": 500, "query": { "match_all": {} } })).await;
+    let falco_severity = |p: &str| match p {
+        "Emergency" | "Alert" => 5,
+        "Critical" => 4,
+        "Error" | "Warning" => 3,
+        "Notice" => 2,
+        _ => 1,
+    };
     let mut seen = BTreeMap::<String, BTreeSet<i64>>::new();
     for hit in docs["hits"]["hits"].as_array().unwrap() {
         let d = &hit["_source"];
@@ -262,7 +331,15 @@ async fn sensor_events_reach_the_ctem_indices_through_the_real_collectors() {
 
     // The dashboards: each visualization's aggregation over its data view
     // finds buckets in what the replay wrote.
-    dashboards_have_data(&es, &[("security-*", format!("{prefix}-*")), ("security-events", events.clone()), ("security-events,security-vuln", format!("{events},{vuln}"))]).await;
+    dashboards_have_data(
+        &es,
+        &[
+            ("security-*", format!("{prefix}-*")),
+            ("security-events", events.clone()),
+            ("security-events,security-vuln", format!("{events},{vuln}")),
+        ],
+    )
+    .await;
 
     // Last, as it writes result documents into the events index.
     validation_names_the_tool_whose_detection_is_missing(&es, &servers.es_url, &replay).await;
@@ -277,8 +354,27 @@ async fn sensor_events_reach_the_ctem_indices_through_the_real_collectors() {
 async fn validation_names_the_tool_whose_detection_is_missing(es: &Elastic, es_url: &str, replay: &Replay) {
     let day = "2026-11-20T00:00:00Z";
     let out = Command::new(env!("CARGO_BIN_EXE_secop"))
-        .args(["validate", "--endpoint", es_url, "--index-events", &replay.events, "--index-inventory", &replay.inventory])
-        .args(["--pod", "ctem-testbox", "--since", day, "--inventory-since", day, "--timeout-seconds", "0", "-o", "json"])
+        .args([
+            "validate",
+            "--endpoint",
+            es_url,
+            "--index-events",
+            &replay.events,
+            "--index-inventory",
+            &replay.inventory,
+        ])
+        .args([
+            "--pod",
+            "ctem-testbox",
+            "--since",
+            day,
+            "--inventory-since",
+            day,
+            "--timeout-seconds",
+            "0",
+            "-o",
+            "json",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "secop validate: {}", String::from_utf8_lossy(&out.stderr));
@@ -342,11 +438,23 @@ async fn pasted_queries_find_the_replayed_scenarios(es: &Elastic, replay: &Repla
     let mut requests = vec![];
     for (i, line) in lines.iter().enumerate() {
         let Some((method, path)) = line.split_once(' ').filter(|(m, _)| ["GET", "POST"].contains(m)) else { continue };
-        let title = lines[..i].iter().rev().take_while(|l| l.starts_with('#')).last().map(|l| l.trim_start_matches("# ").to_string()).unwrap_or_default();
-        let body: String = lines[i + 1..].iter().take_while(|l| !l.trim().is_empty()).copied().collect::<Vec<_>>().join("\n");
+        let title = lines[..i]
+            .iter()
+            .rev()
+            .take_while(|l| l.starts_with('#'))
+            .last()
+            .map(|l| l.trim_start_matches("# ").to_string())
+            .unwrap_or_default();
+        let body: String =
+            lines[i + 1..].iter().take_while(|l| !l.trim().is_empty()).copied().collect::<Vec<_>>().join("\n");
         requests.push((title, method.to_string(), path.to_string(), body));
     }
-    assert_eq!(requests.len(), expected.len(), "one expectation per query: {:?}", requests.iter().map(|r| &r.0).collect::<Vec<_>>());
+    assert_eq!(
+        requests.len(),
+        expected.len(),
+        "one expectation per query: {:?}",
+        requests.iter().map(|r| &r.0).collect::<Vec<_>>()
+    );
     for ((title, method, path, body), (prefix, expect)) in requests.iter().zip(expected) {
         assert!(title.starts_with(prefix), "query `{title}` where `{prefix}` was expected (file order)");
         let (index, endpoint) = path.split_once('/').unwrap();
@@ -356,12 +464,18 @@ async fn pasted_queries_find_the_replayed_scenarios(es: &Elastic, replay: &Repla
             "security-vuln" => &replay.vuln,
             other => panic!("{title}: index {other}"),
         };
-        let body: Value = serde_json::from_str(&body.replace("\"now-15m\"", "\"2026-11-20T00:00:00Z\"")).unwrap_or_else(|e| panic!("{title}: body is not JSON: {e}"));
+        let body: Value = serde_json::from_str(&body.replace("\"now-15m\"", "\"2026-11-20T00:00:00Z\""))
+            .unwrap_or_else(|e| panic!("{title}: body is not JSON: {e}"));
         let method = if method == "GET" { Method::GET } else { Method::POST };
-        let answer = es.ok(method, &format!("{index}/{endpoint}"), Some(&body)).await.unwrap_or_else(|e| panic!("{title}: {e}"));
+        let answer =
+            es.ok(method, &format!("{index}/{endpoint}"), Some(&body)).await.unwrap_or_else(|e| panic!("{title}: {e}"));
         match expect {
             Expect::Hits(n) => assert_eq!(answer["hits"]["total"]["value"].as_u64(), Some(*n), "{title}: {answer}"),
-            Expect::Buckets(agg, n) => assert_eq!(answer["aggregations"][agg]["buckets"].as_array().map(Vec::len), Some(*n as usize), "{title}: {answer}"),
+            Expect::Buckets(agg, n) => assert_eq!(
+                answer["aggregations"][agg]["buckets"].as_array().map(Vec::len),
+                Some(*n as usize),
+                "{title}: {answer}"
+            ),
         }
     }
 }
@@ -370,32 +484,46 @@ async fn pasted_queries_find_the_replayed_scenarios(es: &Elastic, replay: &Repla
 /// the Elasticsearch aggregation it stands for; every one must have buckets.
 async fn dashboards_have_data(es: &Elastic, index_for_title: &[(&str, String)]) {
     let text = std::fs::read_to_string(repo("deploy/kibana/security-dashboards.ndjson")).unwrap();
-    let objects: Vec<Value> = text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect();
+    let objects: Vec<Value> =
+        text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect();
     let titles: BTreeMap<String, String> = objects
         .iter()
         .filter(|o| o["type"] == "index-pattern")
         .map(|o| (o["id"].as_str().unwrap().to_string(), o["attributes"]["title"].as_str().unwrap().to_string()))
         .collect();
     let dashboard = objects.iter().find(|o| o["type"] == "dashboard").expect("a dashboard");
-    let panels: Vec<&str> = dashboard["references"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
+    let panels: Vec<&str> =
+        dashboard["references"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
     let visualizations: Vec<&Value> = objects.iter().filter(|o| o["type"] == "visualization").collect();
     assert_eq!(visualizations.len(), 3, "the plan's three panels");
     for vis in visualizations {
         let id = vis["id"].as_str().unwrap();
         assert!(panels.contains(&id), "{id} is on the dashboard");
         let state: Value = serde_json::from_str(vis["attributes"]["visState"].as_str().unwrap()).unwrap();
-        let source: Value = serde_json::from_str(vis["attributes"]["kibanaSavedObjectMeta"]["searchSourceJSON"].as_str().unwrap()).unwrap();
-        let data_view = vis["references"].as_array().unwrap().iter().find(|r| r["name"] == source["indexRefName"]).unwrap()["id"].as_str().unwrap();
+        let source: Value =
+            serde_json::from_str(vis["attributes"]["kibanaSavedObjectMeta"]["searchSourceJSON"].as_str().unwrap())
+                .unwrap();
+        let data_view =
+            vis["references"].as_array().unwrap().iter().find(|r| r["name"] == source["indexRefName"]).unwrap()["id"]
+                .as_str()
+                .unwrap();
         let title = &titles[data_view];
-        let index = &index_for_title.iter().find(|(t, _)| t == title).unwrap_or_else(|| panic!("no index stands in for data view {title}")).1;
-        let filters: Vec<Value> = source["filter"].as_array().map(|f| f.iter().map(|f| f["query"].clone()).collect()).unwrap_or_default();
+        let index = &index_for_title
+            .iter()
+            .find(|(t, _)| t == title)
+            .unwrap_or_else(|| panic!("no index stands in for data view {title}"))
+            .1;
+        let filters: Vec<Value> =
+            source["filter"].as_array().map(|f| f.iter().map(|f| f["query"].clone()).collect()).unwrap_or_default();
         // Nest the bucket aggregations in list order, as Kibana does.
         let mut aggs = Value::Null;
         for agg in state["aggs"].as_array().unwrap().iter().rev().filter(|a| a["type"] != "count") {
             let field = agg["params"]["field"].as_str().unwrap();
             let mut body = match agg["type"].as_str().unwrap() {
                 "terms" => json!({ "terms": { "field": field, "size": agg["params"]["size"].as_u64().unwrap_or(10) } }),
-                "date_histogram" => json!({ "date_histogram": { "field": field, "fixed_interval": agg["params"]["interval"].as_str().filter(|i| *i != "auto").unwrap_or("5m") } }),
+                "date_histogram" => {
+                    json!({ "date_histogram": { "field": field, "fixed_interval": agg["params"]["interval"].as_str().filter(|i| *i != "auto").unwrap_or("5m") } })
+                }
                 other => panic!("{id}: aggregation type {other} not understood by this test"),
             };
             if !aggs.is_null() {
@@ -403,12 +531,14 @@ async fn dashboards_have_data(es: &Elastic, index_for_title: &[(&str, String)]) 
             }
             aggs = json!({ agg["id"].as_str().unwrap(): body });
         }
-        let answer = search(es, index, json!({ "size": 0, "query": { "bool": { "filter": filters } }, "aggs": aggs })).await;
+        let answer =
+            search(es, index, json!({ "size": 0, "query": { "bool": { "filter": filters } }, "aggs": aggs })).await;
         let first = answer["aggregations"].as_object().unwrap().values().next().unwrap();
         assert!(!first["buckets"].as_array().unwrap().is_empty(), "{id}: no buckets over {index}: {answer}");
         // Every nested level has buckets too.
         let mut level = first["buckets"][0].clone();
-        while let Some(inner) = level.as_object().and_then(|m| m.values().find(|v| v.get("buckets").is_some())).cloned() {
+        while let Some(inner) = level.as_object().and_then(|m| m.values().find(|v| v.get("buckets").is_some())).cloned()
+        {
             assert!(!inner["buckets"].as_array().unwrap().is_empty(), "{id}: empty nested buckets");
             level = inner["buckets"][0].clone();
         }
@@ -424,10 +554,17 @@ struct ControlPlane {
 async fn control_plane() -> Option<ControlPlane> {
     let kubeconfig = match std::env::var_os("SECOP_E2E_KUBECONFIG") {
         Some(k) => PathBuf::from(k),
-        None if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("CI expects the e2e control plane (SECOP_E2E_KUBECONFIG)"),
+        None if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI expects the e2e control plane (SECOP_E2E_KUBECONFIG)")
+        }
         None => return None,
     };
-    let config = kube::Config::from_custom_kubeconfig(kube::config::Kubeconfig::read_from(&kubeconfig).unwrap(), &Default::default()).await.unwrap();
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&kubeconfig).unwrap(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
     Some(ControlPlane { client: kube::Client::try_from(config).unwrap(), kubeconfig })
 }
 
@@ -447,32 +584,71 @@ impl ControlPlane {
         use kube::core::{ApiResource, GroupVersionKind};
         let client = self.client.clone();
         let rendered = render_file(&repo("deploy/samples/securityagent_full.yaml"), &["--feature", "trivy"]);
-        let crd = rendered["objects"].as_array().unwrap().iter().find(|o| o["metadata"]["name"] == "vulnerabilityreports.aquasecurity.github.io").unwrap().clone();
-        let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> = Api::all(client.clone());
-        crds.patch("vulnerabilityreports.aquasecurity.github.io", &PatchParams::apply("datapath-test").force(), &Patch::Apply(&crd)).await.unwrap();
+        let crd = rendered["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["metadata"]["name"] == "vulnerabilityreports.aquasecurity.github.io")
+            .unwrap()
+            .clone();
+        let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+            Api::all(client.clone());
+        crds.patch(
+            "vulnerabilityreports.aquasecurity.github.io",
+            &PatchParams::apply("datapath-test").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap();
         let start = Instant::now();
-        while !crds.get("vulnerabilityreports.aquasecurity.github.io").await.unwrap().status.and_then(|s| s.conditions).unwrap_or_default().iter().any(|c| c.type_ == "Established" && c.status == "True") {
+        while !crds
+            .get("vulnerabilityreports.aquasecurity.github.io")
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True")
+        {
             assert!(start.elapsed() < Duration::from_secs(30), "CRD not established");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
 
         let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-        namespaces.create(&PostParams::default(), &serde_json::from_value(json!({ "metadata": { "name": ns } })).unwrap()).await.unwrap();
-        let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("aquasecurity.github.io", "v1alpha1", "VulnerabilityReport"), "vulnerabilityreports");
+        namespaces
+            .create(&PostParams::default(), &serde_json::from_value(json!({ "metadata": { "name": ns } })).unwrap())
+            .await
+            .unwrap();
+        let resource = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("aquasecurity.github.io", "v1alpha1", "VulnerabilityReport"),
+            "vulnerabilityreports",
+        );
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource);
-        let list: Value = serde_yaml::from_str(&std::fs::read_to_string(repo("test/fixtures/trivy/vulnerabilityreports.yaml")).unwrap()).unwrap();
+        let list: Value = serde_yaml::from_str(
+            &std::fs::read_to_string(repo("test/fixtures/trivy/vulnerabilityreports.yaml")).unwrap(),
+        )
+        .unwrap();
         let mut names = vec![];
         let mut high_or_above_per_report = vec![];
         for item in list["items"].as_array().unwrap() {
             let mut item = item.clone();
             let meta = item["metadata"].as_object_mut().unwrap();
             // Owners that do not exist here would have the report collected.
-            for key in ["uid", "resourceVersion", "creationTimestamp", "ownerReferences", "generation", "managedFields"] {
+            for key in ["uid", "resourceVersion", "creationTimestamp", "ownerReferences", "generation", "managedFields"]
+            {
                 meta.remove(key);
             }
             meta.insert("namespace".into(), json!(ns));
             names.push(meta["name"].as_str().unwrap().to_string());
-            high_or_above_per_report.push(item["report"]["vulnerabilities"].as_array().unwrap().iter().filter(|v| matches!(v["severity"].as_str(), Some("HIGH" | "CRITICAL"))).count() as u64);
+            high_or_above_per_report.push(
+                item["report"]["vulnerabilities"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|v| matches!(v["severity"].as_str(), Some("HIGH" | "CRITICAL")))
+                    .count() as u64,
+            );
             api.create(&PostParams::default(), &serde_json::from_value(item).unwrap()).await.unwrap();
         }
         assert!(names.len() >= 2 && high_or_above_per_report.iter().all(|n| *n > 0), "{high_or_above_per_report:?}");
@@ -490,11 +666,28 @@ impl VulnerabilityReports {
 /// `secop trivy-sync` of one namespace's reports at threshold HIGH; its summary line.
 fn trivy_sync(es_url: &str, kubeconfig: &Path, index: &str, cluster_name: &str, ns: &str) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_secop"))
-        .args(["trivy-sync", "--endpoint", es_url, "--index", index, "--cluster-name", cluster_name, "--severity-threshold", "HIGH", "--namespace", ns])
+        .args([
+            "trivy-sync",
+            "--endpoint",
+            es_url,
+            "--index",
+            index,
+            "--cluster-name",
+            cluster_name,
+            "--severity-threshold",
+            "HIGH",
+            "--namespace",
+            ns,
+        ])
         .env("KUBECONFIG", kubeconfig)
         .output()
         .unwrap();
-    assert!(out.status.success(), "trivy-sync: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "trivy-sync: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
@@ -507,7 +700,8 @@ async fn trivy_sync_upserts_findings_and_resolves_vanished_reports() {
     let Some(servers) = servers() else { return };
     let Some(cluster) = control_plane().await else { return };
     let fixture = cluster.vulnerability_reports(&format!("trivy-sync-{}", std::process::id())).await;
-    let (ns, names, high_or_above_per_report, kubeconfig) = (&fixture.namespace, &fixture.names, &fixture.high_or_above_per_report, &cluster.kubeconfig);
+    let (ns, names, high_or_above_per_report, kubeconfig) =
+        (&fixture.namespace, &fixture.names, &fixture.high_or_above_per_report, &cluster.kubeconfig);
     let want: u64 = high_or_above_per_report.iter().sum();
     let reports = &fixture.api;
 
@@ -522,9 +716,19 @@ async fn trivy_sync_upserts_findings_and_resolves_vanished_reports() {
     assert_eq!(total().await, want);
     let open = json!({ "term": { "finding.status": "open" } });
     assert_eq!(count(&es, &index, open.clone()).await, want);
-    assert_eq!(count(&es, &index, json!({ "terms": { "vulnerability.severity": ["MEDIUM", "LOW", "UNKNOWN"] } })).await, 0, "below the threshold");
+    assert_eq!(
+        count(&es, &index, json!({ "terms": { "vulnerability.severity": ["MEDIUM", "LOW", "UNKNOWN"] } })).await,
+        0,
+        "below the threshold"
+    );
     // DISC-01, PRI-01, PRI-02 as `secop ctem-report` reads them.
-    let scope = secop_elastic::ctem::Scope { inventory: format!("{index}-none"), events: format!("{index}-none"), vulnerabilities: index.clone(), sensor_namespace: "security-system".into(), since: None };
+    let scope = secop_elastic::ctem::Scope {
+        inventory: format!("{index}-none"),
+        events: format!("{index}-none"),
+        vulnerabilities: index.clone(),
+        sensor_namespace: "security-system".into(),
+        since: None,
+    };
     let checks = secop_elastic::ctem::run(&es, &scope).await.unwrap();
     let check = |id: &str| checks.iter().find(|c| c.id == id).unwrap().clone();
     for id in ["DISC-01", "PRI-01", "PRI-02", "ROUTING", "SEVERITY"] {
@@ -532,20 +736,28 @@ async fn trivy_sync_upserts_findings_and_resolves_vanished_reports() {
     }
     assert_eq!(check("DISC-01").figures["searchable"], want, "DISC-01");
     let critical = json!({ "term": { "vulnerability.severity": "CRITICAL" } });
-    assert_eq!(count(&es, &index, json!({ "bool": { "filter": [critical.clone(), { "term": { "event.severity": 5 } }] } })).await, check("PRI-01").figures["critical"]);
+    assert_eq!(
+        count(&es, &index, json!({ "bool": { "filter": [critical.clone(), { "term": { "event.severity": 5 } }] } }))
+            .await,
+        check("PRI-01").figures["critical"]
+    );
     let (patchable, unpatchable) = (check("PRI-02").figures["patchable"], check("PRI-02").figures["unpatchable"]);
     assert!(patchable > 0 && unpatchable > 0, "PRI-02: {patchable} patchable, {unpatchable} without a fix");
     // A finding below 9.0 filed as CRITICAL would fail PRI-01.
     assert_eq!(check("PRI-01").figures["critical_below_9"], 0);
 
     // A re-run: the same documents, updated, no duplicates; first_seen kept.
-    let some = search(&es, &index, json!({ "size": 1, "sort": [{ "finding.id": "asc" }] })).await["hits"]["hits"][0].clone();
+    let some =
+        search(&es, &index, json!({ "size": 1, "sort": [{ "finding.id": "asc" }] })).await["hits"]["hits"][0].clone();
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let second = sync();
     assert!(second.contains(&format!("0 created, {want} updated, 0 failed; 0 resolved")), "{second}");
     es.refresh(&index).await.unwrap();
     assert_eq!(total().await, want, "no duplicates on a re-run");
-    let again = es.ok(Method::GET, &format!("{index}/_doc/{}", some["_id"].as_str().unwrap().replace(':', "%3A")), None).await.unwrap();
+    let again = es
+        .ok(Method::GET, &format!("{index}/_doc/{}", some["_id"].as_str().unwrap().replace(':', "%3A")), None)
+        .await
+        .unwrap();
     assert_eq!(again["_source"]["finding"]["first_seen"], some["_source"]["finding"]["first_seen"]);
     assert_ne!(again["_source"]["finding"]["last_seen"], some["_source"]["finding"]["last_seen"]);
 
@@ -570,7 +782,9 @@ async fn trivy_sync_upserts_findings_and_resolves_vanished_reports() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_event_is_lost_while_elasticsearch_is_down() {
     let Some(servers) = servers() else { return };
-    let es_home = PathBuf::from(std::env::var_os("SECOP_ES_HOME").expect("SECOP_ES_HOME (cargo xtask test fetches Elasticsearch)"));
+    let es_home = PathBuf::from(
+        std::env::var_os("SECOP_ES_HOME").expect("SECOP_ES_HOME (cargo xtask test fetches Elasticsearch)"),
+    );
     let dir = scratch("durability");
     let mut node = secop_test_harness::Elasticsearch::start(&es_home, &dir.join("es"), free_port()).unwrap();
     let replay = start_replay(&servers.otelcol, &node.url(), &format!("durable{}", std::process::id()), &dir);
@@ -606,7 +820,11 @@ async fn no_event_is_lost_while_elasticsearch_is_down() {
         // The collector knows files by their first bytes: a distinct first
         // line (not JSON, so dropped like a sensor's banner) makes the copy
         // a new file, as a real rotation is.
-        let banner = if f.to_string_lossy().contains("/var/log/pods/") { "2026-11-20T11:00:00.000000000Z stderr F sensor restarted\n" } else { "sensor restarted\n" };
+        let banner = if f.to_string_lossy().contains("/var/log/pods/") {
+            "2026-11-20T11:00:00.000000000Z stderr F sensor restarted\n"
+        } else {
+            "sensor restarted\n"
+        };
         let text = std::fs::read_to_string(f).unwrap();
         let copy = match f.file_name().and_then(|n| n.to_str()) {
             Some("0.log") => f.with_file_name("1.log"),
@@ -650,20 +868,52 @@ async fn the_watching_sync_fills_the_index_as_reports_appear_and_resolves_them_a
     let run = std::process::id();
     let rendered = render_file(&repo("deploy/samples/securityagent_full.yaml"), &["--feature", "trivy"]);
     let objects = rendered["objects"].as_array().unwrap();
-    let sync_role = objects.iter().find(|o| o["kind"] == "ClusterRole" && o["metadata"]["name"].as_str().unwrap().ends_with("trivy-es-sync")).unwrap();
-    let sync = objects.iter().find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == "trivy-es-sync").expect("the sync runs as a Deployment");
-    let rendered_args: Vec<&str> = sync["spec"]["template"]["spec"]["containers"][0]["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    let sync_role = objects
+        .iter()
+        .find(|o| o["kind"] == "ClusterRole" && o["metadata"]["name"].as_str().unwrap().ends_with("trivy-es-sync"))
+        .unwrap();
+    let sync = objects
+        .iter()
+        .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == "trivy-es-sync")
+        .expect("the sync runs as a Deployment");
+    let rendered_args: Vec<&str> = sync["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
     assert!(rendered_args.contains(&"--watch"), "{rendered_args:?}");
     let kubeconfig = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("kubeconfig-trivy-watch-{run}"));
     let account_ns = format!("trivy-watch-sa-{run}");
-    cluster::service_account_kubeconfig(&cluster.client, &cluster.kubeconfig, &account_ns, "trivy-es-sync", &sync_role["rules"], &kubeconfig).await;
+    cluster::service_account_kubeconfig(
+        &cluster.client,
+        &cluster.kubeconfig,
+        &account_ns,
+        "trivy-es-sync",
+        &sync_role["rules"],
+        &kubeconfig,
+    )
+    .await;
 
     let ns = format!("trivy-watch-{run}");
     let index = format!("trivywatch{run}-vuln");
     let log = scratch("trivy-watch").join("sync.log");
     let _sync = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_secop"))
-            .args(["trivy-sync", "--endpoint", &servers.es_url, "--index", &index, "--cluster-name", &format!("w{run}"), "--namespace", &ns, "--watch", "--settle-seconds", "2"])
+            .args([
+                "trivy-sync",
+                "--endpoint",
+                &servers.es_url,
+                "--index",
+                &index,
+                "--cluster-name",
+                &format!("w{run}"),
+                "--namespace",
+                &ns,
+                "--watch",
+                "--settle-seconds",
+                "2",
+            ])
             .env("KUBECONFIG", &kubeconfig)
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(std::fs::File::create(log.with_extension("err")).unwrap())
@@ -671,7 +921,13 @@ async fn the_watching_sync_fills_the_index_as_reports_appear_and_resolves_them_a
             .unwrap(),
     );
     let es = es(&servers.es_url).await;
-    let sync_log = || format!("{}{}", std::fs::read_to_string(&log).unwrap_or_default(), std::fs::read_to_string(log.with_extension("err")).unwrap_or_default());
+    let sync_log = || {
+        format!(
+            "{}{}",
+            std::fs::read_to_string(&log).unwrap_or_default(),
+            std::fs::read_to_string(log.with_extension("err")).unwrap_or_default()
+        )
+    };
     let wait_count = |query: Value, want: u64, what: &'static str| {
         let (es, index) = (&es, &index);
         async move {
@@ -696,7 +952,12 @@ async fn the_watching_sync_fills_the_index_as_reports_appear_and_resolves_them_a
 
     // A report vanishes (its workload is gone): resolved, kept as evidence.
     fixture.api.delete(&fixture.names[0], &Default::default()).await.unwrap();
-    let resolved = wait_count(json!({ "term": { "finding.status": "resolved" } }), fixture.high_or_above_per_report[0], "findings of a deleted report resolved").await;
+    let resolved = wait_count(
+        json!({ "term": { "finding.status": "resolved" } }),
+        fixture.high_or_above_per_report[0],
+        "findings of a deleted report resolved",
+    )
+    .await;
     println!("resolved {:.1} s after the report was deleted", resolved.as_secs_f64());
     assert_eq!(count(&es, &index, json!({ "match_all": {} })).await, want, "evidence kept");
     assert!(sync_log().contains("trivy-sync: watching VulnerabilityReports"), "{}", sync_log());

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use secop_elastic::ctem::{Signal, SCENARIOS};
+use secop_elastic::ctem::{SCENARIOS, Signal};
 use serde_json::Value;
 
 fn repo(path: &str) -> PathBuf {
@@ -29,7 +29,10 @@ fn rendered_sample() -> Vec<Value> {
 }
 
 fn object<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
-    objects.iter().find(|o| o["kind"] == kind && o["metadata"]["name"] == name).unwrap_or_else(|| panic!("{kind}/{name} is rendered"))
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("{kind}/{name} is rendered"))
 }
 
 /// What the rendered Falco loads: the image's stable rules (the pinned,
@@ -38,11 +41,16 @@ fn object<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
 /// `rules.d` (by file name), minus what falco.yaml disables by name.
 fn loaded_falco_rules(objects: &[Value]) -> BTreeMap<String, Value> {
     let stock = std::fs::read_to_string(repo("features-wasm/falco/assets/falco_rules.names")).unwrap();
-    let mut rules: BTreeMap<String, Value> = stock.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).map(|l| (l.to_string(), Value::Null)).collect();
+    let mut rules: BTreeMap<String, Value> = stock
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| (l.to_string(), Value::Null))
+        .collect();
     assert!(rules.contains_key("Terminal shell in container") && rules.len() > 20, "the stock list is read: {rules:?}");
     let files = object(objects, "ConfigMap", "falco-rules")["data"].as_object().unwrap().clone();
     for (file, text) in &files {
-        let entries: Vec<Value> = serde_yaml::from_str(text.as_str().unwrap()).unwrap_or_else(|e| panic!("rules file {file}: {e}"));
+        let entries: Vec<Value> =
+            serde_yaml::from_str(text.as_str().unwrap()).unwrap_or_else(|e| panic!("rules file {file}: {e}"));
         for entry in entries {
             let Some(name) = entry["rule"].as_str() else { continue };
             if entry["enabled"] == Value::Bool(false) {
@@ -52,7 +60,9 @@ fn loaded_falco_rules(objects: &[Value]) -> BTreeMap<String, Value> {
             }
         }
     }
-    let falco_yaml: Value = serde_yaml::from_str(object(objects, "ConfigMap", "falco-config")["data"]["falco.yaml"].as_str().unwrap()).unwrap();
+    let falco_yaml: Value =
+        serde_yaml::from_str(object(objects, "ConfigMap", "falco-config")["data"]["falco.yaml"].as_str().unwrap())
+            .unwrap();
     for selection in falco_yaml["rules"].as_array().into_iter().flatten() {
         if let Some(name) = selection["disable"]["rule"].as_str() {
             rules.remove(name);
@@ -74,7 +84,11 @@ fn loaded_tracing_policies(objects: &[Value]) -> BTreeMap<String, BTreeSet<Strin
                 .iter()
                 .map(|k| {
                     let call = k["call"].as_str().unwrap();
-                    if k["syscall"] == true && !call.starts_with("__x64_") { format!("__x64_{call}") } else { call.to_string() }
+                    if k["syscall"] == true && !call.starts_with("__x64_") {
+                        format!("__x64_{call}")
+                    } else {
+                        call.to_string()
+                    }
                 })
                 .collect();
             (o["metadata"]["name"].as_str().unwrap().to_string(), calls)
@@ -89,7 +103,8 @@ fn cri_events(path: &Path) -> Vec<Value> {
     let mut partial = String::new();
     for line in std::fs::read_to_string(path).unwrap().lines() {
         let mut fields = line.splitn(4, ' ');
-        let (_time, _stream, tag, body) = (fields.next(), fields.next(), fields.next().unwrap_or(""), fields.next().unwrap_or(""));
+        let (_time, _stream, tag, body) =
+            (fields.next(), fields.next(), fields.next().unwrap_or(""), fields.next().unwrap_or(""));
         partial.push_str(body);
         if tag == "P" {
             continue;
@@ -104,7 +119,11 @@ fn cri_events(path: &Path) -> Vec<Value> {
 
 fn replay_logs(container: &str) -> Vec<PathBuf> {
     let pods = repo("test/fixtures/replay/var/log/pods");
-    let mut out: Vec<PathBuf> = std::fs::read_dir(&pods).unwrap().map(|d| d.unwrap().path().join(container).join("0.log")).filter(|p| p.exists()).collect();
+    let mut out: Vec<PathBuf> = std::fs::read_dir(&pods)
+        .unwrap()
+        .map(|d| d.unwrap().path().join(container).join("0.log"))
+        .filter(|p| p.exists())
+        .collect();
     out.sort();
     assert!(!out.is_empty(), "{container} logs under {}", pods.display());
     out
@@ -120,16 +139,24 @@ fn every_rule_in_the_replay_fixtures_is_loaded_by_the_rendered_sample() {
     let mut falco_alerts = 0;
     for log in replay_logs("falco") {
         for alert in cri_events(&log) {
-            let rule = alert["rule"].as_str().unwrap_or_else(|| panic!("{}: alert without rule: {alert}", log.display()));
+            let rule =
+                alert["rule"].as_str().unwrap_or_else(|| panic!("{}: alert without rule: {alert}", log.display()));
             falco_alerts += 1;
             match falco.get(rule) {
-                None => problems.push(format!("{}: Falco alert of rule `{rule}`, which the rendered falco.yaml and rules files do not load", log.display())),
+                None => problems.push(format!(
+                    "{}: Falco alert of rule `{rule}`, which the rendered falco.yaml and rules files do not load",
+                    log.display()
+                )),
                 // A rule whose text is rendered: the fixture's priority and
                 // tags are what that rule says.
                 Some(definition) if !definition.is_null() => {
                     let priority = definition["priority"].as_str().unwrap().trim().to_lowercase();
                     if alert["priority"].as_str().unwrap().to_lowercase() != priority {
-                        problems.push(format!("{}: `{rule}` alert with priority {}, the rule says {priority}", log.display(), alert["priority"]));
+                        problems.push(format!(
+                            "{}: `{rule}` alert with priority {}, the rule says {priority}",
+                            log.display(),
+                            alert["priority"]
+                        ));
                     }
                 }
                 Some(_) => {}
@@ -138,19 +165,31 @@ fn every_rule_in_the_replay_fixtures_is_loaded_by_the_rendered_sample() {
     }
     assert!(falco_alerts >= 5, "the Falco fixtures hold the scenarios' alerts: {falco_alerts}");
 
-    let allowlist = object(&objects, "ConfigMap", "tetragon-config")["data"]["export-allowlist"].as_str().unwrap().to_string();
+    let allowlist =
+        object(&objects, "ConfigMap", "tetragon-config")["data"]["export-allowlist"].as_str().unwrap().to_string();
     let mut tetragon_events = 0;
     for log in replay_logs("export-stdout") {
         for event in cri_events(&log) {
             tetragon_events += 1;
             if event.get("process_exec").is_some() && !allowlist.contains("PROCESS_EXEC") {
-                problems.push(format!("{}: process_exec event, but the rendered export-allowlist ({allowlist}) drops exec events", log.display()));
+                problems.push(format!(
+                    "{}: process_exec event, but the rendered export-allowlist ({allowlist}) drops exec events",
+                    log.display()
+                ));
             }
             if let Some(kprobe) = event.get("process_kprobe") {
-                let (policy, function) = (kprobe["policy_name"].as_str().unwrap(), kprobe["function_name"].as_str().unwrap());
+                let (policy, function) =
+                    (kprobe["policy_name"].as_str().unwrap(), kprobe["function_name"].as_str().unwrap());
                 match policies.get(policy) {
-                    None => problems.push(format!("{}: kprobe event of TracingPolicy `{policy}`, which is not rendered (rendered: {:?})", log.display(), policies.keys())),
-                    Some(calls) if !calls.contains(function) => problems.push(format!("{}: `{policy}` event of `{function}`, but the policy attaches {calls:?}", log.display())),
+                    None => problems.push(format!(
+                        "{}: kprobe event of TracingPolicy `{policy}`, which is not rendered (rendered: {:?})",
+                        log.display(),
+                        policies.keys()
+                    )),
+                    Some(calls) if !calls.contains(function) => problems.push(format!(
+                        "{}: `{policy}` event of `{function}`, but the policy attaches {calls:?}",
+                        log.display()
+                    )),
                     Some(_) => {}
                 }
             }
@@ -165,12 +204,18 @@ fn every_rule_in_the_replay_fixtures_is_loaded_by_the_rendered_sample() {
                 Signal::FalcoRule(rules) => {
                     for rule in *rules {
                         if !falco.contains_key(*rule) {
-                            problems.push(format!("ctem.rs scenario {}: Falco rule `{rule}` is not loaded by the sample", scenario.name));
+                            problems.push(format!(
+                                "ctem.rs scenario {}: Falco rule `{rule}` is not loaded by the sample",
+                                scenario.name
+                            ));
                         }
                     }
                 }
                 Signal::TetragonPolicy(policy) if !policies.contains_key(*policy) => {
-                    problems.push(format!("ctem.rs scenario {}: TracingPolicy `{policy}` is not rendered for the sample", scenario.name));
+                    problems.push(format!(
+                        "ctem.rs scenario {}: TracingPolicy `{policy}` is not rendered for the sample",
+                        scenario.name
+                    ));
                 }
                 _ => {}
             }
@@ -189,7 +234,10 @@ fn the_documented_detection_matrix_is_the_one_the_report_checks() {
         for signal in scenario.signals {
             let text = match signal {
                 Signal::FalcoRule(rules) => rules.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", "),
-                Signal::TetragonExec(binaries) => format!("`process_exec` of {}", binaries.iter().map(|b| format!("`{b}`")).collect::<Vec<_>>().join(", ")),
+                Signal::TetragonExec(binaries) => format!(
+                    "`process_exec` of {}",
+                    binaries.iter().map(|b| format!("`{b}`")).collect::<Vec<_>>().join(", ")
+                ),
                 Signal::TetragonHttpClient => "`process_exec` of `curl` or `wget`".to_string(),
                 Signal::TetragonPolicy(policy) => format!("kprobe, TracingPolicy `{policy}`"),
                 Signal::OsqueryQuery(query) => format!("query `{query}`"),
@@ -197,10 +245,19 @@ fn the_documented_detection_matrix_is_the_one_the_report_checks() {
             cells.entry(signal.tool()).or_default().push(text);
         }
         let cell = |tool: &str| cells.get(tool).map(|c| c.join("; ")).unwrap_or_else(|| "–".to_string());
-        table.push_str(&format!("| {} | {} | {} | {} |\n", scenario.name, cell("falco"), cell("tetragon"), cell("osquery")));
+        table.push_str(&format!(
+            "| {} | {} | {} | {} |\n",
+            scenario.name,
+            cell("falco"),
+            cell("tetragon"),
+            cell("osquery")
+        ));
     }
     let doc = std::fs::read_to_string(repo("docs/ctem-mapping-results.md")).unwrap();
-    assert!(doc.contains(&table), "docs/ctem-mapping-results.md must hold the detection matrix as ctem.rs checks it:\n\n{table}");
+    assert!(
+        doc.contains(&table),
+        "docs/ctem-mapping-results.md must hold the detection matrix as ctem.rs checks it:\n\n{table}"
+    );
 }
 
 /// Every scenario `spec.tests` may name is one the report checks, and back.

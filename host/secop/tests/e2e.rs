@@ -14,17 +14,20 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Client;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
-use kube::Client;
 
 #[path = "common/cluster.rs"]
 mod cluster;
 #[path = "common/pipeline.rs"]
 mod pipeline;
-use cluster::{delete_agent, service_account_kubeconfig, tenant_kubeconfig, live_objects, agent_status, apply_agent, client, condition, create_namespace, install_crd, repo, wait_for, wait_ready};
+use cluster::{
+    agent_status, apply_agent, client, condition, create_namespace, delete_agent, install_crd, live_objects, repo,
+    service_account_kubeconfig, tenant_kubeconfig, wait_for, wait_ready,
+};
 use secop_api::SecurityAgent;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -42,15 +45,21 @@ fn env() -> Option<Env> {
     match std::env::var_os("SECOP_E2E_KUBECONFIG") {
         Some(kubeconfig) => Some(Env {
             kubeconfig: kubeconfig.into(),
-            operator_kubeconfig: std::env::var_os("SECOP_E2E_OPERATOR_KUBECONFIG").expect("SECOP_E2E_OPERATOR_KUBECONFIG").into(),
+            operator_kubeconfig: std::env::var_os("SECOP_E2E_OPERATOR_KUBECONFIG")
+                .expect("SECOP_E2E_OPERATOR_KUBECONFIG")
+                .into(),
             operator_namespace: std::env::var("SECOP_E2E_OPERATOR_NAMESPACE").expect("SECOP_E2E_OPERATOR_NAMESPACE"),
             audit_log: std::env::var_os("SECOP_E2E_AUDIT_LOG").expect("SECOP_E2E_AUDIT_LOG").into(),
         }),
         None if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("CI expects the e2e control plane: run the suite with `cargo xtask test` (SECOP_E2E_KUBECONFIG is not set)")
+            panic!(
+                "CI expects the e2e control plane: run the suite with `cargo xtask test` (SECOP_E2E_KUBECONFIG is not set)"
+            )
         }
         None => {
-            eprintln!("skipping e2e test: no test cluster (run `cargo xtask test`, or `cargo xtask cluster up` and export its env)");
+            eprintln!(
+                "skipping e2e test: no test cluster (run `cargo xtask test`, or `cargo xtask cluster up` and export its env)"
+            );
             None
         }
     }
@@ -75,7 +84,10 @@ impl Operator {
     fn start_as(kubeconfig: &Path, namespace: &str, extra: &[&str]) -> Self {
         let suffix = extra.iter().find_map(|a| a.strip_prefix("--identity=")).unwrap_or("single");
         let label = if namespace.is_empty() { "all" } else { namespace };
-        let log = std::fs::File::create(Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("operator-{label}-{suffix}.log"))).unwrap();
+        let log = std::fs::File::create(
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("operator-{label}-{suffix}.log")),
+        )
+        .unwrap();
         let mut args = vec!["run", "--log-format", "text"];
         if !namespace.is_empty() {
             args.extend(["--namespace", namespace]);
@@ -119,14 +131,23 @@ impl Drop for Operator {
 /// (31 February): a run at the top of an hour would create a Job and a pod
 /// in the middle of another test (the posture test counts every write).
 fn sample(namespace: &str) -> Value {
-    let mut agent: Value = serde_yaml::from_str(&std::fs::read_to_string(repo("deploy/samples/securityagent_full.yaml")).unwrap()).unwrap();
+    let mut agent: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(repo("deploy/samples/securityagent_full.yaml")).unwrap())
+            .unwrap();
     agent["metadata"]["namespace"] = json!(namespace);
     agent["spec"]["override"]["nodeAgent"]["nodeSelector"] = json!({ "type": "kwok" });
     agent["spec"]["tests"]["schedule"] = json!("0 0 31 2 *");
     agent
 }
 
-fn dynamic(client: &Client, group: &str, version: &str, kind: &str, plural: &str, namespace: Option<&str>) -> Api<DynamicObject> {
+fn dynamic(
+    client: &Client,
+    group: &str,
+    version: &str,
+    kind: &str,
+    plural: &str,
+    namespace: Option<&str>,
+) -> Api<DynamicObject> {
     let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
     match namespace {
         Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
@@ -159,7 +180,9 @@ fn operator_writes(env: &Env) -> Vec<String> {
 
 /// Requests (any verb) of the operator user so far: proof that it ran.
 fn operator_requests(env: &Env) -> usize {
-    std::fs::read_to_string(&env.audit_log).map(|t| t.lines().filter(|l| l.contains("\"ResponseComplete\"")).count()).unwrap_or(0)
+    std::fs::read_to_string(&env.audit_log)
+        .map(|t| t.lines().filter(|l| l.contains("\"ResponseComplete\"")).count())
+        .unwrap_or(0)
 }
 
 fn node_config_receivers(cm: &ConfigMap) -> Vec<String> {
@@ -205,7 +228,8 @@ async fn lifecycle_on_a_real_control_plane() {
     let cluster_roles: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(client.clone());
     let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), ns);
     let role = format!("secop-{ns}-tetragon");
-    let (old_role, old_account) = (cluster_roles.get(&role).await.unwrap().metadata.uid, accounts.get("falco").await.unwrap().metadata.uid);
+    let (old_role, old_account) =
+        (cluster_roles.get(&role).await.unwrap().metadata.uid, accounts.get("falco").await.unwrap().metadata.uid);
     cluster_roles.delete(&role, &DeleteParams::default()).await.unwrap();
     accounts.delete("falco", &DeleteParams::default()).await.unwrap();
     wait_for("the deleted ClusterRole and ServiceAccount restored", Duration::from_secs(60), || async {
@@ -217,15 +241,28 @@ async fn lifecycle_on_a_real_control_plane() {
 
     // Plumbing: metrics with real figures, health, and an Applied event.
     let get = |path: &str| {
-        let out = Command::new("curl").args(["-s", "-w", "\n%{http_code}", &format!("http://127.0.0.1:{metrics_port}{path}")]).output().unwrap();
+        let out = Command::new("curl")
+            .args(["-s", "-w", "\n%{http_code}", &format!("http://127.0.0.1:{metrics_port}{path}")])
+            .output()
+            .unwrap();
         String::from_utf8_lossy(&out.stdout).to_string()
     };
     let metrics = get("/metrics");
     assert!(metrics.ends_with("200"), "{metrics}");
-    for needle in ["secop_reconcile_total{result=\"ok\"}", "secop_feature_call_duration_seconds_count{feature=\"falco\"}", "secop_reconcile_duration_seconds_bucket"] {
+    for needle in [
+        "secop_reconcile_total{result=\"ok\"}",
+        "secop_feature_call_duration_seconds_count{feature=\"falco\"}",
+        "secop_reconcile_duration_seconds_bucket",
+    ] {
         assert!(metrics.contains(needle), "/metrics lacks {needle}");
     }
-    let applied: f64 = metrics.lines().find(|l| l.starts_with("secop_objects_applied_total")).and_then(|l| l.split_whitespace().nth(1)).unwrap().parse().unwrap();
+    let applied: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("secop_objects_applied_total"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap();
     // Every object but the CRDs, which an earlier agent of this cluster may
     // have created (then they are used, not applied again).
     let own_objects = desired_objects(&agent).iter().filter(|(kind, _)| kind != "CustomResourceDefinition").count();
@@ -234,7 +271,8 @@ async fn lifecycle_on_a_real_control_plane() {
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
     let events = events.list(&ListParams::default()).await.unwrap().items;
     assert!(
-        events.iter().any(|e| e.reason.as_deref() == Some("Applied") && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("poc-security")),
+        events.iter().any(|e| e.reason.as_deref() == Some("Applied")
+            && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("poc-security")),
         "an Applied event for the agent"
     );
 
@@ -254,16 +292,33 @@ async fn lifecycle_on_a_real_control_plane() {
 
     // G3: nodeAgent tolerations land on every DaemonSet; falco memory only on falco.
     let mut changed = agent.clone();
-    changed["spec"]["override"]["nodeAgent"]["tolerations"] = json!([{ "key": "dedicated", "operator": "Equal", "value": "security", "effect": "NoSchedule" }]);
+    changed["spec"]["override"]["nodeAgent"]["tolerations"] =
+        json!([{ "key": "dedicated", "operator": "Equal", "value": "security", "effect": "NoSchedule" }]);
     changed["spec"]["override"]["falco"]["resources"]["limits"]["memory"] = json!("3Gi");
     apply_agent(&client, ns, &changed).await;
     wait_ready(&client, ns, "poc-security", Duration::from_secs(120)).await;
     for ds in ["falco", "tetragon", "osquery", "otel-node"] {
         let spec = daemonsets.get(ds).await.unwrap().spec.unwrap().template.spec.unwrap();
         let tolerations = serde_json::to_value(spec.tolerations.unwrap()).unwrap();
-        assert_eq!(tolerations, json!([{ "key": "dedicated", "operator": "Equal", "value": "security", "effect": "NoSchedule" }]), "{ds}");
+        assert_eq!(
+            tolerations,
+            json!([{ "key": "dedicated", "operator": "Equal", "value": "security", "effect": "NoSchedule" }]),
+            "{ds}"
+        );
         let memory = spec.containers[0].resources.as_ref().unwrap().limits.as_ref().unwrap()["memory"].0.clone();
-        assert_eq!(memory, if ds == "falco" { "3Gi" } else if ds == "tetragon" { "512Mi" } else if ds == "osquery" { "256Mi" } else { "256Mi" }, "{ds}");
+        assert_eq!(
+            memory,
+            if ds == "falco" {
+                "3Gi"
+            } else if ds == "tetragon" {
+                "512Mi"
+            } else if ds == "osquery" {
+                "256Mi"
+            } else {
+                "256Mi"
+            },
+            "{ds}"
+        );
     }
 
     // G2: disabling tetragon removes its objects and its receiver; enabling
@@ -289,12 +344,18 @@ async fn lifecycle_on_a_real_control_plane() {
     assert!(!receivers.contains(&"file_log/tetragon".to_string()), "{receivers:?}");
     let cluster_roles: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(client.clone());
     let posture_role = format!("secop-{ns}-posture");
-    assert!(!exists(&deployments, "posture").await && !exists(&cluster_roles, &posture_role).await, "posture pruned, its ClusterRole too");
+    assert!(
+        !exists(&deployments, "posture").await && !exists(&cluster_roles, &posture_role).await,
+        "posture pruned, its ClusterRole too"
+    );
     apply_agent(&client, ns, &toggle(true)).await;
     wait_ready(&client, ns, "poc-security", Duration::from_secs(120)).await;
     assert!(exists(&daemonsets, "tetragon").await && exists(&tracing_policies, "container-escape-monitor").await);
     assert!(exists(&deployments, "posture").await && exists(&cluster_roles, &posture_role).await, "posture back");
-    assert!(node_config_receivers(&config_maps.get("otel-node-config").await.unwrap()).contains(&"file_log/tetragon".to_string()));
+    assert!(
+        node_config_receivers(&config_maps.get("otel-node-config").await.unwrap())
+            .contains(&"file_log/tetragon".to_string())
+    );
 
     // A bad feature config: its condition says which field, nothing is
     // deleted, the other features stay ready.
@@ -316,7 +377,10 @@ async fn lifecycle_on_a_real_control_plane() {
     assert_eq!(condition(&a, "Ready").unwrap().0, "False");
     assert!(exists(&daemonsets, "osquery").await, "the failed feature's DaemonSet is kept");
     assert!(exists(&config_maps, "osquery-pack-scope-minimal").await);
-    assert!(node_config_receivers(&config_maps.get("otel-node-config").await.unwrap()).contains(&"file_log/osquery".to_string()));
+    assert!(
+        node_config_receivers(&config_maps.get("otel-node-config").await.unwrap())
+            .contains(&"file_log/osquery".to_string())
+    );
 
     // Deleting the agent: the finalizer removes cluster-scoped objects,
     // the garbage collector the namespaced ones.
@@ -324,10 +388,18 @@ async fn lifecycle_on_a_real_control_plane() {
     let selector = format!("security.example.io/owner=poc-security,security.example.io/owner-namespace={ns}");
     assert!(!cluster_roles.list(&ListParams::default().labels(&selector)).await.unwrap().items.is_empty());
     delete_agent(&client, ns, "poc-security").await;
-    assert!(cluster_roles.list(&ListParams::default().labels(&selector)).await.unwrap().items.is_empty(), "ClusterRoles removed by the finalizer");
+    assert!(
+        cluster_roles.list(&ListParams::default().labels(&selector)).await.unwrap().items.is_empty(),
+        "ClusterRoles removed by the finalizer"
+    );
     assert!(!exists(&tracing_policies, "container-escape-monitor").await);
     wait_for("garbage collection of namespaced objects", Duration::from_secs(90), || async {
-        let left = daemonsets.list(&ListParams::default().labels(&selector)).await.map_err(|e| e.to_string())?.items.len()
+        let left = daemonsets
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|e| e.to_string())?
+            .items
+            .len()
             + config_maps.list(&ListParams::default().labels(&selector)).await.map_err(|e| e.to_string())?.items.len();
         Ok(left == 0)
     })
@@ -361,7 +433,10 @@ async fn killed_mid_reconcile_converges_without_duplicates_or_orphans() {
 
     // Kill it as soon as its first object shows up: mid-reconcile.
     let service_accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), ns);
-    wait_for("the first applied object", Duration::from_secs(60), || async { Ok(exists(&service_accounts, "otel-node").await) }).await;
+    wait_for("the first applied object", Duration::from_secs(60), || async {
+        Ok(exists(&service_accounts, "otel-node").await)
+    })
+    .await;
     operator.kill();
     let at_kill = agent_status(&client, ns, "poc-security").await.unwrap();
     assert!(condition(&at_kill, "Ready").is_none_or(|(s, _)| s != "True"), "killed after the reconcile had finished");
@@ -373,7 +448,8 @@ async fn killed_mid_reconcile_converges_without_duplicates_or_orphans() {
     // CRDs are the cluster's, not the agent's: one that an earlier agent
     // (or another installer) created is used as it is, not adopted
     // (resources::check_foreign), so it need only exist.
-    let (crds, desired): (BTreeSet<_>, BTreeSet<_>) = desired_objects(&agent).into_iter().partition(|(kind, _)| kind == "CustomResourceDefinition");
+    let (crds, desired): (BTreeSet<_>, BTreeSet<_>) =
+        desired_objects(&agent).into_iter().partition(|(kind, _)| kind == "CustomResourceDefinition");
     let crd_api: Api<CustomResourceDefinition> = Api::all(client.clone());
     for (_, name) in &crds {
         assert!(exists(&crd_api, name).await, "CRD {name}");
@@ -399,7 +475,12 @@ async fn helm_chart_lints_and_applies_as_a_server_side_dry_run() {
     let helm = std::env::var_os("SECOP_HELM").map(PathBuf::from).expect("SECOP_HELM (cargo xtask test builds helm)");
     let chart = repo("deploy/helm/security-operator");
     let lint = Command::new(&helm).arg("lint").arg(&chart).arg("--strict").output().unwrap();
-    assert!(lint.status.success(), "helm lint: {}{}", String::from_utf8_lossy(&lint.stdout), String::from_utf8_lossy(&lint.stderr));
+    assert!(
+        lint.status.success(),
+        "helm lint: {}{}",
+        String::from_utf8_lossy(&lint.stdout),
+        String::from_utf8_lossy(&lint.stderr)
+    );
     let template = Command::new(&helm)
         .args(["template", "secop"])
         .arg(&chart)
@@ -421,7 +502,8 @@ async fn helm_chart_lints_and_applies_as_a_server_side_dry_run() {
         let kind = doc["kind"].as_str().unwrap();
         let name = doc["metadata"]["name"].as_str().unwrap();
         let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-        let (resource, caps) = kube::discovery::pinned_kind(&client, &GroupVersionKind::gvk(group, version, kind)).await.unwrap();
+        let (resource, caps) =
+            kube::discovery::pinned_kind(&client, &GroupVersionKind::gvk(group, version, kind)).await.unwrap();
         let api: Api<DynamicObject> = if caps.scope == kube::discovery::Scope::Namespaced {
             Api::namespaced_with(client.clone(), "security-operator", &resource)
         } else {
@@ -432,7 +514,16 @@ async fn helm_chart_lints_and_applies_as_a_server_side_dry_run() {
             .unwrap_or_else(|e| panic!("server-side dry run of {kind} {name}: {e}"));
         kinds.push(kind.to_string());
     }
-    for expected in ["CustomResourceDefinition", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Deployment", "Service"] {
+    for expected in [
+        "CustomResourceDefinition",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "Deployment",
+        "Service",
+    ] {
         assert!(kinds.iter().any(|k| k == expected), "chart renders a {expected}");
     }
     let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
@@ -450,21 +541,46 @@ async fn helm_chart_lints_and_applies_as_a_server_side_dry_run() {
         let out = Command::new(&helm)
             .args(["template", "secop"])
             .arg(&chart)
-            .args(["--namespace", "security-operator", "--kube-version", "v1.34.4", "--set-json", &format!("policy.agentNamespaces={namespaces}")])
+            .args([
+                "--namespace",
+                "security-operator",
+                "--kube-version",
+                "v1.34.4",
+                "--set-json",
+                &format!("policy.agentNamespaces={namespaces}"),
+            ])
             .output()
             .unwrap();
         assert!(out.status.success(), "helm template: {}", String::from_utf8_lossy(&out.stderr));
-        serde_yaml::Deserializer::from_str(&String::from_utf8_lossy(&out.stdout)).map(|d| serde::Deserialize::deserialize(d).unwrap()).filter(|d: &Value| !d.is_null()).collect()
+        serde_yaml::Deserializer::from_str(&String::from_utf8_lossy(&out.stdout))
+            .map(|d| serde::Deserialize::deserialize(d).unwrap())
+            .filter(|d: &Value| !d.is_null())
+            .collect()
     };
     let grants = |doc: &Value, resource: &str, verb: &str| {
-        doc["rules"].as_array().unwrap().iter().any(|r| r["resources"].as_array().unwrap().contains(&json!(resource)) && r["verbs"].as_array().unwrap().contains(&json!(verb)))
+        doc["rules"].as_array().unwrap().iter().any(|r| {
+            r["resources"].as_array().unwrap().contains(&json!(resource))
+                && r["verbs"].as_array().unwrap().contains(&json!(verb))
+        })
     };
     let narrow = render(r#"["team-a"]"#);
     let cluster_role = narrow.iter().find(|d| d["kind"] == "ClusterRole").unwrap();
-    assert!(!grants(cluster_role, "leases", "update") && !grants(cluster_role, "secrets", "delete"), "no lease writes or secret deletion cluster-wide");
+    assert!(
+        !grants(cluster_role, "leases", "update") && !grants(cluster_role, "secrets", "delete"),
+        "no lease writes or secret deletion cluster-wide"
+    );
     for namespace in ["security-operator", "team-a"] {
-        let role = narrow.iter().find(|d| d["kind"] == "Role" && d["metadata"]["name"] == "secop-features" && d["metadata"]["namespace"] == namespace).unwrap_or_else(|| panic!("a features Role in {namespace}"));
-        assert!(grants(role, "leases", "update") && grants(role, "secrets", "delete") && grants(role, "secrets", "get"));
+        let role = narrow
+            .iter()
+            .find(|d| {
+                d["kind"] == "Role"
+                    && d["metadata"]["name"] == "secop-features"
+                    && d["metadata"]["namespace"] == namespace
+            })
+            .unwrap_or_else(|| panic!("a features Role in {namespace}"));
+        assert!(
+            grants(role, "leases", "update") && grants(role, "secrets", "delete") && grants(role, "secrets", "get")
+        );
     }
     let everywhere = render(r#"["*"]"#);
     let cluster_role = everywhere.iter().find(|d| d["kind"] == "ClusterRole").unwrap();
@@ -501,7 +617,8 @@ async fn a_missing_permission_is_named_and_nothing_is_deleted() {
     // one that may delete; the read-only rule it holds to grant Tetragon
     // stays), then change the agent so that one must be applied.
     let manages_cilium = |r: &k8s_openapi::api::rbac::v1::PolicyRule| {
-        r.api_groups.as_ref().is_some_and(|g| g.iter().any(|g| g == "cilium.io")) && r.verbs.iter().any(|v| v == "delete")
+        r.api_groups.as_ref().is_some_and(|g| g.iter().any(|g| g == "cilium.io"))
+            && r.verbs.iter().any(|v| v == "delete")
     };
     let reduced: Vec<_> = chart_rules.iter().filter(|r| !manages_cilium(r)).cloned().collect();
     assert_eq!(reduced.len(), chart_rules.len() - 1, "the chart's ClusterRole has one rule managing cilium.io");
@@ -513,18 +630,25 @@ async fn a_missing_permission_is_named_and_nothing_is_deleted() {
     changed["spec"]["override"]["falco"]["resources"]["limits"]["memory"] = json!("2200Mi");
     for feature in changed["spec"]["features"].as_array_mut().unwrap() {
         if feature["name"] == "tetragon" {
-            feature["config"]["policies"] = json!(["process-exec", "container-escape-monitor", "sensitive-file-access"]);
+            feature["config"]["policies"] =
+                json!(["process-exec", "container-escape-monitor", "sensitive-file-access"]);
         }
     }
     apply_agent(&client, ns, &changed).await;
 
-    wait_for("Ready=False, reason Forbidden, naming the verb and tracingpolicies.cilium.io", Duration::from_secs(60), || async {
-        let agent = agent_status(&client, ns, "poc-security").await?;
-        let ready = agent.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready").cloned());
-        Ok(ready.is_some_and(|c| {
-            c.status == "False" && c.reason == "Forbidden" && c.message.contains("cannot patch tracingpolicies.cilium.io ")
-        }))
-    })
+    wait_for(
+        "Ready=False, reason Forbidden, naming the verb and tracingpolicies.cilium.io",
+        Duration::from_secs(60),
+        || async {
+            let agent = agent_status(&client, ns, "poc-security").await?;
+            let ready = agent.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready").cloned());
+            Ok(ready.is_some_and(|c| {
+                c.status == "False"
+                    && c.reason == "Forbidden"
+                    && c.message.contains("cannot patch tracingpolicies.cilium.io ")
+            }))
+        },
+    )
     .await;
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
     wait_for("a Forbidden Event on the agent", Duration::from_secs(30), || async {
@@ -585,17 +709,27 @@ async fn a_foreign_object_is_never_adopted_or_deleted() {
     create_namespace(&client, first).await;
     create_namespace(&client, second).await;
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), first);
-    let foreign: ConfigMap = serde_json::from_value(json!({ "metadata": { "name": "falco-config" }, "data": { "owner": "another team" } })).unwrap();
+    let foreign: ConfigMap =
+        serde_json::from_value(json!({ "metadata": { "name": "falco-config" }, "data": { "owner": "another team" } }))
+            .unwrap();
     config_maps.create(&PostParams::default(), &foreign).await.unwrap();
 
     let mut operator_a = Operator::start(&env, first);
     apply_agent(&client, first, &sample(first)).await;
-    wait_conflict(&client, first, &format!("ConfigMap {first}/falco-config already exists and is not managed by the security operator")).await;
+    wait_conflict(
+        &client,
+        first,
+        &format!("ConfigMap {first}/falco-config already exists and is not managed by the security operator"),
+    )
+    .await;
     let untouched = config_maps.get("falco-config").await.unwrap();
     assert_eq!(untouched.data.unwrap()["owner"], "another team");
     assert!(untouched.metadata.labels.unwrap_or_default().is_empty(), "no labels added to the foreign ConfigMap");
     let daemonsets: Api<DaemonSet> = Api::namespaced(client.clone(), first);
-    assert!(daemonsets.list(&ListParams::default()).await.unwrap().items.is_empty(), "nothing applied while in conflict");
+    assert!(
+        daemonsets.list(&ListParams::default()).await.unwrap().items.is_empty(),
+        "nothing applied while in conflict"
+    );
 
     // Its owner removes it: the agent converges (the error's requeue).
     config_maps.delete("falco-config", &DeleteParams::default()).await.unwrap();
@@ -606,14 +740,33 @@ async fn a_foreign_object_is_never_adopted_or_deleted() {
     let tracing_policies = dynamic(&client, "cilium.io", "v1alpha1", "TracingPolicy", "tracingpolicies", None);
     let mut operator_b = Operator::start(&env, second);
     apply_agent(&client, second, &sample(second)).await;
-    wait_conflict(&client, second, &format!("TracingPolicy container-escape-monitor already exists and belongs to SecurityAgent {first}/poc-security")).await;
-    let owner_of_policy = |p: &DynamicObject| p.metadata.labels.clone().unwrap_or_default().get("security.example.io/owner-namespace").cloned();
-    assert_eq!(owner_of_policy(&tracing_policies.get("container-escape-monitor").await.unwrap()).as_deref(), Some(first.as_str()));
+    wait_conflict(
+        &client,
+        second,
+        &format!(
+            "TracingPolicy container-escape-monitor already exists and belongs to SecurityAgent {first}/poc-security"
+        ),
+    )
+    .await;
+    let owner_of_policy = |p: &DynamicObject| {
+        p.metadata.labels.clone().unwrap_or_default().get("security.example.io/owner-namespace").cloned()
+    };
+    assert_eq!(
+        owner_of_policy(&tracing_policies.get("container-escape-monitor").await.unwrap()).as_deref(),
+        Some(first.as_str())
+    );
     let second_daemonsets: Api<DaemonSet> = Api::namespaced(client.clone(), second);
-    assert!(second_daemonsets.list(&ListParams::default()).await.unwrap().items.is_empty(), "nothing of the second agent applied");
+    assert!(
+        second_daemonsets.list(&ListParams::default()).await.unwrap().items.is_empty(),
+        "nothing of the second agent applied"
+    );
 
     delete_agent(&client, second, "poc-security").await;
-    let policy = tracing_policies.get_opt("container-escape-monitor").await.unwrap().expect("the first agent's policy survives the second agent's deletion");
+    let policy = tracing_policies
+        .get_opt("container-escape-monitor")
+        .await
+        .unwrap()
+        .expect("the first agent's policy survives the second agent's deletion");
     assert_eq!(owner_of_policy(&policy).as_deref(), Some(first.as_str()));
     let first_agent = agent_status(&client, first, "poc-security").await.unwrap();
     assert_eq!(condition(&first_agent, "Ready").map(|(s, _)| s).as_deref(), Some("True"));
@@ -634,9 +787,16 @@ async fn two_replicas_elect_one_leader_and_fail_over() {
     // The lease lives where the chart's Role lets the operator write it.
     let lease_ns = format!("--lease-namespace={}", env.operator_namespace);
     let mut a = Operator::start_with(&env, ns, &["--leader-elect", &lease_ns, "--identity=replica-a"]);
-    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), &env.operator_namespace);
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), &env.operator_namespace);
     let holder = || async {
-        leases.get_opt("security-operator").await.ok().flatten().and_then(|l| l.spec?.holder_identity).unwrap_or_default()
+        leases
+            .get_opt("security-operator")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|l| l.spec?.holder_identity)
+            .unwrap_or_default()
     };
     wait_for("replica-a to lead", Duration::from_secs(30), || async { Ok(holder().await == "replica-a") }).await;
     let mut b = Operator::start_with(&env, ns, &["--leader-elect", &lease_ns, "--identity=replica-b"]);
@@ -700,7 +860,10 @@ fn falco_agent(namespace: &str, module: Value, config: Value, kube_bench: &str) 
 async fn falco_daemonset(client: &Client, namespace: &str) -> Result<(Option<String>, String, String), String> {
     let ds = Api::<DaemonSet>::namespaced(client.clone(), namespace).get("falco").await.map_err(|e| e.to_string())?;
     let template = ds.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
-    let version = template.metadata.and_then(|m| m.annotations).and_then(|a| a.get("security.example.io/module-version").cloned());
+    let version = template
+        .metadata
+        .and_then(|m| m.annotations)
+        .and_then(|a| a.get("security.example.io/module-version").cloned());
     let image = template.spec.and_then(|s| s.containers.first().and_then(|c| c.image.clone())).unwrap_or_default();
     Ok((version, image, ds.metadata.uid.unwrap_or_default()))
 }
@@ -720,7 +883,10 @@ async fn wait_degraded(client: &Client, namespace: &str, status: &str, reason: &
         let degraded = agent.status.and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Degraded"));
         Ok::<_, String>(degraded.filter(|c| observed && c.status == status && c.reason == reason))
     };
-    wait_for(&format!("Degraded={status} ({reason})"), Duration::from_secs(60), || async { Ok(degraded().await?.is_some()) }).await;
+    wait_for(&format!("Degraded={status} ({reason})"), Duration::from_secs(60), || async {
+        Ok(degraded().await?.is_some())
+    })
+    .await;
     degraded().await.unwrap().expect("stays until the next spec change").message
 }
 
@@ -732,8 +898,11 @@ async fn wait_degraded(client: &Client, namespace: &str, status: &str, reason: &
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn feature_modules_hot_swap_and_roll_back_on_a_real_registry() {
     let Some(env) = env() else { return };
-    let registry_bin = std::env::var_os("SECOP_REGISTRY_BIN").map(PathBuf::from).expect("SECOP_REGISTRY_BIN (set by `cargo xtask test`)");
-    let python = std::env::var_os("SECOP_PY_FEATURE").map(PathBuf::from).expect("SECOP_PY_FEATURE (set by `cargo xtask test`)");
+    let registry_bin = std::env::var_os("SECOP_REGISTRY_BIN")
+        .map(PathBuf::from)
+        .expect("SECOP_REGISTRY_BIN (set by `cargo xtask test`)");
+    let python =
+        std::env::var_os("SECOP_PY_FEATURE").map(PathBuf::from).expect("SECOP_PY_FEATURE (set by `cargo xtask test`)");
     let _serial = SERIAL.lock().await;
     let client = client(&env.kubeconfig).await;
     install_crd(&client).await;
@@ -741,11 +910,17 @@ async fn feature_modules_hot_swap_and_roll_back_on_a_real_registry() {
     let ns = &format!("e2e-modules-{run}");
     create_namespace(&client, ns).await;
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("modules-{run}"));
-    let mut registry = secop_test_harness::Registry::start(&registry_bin, &dir.join("registry"), secop_test_harness::free_port()).unwrap();
+    let mut registry =
+        secop_test_harness::Registry::start(&registry_bin, &dir.join("registry"), secop_test_harness::free_port())
+            .unwrap();
     let host = registry.host();
     // A repository of this run: the operator's cache outlives runs.
     let repository = format!("{host}/features/falco-{}", std::process::id());
-    let (v1, v2, v3) = (pipeline::component("feature_falco"), pipeline::component("feature_falco_next"), pipeline::component("feature_falco_broken"));
+    let (v1, v2, v3) = (
+        pipeline::component("feature_falco"),
+        pipeline::component("feature_falco_next"),
+        pipeline::component("feature_falco_broken"),
+    );
     for (file, tag) in [(&v1, "0.1.0"), (&v2, "0.2.0"), (&v3, "0.3.0"), (&v1, "stable")] {
         push(file, &format!("{repository}:{tag}"), &host);
     }
@@ -755,14 +930,22 @@ async fn feature_modules_hot_swap_and_roll_back_on_a_real_registry() {
     // kube-bench render, and Falco images of any tag.
     let policy = policy_file(
         "modules",
-        &format!("modules:\n  allowed:\n  - {{image: \"{host}/features/\", clusterScoped: true, hostAccess: true}}\nimages:\n  allowed: [docker.io/falcosecurity/falco]\n"),
+        &format!(
+            "modules:\n  allowed:\n  - {{image: \"{host}/features/\", clusterScoped: true, hostAccess: true}}\nimages:\n  allowed: [docker.io/falcosecurity/falco]\n"
+        ),
     );
-    let operator_args = ["--plain-http", host.as_str(), "--module-poll-seconds", "2", "--policy", policy.to_str().unwrap()];
+    let operator_args =
+        ["--plain-http", host.as_str(), "--module-poll-seconds", "2", "--policy", policy.to_str().unwrap()];
     let mut operator = Operator::start_with(&env, ns, &operator_args);
     let default_config = json!({});
 
     // 0.1.0 deploys: the built-in falco's objects, its digest in status.
-    apply_agent(&client, ns, &falco_agent(ns, json!({ "image": format!("{repository}:0.1.0") }), default_config.clone(), kube_bench)).await;
+    apply_agent(
+        &client,
+        ns,
+        &falco_agent(ns, json!({ "image": format!("{repository}:0.1.0") }), default_config.clone(), kube_bench),
+    )
+    .await;
     wait_ready(&client, ns, "modules", Duration::from_secs(180)).await;
     let agent = agent_status(&client, ns, "modules").await.unwrap();
     assert_eq!(falco_module(&agent), (Some(format!("{repository}:0.1.0")), Some(sha256_of(&v1))));
@@ -773,13 +956,19 @@ async fn feature_modules_hot_swap_and_roll_back_on_a_real_registry() {
     let kube_bench_status = agent.status.as_ref().unwrap().features["kube_bench"].clone();
     assert_eq!(kube_bench_status.module_digest, Some(sha256_of(&python)));
     assert_eq!(condition(&agent, "KubeBenchReady").map(|c| c.0), Some("True".into()));
-    let cronjob = Api::<k8s_openapi::api::batch::v1::CronJob>::namespaced(client.clone(), ns).get("kube-bench").await.unwrap();
+    let cronjob =
+        Api::<k8s_openapi::api::batch::v1::CronJob>::namespaced(client.clone(), ns).get("kube-bench").await.unwrap();
     assert_eq!(cronjob.spec.unwrap().schedule, "30 4 * * *");
     assert_eq!(cronjob.metadata.labels.unwrap()["security.example.io/feature"], "kube_bench");
 
     // 0.2.0: swapped inside the same operator process, DaemonSet rolled.
     let switched = Instant::now();
-    apply_agent(&client, ns, &falco_agent(ns, json!({ "image": format!("{repository}:0.2.0") }), default_config.clone(), kube_bench)).await;
+    apply_agent(
+        &client,
+        ns,
+        &falco_agent(ns, json!({ "image": format!("{repository}:0.2.0") }), default_config.clone(), kube_bench),
+    )
+    .await;
     wait_for("the DaemonSet of falco 0.2.0", Duration::from_secs(60), || async {
         Ok(falco_daemonset(&client, ns).await?.0.as_deref() == Some("0.2.0"))
     })
@@ -794,20 +983,46 @@ async fn feature_modules_hot_swap_and_roll_back_on_a_real_registry() {
     // A wrong sha256 pin: refused, naming the module and both digests;
     // 0.2.0 stays.
     let wrong = sha256_of(&v1);
-    apply_agent(&client, ns, &falco_agent(ns, json!({ "image": format!("{repository}:0.3.0"), "sha256": wrong }), default_config.clone(), kube_bench)).await;
+    apply_agent(
+        &client,
+        ns,
+        &falco_agent(
+            ns,
+            json!({ "image": format!("{repository}:0.3.0"), "sha256": wrong }),
+            default_config.clone(),
+            kube_bench,
+        ),
+    )
+    .await;
     let message = wait_degraded(&client, ns, "True", "ModuleRolledBack").await;
-    for expected in ["falco", &format!("{repository}:0.3.0"), &wrong, &sha256_of(&v3), "DigestMismatch", &format!("rolled back to {repository}:0.2.0")] {
+    for expected in [
+        "falco",
+        &format!("{repository}:0.3.0"),
+        &wrong,
+        &sha256_of(&v3),
+        "DigestMismatch",
+        &format!("rolled back to {repository}:0.2.0"),
+    ] {
         assert!(message.contains(expected), "`{expected}` not in: {message}");
     }
 
     // Broken 0.3.0 (traps in configure): 0.2.0's objects stay, Degraded says why.
-    apply_agent(&client, ns, &falco_agent(ns, json!({ "image": format!("{repository}:0.3.0") }), default_config.clone(), kube_bench)).await;
+    apply_agent(
+        &client,
+        ns,
+        &falco_agent(ns, json!({ "image": format!("{repository}:0.3.0") }), default_config.clone(), kube_bench),
+    )
+    .await;
     let message = wait_degraded(&client, ns, "True", "ModuleRolledBack").await;
     for expected in ["falco", "Trap", "configure", &format!("rolled back to {repository}:0.2.0")] {
         assert!(message.contains(expected), "`{expected}` not in: {message}");
     }
     let agent = agent_status(&client, ns, "modules").await.unwrap();
-    assert_eq!(falco_module(&agent), (Some(format!("{repository}:0.2.0")), Some(sha256_of(&v2))), "status names the module in use");
+    assert_eq!(
+        falco_module(&agent),
+        (Some(format!("{repository}:0.2.0")), Some(sha256_of(&v2))),
+        "status names the module in use"
+    );
     assert_eq!(condition(&agent, "FalcoReady").map(|c| c.0), Some("True".into()), "the rolled-back module is assessed");
     let (version, _, still) = falco_daemonset(&client, ns).await.unwrap();
     assert_eq!((version.as_deref(), still), (Some("0.2.0"), uid.clone()), "0.2.0's DaemonSet kept");
@@ -816,7 +1031,10 @@ async fn feature_modules_hot_swap_and_roll_back_on_a_real_registry() {
     let stable = json!({ "image": format!("{repository}:stable"), "pullPolicy": "Always" });
     apply_agent(&client, ns, &falco_agent(ns, stable.clone(), default_config.clone(), kube_bench)).await;
     wait_degraded(&client, ns, "False", "ModulesAsSpecified").await;
-    wait_for("falco from :stable (0.1.0)", Duration::from_secs(60), || async { Ok(falco_daemonset(&client, ns).await?.0.is_none()) }).await;
+    wait_for("falco from :stable (0.1.0)", Duration::from_secs(60), || async {
+        Ok(falco_daemonset(&client, ns).await?.0.is_none())
+    })
+    .await;
     push(&v2, &format!("{repository}:stable"), &host);
     let moved = Instant::now();
     wait_for("the moved :stable tag (0.2.0)", Duration::from_secs(60), || async {
@@ -842,7 +1060,11 @@ async fn feature_modules_hot_swap_and_roll_back_on_a_real_registry() {
 
     Api::<SecurityAgent>::namespaced(client.clone(), ns).delete("modules", &DeleteParams::default()).await.unwrap();
     wait_for("the agent to be gone", Duration::from_secs(60), || async {
-        Ok(Api::<SecurityAgent>::namespaced(client.clone(), ns).get_opt("modules").await.map_err(|e| e.to_string())?.is_none())
+        Ok(Api::<SecurityAgent>::namespaced(client.clone(), ns)
+            .get_opt("modules")
+            .await
+            .map_err(|e| e.to_string())?
+            .is_none())
     })
     .await;
     operator.kill();
@@ -855,9 +1077,14 @@ async fn wait_reason(client: &Client, namespace: &str, name: &str, type_: &str, 
         let agent = agent_status(client, namespace, name).await?;
         let generation = agent.metadata.generation;
         let c = agent.status.and_then(|s| s.conditions.into_iter().find(|c| c.type_ == type_));
-        Ok::<_, String>(c.filter(|c| c.reason == reason && c.observed_generation == generation).map(|c| (c.status, c.message)))
+        Ok::<_, String>(
+            c.filter(|c| c.reason == reason && c.observed_generation == generation).map(|c| (c.status, c.message)),
+        )
     };
-    wait_for(&format!("{namespace}/{name}: {type_} with reason {reason}"), Duration::from_secs(60), || async { Ok(found().await?.is_some()) }).await;
+    wait_for(&format!("{namespace}/{name}: {type_} with reason {reason}"), Duration::from_secs(60), || async {
+        Ok(found().await?.is_some())
+    })
+    .await;
     found().await.unwrap().expect("stays until the next spec change")
 }
 
@@ -870,17 +1097,22 @@ async fn wait_reason(client: &Client, namespace: &str, name: &str, type_: &str, 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hostile_tenant_is_refused_and_contained() {
     let Some(env) = env() else { return };
-    let registry_bin = std::env::var_os("SECOP_REGISTRY_BIN").map(PathBuf::from).expect("SECOP_REGISTRY_BIN (set by `cargo xtask test`)");
+    let registry_bin = std::env::var_os("SECOP_REGISTRY_BIN")
+        .map(PathBuf::from)
+        .expect("SECOP_REGISTRY_BIN (set by `cargo xtask test`)");
     let _serial = SERIAL.lock().await;
     let client = client(&env.kubeconfig).await;
     install_crd(&client).await;
     let run = std::process::id();
-    let (admin_ns, tenant_ns, unlisted_ns) = (format!("e2e-admin-{run}"), format!("e2e-tenant-a-{run}"), format!("e2e-tenant-b-{run}"));
+    let (admin_ns, tenant_ns, unlisted_ns) =
+        (format!("e2e-admin-{run}"), format!("e2e-tenant-a-{run}"), format!("e2e-tenant-b-{run}"));
     for ns in [&admin_ns, &tenant_ns, &unlisted_ns] {
         create_namespace(&client, ns).await;
     }
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("tenant-{run}"));
-    let mut registry = secop_test_harness::Registry::start(&registry_bin, &dir.join("registry"), secop_test_harness::free_port()).unwrap();
+    let mut registry =
+        secop_test_harness::Registry::start(&registry_bin, &dir.join("registry"), secop_test_harness::free_port())
+            .unwrap();
     let host = registry.host();
     let hostile = format!("{host}/tenant/hostile:1");
     push(&pipeline::component("feature_hostile"), &hostile, &host);
@@ -888,13 +1120,20 @@ async fn a_hostile_tenant_is_refused_and_contained() {
     // its manifest, never downloaded.
     let huge = format!("{host}/tenant/huge:1");
     let store = secop_oci::ModuleStore::new(dir.join("push-cache"), vec![host.clone()]);
-    store.push(&huge, &vec![0u8; 65 << 20], Default::default(), secop_oci::Layout::Secop, &Default::default()).await.unwrap();
+    store
+        .push(&huge, &vec![0u8; 65 << 20], Default::default(), secop_oci::Layout::Secop, &Default::default())
+        .await
+        .unwrap();
 
     // The admin's policy: agents of the admin's and tenant-a's namespaces;
     // modules from the tenant registry, without cluster-scoped or host
     // grants; the built-in images only.
-    let policy = policy_file("tenant", &format!("agentNamespaces: [{admin_ns}, {tenant_ns}]\nmodules:\n  allowed:\n  - image: {host}/tenant/\n"));
-    let mut operator = Operator::start_with(&env, "", &["--plain-http", host.as_str(), "--policy", policy.to_str().unwrap()]);
+    let policy = policy_file(
+        "tenant",
+        &format!("agentNamespaces: [{admin_ns}, {tenant_ns}]\nmodules:\n  allowed:\n  - image: {host}/tenant/\n"),
+    );
+    let mut operator =
+        Operator::start_with(&env, "", &["--plain-http", host.as_str(), "--policy", policy.to_str().unwrap()]);
     // What an earlier, failed run of this test left (the admin's agent holds
     // the cluster-wide TracingPolicy): deleted, and finalized by this
     // operator, which watches every namespace.
@@ -909,32 +1148,67 @@ async fn a_hostile_tenant_is_refused_and_contained() {
     apply_agent(&client, &admin_ns, &admin_agent).await;
     wait_ready(&client, &admin_ns, "poc-security", Duration::from_secs(180)).await;
 
-    let tenant_config = tenant_kubeconfig(&client, &env.kubeconfig, &tenant_ns, "tenant", &dir.join("tenant.kubeconfig")).await;
+    let tenant_config =
+        tenant_kubeconfig(&client, &env.kubeconfig, &tenant_ns, "tenant", &dir.join("tenant.kubeconfig")).await;
     let tenant = cluster::client(&tenant_config).await;
     // The tenant's own rights end at their namespace.
     let elsewhere = Api::<SecurityAgent>::namespaced(tenant.clone(), &admin_ns).list(&ListParams::default()).await;
     assert!(matches!(elsewhere, Err(kube::Error::Api(ref e)) if e.code == 403), "{elsewhere:?}");
-    let attack = |spec: Value| json!({
-        "apiVersion": "security.example.io/v1alpha1", "kind": "SecurityAgent",
-        "metadata": { "name": "attack", "namespace": tenant_ns }, "spec": spec,
-    });
+    let attack = |spec: Value| {
+        json!({
+            "apiVersion": "security.example.io/v1alpha1", "kind": "SecurityAgent",
+            "metadata": { "name": "attack", "namespace": tenant_ns }, "spec": spec,
+        })
+    };
 
     // Spec-level: refused before anything is fetched or rendered.
     for (spec, field, rule) in [
-        (json!({ "features": [{ "name": "tetragon" }], "override": { "tetragon": { "image": "evil.example.invalid/tetragon:1" } } }), "spec.override.tetragon.image", "images.allowed"),
-        (json!({ "features": [{ "name": "falco", "limits": { "memoryMib": 4096 } }] }), "spec.features[0].limits.memoryMib", "limits.maxMemoryMib"),
-        (json!({ "features": [{ "name": "hostile", "module": { "image": "evil.example.invalid/hostile:1" } }] }), "spec.features[0].module.image", "modules.allowed"),
+        (
+            json!({ "features": [{ "name": "tetragon" }], "override": { "tetragon": { "image": "evil.example.invalid/tetragon:1" } } }),
+            "spec.override.tetragon.image",
+            "images.allowed",
+        ),
+        (
+            json!({ "features": [{ "name": "falco", "limits": { "memoryMib": 4096 } }] }),
+            "spec.features[0].limits.memoryMib",
+            "limits.maxMemoryMib",
+        ),
+        (
+            json!({ "features": [{ "name": "hostile", "module": { "image": "evil.example.invalid/hostile:1" } }] }),
+            "spec.features[0].module.image",
+            "modules.allowed",
+        ),
     ] {
         apply_agent(&tenant, &tenant_ns, &attack(spec)).await;
         let (status, message) = wait_reason(&client, &tenant_ns, "attack", "Ready", "PolicyViolation").await;
         assert_eq!(status, "False");
-        assert!(message.contains(field) && message.contains(&format!("cluster policy `{rule}`")) && message.contains("nothing was applied"), "{message}");
+        assert!(
+            message.contains(field)
+                && message.contains(&format!("cluster policy `{rule}`"))
+                && message.contains("nothing was applied"),
+            "{message}"
+        );
     }
     // Object-level: the feature that renders it fails, naming the rule.
     for (spec, condition_type, field, rule) in [
-        (json!({ "features": [{ "name": "trivy", "config": { "image": "evil.example.invalid/miner:1" } }] }), "TrivyReady", ".image", "images.allowed"),
-        (json!({ "features": [{ "name": "hostile", "module": { "image": hostile }, "config": { "mode": "own-cluster-role" } }] }), "HostileReady", "ClusterRole hostile-secrets", "modules.allowed[].clusterScoped"),
-        (json!({ "features": [{ "name": "hostile", "module": { "image": hostile }, "config": { "mode": "host-root" } }] }), "HostileReady", "volumes[0].hostPath", "modules.allowed[].hostAccess"),
+        (
+            json!({ "features": [{ "name": "trivy", "config": { "image": "evil.example.invalid/miner:1" } }] }),
+            "TrivyReady",
+            ".image",
+            "images.allowed",
+        ),
+        (
+            json!({ "features": [{ "name": "hostile", "module": { "image": hostile }, "config": { "mode": "own-cluster-role" } }] }),
+            "HostileReady",
+            "ClusterRole hostile-secrets",
+            "modules.allowed[].clusterScoped",
+        ),
+        (
+            json!({ "features": [{ "name": "hostile", "module": { "image": hostile }, "config": { "mode": "host-root" } }] }),
+            "HostileReady",
+            "volumes[0].hostPath",
+            "modules.allowed[].hostAccess",
+        ),
     ] {
         apply_agent(&tenant, &tenant_ns, &attack(spec)).await;
         let (status, message) = wait_reason(&client, &tenant_ns, "attack", condition_type, "PolicyViolation").await;
@@ -942,10 +1216,19 @@ async fn a_hostile_tenant_is_refused_and_contained() {
         assert!(message.contains(field) && message.contains(&format!("cluster policy `{rule}`")), "{message}");
     }
     // Bounded resources: an oversized module from an allowed source.
-    apply_agent(&tenant, &tenant_ns, &attack(json!({ "features": [{ "name": "hostile", "module": { "image": huge } }] }))).await;
+    apply_agent(
+        &tenant,
+        &tenant_ns,
+        &attack(json!({ "features": [{ "name": "hostile", "module": { "image": huge } }] })),
+    )
+    .await;
     // (No built-in `hostile`: the condition type is the fallback `<name>Ready`.)
     let (_, message) = wait_reason(&client, &tenant_ns, "attack", "hostileReady", "ModuleTooLarge").await;
-    assert!(message.contains(&format!("{} bytes (per its manifest)", 65 << 20)) && message.contains(&format!("limit of {} bytes", 64 << 20)), "{message}");
+    assert!(
+        message.contains(&format!("{} bytes (per its manifest)", 65 << 20))
+            && message.contains(&format!("limit of {} bytes", 64 << 20)),
+        "{message}"
+    );
     // A second Tetragon next to the admin's: the cluster-wide TracingPolicy
     // is the admin agent's, so the tenant's agent is in Conflict naming it.
     apply_agent(&tenant, &tenant_ns, &attack(json!({ "features": [{ "name": "tetragon" }] }))).await;
@@ -959,16 +1242,30 @@ async fn a_hostile_tenant_is_refused_and_contained() {
     let elsewhere_nodes = json!({ "features": [{ "name": "osquery" }], "override": { "nodeAgent": { "nodeSelector": { "type": "tenant-a-only" } } } });
     apply_agent(&tenant, &tenant_ns, &attack(elsewhere_nodes)).await;
     wait_for("the tenant's osquery on its own nodes", Duration::from_secs(60), || async {
-        Ok(Api::<DaemonSet>::namespaced(client.clone(), &tenant_ns).get_opt("osquery").await.map_err(|e| e.to_string())?.is_some())
+        Ok(Api::<DaemonSet>::namespaced(client.clone(), &tenant_ns)
+            .get_opt("osquery")
+            .await
+            .map_err(|e| e.to_string())?
+            .is_some())
     })
     .await;
-    Api::<SecurityAgent>::namespaced(tenant.clone(), &tenant_ns).delete("attack", &DeleteParams::default()).await.unwrap();
+    Api::<SecurityAgent>::namespaced(tenant.clone(), &tenant_ns)
+        .delete("attack", &DeleteParams::default())
+        .await
+        .unwrap();
     wait_for("the tenant's agent to be gone", Duration::from_secs(60), || async {
-        Ok(Api::<SecurityAgent>::namespaced(client.clone(), &tenant_ns).get_opt("attack").await.map_err(|e| e.to_string())?.is_none())
+        Ok(Api::<SecurityAgent>::namespaced(client.clone(), &tenant_ns)
+            .get_opt("attack")
+            .await
+            .map_err(|e| e.to_string())?
+            .is_none())
     })
     .await;
     let tracing_policies = dynamic(&client, "cilium.io", "v1alpha1", "TracingPolicy", "tracingpolicies", None);
-    assert!(exists(&tracing_policies, "container-escape-monitor").await, "deleting the tenant's agent leaves the admin's TracingPolicy");
+    assert!(
+        exists(&tracing_policies, "container-escape-monitor").await,
+        "deleting the tenant's agent leaves the admin's TracingPolicy"
+    );
 
     // An agent in a namespace the policy does not list: refused, no finalizer.
     let mut outside = attack(json!({ "features": [{ "name": "osquery" }] }));
@@ -977,7 +1274,10 @@ async fn a_hostile_tenant_is_refused_and_contained() {
     let (_, message) = wait_reason(&client, &unlisted_ns, "attack", "Ready", "PolicyViolation").await;
     assert!(message.contains("metadata.namespace") && message.contains("agentNamespaces"), "{message}");
     let refused = agent_status(&client, &unlisted_ns, "attack").await.unwrap();
-    assert!(refused.metadata.finalizers.unwrap_or_default().is_empty(), "no finalizer on an agent that is not honoured");
+    assert!(
+        refused.metadata.finalizers.unwrap_or_default().is_empty(),
+        "no finalizer on an agent that is not honoured"
+    );
 
     // Contained: nothing of the attacks exists, and the audit log has no
     // write of the operator beyond the policy: in the unlisted namespace only
@@ -998,19 +1298,31 @@ async fn a_hostile_tenant_is_refused_and_contained() {
         })
         .collect();
     assert!(outside_policy.is_empty(), "operator writes beyond the policy: {outside_policy:#?}");
-    assert!(writes.iter().any(|w| in_ns(w, &tenant_ns) && w.contains("/daemonsets/osquery")), "the allowed agent was applied (the audit log is read)");
+    assert!(
+        writes.iter().any(|w| in_ns(w, &tenant_ns) && w.contains("/daemonsets/osquery")),
+        "the allowed agent was applied (the audit log is read)"
+    );
     let mut changed = admin_agent.clone();
     changed["spec"]["override"]["falco"]["resources"]["limits"]["memory"] = json!("2100Mi");
     apply_agent(&client, &admin_ns, &changed).await;
     wait_for("the admin's change applied", Duration::from_secs(60), || async {
-        let ds = Api::<DaemonSet>::namespaced(client.clone(), &admin_ns).get("falco").await.map_err(|e| e.to_string())?;
-        let limits = ds.spec.and_then(|s| s.template.spec).and_then(|s| s.containers[0].resources.clone()).and_then(|r| r.limits).unwrap_or_default();
+        let ds =
+            Api::<DaemonSet>::namespaced(client.clone(), &admin_ns).get("falco").await.map_err(|e| e.to_string())?;
+        let limits = ds
+            .spec
+            .and_then(|s| s.template.spec)
+            .and_then(|s| s.containers[0].resources.clone())
+            .and_then(|r| r.limits)
+            .unwrap_or_default();
         Ok(limits.get("memory").is_some_and(|q| q.0 == "2100Mi"))
     })
     .await;
     assert!(operator.child.try_wait().unwrap().is_none(), "the operator kept running");
 
-    Api::<SecurityAgent>::namespaced(client.clone(), &unlisted_ns).delete("attack", &DeleteParams::default()).await.unwrap();
+    Api::<SecurityAgent>::namespaced(client.clone(), &unlisted_ns)
+        .delete("attack", &DeleteParams::default())
+        .await
+        .unwrap();
     delete_agent(&client, &admin_ns, "poc-security").await;
     operator.kill();
     registry.stop();
@@ -1028,7 +1340,20 @@ impl PostureEngine {
         let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("posture-{cluster}.log"));
         let file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_secop"))
-            .args(["posture", "run", "--endpoint", es_url, "--cluster-name", cluster, "--index-inventory", inventory, "--index-events", events, "--flush-millis", "200"])
+            .args([
+                "posture",
+                "run",
+                "--endpoint",
+                es_url,
+                "--cluster-name",
+                cluster,
+                "--index-inventory",
+                inventory,
+                "--index-events",
+                events,
+                "--flush-millis",
+                "200",
+            ])
             .env("KUBECONFIG", kubeconfig)
             .env("SECOP_LOG", "info,kube=warn")
             .stdin(Stdio::null())
@@ -1041,7 +1366,9 @@ impl PostureEngine {
 
     /// Kinds whose first list has been applied, per the log.
     fn lists_complete(&self) -> usize {
-        std::fs::read_to_string(&self.log).map(|t| t.lines().filter(|l| l.contains("posture: list complete")).count()).unwrap_or(0)
+        std::fs::read_to_string(&self.log)
+            .map(|t| t.lines().filter(|l| l.contains("posture: list complete")).count())
+            .unwrap_or(0)
     }
 
     fn stop(&mut self) {
@@ -1079,7 +1406,9 @@ fn saved_search_filters() -> BTreeMap<String, Value> {
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
         .filter(|o| o["type"] == "search")
         .map(|o| {
-            let source: Value = serde_json::from_str(o["attributes"]["kibanaSavedObjectMeta"]["searchSourceJSON"].as_str().unwrap()).unwrap();
+            let source: Value =
+                serde_json::from_str(o["attributes"]["kibanaSavedObjectMeta"]["searchSourceJSON"].as_str().unwrap())
+                    .unwrap();
             let filters: Vec<Value> = source["filter"].as_array().unwrap().iter().map(|f| f["query"].clone()).collect();
             (o["id"].as_str().unwrap().to_string(), json!({ "bool": { "filter": filters } }))
         })
@@ -1088,7 +1417,14 @@ fn saved_search_filters() -> BTreeMap<String, Value> {
 
 async fn search(es: &secop_elastic::Elastic, index: &str, query: Value) -> Vec<Value> {
     es.ok(secop_elastic::Method::POST, &format!("{index}/_refresh?ignore_unavailable=true"), None).await.unwrap();
-    let found = es.ok(secop_elastic::Method::POST, &format!("{index}/_search?ignore_unavailable=true"), Some(&json!({ "size": 100, "query": query }))).await.unwrap();
+    let found = es
+        .ok(
+            secop_elastic::Method::POST,
+            &format!("{index}/_search?ignore_unavailable=true"),
+            Some(&json!({ "size": 100, "query": query })),
+        )
+        .await
+        .unwrap();
     found["hits"]["hits"].as_array().unwrap().iter().map(|h| h["_source"].clone()).collect()
 }
 
@@ -1104,15 +1440,30 @@ async fn posture_alerts_outlive_the_risky_pod_and_an_unchanged_resync_writes_not
     let client = client(&env.kubeconfig).await;
     let es = secop_elastic::Elastic::new(&secop_elastic::ElasticConfig::new(vec![es_url.clone()])).unwrap();
     let run = std::process::id();
-    let (cluster, inventory, events) = (format!("e2e-posture-{run}"), format!("posture-inventory-{run}"), format!("posture-events-{run}"));
+    let (cluster, inventory, events) =
+        (format!("e2e-posture-{run}"), format!("posture-inventory-{run}"), format!("posture-events-{run}"));
     // The engine reads with exactly the read-only ClusterRole the posture
     // feature grants its Deployment, as a ServiceAccount of its own.
     let rendered = pipeline::render_file(&repo("deploy/samples/securityagent_full.yaml"), &["--feature", "posture"]);
-    let role = rendered["objects"].as_array().unwrap().iter().find(|o| o["kind"] == "ClusterRole").expect("the posture feature's ClusterRole");
+    let role = rendered["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["kind"] == "ClusterRole")
+        .expect("the posture feature's ClusterRole");
     let reader_kubeconfig = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("kubeconfig-posture-{run}"));
-    service_account_kubeconfig(&client, &env.kubeconfig, &format!("e2e-posture-{run}"), "posture", &role["rules"], &reader_kubeconfig).await;
+    service_account_kubeconfig(
+        &client,
+        &env.kubeconfig,
+        &format!("e2e-posture-{run}"),
+        "posture",
+        &role["rules"],
+        &reader_kubeconfig,
+    )
+    .await;
     let mut engine = PostureEngine::start(&reader_kubeconfig, &es_url, &cluster, &inventory, &events);
-    wait_for("the first list of every kind", Duration::from_secs(120), || async { Ok(engine.lists_complete() >= 15) }).await;
+    wait_for("the first list of every kind", Duration::from_secs(120), || async { Ok(engine.lists_complete() >= 15) })
+        .await;
 
     // The plan's risky pod: privileged, root, in the default namespace.
     let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), "default");
@@ -1133,20 +1484,28 @@ async fn posture_alerts_outlive_the_risky_pod_and_an_unchanged_resync_writes_not
     let alerts = search(&es, &events, of_pod.clone()).await;
     let rules: BTreeSet<&str> = alerts.iter().map(|a| a["rule"]["id"].as_str().unwrap()).collect();
     assert_eq!(rules, BTreeSet::from(["K8S-01", "PSS-B-02", "PSS-R-04"]), "default namespace, privileged, root");
-    assert!(alerts.iter().all(|a| a["finding"]["status"] == "open" && a["event"]["kind"] == "alert" && a["kubernetes"]["pod"]["name"] == name.as_str()));
+    assert!(alerts.iter().all(|a| a["finding"]["status"] == "open"
+        && a["event"]["kind"] == "alert"
+        && a["kubernetes"]["pod"]["name"] == name.as_str()));
 
     // Deleted: the asset is marked deleted, the alerts resolved, and a
     // query still returns them with their evidence.
     pods.delete(&name, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.unwrap();
     wait_for("the risky pod's alerts resolved", Duration::from_secs(60), || async {
-        Ok(search(&es, &events, of_pod.clone()).await.iter().filter(|a| a["finding"]["status"] == "resolved").count() == 3)
+        Ok(search(&es, &events, of_pod.clone()).await.iter().filter(|a| a["finding"]["status"] == "resolved").count()
+            == 3)
     })
     .await;
     let asset = search(&es, &inventory, json!({ "term": { "asset.uid": uid } })).await;
     assert_eq!(asset.len(), 1);
     assert_eq!(asset[0]["asset"]["state"], "deleted");
     assert_eq!(asset[0]["asset"]["name"], name.as_str(), "the deleted asset keeps what it was");
-    let evidence = search(&es, &events, json!({ "bool": { "filter": [of_pod, { "term": { "evidence.securityContext.privileged": "true" } }] } })).await;
+    let evidence = search(
+        &es,
+        &events,
+        json!({ "bool": { "filter": [of_pod, { "term": { "evidence.securityContext.privileged": "true" } }] } }),
+    )
+    .await;
     assert_eq!(evidence.len(), 1, "the privileged alert, found by its evidence after the pod is gone");
     assert_eq!(evidence[0]["posture"]["resolution"], "resource deleted");
     assert_eq!(evidence[0]["finding"]["status"], "resolved");
@@ -1156,8 +1515,17 @@ async fn posture_alerts_outlive_the_risky_pod_and_an_unchanged_resync_writes_not
     let views = saved_search_filters();
     let assets_view = search(&es, &inventory, json!({ "bool": { "filter": [views["secop-search-posture-assets"].clone(), { "term": { "asset.uid": uid } }] } })).await;
     assert!(assets_view.len() == 1 && assets_view[0]["asset"]["state"] == "deleted", "{assets_view:?}");
-    let alerts_view = search(&es, &events, json!({ "bool": { "filter": [views["secop-search-posture-alerts"].clone(), of_pod.clone()] } })).await;
-    assert!(alerts_view.len() == 3 && alerts_view.iter().all(|a| a["finding"]["status"] == "resolved" && a.get("evidence").is_some()), "{alerts_view:?}");
+    let alerts_view = search(
+        &es,
+        &events,
+        json!({ "bool": { "filter": [views["secop-search-posture-alerts"].clone(), of_pod.clone()] } }),
+    )
+    .await;
+    assert!(
+        alerts_view.len() == 3
+            && alerts_view.iter().all(|a| a["finding"]["status"] == "resolved" && a.get("evidence").is_some()),
+        "{alerts_view:?}"
+    );
 
     // A restarted engine restores what the indices hold; its first list of
     // the unchanged cluster writes nothing.
@@ -1166,9 +1534,22 @@ async fn posture_alerts_outlive_the_risky_pod_and_an_unchanged_resync_writes_not
     // The engine reads with exactly the read-only ClusterRole the posture
     // feature grants its Deployment, as a ServiceAccount of its own.
     let rendered = pipeline::render_file(&repo("deploy/samples/securityagent_full.yaml"), &["--feature", "posture"]);
-    let role = rendered["objects"].as_array().unwrap().iter().find(|o| o["kind"] == "ClusterRole").expect("the posture feature's ClusterRole");
+    let role = rendered["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["kind"] == "ClusterRole")
+        .expect("the posture feature's ClusterRole");
     let reader_kubeconfig = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("kubeconfig-posture-{run}"));
-    service_account_kubeconfig(&client, &env.kubeconfig, &format!("e2e-posture-{run}"), "posture", &role["rules"], &reader_kubeconfig).await;
+    service_account_kubeconfig(
+        &client,
+        &env.kubeconfig,
+        &format!("e2e-posture-{run}"),
+        "posture",
+        &role["rules"],
+        &reader_kubeconfig,
+    )
+    .await;
     let restarted = k8s_openapi::jiff::Timestamp::now().to_string();
     let mut engine = PostureEngine::start(&reader_kubeconfig, &es_url, &cluster, &inventory, &events);
     wait_for("the resync's lists", Duration::from_secs(120), || async { Ok(engine.lists_complete() >= 30) }).await;
@@ -1177,10 +1558,15 @@ async fn posture_alerts_outlive_the_risky_pod_and_an_unchanged_resync_writes_not
     if after != before {
         // Which documents the resync wrote, to tell a rewrite of an
         // unchanged asset from an object that really changed meanwhile.
-        let written = search(&es, &format!("{inventory},{events}"), json!({ "bool": { "should": [
+        let written = search(
+            &es,
+            &format!("{inventory},{events}"),
+            json!({ "bool": { "should": [
             { "range": { "asset.last_seen": { "gte": restarted } } },
             { "range": { "finding.last_seen": { "gte": restarted } } },
-        ] } })).await;
+        ] } }),
+        )
+        .await;
         eprintln!("written by the resync: {}", serde_json::to_string_pretty(&written).unwrap());
     }
     assert_eq!(after, before, "an unchanged resync wrote documents");
@@ -1207,14 +1593,25 @@ async fn a_malformed_vulnerability_report_is_skipped_and_named_the_rest_is_synce
     // trivy feature renders them.
     let rendered = pipeline::render_file(&repo("deploy/samples/securityagent_full.yaml"), &["--feature", "trivy"]);
     let objects = rendered["objects"].as_array().unwrap();
-    let crd = objects.iter().find(|o| o["kind"] == "CustomResourceDefinition" && o["metadata"]["name"] == "vulnerabilityreports.aquasecurity.github.io").unwrap();
+    let crd = objects
+        .iter()
+        .find(|o| {
+            o["kind"] == "CustomResourceDefinition"
+                && o["metadata"]["name"] == "vulnerabilityreports.aquasecurity.github.io"
+        })
+        .unwrap();
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.patch("vulnerabilityreports.aquasecurity.github.io", &PatchParams::apply("e2e").force(), &Patch::Apply(crd)).await.unwrap();
-    let reports = dynamic(&client, "aquasecurity.github.io", "v1alpha1", "VulnerabilityReport", "vulnerabilityreports", Some(ns));
-    let entry = |id: &str, resource: &str, severity: &str| json!({
-        "vulnerabilityID": id, "resource": resource, "severity": severity, "title": "t", "installedVersion": "1", "fixedVersion": "2",
-        "lastModifiedDate": "2026-01-01T00:00:00Z", "publishedDate": "2026-01-01T00:00:00Z",
-    });
+    crds.patch("vulnerabilityreports.aquasecurity.github.io", &PatchParams::apply("e2e").force(), &Patch::Apply(crd))
+        .await
+        .unwrap();
+    let reports =
+        dynamic(&client, "aquasecurity.github.io", "v1alpha1", "VulnerabilityReport", "vulnerabilityreports", Some(ns));
+    let entry = |id: &str, resource: &str, severity: &str| {
+        json!({
+            "vulnerabilityID": id, "resource": resource, "severity": severity, "title": "t", "installedVersion": "1", "fixedVersion": "2",
+            "lastModifiedDate": "2026-01-01T00:00:00Z", "publishedDate": "2026-01-01T00:00:00Z",
+        })
+    };
     let long_package = "p".repeat(600);
     let report = json!({
         "apiVersion": "aquasecurity.github.io/v1alpha1", "kind": "VulnerabilityReport",
@@ -1228,22 +1625,42 @@ async fn a_malformed_vulnerability_report_is_skipped_and_named_the_rest_is_synce
         },
     });
     wait_for("the VulnerabilityReport CRD served", Duration::from_secs(30), || async {
-        Ok(reports.patch("replicaset-web-nginx", &PatchParams::apply("e2e").force(), &Patch::Apply(&report)).await.is_ok())
+        Ok(reports
+            .patch("replicaset-web-nginx", &PatchParams::apply("e2e").force(), &Patch::Apply(&report))
+            .await
+            .is_ok())
     })
     .await;
-    let sync_role = objects.iter().find(|o| o["kind"] == "ClusterRole" && o["metadata"]["name"].as_str().unwrap().ends_with("trivy-es-sync")).unwrap();
+    let sync_role = objects
+        .iter()
+        .find(|o| o["kind"] == "ClusterRole" && o["metadata"]["name"].as_str().unwrap().ends_with("trivy-es-sync"))
+        .unwrap();
     let reader = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("kubeconfig-trivy-{run}"));
     service_account_kubeconfig(&client, &env.kubeconfig, ns, "trivy-es-sync", &sync_role["rules"], &reader).await;
 
     let index = format!("trivy-vuln-{run}");
     let out = Command::new(env!("CARGO_BIN_EXE_secop"))
-        .args(["trivy-sync", "--endpoint", &es_url, "--index", &index, "--cluster-name", &format!("e2e-{run}"), "--namespace", ns])
+        .args([
+            "trivy-sync",
+            "--endpoint",
+            &es_url,
+            "--index",
+            &index,
+            "--cluster-name",
+            &format!("e2e-{run}"),
+            "--namespace",
+            ns,
+        ])
         .env("KUBECONFIG", &reader)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "partial success is not success: {stderr}");
-    assert!(stderr.contains(&format!("{ns}/replicaset-web-nginx")) && stderr.contains("report.vulnerabilities[1] has no vulnerabilityID"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{ns}/replicaset-web-nginx"))
+            && stderr.contains("report.vulnerabilities[1] has no vulnerabilityID"),
+        "{stderr}"
+    );
     let es = secop_elastic::Elastic::new(&secop_elastic::ElasticConfig::new(vec![es_url.clone()])).unwrap();
     let found = search(&es, &index, json!({ "match_all": {} })).await;
     let mut ids: Vec<&str> = found.iter().map(|d| d["vulnerability"]["id"].as_str().unwrap()).collect();

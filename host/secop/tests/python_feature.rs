@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 #[path = "common/pipeline.rs"]
 mod pipeline;
 use pipeline::{render_file, sample, scratch};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 fn module() -> PathBuf {
     let path = std::env::var_os("SECOP_PY_FEATURE").map(PathBuf::from).unwrap_or_else(|| {
@@ -35,7 +35,10 @@ fn secop(args: &[&str]) -> Output {
 /// a scratch file.
 fn agent_with_kube_bench(name: &str, config: Value) -> PathBuf {
     let mut agent = sample("deploy/samples/securityagent_full.yaml");
-    agent["spec"]["features"].as_array_mut().unwrap().push(json!({ "name": "kube_bench", "enabled": true, "config": config }));
+    agent["spec"]["features"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({ "name": "kube_bench", "enabled": true, "config": config }));
     let file = scratch(name).join("agent.yaml");
     std::fs::write(&file, serde_yaml::to_string(&agent).unwrap()).unwrap();
     file
@@ -80,7 +83,8 @@ fn secop_feature_contract() -> &'static str {
 
 #[test]
 fn renders_a_least_privilege_cronjob_and_its_receiver() {
-    let rendered = render("py-kube-bench", json!({ "schedule": "15 4 * * *", "benchmark": "cis-1.10", "colour": "blue" }));
+    let rendered =
+        render("py-kube-bench", json!({ "schedule": "15 4 * * *", "benchmark": "cis-1.10", "colour": "blue" }));
 
     // The feature as the render header reports it: the unknown field is a
     // warning, not an error.
@@ -112,11 +116,15 @@ fn renders_a_least_privilege_cronjob_and_its_receiver() {
     assert_eq!(sc["capabilities"], json!({ "drop": ["ALL"] }), "no capability added back");
     assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
     for key in ["requests", "limits"] {
-        assert!(container["resources"][key]["cpu"].is_string() && container["resources"][key]["memory"].is_string(), "resources.{key}");
+        assert!(
+            container["resources"][key]["cpu"].is_string() && container["resources"][key]["memory"].is_string(),
+            "resources.{key}"
+        );
     }
     // Every host path is mounted, and read-only.
     let volumes = pod["volumes"].as_array().unwrap();
-    let host_paths: Vec<&str> = volumes.iter().filter(|v| v["hostPath"].is_object()).map(|v| v["name"].as_str().unwrap()).collect();
+    let host_paths: Vec<&str> =
+        volumes.iter().filter(|v| v["hostPath"].is_object()).map(|v| v["name"].as_str().unwrap()).collect();
     assert!(host_paths.contains(&"etc-kubernetes") && host_paths.contains(&"var-lib-kubelet"), "{host_paths:?}");
     let mounts = container["volumeMounts"].as_array().unwrap();
     for name in &host_paths {
@@ -134,30 +142,50 @@ fn renders_a_least_privilege_cronjob_and_its_receiver() {
     // ...and the gateway routes the reports to the vulnerabilities index.
     let gateway = collector_config(&rendered, "otel-gateway-config");
     let routes = gateway["connectors"]["routing/ctem"]["table"].as_sequence().unwrap();
-    let route = routes.iter().find(|r| r["condition"].as_str().unwrap().contains("\"kube_bench\"")).expect("a route for kube_bench");
+    let route = routes
+        .iter()
+        .find(|r| r["condition"].as_str().unwrap().contains("\"kube_bench\""))
+        .expect("a route for kube_bench");
     assert_eq!(route["pipelines"][0].as_str(), Some("logs/vulnerabilities"));
-    let index = gateway["exporters"].as_mapping().unwrap().values().filter_map(|e| e["logs_index"].as_str()).find(|i| *i == "security-vuln");
+    let index = gateway["exporters"]
+        .as_mapping()
+        .unwrap()
+        .values()
+        .filter_map(|e| e["logs_index"].as_str())
+        .find(|i| *i == "security-vuln");
     assert_eq!(index, Some("security-vuln"));
 }
 
 #[test]
 fn defaults_and_image_from_config() {
     let rendered = render("py-kube-bench-defaults", json!({}));
-    let container = &object(&rendered, "CronJob", "kube-bench")["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0];
+    let container =
+        &object(&rendered, "CronJob", "kube-bench")["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(object(&rendered, "CronJob", "kube-bench")["spec"]["schedule"], "0 3 * * *");
-    assert_eq!(container["args"], json!(["run", "--json"]), "no --benchmark: kube-bench picks it from the node's version");
+    assert_eq!(
+        container["args"],
+        json!(["run", "--json"]),
+        "no --benchmark: kube-bench picks it from the node's version"
+    );
 
     // An image from the config: the cluster policy must allow it (the
     // default allows only the built-in one), as it would in the operator.
-    let file = agent_with_kube_bench("py-kube-bench-image", json!({ "image": "registry.example:5000/kube-bench:v0.15.6" }));
+    let file =
+        agent_with_kube_bench("py-kube-bench-image", json!({ "image": "registry.example:5000/kube-bench:v0.15.6" }));
     let module = module();
     let out = secop(&["render", "-o", "json", "--module", module.to_str().unwrap(), "-f", file.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && stderr.contains("images.allowed") && stderr.contains("registry.example:5000/kube-bench"), "{stderr}");
+    assert!(
+        !out.status.success()
+            && stderr.contains("images.allowed")
+            && stderr.contains("registry.example:5000/kube-bench"),
+        "{stderr}"
+    );
     let policy = scratch("py-kube-bench-policy").join("policy.yaml");
     std::fs::write(&policy, "images:\n  allowed: [\"registry.example:5000/\"]\n").unwrap();
     let rendered = render_file(&file, &["--module", module.to_str().unwrap(), "--policy", policy.to_str().unwrap()]);
-    let container = &object(&rendered, "CronJob", "kube-bench")["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0];
+    let container =
+        &object(&rendered, "CronJob", "kube-bench")["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(container["image"], "registry.example:5000/kube-bench:v0.15.6");
 }
 
@@ -174,7 +202,10 @@ fn a_bad_config_names_the_field() {
         let out = secop(&["render", "-o", "json", "--module", module.to_str().unwrap(), "-f", file.to_str().unwrap()]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{config}: {stderr}");
-        assert!(stderr.contains("feature `kube_bench`") && stderr.contains(field), "{config}: expected {field} in: {stderr}");
+        assert!(
+            stderr.contains("feature `kube_bench`") && stderr.contains(field),
+            "{config}: expected {field} in: {stderr}"
+        );
         assert!(out.stdout.is_empty(), "no objects on a bad config");
     }
 }

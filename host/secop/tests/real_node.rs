@@ -16,13 +16,16 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event, Pod};
-use kube::api::{Api, DeleteParams, ListParams};
 use kube::Client;
-use serde_json::{json, Value};
+use kube::api::{Api, DeleteParams, ListParams};
+use serde_json::{Value, json};
 
 #[path = "common/cluster.rs"]
 mod cluster;
-use cluster::{agent_status, apply_agent, client, condition, create_namespace, live_objects, live_objects_of, repo, wait_for, wait_ready};
+use cluster::{
+    agent_status, apply_agent, client, condition, create_namespace, live_objects, live_objects_of, repo, wait_for,
+    wait_ready,
+};
 use secop_api::SecurityAgent;
 
 const OPERATOR_NAMESPACE: &str = "secop-system";
@@ -43,13 +46,16 @@ struct Env {
 fn env() -> Option<Env> {
     let Some(node) = std::env::var_os("SECOP_NODE_NAME") else {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("CI expects the real node: run the suite with `cargo xtask test` as root (SECOP_NODE_NAME is not set)");
+            panic!(
+                "CI expects the real node: run the suite with `cargo xtask test` as root (SECOP_NODE_NAME is not set)"
+            );
         }
         eprintln!("skipping the real-node test: no real node (run `cargo xtask test` as root)");
         return None;
     };
     let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} (cargo xtask test sets it)"));
-    let images = std::env::vars().filter_map(|(k, v)| Some((k.strip_prefix("SECOP_NODE_IMAGE_")?.to_string(), v))).collect();
+    let images =
+        std::env::vars().filter_map(|(k, v)| Some((k.strip_prefix("SECOP_NODE_IMAGE_")?.to_string(), v))).collect();
     Some(Env {
         kubeconfig: var("SECOP_E2E_KUBECONFIG").into(),
         helm: var("SECOP_HELM").into(),
@@ -78,7 +84,12 @@ impl Env {
 
 fn helm(env: &Env, args: &[&str]) -> String {
     let out = Command::new(&env.helm).args(args).env("KUBECONFIG", &env.kubeconfig).output().unwrap();
-    assert!(out.status.success(), "helm {args:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "helm {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -86,7 +97,9 @@ fn helm(env: &Env, args: &[&str]) -> String {
 /// the collector image built here, everything placed on the real node, and
 /// this test's Elasticsearch (reachable from pods at the node address).
 fn agent(env: &Env, es_url: &str) -> Value {
-    let mut agent: Value = serde_yaml::from_str(&std::fs::read_to_string(repo("deploy/samples/securityagent_full.yaml")).unwrap()).unwrap();
+    let mut agent: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(repo("deploy/samples/securityagent_full.yaml")).unwrap())
+            .unwrap();
     let spec = &mut agent["spec"];
     spec["output"]["elasticsearch"] = json!({ "endpoints": [es_url] });
     for feature in spec["features"].as_array_mut().unwrap() {
@@ -133,14 +146,29 @@ async fn pod_trouble(client: &Client, pod: &Pod) -> String {
     let name = pod.metadata.name.clone().unwrap_or_default();
     let namespace = pod.metadata.namespace.clone().unwrap_or_default();
     let status = pod.status.clone().unwrap_or_default();
-    let mut lines = vec![format!("pod {namespace}/{name}: phase {:?} on {:?}", status.phase, pod.spec.as_ref().and_then(|s| s.node_name.clone()))];
+    let mut lines = vec![format!(
+        "pod {namespace}/{name}: phase {:?} on {:?}",
+        status.phase,
+        pod.spec.as_ref().and_then(|s| s.node_name.clone())
+    )];
     for c in status.init_container_statuses.iter().flatten().chain(status.container_statuses.iter().flatten()) {
-        lines.push(format!("  container {}: ready {} restarts {} state {}", c.name, c.ready, c.restart_count, serde_json::to_string(&c.state).unwrap_or_default()));
+        lines.push(format!(
+            "  container {}: ready {} restarts {} state {}",
+            c.name,
+            c.ready,
+            c.restart_count,
+            serde_json::to_string(&c.state).unwrap_or_default()
+        ));
     }
     let events: Api<Event> = Api::namespaced(client.clone(), &namespace);
     if let Ok(list) = events.list(&ListParams::default().fields(&format!("involvedObject.name={name}"))).await {
         for e in list.items {
-            lines.push(format!("  event {} {}: {}", e.type_.unwrap_or_default(), e.reason.unwrap_or_default(), e.message.unwrap_or_default()));
+            lines.push(format!(
+                "  event {} {}: {}",
+                e.type_.unwrap_or_default(),
+                e.reason.unwrap_or_default(),
+                e.message.unwrap_or_default()
+            ));
         }
     }
     lines.join("\n")
@@ -149,13 +177,21 @@ async fn pod_trouble(client: &Client, pod: &Pod) -> String {
 fn running_and_ready(pod: &Pod) -> bool {
     let status = pod.status.as_ref();
     status.and_then(|s| s.phase.as_deref()) == Some("Running")
-        && status.and_then(|s| s.container_statuses.as_ref()).is_some_and(|cs| !cs.is_empty() && cs.iter().all(|c| c.ready))
+        && status
+            .and_then(|s| s.container_statuses.as_ref())
+            .is_some_and(|cs| !cs.is_empty() && cs.iter().all(|c| c.ready))
 }
 
 /// Pods selected by `labels` (a label selector) in `namespace`.
 async fn pods(client: &Client, namespace: &str, labels: &str) -> Vec<Pod> {
     let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    api.list(&ListParams::default().labels(labels)).await.unwrap().items.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect()
+    api.list(&ListParams::default().labels(labels))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect()
 }
 
 fn selector(labels: &BTreeMap<String, String>) -> String {
@@ -178,7 +214,12 @@ async fn workloads(client: &Client, namespace: &str) -> Vec<(String, String)> {
 
 /// Wait until every pod of every workload in `namespace` runs Ready on the
 /// real node; print the table; on time-out fail with the kubelet's word.
-async fn wait_all_running(client: &Client, env: &Env, namespace: &str, timeout: Duration) -> Vec<(String, String, String)> {
+async fn wait_all_running(
+    client: &Client,
+    env: &Env,
+    namespace: &str,
+    timeout: Duration,
+) -> Vec<(String, String, String)> {
     let start = Instant::now();
     loop {
         let mut table = vec![];
@@ -191,7 +232,11 @@ async fn wait_all_running(client: &Client, env: &Env, namespace: &str, timeout: 
             for pod in found {
                 let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
                 let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
-                table.push((workload.clone(), pod.metadata.name.clone().unwrap_or_default(), format!("{phase} on {node}")));
+                table.push((
+                    workload.clone(),
+                    pod.metadata.name.clone().unwrap_or_default(),
+                    format!("{phase} on {node}"),
+                ));
                 if node != env.node || !running_and_ready(&pod) {
                     trouble.push(pod_trouble(client, &pod).await);
                 }
@@ -204,7 +249,11 @@ async fn wait_all_running(client: &Client, env: &Env, namespace: &str, timeout: 
             return table;
         }
         if start.elapsed() > timeout {
-            panic!("not every workload's pods are Running and Ready on {} after {timeout:?}:\n{}", env.node, trouble.join("\n"));
+            panic!(
+                "not every workload's pods are Running and Ready on {} after {timeout:?}:\n{}",
+                env.node,
+                trouble.join("\n")
+            );
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
@@ -218,7 +267,8 @@ fn uids(pods: &[Pod]) -> BTreeSet<String> {
 async fn wait_rolled(client: &Client, labels: &str, before: &BTreeSet<String>, what: &str) {
     wait_for(what, Duration::from_secs(180), || async {
         let now = pods(client, AGENT_NAMESPACE, labels).await;
-        let fresh = !now.is_empty() && now.iter().all(|p| !before.contains(p.metadata.uid.as_deref().unwrap_or_default()));
+        let fresh =
+            !now.is_empty() && now.iter().all(|p| !before.contains(p.metadata.uid.as_deref().unwrap_or_default()));
         Ok(fresh && now.iter().all(running_and_ready))
     })
     .await;
@@ -236,20 +286,40 @@ fn operator_memory() -> Vec<(u32, f64, f64, f64)> {
             continue;
         }
         let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
-        let Some(path) = cgroups.lines().find_map(|l| l.split(':').nth(2).filter(|_| l.split(':').nth(1) == Some("memory"))) else { continue };
+        let Some(path) =
+            cgroups.lines().find_map(|l| l.split(':').nth(2).filter(|_| l.split(':').nth(1) == Some("memory")))
+        else {
+            continue;
+        };
         if path == "/" {
             continue;
         }
-        let mib = |file: &str| std::fs::read_to_string(format!("/sys/fs/cgroup/memory{path}/{file}")).ok().and_then(|v| v.trim().parse::<f64>().ok()).unwrap_or(0.0) / 1048576.0;
+        let mib = |file: &str| {
+            std::fs::read_to_string(format!("/sys/fs/cgroup/memory{path}/{file}"))
+                .ok()
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+                / 1048576.0
+        };
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let hwm = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok()).unwrap_or(0.0) / 1024.0;
+        let hwm = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0;
         found.push((pid, mib("memory.usage_in_bytes"), mib("memory.max_usage_in_bytes"), hwm));
     }
     found
 }
 
 async fn operator_pods(client: &Client) -> Vec<Pod> {
-    pods(client, OPERATOR_NAMESPACE, &format!("app.kubernetes.io/name=security-operator,app.kubernetes.io/instance={RELEASE}")).await
+    pods(
+        client,
+        OPERATOR_NAMESPACE,
+        &format!("app.kubernetes.io/name=security-operator,app.kubernetes.io/instance={RELEASE}"),
+    )
+    .await
 }
 
 /// test/scenarios/pods.yaml for this node: the busybox image from the
@@ -303,7 +373,11 @@ fn run_script(env: &Env, script: &str, args: &[&str]) {
 /// test/run-ctem-scenarios.sh on this node's scenario pods.
 fn run_ctem_scenarios(env: &Env, es_url: &str, pods: &Path) {
     scenario_pods(env, pods);
-    run_script(env, "test/run-ctem-scenarios.sh", &["--endpoint", es_url, "--pods", pods.to_str().unwrap(), "--timeout", "240"]);
+    run_script(
+        env,
+        "test/run-ctem-scenarios.sh",
+        &["--endpoint", es_url, "--pods", pods.to_str().unwrap(), "--timeout", "240"],
+    );
 }
 
 /// A Job from the ctem-validation CronJob, now; then every scenario
@@ -319,7 +393,10 @@ async fn run_validation_now(client: &Client) {
     .unwrap();
     let jobs: Api<Job> = Api::namespaced(client.clone(), AGENT_NAMESPACE);
     let _ = jobs.delete("ctem-validation-now", &DeleteParams::background()).await;
-    wait_for("an earlier validation Job to go", Duration::from_secs(60), || async { Ok(jobs.get_opt("ctem-validation-now").await.map_err(|e| e.to_string())?.is_none()) }).await;
+    wait_for("an earlier validation Job to go", Duration::from_secs(60), || async {
+        Ok(jobs.get_opt("ctem-validation-now").await.map_err(|e| e.to_string())?.is_none())
+    })
+    .await;
     jobs.create(&kube::api::PostParams::default(), &job).await.unwrap();
     wait_for("the validation Job to finish", Duration::from_secs(420), || async {
         let status = jobs.get("ctem-validation-now").await.map_err(|e| e.to_string())?.status.unwrap_or_default();
@@ -339,7 +416,12 @@ async fn run_validation_now(client: &Client) {
     let pod_name = pod.metadata.name.clone().unwrap();
     let log = |container: &'static str| {
         let (pod_api, pod_name) = (pod_api.clone(), pod_name.clone());
-        async move { pod_api.logs(&pod_name, &kube::api::LogParams { container: Some(container.to_string()), ..Default::default() }).await.unwrap_or_default() }
+        async move {
+            pod_api
+                .logs(&pod_name, &kube::api::LogParams { container: Some(container.to_string()), ..Default::default() })
+                .await
+                .unwrap_or_default()
+        }
     };
     let (scenarios, check) = (log("scenarios").await, log("check").await);
     eprintln!("validation pod {pod_name}, {:.1} s:\n{scenarios}\n{check}", started.elapsed().as_secs_f64());
@@ -348,7 +430,10 @@ async fn run_validation_now(client: &Client) {
     let validation = status.validation.clone().expect("status.validation written by the check");
     assert_eq!(validation.pod.as_deref(), Some(pod_name.as_str()));
     let failed: Vec<_> = validation.scenarios.iter().filter(|s| s.result != "Passed").collect();
-    assert!(failed.is_empty() && validation.scenarios.len() == 5, "every scenario detected by every enabled tool: {failed:?}\n{scenarios}\n{check}");
+    assert!(
+        failed.is_empty() && validation.scenarios.len() == 5,
+        "every scenario detected by every enabled tool: {failed:?}\n{scenarios}\n{check}"
+    );
     wait_for("the Validated condition", Duration::from_secs(60), || async {
         let agent = agents.get("poc-security").await.map_err(|e| e.to_string())?;
         Ok(condition(&agent, "Validated").is_some_and(|(status, _)| status == "True"))
@@ -365,14 +450,23 @@ async fn helm_install_runs_every_rendered_workload_on_a_real_node() {
     // Pods reach this Elasticsearch at the node's address.
     let es_dir = tmp.join("real-node-elasticsearch");
     let _ = std::fs::remove_dir_all(&es_dir);
-    let es = secop_test_harness::Elasticsearch::start_also_on(&env.es_home, &es_dir, secop_test_harness::free_port(), &env.node_ip).unwrap();
+    let es = secop_test_harness::Elasticsearch::start_also_on(
+        &env.es_home,
+        &es_dir,
+        secop_test_harness::free_port(),
+        &env.node_ip,
+    )
+    .unwrap();
     let es_for_pods = format!("http://{}:{}", env.node_ip, es.port);
 
     // What a failed earlier run on a cluster kept up left behind.
     let agents: Api<SecurityAgent> = Api::namespaced(client.clone(), AGENT_NAMESPACE);
     if agents.get_opt("poc-security").await.ok().flatten().is_some() {
         let no_finalizers = json!({ "metadata": { "finalizers": null } });
-        agents.patch("poc-security", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&no_finalizers)).await.unwrap();
+        agents
+            .patch("poc-security", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&no_finalizers))
+            .await
+            .unwrap();
         let _ = agents.delete("poc-security", &DeleteParams::default()).await;
     }
     helm(&env, &["uninstall", RELEASE, "--namespace", OPERATOR_NAMESPACE, "--ignore-not-found", "--wait"]);
@@ -386,32 +480,54 @@ async fn helm_install_runs_every_rendered_workload_on_a_real_node() {
     // and the stand-in images of the cluster's registry (override images
     // of the built-in features are refused by default).
     let registry_host = operator_image.split('/').next().unwrap();
-    let policy = json!({ "agentNamespaces": [AGENT_NAMESPACE], "images": { "allowed": [format!("{registry_host}/")] } });
+    let policy =
+        json!({ "agentNamespaces": [AGENT_NAMESPACE], "images": { "allowed": [format!("{registry_host}/")] } });
     // The chart grants the features' Role rules in each listed namespace:
     // it must exist first, as an admin creates a team's namespace first.
     create_namespace(&client, AGENT_NAMESPACE).await;
     let installed = Instant::now();
-    helm(&env, &[
-        "install", RELEASE, repo("deploy/helm/security-operator").to_str().unwrap(),
-        "--namespace", OPERATOR_NAMESPACE, "--create-namespace",
-        "--set", &format!("image.repository={repository}"), "--set", &format!("image.tag={tag}"),
-        "--set-json", &format!("tolerations={}", placement["tolerations"]),
-        "--set-json", &format!("nodeSelector={}", placement["nodeSelector"]),
-        "--set-json", &format!("policy.agentNamespaces={}", policy["agentNamespaces"]),
-        "--set-json", &format!("policy.images={}", policy["images"]),
-        "--wait", "--timeout", "5m",
-    ]);
+    helm(
+        &env,
+        &[
+            "install",
+            RELEASE,
+            repo("deploy/helm/security-operator").to_str().unwrap(),
+            "--namespace",
+            OPERATOR_NAMESPACE,
+            "--create-namespace",
+            "--set",
+            &format!("image.repository={repository}"),
+            "--set",
+            &format!("image.tag={tag}"),
+            "--set-json",
+            &format!("tolerations={}", placement["tolerations"]),
+            "--set-json",
+            &format!("nodeSelector={}", placement["nodeSelector"]),
+            "--set-json",
+            &format!("policy.agentNamespaces={}", policy["agentNamespaces"]),
+            "--set-json",
+            &format!("policy.images={}", policy["images"]),
+            "--wait",
+            "--timeout",
+            "5m",
+        ],
+    );
     let operators = operator_pods(&client).await;
     assert_eq!(operators.len(), 2, "two operator replicas");
     for pod in &operators {
         assert!(running_and_ready(pod), "{}", pod_trouble(&client, pod).await);
         assert_eq!(pod.spec.as_ref().unwrap().node_name.as_deref(), Some(env.node.as_str()));
-        assert_eq!(pod.spec.as_ref().unwrap().service_account_name.as_deref(), Some(RELEASE), "runs as the chart's ServiceAccount");
+        assert_eq!(
+            pod.spec.as_ref().unwrap().service_account_name.as_deref(),
+            Some(RELEASE),
+            "runs as the chart's ServiceAccount"
+        );
     }
     let names: BTreeSet<String> = operators.iter().filter_map(|p| p.metadata.name.clone()).collect();
     let leases: Api<Lease> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
     wait_for("one operator pod to hold the lease", Duration::from_secs(60), || async {
-        let holder = leases.get_opt("security-operator").await.map_err(|e| e.to_string())?.and_then(|l| l.spec?.holder_identity);
+        let holder =
+            leases.get_opt("security-operator").await.map_err(|e| e.to_string())?.and_then(|l| l.spec?.holder_identity);
         Ok(holder.is_some_and(|h| names.contains(&h)))
     })
     .await;
@@ -424,9 +540,19 @@ async fn helm_install_runs_every_rendered_workload_on_a_real_node() {
     let table = wait_all_running(&client, &env, AGENT_NAMESPACE, Duration::from_secs(300)).await;
     eprintln!("helm install → every pod Ready: {:.1} s", installed.elapsed().as_secs_f64());
     for (pid, usage, peak, hwm) in operator_memory() {
-        eprintln!("operator pod process {pid}: cgroup memory {usage:.1} MiB (peak {peak:.1} MiB), peak RSS {hwm:.1} MiB");
+        eprintln!(
+            "operator pod process {pid}: cgroup memory {usage:.1} MiB (peak {peak:.1} MiB), peak RSS {hwm:.1} MiB"
+        );
     }
-    for expected in ["DaemonSet/falco", "DaemonSet/tetragon", "DaemonSet/osquery", "DaemonSet/otel-node", "Deployment/otel-gateway", "Deployment/trivy-operator", "Deployment/posture"] {
+    for expected in [
+        "DaemonSet/falco",
+        "DaemonSet/tetragon",
+        "DaemonSet/osquery",
+        "DaemonSet/otel-node",
+        "Deployment/otel-gateway",
+        "Deployment/trivy-operator",
+        "Deployment/posture",
+    ] {
         assert!(table.iter().any(|(w, _, _)| w == expected), "{expected} has a pod on the real node");
     }
 
@@ -439,7 +565,10 @@ async fn helm_install_runs_every_rendered_workload_on_a_real_node() {
     // installed; `secop ctem-report` must then find no failed check.
     let shipped = Instant::now();
     run_ctem_scenarios(&env, &es.url(), &tmp.join("real-node-scenario-pods.yaml"));
-    eprintln!("scenarios run and every CTEM check passed {:.1} s after every pod was Ready", shipped.elapsed().as_secs_f64());
+    eprintln!(
+        "scenarios run and every CTEM check passed {:.1} s after every pod was Ready",
+        shipped.elapsed().as_secs_f64()
+    );
 
     // Continuous validation (spec.tests): the CronJob's Job, started now
     // instead of on schedule, performs the scenarios in its own pod and
@@ -453,7 +582,11 @@ async fn helm_install_runs_every_rendered_workload_on_a_real_node() {
     // the steps below check the same on the pods themselves.
     let agent_file = tmp.join("real-node-agent.yaml");
     std::fs::write(&agent_file, serde_yaml::to_string(&agent).unwrap()).unwrap();
-    run_script(&env, "demo/live-demo.sh", &["--agent", agent_file.to_str().unwrap(), "--endpoint", &es.url(), "--keep"]);
+    run_script(
+        &env,
+        "demo/live-demo.sh",
+        &["--agent", agent_file.to_str().unwrap(), "--endpoint", &es.url(), "--keep"],
+    );
 
     // The trivy-es-sync Deployment's pod: templates installed, the reports
     // watched, a full sync done (the stand-in Trivy Operator writes none).
@@ -502,18 +635,36 @@ async fn helm_install_runs_every_rendered_workload_on_a_real_node() {
     let current: SecurityAgent = agent_status(&client, AGENT_NAMESPACE, "poc-security").await.unwrap();
     let inventory = current.status.as_ref().unwrap().inventory.clone();
     assert!(!live_objects(&client, AGENT_NAMESPACE, &current).await.is_empty());
-    Api::<SecurityAgent>::namespaced(client.clone(), AGENT_NAMESPACE).delete("poc-security", &DeleteParams::default()).await.unwrap();
+    Api::<SecurityAgent>::namespaced(client.clone(), AGENT_NAMESPACE)
+        .delete("poc-security", &DeleteParams::default())
+        .await
+        .unwrap();
     // CRDs stay by design: deleting one deletes every object of its kind in
     // the cluster (README, "What a reconcile does").
     wait_for("every object of the agent but its CRDs to be gone", Duration::from_secs(120), || async {
-        let agent_gone = Api::<SecurityAgent>::namespaced(client.clone(), AGENT_NAMESPACE).get_opt("poc-security").await.map_err(|e| e.to_string())?.is_none();
-        let left: Vec<_> = live_objects_of(&client, AGENT_NAMESPACE, "poc-security", &inventory).await.into_iter().filter(|(kind, _)| kind != "CustomResourceDefinition").collect();
+        let agent_gone = Api::<SecurityAgent>::namespaced(client.clone(), AGENT_NAMESPACE)
+            .get_opt("poc-security")
+            .await
+            .map_err(|e| e.to_string())?
+            .is_none();
+        let left: Vec<_> = live_objects_of(&client, AGENT_NAMESPACE, "poc-security", &inventory)
+            .await
+            .into_iter()
+            .filter(|(kind, _)| kind != "CustomResourceDefinition")
+            .collect();
         if agent_gone && left.is_empty() { Ok(true) } else { Err(format!("left: {left:?}")) }
     })
     .await;
     wait_for("the agent's pods to terminate", Duration::from_secs(120), || async {
         let api: Api<Pod> = Api::namespaced(client.clone(), AGENT_NAMESPACE);
-        let left: Vec<String> = api.list(&ListParams::default()).await.map_err(|e| e.to_string())?.items.into_iter().filter_map(|p| p.metadata.name).collect();
+        let left: Vec<String> = api
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?
+            .items
+            .into_iter()
+            .filter_map(|p| p.metadata.name)
+            .collect();
         if left.is_empty() { Ok(true) } else { Err(format!("left: {left:?}")) }
     })
     .await;
@@ -521,7 +672,8 @@ async fn helm_install_runs_every_rendered_workload_on_a_real_node() {
     assert_eq!(operators.len(), 2);
     for pod in &operators {
         assert!(running_and_ready(pod), "{}", pod_trouble(&client, pod).await);
-        let restarts: i32 = pod.status.as_ref().unwrap().container_statuses.iter().flatten().map(|c| c.restart_count).sum();
+        let restarts: i32 =
+            pod.status.as_ref().unwrap().container_statuses.iter().flatten().map(|c| c.restart_count).sum();
         assert_eq!(restarts, 0, "operator pod {} restarted", pod.metadata.name.as_deref().unwrap_or_default());
     }
 

@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use secop_test_harness::{free_port, Registry};
+use secop_test_harness::{Registry, free_port};
 
 #[path = "common/pipeline.rs"]
 mod pipeline;
@@ -18,7 +18,9 @@ use pipeline::{component, scratch, sha256_hex};
 fn registry_bin() -> Option<PathBuf> {
     match std::env::var_os("SECOP_REGISTRY_BIN") {
         Some(bin) => Some(bin.into()),
-        None if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("CI expects the OCI registry: run the suite with `cargo xtask test` (SECOP_REGISTRY_BIN not set)"),
+        None if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI expects the OCI registry: run the suite with `cargo xtask test` (SECOP_REGISTRY_BIN not set)")
+        }
         None => {
             eprintln!("skipping registry test: no docker-registry (run `cargo xtask test`)");
             None
@@ -33,12 +35,22 @@ struct Cli {
 
 impl Cli {
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_secop")).args(args).args(["--plain-http", &self.registry]).env("SECOP_CACHE_DIR", &self.cache).output().unwrap()
+        Command::new(env!("CARGO_BIN_EXE_secop"))
+            .args(args)
+            .args(["--plain-http", &self.registry])
+            .env("SECOP_CACHE_DIR", &self.cache)
+            .output()
+            .unwrap()
     }
 
     fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert!(out.status.success(), "secop {args:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "secop {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -73,7 +85,9 @@ fn feature_modules_round_trip_through_a_real_registry() {
     assert_ne!(line_value(&pushed, "manifest:"), line_value(&pushed_wkg, "manifest:"));
 
     // pull accepts both layouts and returns the very bytes pushed.
-    for (reference, manifest) in [(&image, line_value(&pushed, "manifest:")), (&wkg_image, line_value(&pushed_wkg, "manifest:"))] {
+    for (reference, manifest) in
+        [(&image, line_value(&pushed, "manifest:")), (&wkg_image, line_value(&pushed_wkg, "manifest:"))]
+    {
         let out = dir.join("pulled.wasm");
         let pulled = cli.ok(&["feature", "pull", reference, "-o", out.to_str().unwrap()]);
         assert_eq!(line_value(&pulled, "component:"), want, "{reference}");
@@ -106,11 +120,15 @@ fn feature_modules_round_trip_through_a_real_registry() {
     // A wrong pin: refused, naming the module and both digests.
     let wrong = "0".repeat(64);
     let refused = cli.fails(&["feature", "pull", &image, "--sha256", &wrong]);
-    assert!(refused.contains("falco") && refused.contains(&wrong) && refused.contains(want.trim_start_matches("sha256:")), "{refused}");
+    assert!(
+        refused.contains("falco") && refused.contains(&wrong) && refused.contains(want.trim_start_matches("sha256:")),
+        "{refused}"
+    );
     // A file that is not a component is refused before it reaches the registry.
     let junk = dir.join("junk.wasm");
     std::fs::write(&junk, b"not a component").unwrap();
-    let refused = cli.fails(&["feature", "push", junk.to_str().unwrap(), &format!("{}/features/junk:1", registry.host())]);
+    let refused =
+        cli.fails(&["feature", "push", junk.to_str().unwrap(), &format!("{}/features/junk:1", registry.host())]);
     assert!(refused.contains("is not WebAssembly"), "{refused}");
 
     // Registry down: the cache answers, and says so.
@@ -143,14 +161,20 @@ fn an_oversized_module_is_refused_before_its_download() {
         pull_policy: secop_oci::PullPolicy::Always,
         credentials: Default::default(),
     };
-    let limits = secop_oci::FetchLimits { max_module_bytes: falco.len() as u64 - 1, timeout: std::time::Duration::from_secs(5) };
+    let limits =
+        secop_oci::FetchLimits { max_module_bytes: falco.len() as u64 - 1, timeout: std::time::Duration::from_secs(5) };
     let store = secop_oci::ModuleStore::new(dir.join("cache"), vec![host.clone()]).with_limits(limits);
-    runtime.block_on(store.push(&image, &falco, Default::default(), secop_oci::Layout::Secop, &Default::default())).unwrap();
+    runtime
+        .block_on(store.push(&image, &falco, Default::default(), secop_oci::Layout::Secop, &Default::default()))
+        .unwrap();
 
     let error = runtime.block_on(store.fetch(&source(&image))).err().expect("over the limit");
     assert_eq!(error.reason(), "ModuleTooLarge", "{error}");
     assert!(error.to_string().contains(&format!("{} bytes (per its manifest)", falco.len())), "{error}");
-    assert!(!dir.join("cache/blobs").exists() || std::fs::read_dir(dir.join("cache/blobs")).unwrap().next().is_none(), "nothing cached");
+    assert!(
+        !dir.join("cache/blobs").exists() || std::fs::read_dir(dir.join("cache/blobs")).unwrap().next().is_none(),
+        "nothing cached"
+    );
     let fits = secop_oci::ModuleStore::new(dir.join("cache"), vec![host.clone()]);
     assert!(runtime.block_on(fits.fetch(&source(&image))).is_ok(), "within the default limit it is fetched");
 
@@ -160,7 +184,8 @@ fn an_oversized_module_is_refused_before_its_download() {
     let store = secop_oci::ModuleStore::new(dir.join("cache-silent"), vec![silent_host.clone()])
         .with_limits(secop_oci::FetchLimits { timeout: std::time::Duration::from_secs(2), ..Default::default() });
     let started = std::time::Instant::now();
-    let error = runtime.block_on(store.fetch(&source(&format!("{silent_host}/features/falco:1")))).err().expect("no answer");
+    let error =
+        runtime.block_on(store.fetch(&source(&format!("{silent_host}/features/falco:1")))).err().expect("no answer");
     assert_eq!(error.reason(), "RegistryUnavailable", "{error}");
     assert!(error.to_string().contains("no complete answer within 2s"), "{error}");
     eprintln!("silent registry given up after {:.1?}", started.elapsed());

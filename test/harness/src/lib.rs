@@ -35,7 +35,11 @@ pub fn http(method: &str, port: u16, path: &str, body: Option<&str>) -> Result<(
     let mut response = vec![];
     stream.read_to_end(&mut response).map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&response);
-    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| format!("no HTTP status in {text:.100}"))?;
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("no HTTP status in {text:.100}"))?;
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     Ok((status, dechunk(&body)))
 }
@@ -90,7 +94,13 @@ impl Process {
 
     /// Spawn, then wait until `ready` or the
     /// process dies; either failure carries the tail of its log.
-    pub fn spawn_ready(name: &str, command: Command, log: &Path, timeout: Duration, mut ready: impl FnMut() -> bool) -> Result<Self> {
+    pub fn spawn_ready(
+        name: &str,
+        command: Command,
+        log: &Path,
+        timeout: Duration,
+        mut ready: impl FnMut() -> bool,
+    ) -> Result<Self> {
         let mut process = Self::spawn(name, command, log)?;
         let waited = wait_until(name, timeout, || !process.alive() || ready());
         if !process.alive() {
@@ -182,7 +192,8 @@ impl Elasticsearch {
         if !dir.join("config").exists() {
             copy_dir(&self.home.join("config"), &dir.join("config"))?;
         }
-        let java_home = std::env::var("ES_JAVA_HOME").or_else(|_| std::env::var("JAVA_HOME")).unwrap_or_else(|_| java_home());
+        let java_home =
+            std::env::var("ES_JAVA_HOME").or_else(|_| std::env::var("JAVA_HOME")).unwrap_or_else(|_| java_home());
         let heap = std::env::var("SECOP_ES_HEAP").unwrap_or_else(|_| "512m".into());
         let es = self.home.join("bin/elasticsearch");
         // Elasticsearch refuses to run as root; inside a user namespace the
@@ -204,16 +215,26 @@ impl Elasticsearch {
             .args(["-E", "discovery.type=single-node"])
             .args(match &self.also_on {
                 None => vec!["-E".to_string(), "network.host=127.0.0.1".to_string()],
-                Some(address) => ["-E", &format!("network.bind_host=127.0.0.1,{address}"), "-E", "network.publish_host=127.0.0.1"].map(String::from).to_vec(),
+                Some(address) => {
+                    ["-E", &format!("network.bind_host=127.0.0.1,{address}"), "-E", "network.publish_host=127.0.0.1"]
+                        .map(String::from)
+                        .to_vec()
+                }
             })
             .args(["-E", &format!("http.port={}", self.port), "-E", &format!("transport.port={}", free_port())])
             .args(["-E", &format!("path.data={}", p("data")), "-E", &format!("path.logs={}", p("logs"))])
-            .args(["-E", "xpack.security.enabled=false", "-E", "cluster.routing.allocation.disk.threshold_enabled=false"])
+            .args([
+                "-E",
+                "xpack.security.enabled=false",
+                "-E",
+                "cluster.routing.allocation.disk.threshold_enabled=false",
+            ])
             .args(["-E", "action.destructive_requires_name=false"]);
         let port = self.port;
-        let process = Process::spawn_ready("elasticsearch", command, &dir.join("out.log"), Duration::from_secs(180), || {
-            matches!(http("GET", port, "/_cluster/health?wait_for_status=yellow&timeout=1s", None), Ok((200, _)))
-        })?;
+        let process =
+            Process::spawn_ready("elasticsearch", command, &dir.join("out.log"), Duration::from_secs(180), || {
+                matches!(http("GET", port, "/_cluster/health?wait_for_status=yellow&timeout=1s", None), Ok((200, _)))
+            })?;
         self.process = Some(process);
         Ok(())
     }
@@ -233,7 +254,8 @@ fn is_root() -> bool {
 /// The JDK that runs Elasticsearch: `java` on PATH, resolved.
 fn java_home() -> String {
     let java = Command::new("sh").args(["-c", "readlink -f \"$(command -v java)\""]).output().ok();
-    java.map(|o| String::from_utf8_lossy(&o.stdout).trim().trim_end_matches("/bin/java").to_string()).unwrap_or_default()
+    java.map(|o| String::from_utf8_lossy(&o.stdout).trim().trim_end_matches("/bin/java").to_string())
+        .unwrap_or_default()
 }
 
 /// Copy a directory tree.
@@ -259,13 +281,22 @@ pub struct Collector {
 }
 
 impl Collector {
-    pub fn start(bin: &Path, name: &str, config: &Path, health_port: u16, env: &[(&str, String)], log: &Path) -> Result<Self> {
+    pub fn start(
+        bin: &Path,
+        name: &str,
+        config: &Path,
+        health_port: u16,
+        env: &[(&str, String)],
+        log: &Path,
+    ) -> Result<Self> {
         let mut command = Command::new(bin);
         command.arg(format!("--config={}", config.display()));
         for (k, v) in env {
             command.env(k, v);
         }
-        let process = Process::spawn_ready(name, command, log, Duration::from_secs(60), || matches!(http("GET", health_port, "/", None), Ok((200, _))))?;
+        let process = Process::spawn_ready(name, command, log, Duration::from_secs(60), || {
+            matches!(http("GET", health_port, "/", None), Ok((200, _)))
+        })?;
         Ok(Self { process, health_port })
     }
 }
@@ -310,7 +341,10 @@ impl Registry {
         let mut command = Command::new(&self.bin);
         command.arg("serve").arg(self.dir.join("config.yml"));
         let port = self.port;
-        let process = Process::spawn_ready("registry", command, &self.dir.join("registry.log"), Duration::from_secs(30), || matches!(http("GET", port, "/v2/", None), Ok((200, _))))?;
+        let process =
+            Process::spawn_ready("registry", command, &self.dir.join("registry.log"), Duration::from_secs(30), || {
+                matches!(http("GET", port, "/v2/", None), Ok((200, _)))
+            })?;
         self.process = Some(process);
         Ok(())
     }

@@ -39,11 +39,7 @@ pub fn render(registry: &Registry, agent: &SecurityAgent) -> Rendered {
 
 /// The objects as one YAML stream (the golden format).
 pub fn yaml_stream(rendered: &Rendered) -> String {
-    rendered
-        .objects
-        .iter()
-        .map(|(_, v)| format!("---\n{}", serde_yaml::to_string(v).unwrap()))
-        .collect()
+    rendered.objects.iter().map(|(_, v)| format!("---\n{}", serde_yaml::to_string(v).unwrap())).collect()
 }
 
 pub fn find<'a>(rendered: &'a Rendered, kind: &str, name: &str) -> Option<&'a Value> {

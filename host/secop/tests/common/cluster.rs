@@ -9,15 +9,16 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
-use kube::core::GroupVersionKind;
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::GroupVersionKind;
 use kube::{Client, Config};
 use secop_api::SecurityAgent;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 pub async fn client(kubeconfig: &Path) -> Client {
     let kubeconfig = Kubeconfig::read_from(kubeconfig).expect("kubeconfig");
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("client config");
+    let config =
+        Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("client config");
     Client::try_from(config).expect("client")
 }
 
@@ -44,14 +45,22 @@ where
 }
 
 pub async fn install_crd(client: &Client) {
-    let crd: CustomResourceDefinition = serde_yaml::from_str(&std::fs::read_to_string(repo("deploy/crds/security.example.io_securityagents.yaml")).unwrap()).unwrap();
+    let crd: CustomResourceDefinition = serde_yaml::from_str(
+        &std::fs::read_to_string(repo("deploy/crds/security.example.io_securityagents.yaml")).unwrap(),
+    )
+    .unwrap();
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    api.patch("securityagents.security.example.io", &PatchParams::apply("e2e").force(), &Patch::Apply(&crd)).await.unwrap();
+    api.patch("securityagents.security.example.io", &PatchParams::apply("e2e").force(), &Patch::Apply(&crd))
+        .await
+        .unwrap();
     wait_for("the SecurityAgent CRD", Duration::from_secs(30), || {
         let api = api.clone();
         async move {
             let crd = api.get("securityagents.security.example.io").await.map_err(|e| e.to_string())?;
-            Ok(crd.status.and_then(|s| s.conditions).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True")))
+            Ok(crd
+                .status
+                .and_then(|s| s.conditions)
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True")))
         }
     })
     .await;
@@ -96,28 +105,44 @@ pub async fn wait_ready(client: &Client, namespace: &str, name: &str, timeout: D
     .await;
 }
 
-
 /// Delete the agent and wait until it is gone (its finalizer ran).
 pub async fn delete_agent(client: &Client, namespace: &str, name: &str) {
     let api: Api<SecurityAgent> = Api::namespaced(client.clone(), namespace);
     api.delete(name, &kube::api::DeleteParams::default()).await.unwrap();
-    wait_for("the agent to be gone", Duration::from_secs(60), || async { Ok(api.get_opt(name).await.map_err(|e| e.to_string())?.is_none()) }).await;
+    wait_for("the agent to be gone", Duration::from_secs(60), || async {
+        Ok(api.get_opt(name).await.map_err(|e| e.to_string())?.is_none())
+    })
+    .await;
 }
 
 /// (kind, name) of every live object labelled as this agent's, across the
 /// kinds of `inventory` (its status inventory); a kind whose CRD is gone
 /// has no objects.
-pub async fn live_objects(client: &Client, namespace: &str, agent: &SecurityAgent) -> std::collections::BTreeSet<(String, String)> {
-    live_objects_of(client, namespace, agent.metadata.name.as_ref().unwrap(), &agent.status.as_ref().unwrap().inventory).await
+pub async fn live_objects(
+    client: &Client,
+    namespace: &str,
+    agent: &SecurityAgent,
+) -> std::collections::BTreeSet<(String, String)> {
+    live_objects_of(client, namespace, agent.metadata.name.as_ref().unwrap(), &agent.status.as_ref().unwrap().inventory)
+        .await
 }
 
-pub async fn live_objects_of(client: &Client, namespace: &str, name: &str, inventory: &[String]) -> std::collections::BTreeSet<(String, String)> {
+pub async fn live_objects_of(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    inventory: &[String],
+) -> std::collections::BTreeSet<(String, String)> {
     let selector = format!("security.example.io/owner={name},security.example.io/owner-namespace={namespace}");
     let mut found = std::collections::BTreeSet::new();
     for id in inventory {
         let (api_version, kind) = id.rsplit_once('/').unwrap();
         let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-        let Ok((resource, caps)) = kube::discovery::pinned_kind(client, &GroupVersionKind::gvk(group, version, kind)).await else { continue };
+        let Ok((resource, caps)) =
+            kube::discovery::pinned_kind(client, &GroupVersionKind::gvk(group, version, kind)).await
+        else {
+            continue;
+        };
         let api: Api<DynamicObject> = if caps.scope == kube::discovery::Scope::Namespaced {
             Api::namespaced_with(client.clone(), namespace, &resource)
         } else {
@@ -135,17 +160,30 @@ pub async fn live_objects_of(client: &Client, namespace: &str, name: &str, inven
     found
 }
 
-
 /// A kubeconfig for a ServiceAccount `name` in `namespace` bound to a
 /// ClusterRole with exactly `rules`, with a token from the TokenRequest
 /// API: how a test runs a component under its own least privilege.
-pub async fn service_account_kubeconfig(client: &Client, admin_kubeconfig: &Path, namespace: &str, name: &str, rules: &Value, path: &Path) -> PathBuf {
+pub async fn service_account_kubeconfig(
+    client: &Client,
+    admin_kubeconfig: &Path,
+    namespace: &str,
+    name: &str,
+    rules: &Value,
+    path: &Path,
+) -> PathBuf {
     use k8s_openapi::api::core::v1::ServiceAccount;
     use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
     create_namespace(client, namespace).await;
     let apply = PatchParams::apply("e2e").force();
     let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
-    accounts.patch(name, &apply, &Patch::Apply(json!({ "apiVersion": "v1", "kind": "ServiceAccount", "metadata": { "name": name } }))).await.unwrap();
+    accounts
+        .patch(
+            name,
+            &apply,
+            &Patch::Apply(json!({ "apiVersion": "v1", "kind": "ServiceAccount", "metadata": { "name": name } })),
+        )
+        .await
+        .unwrap();
     let role_name = format!("{namespace}-{name}");
     Api::<ClusterRole>::all(client.clone())
         .patch(&role_name, &apply, &Patch::Apply(json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": { "name": role_name }, "rules": rules })))
@@ -167,10 +205,16 @@ pub async fn service_account_kubeconfig(client: &Client, admin_kubeconfig: &Path
 }
 
 /// A kubeconfig with a TokenRequest token of the ServiceAccount `name`.
-async fn token_kubeconfig(accounts: &Api<k8s_openapi::api::core::v1::ServiceAccount>, admin_kubeconfig: &Path, name: &str, path: &Path) -> PathBuf {
+async fn token_kubeconfig(
+    accounts: &Api<k8s_openapi::api::core::v1::ServiceAccount>,
+    admin_kubeconfig: &Path,
+    name: &str,
+    path: &Path,
+) -> PathBuf {
     use k8s_openapi::api::authentication::v1::TokenRequest;
     let request: TokenRequest = serde_json::from_value(json!({ "spec": { "expirationSeconds": 3600 } })).unwrap();
-    let token = accounts.create_token_request(name, &PostParams::default(), &request).await.unwrap().status.unwrap().token;
+    let token =
+        accounts.create_token_request(name, &PostParams::default(), &request).await.unwrap().status.unwrap().token;
     let mut kubeconfig: Value = serde_yaml::from_str(&std::fs::read_to_string(admin_kubeconfig).unwrap()).unwrap();
     kubeconfig["users"] = json!([ { "name": "user", "user": { "token": token } } ]);
     std::fs::write(path, serde_yaml::to_string(&kubeconfig).unwrap()).unwrap();
@@ -180,13 +224,26 @@ async fn token_kubeconfig(accounts: &Api<k8s_openapi::api::core::v1::ServiceAcco
 /// The identity of a tenant: a ServiceAccount `name` in `namespace` that
 /// may manage SecurityAgents there and nothing else (a Role, no
 /// cluster-wide binding).
-pub async fn tenant_kubeconfig(client: &Client, admin_kubeconfig: &Path, namespace: &str, name: &str, path: &Path) -> PathBuf {
+pub async fn tenant_kubeconfig(
+    client: &Client,
+    admin_kubeconfig: &Path,
+    namespace: &str,
+    name: &str,
+    path: &Path,
+) -> PathBuf {
     use k8s_openapi::api::core::v1::ServiceAccount;
     use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
     create_namespace(client, namespace).await;
     let apply = PatchParams::apply("e2e").force();
     let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
-    accounts.patch(name, &apply, &Patch::Apply(json!({ "apiVersion": "v1", "kind": "ServiceAccount", "metadata": { "name": name } }))).await.unwrap();
+    accounts
+        .patch(
+            name,
+            &apply,
+            &Patch::Apply(json!({ "apiVersion": "v1", "kind": "ServiceAccount", "metadata": { "name": name } })),
+        )
+        .await
+        .unwrap();
     let rules = json!([{ "apiGroups": ["security.example.io"], "resources": ["securityagents"], "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"] }]);
     Api::<Role>::namespaced(client.clone(), namespace)
         .patch(name, &apply, &Patch::Apply(json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": { "name": name }, "rules": rules })))

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use secop_test_harness::{free_port, Collector};
-use serde_json::{json, Value};
+use secop_test_harness::{Collector, free_port};
+use serde_json::{Value, json};
 
 pub fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
@@ -58,14 +58,26 @@ pub fn render_collector_configs(agent: &Value, dir: &Path) -> BTreeMap<String, S
         .unwrap()
         .iter()
         .filter(|o| o["kind"] == "ConfigMap" && o["metadata"]["name"].as_str().unwrap().starts_with("otel-"))
-        .map(|o| (o["metadata"]["name"].as_str().unwrap().to_string(), o["data"]["config.yaml"].as_str().unwrap().to_string()))
+        .map(|o| {
+            (
+                o["metadata"]["name"].as_str().unwrap().to_string(),
+                o["data"]["config.yaml"].as_str().unwrap().to_string(),
+            )
+        })
         .collect()
 }
 
 /// `_count` of `query`, 0 while the index cannot answer yet (a
 /// just-created index answers 503 until its shard has started).
 pub async fn count_or_zero(es: &secop_elastic::Elastic, index: &str, query: &Value) -> u64 {
-    match es.ok(secop_elastic::Method::POST, &format!("{index}/_count?ignore_unavailable=true"), Some(&json!({ "query": query }))).await {
+    match es
+        .ok(
+            secop_elastic::Method::POST,
+            &format!("{index}/_count?ignore_unavailable=true"),
+            Some(&json!({ "query": query })),
+        )
+        .await
+    {
         Ok(answer) => answer["count"].as_u64().unwrap_or(0),
         Err(_) => 0,
     }
@@ -132,7 +144,8 @@ pub struct Replay {
 }
 
 pub fn start_replay(otelcol: &Path, es_url: &str, prefix: &str, dir: &Path) -> Replay {
-    let (inventory, events, vuln) = (format!("{prefix}-inventory"), format!("{prefix}-events"), format!("{prefix}-vuln"));
+    let (inventory, events, vuln) =
+        (format!("{prefix}-inventory"), format!("{prefix}-events"), format!("{prefix}-vuln"));
     let mut agent = sample("deploy/samples/securityagent_full.yaml");
     let output = &mut agent["spec"]["output"]["elasticsearch"];
     output["endpoints"] = json!([es_url]);
@@ -142,7 +155,17 @@ pub fn start_replay(otelcol: &Path, es_url: &str, prefix: &str, dir: &Path) -> R
     let configs = render_collector_configs(&agent, dir);
 
     let setup = Command::new(env!("CARGO_BIN_EXE_secop"))
-        .args(["es-setup", "--endpoint", es_url, "--index-inventory", &inventory, "--index-events", &events, "--index-vulnerabilities", &vuln])
+        .args([
+            "es-setup",
+            "--endpoint",
+            es_url,
+            "--index-inventory",
+            &inventory,
+            "--index-events",
+            &events,
+            "--index-vulnerabilities",
+            &vuln,
+        ])
         .output()
         .unwrap();
     assert!(setup.status.success(), "es-setup: {}", String::from_utf8_lossy(&setup.stderr));
@@ -151,10 +174,41 @@ pub fn start_replay(otelcol: &Path, es_url: &str, prefix: &str, dir: &Path) -> R
     secop_test_harness::copy_dir(&repo("test/fixtures/replay"), &fixtures).unwrap();
     let gateway_port = free_port();
     let (node_health, gateway_health) = (free_port(), free_port());
-    std::fs::write(dir.join("gateway.yaml"), localize(&configs["otel-gateway-config"], &fixtures, &dir.join("gateway-storage"), gateway_port, gateway_health)).unwrap();
-    std::fs::write(dir.join("node.yaml"), localize(&configs["otel-node-config"], &fixtures, &dir.join("node-storage"), gateway_port, node_health)).unwrap();
-    let gateway = Collector::start(otelcol, "gateway", &dir.join("gateway.yaml"), gateway_health, &collector_env(), &dir.join("gateway.log")).unwrap();
-    let node = Collector::start(otelcol, "node", &dir.join("node.yaml"), node_health, &collector_env(), &dir.join("node.log")).unwrap();
-    Replay { inventory, events, vuln, fixtures, setup_output: String::from_utf8_lossy(&setup.stdout).into_owned(), _gateway: gateway, _node: node }
+    std::fs::write(
+        dir.join("gateway.yaml"),
+        localize(
+            &configs["otel-gateway-config"],
+            &fixtures,
+            &dir.join("gateway-storage"),
+            gateway_port,
+            gateway_health,
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("node.yaml"),
+        localize(&configs["otel-node-config"], &fixtures, &dir.join("node-storage"), gateway_port, node_health),
+    )
+    .unwrap();
+    let gateway = Collector::start(
+        otelcol,
+        "gateway",
+        &dir.join("gateway.yaml"),
+        gateway_health,
+        &collector_env(),
+        &dir.join("gateway.log"),
+    )
+    .unwrap();
+    let node =
+        Collector::start(otelcol, "node", &dir.join("node.yaml"), node_health, &collector_env(), &dir.join("node.log"))
+            .unwrap();
+    Replay {
+        inventory,
+        events,
+        vuln,
+        fixtures,
+        setup_output: String::from_utf8_lossy(&setup.stdout).into_owned(),
+        _gateway: gateway,
+        _node: node,
+    }
 }
-

@@ -29,7 +29,9 @@ impl Feature for FalcoGreedy {
 
     fn contribute(&mut self) -> Result<Vec<String>, String> {
         let ctx = self.ctx.as_ref().ok_or("contribute before configure")?;
-        Ok(vec![k8s::config_map(ctx, "tetragon-config", "falco", &[("claimed-by", "falco 0.4.0".to_string())]).to_string()])
+        Ok(vec![
+            k8s::config_map(ctx, "tetragon-config", "falco", &[("claimed-by", "falco 0.4.0".to_string())]).to_string(),
+        ])
     }
 
     fn assess(&mut self, _cluster: &dyn ClusterReader) -> Condition {

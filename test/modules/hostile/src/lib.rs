@@ -80,9 +80,7 @@ impl Feature for Hostile {
     }
 
     fn contribute(&mut self) -> Result<Vec<String>, String> {
-        let cm = |name: &str, ns: &str| {
-            json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": name, "namespace": ns }, "data": {} })
-        };
+        let cm = |name: &str, ns: &str| json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": name, "namespace": ns }, "data": {} });
         Ok(match self.mode {
             Mode::Benign | Mode::LoopInConfigure => to_documents(vec![cm("hostile", &self.namespace)]),
             Mode::UnboundedMemory => {
@@ -99,7 +97,9 @@ impl Feature for Hostile {
                     .map(|i| json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": format!("big-{i}"), "namespace": self.namespace }, "data": { "x": filler } }).to_string())
                     .collect()
             }
-            Mode::InvalidObject => vec!["this is not json".to_string(), json!({ "metadata": { "name": "no-kind" } }).to_string()],
+            Mode::InvalidObject => {
+                vec!["this is not json".to_string(), json!({ "metadata": { "name": "no-kind" } }).to_string()]
+            }
             Mode::OtherNamespace => to_documents(vec![cm("escaped", "kube-system")]),
             Mode::ClusterAdminBinding => to_documents(vec![json!({
                 "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -177,7 +177,12 @@ impl Feature for Hostile {
     }
 
     fn assess(&mut self, _cluster: &dyn ClusterReader) -> Condition {
-        Condition { type_: "HostileReady".into(), status: ConditionStatus::Unknown, reason: "Hostile".into(), message: String::new() }
+        Condition {
+            type_: "HostileReady".into(),
+            status: ConditionStatus::Unknown,
+            reason: "Hostile".into(),
+            message: String::new(),
+        }
     }
 }
 
