@@ -87,7 +87,7 @@ exec_tty -n "$ns" ctem-testbox -- sh -c "whoami && id && uname -a"
 step "C: T1552.001 service-account token read, then the Kubernetes API contacted"
 k exec -n "$ns" ctem-testbox -- cat /var/run/secrets/kubernetes.io/serviceaccount/token >/dev/null
 echo "token read"
-# curl where the image has it (the plan's netshoot), else busybox's wget;
+# curl where the image has it (the seed plan's netshoot, test/scenarios/README.md), else busybox's wget;
 # run as the exec'd command itself: a busybox shell runs applets without an
 # exec, which Tetragon's process_exec would not show.
 if k exec -n "$ns" attacker -- sh -c 'command -v curl' >/dev/null 2>&1; then

@@ -20,8 +20,14 @@ const BUILTIN: &[(&str, &str, &str)] = &[
     ("posture", "feature-posture", "feature_posture"),
     ("ctem_validation", "feature-ctem-validation", "feature_ctem_validation"),
 ];
-/// Built for the sandbox tests, never embedded.
-const TEST_ONLY: &[&str] = &["feature-hostile", "feature-falco-next", "feature-falco-broken", "feature-falco-greedy"];
+/// (cargo package, artifact stem) built for the sandbox and hot-swap
+/// tests, never embedded.
+const TEST_ONLY: &[(&str, &str)] = &[
+    ("feature-hostile", "feature_hostile"),
+    ("feature-falco-next", "feature_falco_next"),
+    ("feature-falco-broken", "feature_falco_broken"),
+    ("feature-falco-greedy", "feature_falco_greedy"),
+];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
@@ -56,7 +62,23 @@ fn main() {
 }
 
 fn build_components(root: &Path) -> PathBuf {
-    let target_dir = root.join("target/wasm-features");
+    let built_in = build_wasm(root, "target/wasm-features", BUILTIN.iter().map(|(_, package, _)| *package));
+    // The test modules build on their own: test/modules/falco_next depends
+    // on the built-in falco crate with its `wrapped` feature (which turns
+    // its export off), and features are unified within one cargo
+    // invocation, so built together the embedded falco would export nothing.
+    let test_only = build_wasm(root, "target/wasm-test-modules", TEST_ONLY.iter().map(|(package, _)| *package));
+    for (_, stem) in TEST_ONLY {
+        let file = format!("{stem}.wasm");
+        std::fs::copy(test_only.join(&file), built_in.join(&file)).expect("copy a test module beside the built-ins");
+    }
+    built_in
+}
+
+/// `cargo build` of `packages` for wasm32-wasip2 into `target_dir` (under
+/// the workspace root); returns where the components are.
+fn build_wasm<'a>(root: &Path, target_dir: &str, packages: impl Iterator<Item = &'a str>) -> PathBuf {
+    let target_dir = root.join(target_dir);
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(root)
@@ -70,10 +92,7 @@ fn build_components(root: &Path) -> PathBuf {
         .env_remove("RUSTC_WRAPPER")
         .env_remove("CARGO_BUILD_TARGET")
         .env_remove("CARGO_PRIMARY_PACKAGE");
-    for (_, package, _) in BUILTIN {
-        cmd.args(["-p", package]);
-    }
-    for package in TEST_ONLY {
+    for package in packages {
         cmd.args(["-p", package]);
     }
     let status = cmd.status().expect("run cargo to build the feature components");

@@ -258,25 +258,9 @@ fn main() -> Result<()> {
             run(cmd)
         }
         Some("build-features") => {
-            // The embedding build script does exactly this; run it directly.
+            // The embedding build script builds them (host/builtin/build.rs).
             let mut cmd = cargo();
-            cmd.args(["build", "--locked", "--profile", "wasm", "--target", "wasm32-wasip2", "--lib"])
-                .env("CARGO_TARGET_DIR", root().join("target/wasm-features"));
-            for package in [
-                "feature-otel-pipeline",
-                "feature-falco",
-                "feature-tetragon",
-                "feature-osquery",
-                "feature-trivy",
-                "feature-posture",
-                "feature-ctem-validation",
-                "feature-hostile",
-                "feature-falco-next",
-                "feature-falco-broken",
-                "feature-falco-greedy",
-            ] {
-                cmd.args(["-p", package]);
-            }
+            cmd.args(["build", "--locked", "-p", "secop-builtin"]);
             run(cmd)
         }
         Some("image") => {

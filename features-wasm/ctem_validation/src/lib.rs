@@ -71,7 +71,7 @@ bin() { for d in /bin /usr/bin /sbin /usr/sbin; do [ -x "$d/$1" ] && { echo "$d/
 sleep 2
 round() {
   if want validate-shell; then
-    say "$1 B T1059.004: a shell with a terminal (this one), then the plan's command"
+    say "$1 B T1059.004: a shell with a terminal (this one), then the scenario's command"
     (exec "$(bin sh)" -c "whoami && id && uname -a")
   fi
   if want validate-k8s-api; then

@@ -35,7 +35,7 @@ pub struct FalcoConfig {
     pub minimum_priority: Priority,
     /// Extra Falco rules (YAML) appended to the local rules file.
     pub custom_rules: String,
-    /// Stock rules disabled by name (the plan's noise list by default).
+    /// Stock rules disabled by name (the seed plan's noise list by default).
     pub disabled_rules: Vec<String>,
     /// Incubating rules to load from the vendored file
     /// (assets/falco-incubating_rules.yaml); the Falco image ships only
@@ -86,7 +86,7 @@ impl Priority {
     }
 }
 
-/// The plan's noise list (§3.5): rules that fire constantly in a PoC cluster.
+/// The seed plan's noise list (docs/seed-deviations.md, Falco §3.5): rules that fire constantly in a PoC cluster.
 pub const NOISY_RULES: &[&str] = &[
     "Read sensitive file trusted after startup",
     "Contact cloud metadata service from container",
@@ -373,7 +373,7 @@ impl Feature for Falco {
                 pod: vec![path(&["output_fields", "k8s.pod.name"])],
                 node: vec![path(&["hostname"])],
             },
-            // The plan's table (§5.4): Falco priority → 1..5.
+            // The seed plan's severity table (docs/seed-deviations.md, §5.4): Falco priority → 1..5.
             severity: vec![
                 priority("Debug", 1),
                 priority("Informational", 1),
@@ -400,8 +400,8 @@ impl Feature for Falco {
     }
 }
 
-// The hot-swap tests' "falco 0.2.0" (test/modules/falco_next) compiles
-// this file inside its own crate and exports a wrapper instead.
+// The hot-swap tests' "falco 0.2.0" (test/modules/falco_next) depends on
+// this crate with `wrapped` and exports a wrapper instead.
 #[cfg(not(feature = "wrapped"))]
 export_feature!(Falco);
 

@@ -52,7 +52,7 @@ struct PackQuery {
     description: &'static str,
 }
 
-/// The plan's §9 pack. os_version reads the host's /etc/os-release through
+/// The seed plan's Scope pack (docs/seed-deviations.md, osquery §9). os_version reads the host's /etc/os-release through
 /// pid_with_namespace = 1 (otherwise it describes the container image).
 const SCOPE_PACK: &[PackQuery] = &[
     PackQuery {
@@ -319,7 +319,7 @@ mod tests {
         let o = configure(r#"{"intervalSeconds":60,"packs":["scope-minimal"]}"#).unwrap();
         let pack: Value = serde_json::from_str(&o.pack_json()).unwrap();
         let names: Vec<&str> = pack["queries"].as_object().unwrap().keys().map(String::as_str).collect();
-        // The plan's six, plus containers of any runtime and the kernel's BTF
+        // The seed plan's six (docs/seed-deviations.md, osquery), plus containers of any runtime and the kernel's BTF
         // (SCOPE-06 and SCOPE-05 on containerd nodes).
         assert_eq!(
             names,

@@ -34,7 +34,7 @@ pub enum Mode {
 #[serde(rename_all = "camelCase", default)]
 pub struct PipelineConfig {
     pub mode: Mode,
-    /// The plan's `nodeLogBasePath`. Refused when set: the collectors tail
+    /// The seed plan's `nodeLogBasePath` (docs/seed-deviations.md, pipeline). Refused when set: the collectors tail
     /// what each feature names (its receiver `include`), so one base path
     /// here could only be ignored (docs/seed-deviations.md).
     pub node_log_base_path: Option<String>,

@@ -8,6 +8,8 @@
 pub mod k8s;
 pub mod model;
 
+mod convert;
+
 #[cfg(target_arch = "wasm32")]
 #[doc(hidden)]
 pub mod glue;

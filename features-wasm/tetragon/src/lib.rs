@@ -340,7 +340,7 @@ impl Feature for Tetragon {
                 pod: subject("name"),
                 node: vec![path(&["node_name"])],
             },
-            // The plan's table: exec 2, kprobe match 4.
+            // The seed plan's severity table (docs/seed-deviations.md, §5.4): exec 2, kprobe match 4.
             severity: vec![
                 SeverityRule { path: path(&["process_exec"]), equals: None, severity: 2 },
                 SeverityRule { path: path(&["process_kprobe"]), equals: None, severity: 4 },

@@ -1,10 +1,11 @@
 //! The `SecurityAgent` custom resource (`security.example.io/v1alpha1`).
 //!
 //! Features are an array with a free-form `config`, so a new tool needs no
-//! schema change (the plan's §2); the tool-specific validation lives in the
-//! feature module, which names the offending field. What the CRD schema can
-//! check cheaply (unique feature names, non-negative replicas) it checks on
-//! the API server too, and [`validate`] repeats it for offline render.
+//! schema change (docs/seed-deviations.md, §2); the tool-specific
+//! validation lives in the feature module, which names the offending
+//! field. What the CRD schema can check cheaply (unique feature names,
+//! non-negative replicas) it checks on the API server too, and
+//! [`validate`] repeats it for offline render.
 
 use std::collections::BTreeMap;
 
@@ -13,6 +14,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+mod reason;
+
+pub use reason::Reason;
 
 pub const GROUP: &str = "security.example.io";
 pub const VERSION: &str = "v1alpha1";
@@ -332,14 +337,37 @@ pub struct ValidationStatus {
 #[serde(rename_all = "camelCase")]
 pub struct ScenarioResult {
     pub name: String,
-    /// `Passed` or `Failed`.
-    pub result: String,
+    pub result: ScenarioOutcome,
     /// Tools whose detection arrived.
     #[serde(default)]
     pub detected_by: Vec<String>,
     /// Tools enabled in this agent whose detection did not arrive.
     #[serde(default)]
     pub missing: Vec<String>,
+}
+
+/// Whether every enabled tool's detection of a scenario arrived.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ScenarioOutcome {
+    Passed,
+    /// Some enabled tool's detection did not arrive (`missing` names it).
+    #[default]
+    Failed,
+}
+
+impl ScenarioOutcome {
+    pub fn passed(passed: bool) -> Self {
+        if passed { Self::Passed } else { Self::Failed }
+    }
+}
+
+impl std::fmt::Display for ScenarioOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(match self {
+            Self::Passed => "Passed",
+            Self::Failed => "Failed",
+        })
+    }
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -378,6 +406,31 @@ pub struct FeatureStatus {
     pub module_image: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// An agent within the operator, `namespace/name`: the key of everything
+/// kept per agent between reconciles (last good modules and outputs,
+/// retry counts). An agent without a namespace (offline render of a file
+/// that names none) is in `default`, as the API server would put it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AgentId {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl AgentId {
+    pub fn of(agent: &SecurityAgent) -> Self {
+        Self {
+            namespace: agent.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+            name: agent.metadata.name.clone().unwrap_or_default(),
+        }
+    }
+}
+
+impl std::fmt::Display for AgentId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
 }
 
 /// Bad input, with the path of the offending field.

@@ -1,4 +1,4 @@
-//! The CTEM checklist of the plan (§7.2) as queries against the three
+//! The CTEM checklist (docs/seed-deviations.md, §7.2) as queries against the three
 //! indices: what `secop ctem-report` prints and what the data-path tests
 //! assert. One place says what "SCOPE-02 passes" means, so the report a
 //! user reads and the test CI runs cannot drift apart.
@@ -193,7 +193,7 @@ fn tool(name: &str) -> Value {
 }
 
 /// An exec of an HTTP client: curl, or busybox's wget where an image has no
-/// curl (the plan's scenario C runs curl; busybox-based pods have wget).
+/// curl (scenario C in test/scenarios runs curl; busybox-based pods have wget).
 fn http_client() -> Value {
     json!({ "regexp": { "process.executable": ".*/(curl|wget)" } })
 }
@@ -636,7 +636,7 @@ pub async fn run(es: &Elastic, scope: &Scope) -> Result<Vec<Check>, Error> {
         format!("{patchable} CRITICAL findings with a fixed version, {unpatchable} without"),
     ));
 
-    // Beyond the plan's list, what every query above relies on: each tool
+    // Beyond the seed plan's list, what every query above relies on: each tool
     // in its own index, and a 1–5 severity on every document.
     let mut row = Row::new();
     let unlabelled =

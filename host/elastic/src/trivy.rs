@@ -35,7 +35,7 @@ pub enum Severity {
 impl Severity {
     pub const NAMES: [&str; 5] = ["UNKNOWN", "LOW", "MEDIUM", "HIGH", "CRITICAL"];
 
-    /// The plan's 1–5 scale (§5.4): CRITICAL 5 … UNKNOWN 1.
+    /// The 1–5 scale (docs/seed-deviations.md, Trivy sync): CRITICAL 5 … UNKNOWN 1.
     pub fn score(self) -> u8 {
         self as u8 + 1
     }

@@ -15,12 +15,12 @@ use std::fmt;
 use secop_policy::{ClusterPolicy, Power, Violation};
 use serde_json::Value;
 
-/// Identity of an object in the desired state. Ordered for stable output:
-/// by apply rank (CRDs and RBAC before the workloads that need them), then
-/// group, kind, namespace, name.
+/// Identity of an object in the desired state: apiVersion, kind, namespace,
+/// name (the order of the derived `Ord`, for stable output). The apply
+/// order is not part of it: [`ObjectKey::apply_rank`] derives it where
+/// objects are sorted for apply.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjectKey {
-    pub rank: u8,
     pub api_version: String,
     pub kind: String,
     pub namespace: Option<String>,
@@ -28,10 +28,36 @@ pub struct ObjectKey {
 }
 
 impl ObjectKey {
+    pub fn new(api_version: &str, kind: &str, namespace: Option<&str>, name: &str) -> Self {
+        Self {
+            api_version: api_version.to_string(),
+            kind: kind.to_string(),
+            namespace: namespace.map(str::to_string),
+            name: name.to_string(),
+        }
+    }
+
     /// `group` part of apiVersion ("" for the core group).
     pub fn group(&self) -> &str {
         group_of(&self.api_version)
     }
+
+    /// Where the object goes in apply order: CRDs and RBAC before the
+    /// workloads that need them, custom resources last.
+    pub fn apply_rank(&self) -> u8 {
+        rank(self.group(), &self.kind)
+    }
+
+    /// An object of a kind no built-in API serves (its CRD may have been
+    /// applied just before it).
+    pub fn is_custom_resource(&self) -> bool {
+        self.apply_rank() == CUSTOM_RESOURCE_RANK
+    }
+}
+
+/// Sort objects into apply order; within a rank, by key (stable).
+pub fn sort_for_apply(objects: &mut [(ObjectKey, Value)]) {
+    objects.sort_by_key(|(key, _)| key.apply_rank());
 }
 
 impl fmt::Display for ObjectKey {
@@ -58,9 +84,11 @@ fn rank(group: &str, kind: &str) -> u8 {
         ("", "Service") => 4,
         ("apps", _) | ("batch", _) => 5,
         ("", _) | ("policy", _) | ("networking.k8s.io", _) => 4,
-        _ => 6,
+        _ => CUSTOM_RESOURCE_RANK,
     }
 }
+
+const CUSTOM_RESOURCE_RANK: u8 = 6;
 
 /// Kinds that are cluster-scoped without any CRD.
 const CLUSTER_SCOPED: &[(&str, &str)] = &[
@@ -294,13 +322,7 @@ pub fn admit(parsed: &mut Parsed, admission: &Admission) -> Result<ObjectKey, Ob
     }
     check_rbac(&parsed.group, &parsed.kind, &parsed.value, admission).map_err(reject)?;
 
-    Ok(ObjectKey {
-        rank: rank(&parsed.group, &parsed.kind),
-        api_version,
-        kind: parsed.kind.clone(),
-        namespace: object_ns,
-        name,
-    })
+    Ok(ObjectKey { api_version, kind: parsed.kind.clone(), namespace: object_ns, name })
 }
 
 /// RBAC objects: bindings only of the feature's own roles to its own

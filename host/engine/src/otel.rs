@@ -195,7 +195,7 @@ fn node_statements(ctx: &m::Context, r: &m::OtelReceiver) -> Vec<String> {
     out
 }
 
-/// Gateway: the plan's severity table, per tool, from the features' rules.
+/// Gateway: the severity table (docs/seed-deviations.md, §5.4), per tool, from the features' rules.
 fn severity_statements(receivers: &[(String, m::OtelReceiver)]) -> Vec<String> {
     let mut out = vec![];
     for (_, r) in receivers {
@@ -413,7 +413,6 @@ pub fn attach(
 ) -> Vec<(ObjectKey, Value)> {
     let config_map = |name: &str, yaml: &str| {
         let key = ObjectKey {
-            rank: 3,
             api_version: "v1".into(),
             kind: "ConfigMap".into(),
             namespace: Some(ctx.namespace.clone()),

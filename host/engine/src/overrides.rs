@@ -194,13 +194,8 @@ mod tests {
 
     fn workload(kind: &str, name: &str) -> (ObjectKey, Value) {
         let group = if kind == "CronJob" { "batch/v1" } else { "apps/v1" };
-        let key = ObjectKey {
-            rank: 5,
-            api_version: group.into(),
-            kind: kind.into(),
-            namespace: Some("s".into()),
-            name: name.into(),
-        };
+        let key =
+            ObjectKey { api_version: group.into(), kind: kind.into(), namespace: Some("s".into()), name: name.into() };
         let template = json!({ "metadata": {}, "spec": { "containers": [
             { "name": name, "image": "old", "resources": { "limits": { "cpu": "500m", "memory": "1Gi" } } },
             { "name": "sidecar", "image": "side" } ] } });

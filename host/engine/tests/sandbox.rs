@@ -163,7 +163,7 @@ fn only_an_accepted_output_stands_in_for_a_later_failure() {
 
     // A trap: the accepted output stands in, not the rejected one.
     let (trapped, objects) = render_mode("panic");
-    assert_eq!(trapped.error.as_ref().map(FeatureError::reason), Some("Trap"));
+    assert_eq!(trapped.error.as_ref().map(|e| e.reason().as_str()), Some("Trap"));
     assert!(trapped.stale, "a stand-in is used");
     assert!(objects.contains(&"hostile".to_string()) && !objects.contains(&"escaped".to_string()), "{objects:?}");
 }
@@ -281,7 +281,7 @@ fn the_memory_budget_holds_all_instances_together() {
     let probe = secop_runtime::Runtime::new(None).unwrap();
     let module = probe.load("hostile", &bytes).unwrap();
     let limits = secop_runtime::Limits::default();
-    let first = probe.instantiate(&module, limits, std::sync::Arc::new(secop_runtime::NoCluster), "ns").unwrap();
+    let first = probe.instantiate(&module, limits, std::sync::Arc::new(secop_runtime::NoCluster)).unwrap();
     let one = probe.memory_budget().used();
     assert!(one > 0, "an instance's initial memory is counted");
     drop(first);
@@ -291,15 +291,15 @@ fn the_memory_budget_holds_all_instances_together() {
     // first lives, and can once it is gone.
     let runtime = secop_runtime::Runtime::new(None).unwrap().with_memory_budget(one + one / 2);
     let module = runtime.load("hostile", &bytes).unwrap();
-    let first = runtime.instantiate(&module, limits, std::sync::Arc::new(secop_runtime::NoCluster), "ns").unwrap();
+    let first = runtime.instantiate(&module, limits, std::sync::Arc::new(secop_runtime::NoCluster)).unwrap();
     let refused = runtime
-        .instantiate(&module, limits, std::sync::Arc::new(secop_runtime::NoCluster), "ns")
+        .instantiate(&module, limits, std::sync::Arc::new(secop_runtime::NoCluster))
         .err()
         .expect("over the budget");
     assert!(matches!(refused, CallError::MemoryBudget { call: "instantiate", .. }), "{refused}");
     assert_eq!(refused.reason(), "MemoryBudget");
     drop(first);
-    assert!(runtime.instantiate(&module, limits, std::sync::Arc::new(secop_runtime::NoCluster), "ns").is_ok());
+    assert!(runtime.instantiate(&module, limits, std::sync::Arc::new(secop_runtime::NoCluster)).is_ok());
 }
 
 /// Precompiled modules are native code: with a key, only entries whose tag

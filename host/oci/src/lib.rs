@@ -27,6 +27,7 @@ use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
 use oci_client::manifest::{OciDescriptor, OciImageManifest, WASM_CONFIG_MEDIA_TYPE, WASM_LAYER_MEDIA_TYPE};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
+use secop_api::Reason;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
@@ -92,11 +93,11 @@ impl Credentials {
     /// The credentials for `registry` in a `.dockerconfigjson` document
     /// (`auths.<registry>.auth` = base64 `user:password`, or
     /// `username`/`password`). Anonymous when the registry is not listed.
-    pub fn from_dockerconfigjson(json: &[u8], registry: &str) -> Result<Self, String> {
+    pub fn from_dockerconfigjson(json: &[u8], registry: &str) -> Result<Self, DockerConfigError> {
         use base64::Engine as _;
         let doc: serde_json::Value =
-            serde_json::from_slice(json).map_err(|e| format!("not a .dockerconfigjson document: {e}"))?;
-        let auths = doc.get("auths").and_then(|a| a.as_object()).ok_or("no `auths` object in .dockerconfigjson")?;
+            serde_json::from_slice(json).map_err(|e| DockerConfigError::NotJson(e.to_string()))?;
+        let auths = doc.get("auths").and_then(|a| a.as_object()).ok_or(DockerConfigError::NoAuths)?;
         let entry = auths.iter().find(|(key, _)| {
             let key = key.trim_start_matches("https://").trim_start_matches("http://");
             key == registry || key.split('/').next() == Some(registry)
@@ -107,24 +108,50 @@ impl Credentials {
         {
             return Ok(Credentials::Basic { username: u.to_string(), password: p.to_string() });
         }
+        let registry = registry.to_string();
         let encoded = entry
             .get("auth")
             .and_then(|v| v.as_str())
-            .ok_or_else(|| format!("auths.{registry}: neither `auth` nor `username`/`password`"))?;
+            .ok_or_else(|| DockerConfigError::NoCredentials { registry: registry.clone() })?;
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(encoded)
-            .map_err(|e| format!("auths.{registry}.auth: not base64: {e}"))?;
-        let decoded = String::from_utf8(decoded).map_err(|_| format!("auths.{registry}.auth: not UTF-8"))?;
-        let (u, p) = decoded.split_once(':').ok_or_else(|| format!("auths.{registry}.auth: not `user:password`"))?;
+            .map_err(|e| DockerConfigError::NotBase64 { registry: registry.clone(), cause: e.to_string() })?;
+        let decoded =
+            String::from_utf8(decoded).map_err(|_| DockerConfigError::NotUtf8 { registry: registry.clone() })?;
+        let (u, p) = decoded.split_once(':').ok_or(DockerConfigError::NotUserPassword { registry })?;
         Ok(Credentials::Basic { username: u.to_string(), password: p.to_string() })
     }
 }
 
+/// What is wrong with a `.dockerconfigjson` document, naming the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DockerConfigError {
+    #[error("not a .dockerconfigjson document: {0}")]
+    NotJson(String),
+    #[error("no `auths` object in .dockerconfigjson")]
+    NoAuths,
+    #[error("auths.{registry}: neither `auth` nor `username`/`password`")]
+    NoCredentials { registry: String },
+    #[error("auths.{registry}.auth: not base64: {cause}")]
+    NotBase64 { registry: String, cause: String },
+    #[error("auths.{registry}.auth: not UTF-8")]
+    NotUtf8 { registry: String },
+    #[error("auths.{registry}.auth: not `user:password`")]
+    NotUserPassword { registry: String },
+}
+
+/// An image reference that does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("`{image}` is not a valid image reference: {cause}")]
+pub struct ReferenceError {
+    pub image: String,
+    pub cause: oci_client::ParseError,
+}
+
 /// The registry host of an image reference (`docker.io` for bare names),
 /// the key to look up in a `.dockerconfigjson`.
-pub fn registry_of(image: &str) -> Result<String, String> {
-    let reference: Reference =
-        image.parse().map_err(|e: oci_client::ParseError| format!("`{image}` is not a valid image reference: {e}"))?;
+pub fn registry_of(image: &str) -> Result<String, ReferenceError> {
+    let reference: Reference = image.parse().map_err(|cause| ReferenceError { image: image.to_string(), cause })?;
     Ok(reference.registry().to_string())
 }
 
@@ -191,15 +218,15 @@ pub enum Error {
 
 impl Error {
     /// One word per kind, for condition reasons and metric labels.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            Error::Reference { .. } => "InvalidModuleReference",
-            Error::Unavailable { .. } => "RegistryUnavailable",
-            Error::Registry { .. } => "RegistryError",
-            Error::NoWasmLayer { .. } => "NotAWasmArtifact",
-            Error::DigestMismatch { .. } => "DigestMismatch",
-            Error::TooLarge { .. } => "ModuleTooLarge",
-            Error::Cache { .. } => "ModuleCacheError",
+            Error::Reference { .. } => Reason::InvalidModuleReference,
+            Error::Unavailable { .. } => Reason::RegistryUnavailable,
+            Error::Registry { .. } => Reason::RegistryError,
+            Error::NoWasmLayer { .. } => Reason::NotAWasmArtifact,
+            Error::DigestMismatch { .. } => Reason::DigestMismatch,
+            Error::TooLarge { .. } => Reason::ModuleTooLarge,
+            Error::Cache { .. } => Reason::ModuleCacheError,
         }
     }
 }
@@ -546,7 +573,7 @@ mod tests {
             Credentials::Anonymous
         ));
         let err = Credentials::from_dockerconfigjson(br#"{"auths":{"r":{"auth":"!!"}}}"#, "r").unwrap_err();
-        assert!(err.contains("auths.r.auth"), "{err}");
+        assert!(err.to_string().contains("auths.r.auth"), "{err}");
         assert!(
             format!("{:?}", Credentials::Basic { username: "u".into(), password: "p".into() }).contains("redacted")
         );

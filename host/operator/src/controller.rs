@@ -20,7 +20,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
-use secop_api::SecurityAgent;
+use secop_api::{AgentId, Reason, SecurityAgent, SecurityAgentStatus};
 use secop_engine::objects::ObjectKey;
 use secop_engine::{Registry, RenderError, RenderOptions};
 use secop_feature_sdk::model as m;
@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
 use crate::metrics::{self, FeatureErrorLabel, FeatureLabel, Metrics};
-use crate::modules::{ModuleRender, Modules, agent_id};
+use crate::modules::{ModuleRender, Modules};
 use crate::resources::{self, Kinds};
 use crate::status;
 
@@ -61,23 +61,23 @@ const RETRY_FIRST: Duration = Duration::from_secs(5);
 /// The longest wait between retries (the resync period).
 const RETRY_MAX: Duration = RESYNC;
 
-/// Consecutive failures per agent (`namespace/name`): an agent that keeps
+/// Consecutive failures per agent: an agent that keeps
 /// failing (a Conflict nobody resolves, a permission the operator lacks)
 /// is retried ever less often, so it cannot keep the shared operator and
 /// the API server busy; a success starts over.
 #[derive(Default)]
-pub struct Retries(std::sync::Mutex<std::collections::HashMap<String, u32>>);
+pub(crate) struct Retries(std::sync::Mutex<std::collections::HashMap<AgentId, u32>>);
 
 impl Retries {
     /// Count one more failure; the delay before the next attempt.
-    pub fn failed(&self, agent: &str) -> Duration {
+    pub(crate) fn failed(&self, agent: &AgentId) -> Duration {
         let mut failures = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let n = failures.entry(agent.to_string()).or_insert(0);
+        let n = failures.entry(agent.clone()).or_insert(0);
         *n = n.saturating_add(1);
         backoff(*n)
     }
 
-    pub fn succeeded(&self, agent: &str) {
+    pub(crate) fn succeeded(&self, agent: &AgentId) {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(agent);
     }
 }
@@ -88,17 +88,11 @@ fn backoff(failures: u32) -> Duration {
 }
 
 /// Live objects after apply, for the features' scoped `cluster.get`.
-struct Snapshot(BTreeMap<(String, String, Option<String>, String), String>);
+struct Snapshot(BTreeMap<ObjectKey, String>);
 
 impl Snapshot {
     fn new(live: &BTreeMap<ObjectKey, Value>) -> Self {
-        Self(
-            live.iter()
-                .map(|(k, v)| {
-                    ((k.api_version.clone(), k.kind.clone(), k.namespace.clone(), k.name.clone()), v.to_string())
-                })
-                .collect(),
-        )
+        Self(live.iter().map(|(k, v)| (k.clone(), v.to_string())).collect())
     }
 }
 
@@ -110,10 +104,7 @@ impl ClusterAccess for Snapshot {
         namespace: Option<&str>,
         name: &str,
     ) -> Result<String, m::LookupError> {
-        self.0
-            .get(&(api_version.to_string(), kind.to_string(), namespace.map(str::to_string), name.to_string()))
-            .cloned()
-            .ok_or(m::LookupError::NotFound)
+        self.0.get(&ObjectKey::new(api_version, kind, namespace, name)).cloned().ok_or(m::LookupError::NotFound)
     }
 }
 
@@ -121,7 +112,7 @@ fn has_finalizer(agent: &SecurityAgent) -> bool {
     agent.finalizers().iter().any(|f| f == FINALIZER)
 }
 
-async fn publish(ctx: &Context, agent: &SecurityAgent, type_: EventType, reason: &str, action: &str, note: String) {
+async fn publish(ctx: &Context, agent: &SecurityAgent, type_: EventType, reason: Reason, action: &str, note: String) {
     let event = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
     if let Err(e) = ctx.recorder.publish(&event, &agent.object_ref(&())).await {
         tracing::warn!("publishing event {reason}: {e}");
@@ -210,7 +201,10 @@ async fn reconcile_agent(agent: Arc<SecurityAgent>, ctx: Arc<Context>) -> Result
             .get_or_create(&FeatureLabel { feature: feature.clone() })
             .observe(report.call_time.as_secs_f64());
         if let Some(error) = &report.error {
-            ctx.metrics.feature_errors.get_or_create(&FeatureErrorLabel { feature, reason: error.reason() }).inc();
+            ctx.metrics
+                .feature_errors
+                .get_or_create(&FeatureErrorLabel { feature, reason: error.reason().as_str() })
+                .inc();
         }
     }
 
@@ -243,7 +237,7 @@ async fn reconcile_agent(agent: Arc<SecurityAgent>, ctx: Arc<Context>) -> Result
             &ctx,
             &agent,
             EventType::Normal,
-            "Applied",
+            Reason::Applied,
             "Apply",
             format!("applied {} objects: {}", sync.applied.len(), names.join(", ")),
         )
@@ -255,7 +249,7 @@ async fn reconcile_agent(agent: Arc<SecurityAgent>, ctx: Arc<Context>) -> Result
             &ctx,
             &agent,
             EventType::Normal,
-            "Pruned",
+            Reason::Pruned,
             "Prune",
             format!("deleted {} objects: {}", sync.pruned.len(), names.join(", ")),
         )
@@ -278,17 +272,16 @@ async fn reconcile_agent(agent: Arc<SecurityAgent>, ctx: Arc<Context>) -> Result
         let message = status.features.get(&report.name).and_then(|f| f.message.clone()).unwrap_or_default();
         if previous.features.get(&report.name).and_then(|f| f.message.clone()).unwrap_or_default() != message {
             tracing::warn!(agent = %name, feature = %report.name, "{message}");
-            publish(&ctx, &agent, EventType::Warning, "FeatureFailed", "Render", message).await;
+            publish(&ctx, &agent, EventType::Warning, Reason::FeatureFailed, "Render", message).await;
         }
     }
-    let previous_notes = previous
-        .conditions
-        .iter()
-        .find(|c| c.type_ == status::DEGRADED && c.status == "True")
-        .map(|c| c.message.clone());
-    for note in notes.iter().filter(|n| previous_notes.as_deref().is_none_or(|p| !p.contains(&n.message))) {
+    // A feature's module notes are its status message: announced once,
+    // when that message changes.
+    let message_of =
+        |status: &SecurityAgentStatus, feature: &str| status.features.get(feature).and_then(|f| f.message.clone());
+    for note in notes.iter().filter(|n| message_of(&previous, &n.feature) != message_of(&status, &n.feature)) {
         tracing::warn!(agent = %name, feature = %note.feature, reason = %note.reason, "{}", note.message);
-        publish(&ctx, &agent, EventType::Warning, &note.reason, "ResolveModule", note.message.clone()).await;
+        publish(&ctx, &agent, EventType::Warning, note.reason, "ResolveModule", note.message.clone()).await;
     }
     status::write(&api, &agent, status).await?;
     let pulls_always = agent
@@ -310,7 +303,7 @@ async fn report_refusal(
 ) -> Result<()> {
     let message = format!("{error}; nothing was applied or pruned");
     if status::write(api, agent, status::refused(agent, error.reason(), &message)).await? {
-        tracing::warn!(agent = %agent.name_any(), reason = error.reason(), "{message}");
+        tracing::warn!(agent = %agent.name_any(), reason = %error.reason(), "{message}");
         publish(ctx, agent, EventType::Warning, error.reason(), "Render", message).await;
     }
     Ok(())
@@ -343,13 +336,13 @@ async fn reconcile(agent: Arc<SecurityAgent>, ctx: Arc<Context>) -> Result<Actio
     let result = reconcile_agent(agent.clone(), ctx.clone()).await;
     ctx.metrics.observe_reconcile(started.elapsed(), result.as_ref().err().map(Error::metric_label));
     if result.is_ok() {
-        ctx.retries.succeeded(&agent_id(&agent));
+        ctx.retries.succeeded(&AgentId::of(&agent));
     }
     result
 }
 
 fn error_policy(agent: Arc<SecurityAgent>, error: &Error, ctx: Arc<Context>) -> Action {
-    let delay = ctx.retries.failed(&agent_id(&agent));
+    let delay = ctx.retries.failed(&AgentId::of(&agent));
     tracing::warn!(agent = %agent.name_any(), error = %error, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
@@ -441,6 +434,11 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
         .await;
 }
 
+/// The event reporter of this replica.
+pub fn reporter(identity: &str) -> Reporter {
+    Reporter { controller: "security-operator".into(), instance: Some(identity.to_string()) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -448,16 +446,12 @@ mod tests {
     #[test]
     fn retries_back_off_per_agent_and_start_over_after_a_success() {
         let retries = Retries::default();
-        let waits: Vec<u64> = (0..9).map(|_| retries.failed("a/x").as_secs()).collect();
+        let id = |namespace: &str, name: &str| AgentId { namespace: namespace.into(), name: name.into() };
+        let waits: Vec<u64> = (0..9).map(|_| retries.failed(&id("a", "x")).as_secs()).collect();
         assert_eq!(waits, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
-        assert_eq!(retries.failed("b/y").as_secs(), 5, "per agent");
-        retries.succeeded("a/x");
-        assert_eq!(retries.failed("a/x").as_secs(), 5);
+        assert_eq!(retries.failed(&id("b", "y")).as_secs(), 5, "per agent");
+        retries.succeeded(&id("a", "x"));
+        assert_eq!(retries.failed(&id("a", "x")).as_secs(), 5);
         assert_eq!(backoff(u32::MAX), RETRY_MAX);
     }
-}
-
-/// The event reporter of this replica.
-pub fn reporter(identity: &str) -> Reporter {
-    Reporter { controller: "security-operator".into(), instance: Some(identity.to_string()) }
 }

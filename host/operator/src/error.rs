@@ -1,7 +1,7 @@
 //! One error type for the controller; its variant doubles as the metric
 //! label of `secop_reconcile_errors_total` (controller-rs style).
 
-use secop_api::SpecError;
+use secop_api::{Reason, SpecError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -65,11 +65,11 @@ impl Error {
     }
 
     /// The condition reason (and Event reason) for a failed sync.
-    pub fn sync_reason(&self) -> &'static str {
+    pub fn sync_reason(&self) -> Reason {
         match self {
-            Error::Conflict { .. } => "Conflict",
-            _ if self.is_forbidden() => "Forbidden",
-            _ => "SyncFailed",
+            Error::Conflict { .. } => Reason::Conflict,
+            _ if self.is_forbidden() => Reason::Forbidden,
+            _ => Reason::SyncFailed,
         }
     }
 }
@@ -122,6 +122,23 @@ pub fn rbac_resource(resource: &kube::core::ApiResource) -> String {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why `secop run` did not start, or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Runtime(#[from] secop_runtime::StartError),
+    #[error(transparent)]
+    BuiltIn(#[from] secop_engine::RegistryError),
+    #[error("connecting to the API server: {0}")]
+    Connect(kube::Error),
+    #[error("reaching the API server: {0}")]
+    Reach(kube::Error),
+    #[error("lost leadership")]
+    LostLeadership,
+    #[error("metrics server stopped: {0}")]
+    MetricsServer(String),
+}
 
 #[cfg(test)]
 mod tests {

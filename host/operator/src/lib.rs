@@ -4,15 +4,15 @@
 //! `status` writes conditions; `leader` elects one active replica;
 //! `server` exposes metrics and health; `metrics` defines them.
 
-pub mod cache;
-pub mod controller;
-pub mod error;
-pub mod leader;
-pub mod metrics;
-pub mod modules;
-pub mod resources;
-pub mod server;
-pub mod status;
+mod cache;
+mod controller;
+mod error;
+mod leader;
+mod metrics;
+mod modules;
+mod resources;
+mod server;
+mod status;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,7 +25,7 @@ use kube::runtime::events::Recorder;
 use secop_engine::Registry;
 use secop_runtime::Runtime;
 
-pub use error::{Error, Result};
+pub use error::RunError;
 
 /// How `secop run` was started.
 pub struct Options {
@@ -56,7 +56,7 @@ pub struct Options {
 }
 
 /// Start everything and run until shutdown or loss of leadership.
-pub async fn run(options: Options) -> std::result::Result<(), String> {
+pub async fn run(options: Options) -> std::result::Result<(), RunError> {
     let metrics = metrics::Metrics::default();
     let ready = Arc::new(AtomicBool::new(false));
     let server = tokio::spawn(server::serve(options.metrics_addr, metrics.clone(), ready.clone()));
@@ -87,10 +87,9 @@ pub async fn run(options: Options) -> std::result::Result<(), String> {
         options.fetch_limits,
     )
     .with_cache_bound(cache_root, options.cache_max_bytes);
-    let registry =
-        Registry::with_builtins(runtime).map_err(|e| format!("built-in feature `{}`: {}", e.feature, e.error))?;
-    let client = Client::try_default().await.map_err(|e| format!("connecting to the API server: {e}"))?;
-    client.apiserver_version().await.map_err(|e| format!("reaching the API server: {e}"))?;
+    let registry = Registry::with_builtins(runtime)?;
+    let client = Client::try_default().await.map_err(RunError::Connect)?;
+    client.apiserver_version().await.map_err(RunError::Reach)?;
     ready.store(true, Ordering::Relaxed);
 
     let lost = match &options.leader_election {
@@ -126,8 +125,8 @@ pub async fn run(options: Options) -> std::result::Result<(), String> {
     tokio::select! {
         _ = controller => Ok(()),
         _ = async { match lost { Some(rx) => { let _ = rx.await; } None => std::future::pending().await } } => {
-            Err("lost leadership".to_string())
+            Err(RunError::LostLeadership)
         }
-        result = server => Err(format!("metrics server stopped: {result:?}")),
+        result = server => Err(RunError::MetricsServer(format!("{result:?}"))),
     }
 }

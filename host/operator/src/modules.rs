@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::{Client, ResourceExt};
-use secop_api::{ModuleRef, PullPolicy, SecurityAgent};
-use secop_engine::{AgentModule, Entry, FeatureError, Registry, RenderError, RenderOptions, Rendered};
+use secop_api::{AgentId, ModuleRef, PullPolicy, Reason, SecurityAgent};
+use secop_engine::{AgentModule, Entry, FeatureError, GoodModule, Registry, RenderError, RenderOptions, Rendered};
 use secop_oci::{Credentials, ModuleStore, Origin, Source};
 use secop_runtime::{Module, Runtime};
 
@@ -43,6 +43,10 @@ impl InUse {
         AgentModule { image: self.image.clone().unwrap_or_default(), entry: self.entry.clone() }
     }
 
+    fn good(&self) -> GoodModule {
+        GoodModule { image: self.image.clone(), entry: self.entry.clone() }
+    }
+
     /// `image (sha256:...)`, or `the built-in module (sha256:...)`.
     fn describe(&self) -> String {
         let digest = self.digest().map(|d| format!(" (sha256:{d})")).unwrap_or_default();
@@ -53,12 +57,74 @@ impl InUse {
     }
 }
 
+impl From<GoodModule> for InUse {
+    fn from(module: GoodModule) -> Self {
+        Self { image: module.image, entry: module.entry, registry_unavailable: None }
+    }
+}
+
 /// Something the agent's status must say about modules: Degraded=True.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModuleNote {
     pub feature: String,
-    pub reason: String,
+    pub reason: Reason,
     pub message: String,
+}
+
+/// A note, or a rollback whose note waits for the final render; kept in
+/// one list so notes keep the order they arose in (the first one gives
+/// the Degraded condition its reason).
+enum Pending {
+    Note(ModuleNote),
+    Rollback(Box<Rollback>),
+}
+
+impl Pending {
+    fn into_note(self, rendered: &Rendered) -> ModuleNote {
+        match self {
+            Pending::Note(note) => note,
+            Pending::Rollback(rollback) => rollback.note(rendered),
+        }
+    }
+}
+
+/// A feature that runs its last good module instead of the one it names:
+/// a note once the render shows whether the last good module worked.
+struct Rollback {
+    feature: String,
+    /// The module that failed, described.
+    failed: String,
+    /// `Reason: message` of its failure.
+    cause: String,
+    good: InUse,
+}
+
+impl Rollback {
+    /// The note: rolled back, or, when the last good module failed too in
+    /// the final render, that failure (a rollback that fails is no
+    /// rollback).
+    fn note(self, rendered: &Rendered) -> ModuleNote {
+        let Rollback { feature, failed, cause, good } = self;
+        let error = rendered.features.iter().find(|r| r.name == feature).and_then(|r| r.error.as_ref());
+        match error {
+            None => ModuleNote {
+                message: format!(
+                    "feature `{feature}`: module {failed} failed ({cause}); rolled back to {}",
+                    good.describe()
+                ),
+                feature,
+                reason: Reason::ModuleRolledBack,
+            },
+            Some(error) => ModuleNote {
+                message: format!(
+                    "feature `{feature}`: module {failed} failed ({cause}); rolling back to {}; the last good module failed too: {error}",
+                    good.describe()
+                ),
+                feature,
+                reason: error.reason(),
+            },
+        }
+    }
 }
 
 /// What one feature's module reference resolved to in this reconcile.
@@ -82,8 +148,6 @@ pub struct Modules {
     /// Loaded modules by component sha256: compiling (or reading the
     /// precompiled cache) and probing happen once per digest.
     loaded: Mutex<HashMap<String, Module>>,
-    /// Per (agent, feature): the module of the last render without error.
-    last_good: Mutex<HashMap<(String, String), InUse>>,
     /// Digests that failed to load, with the error: not compiled again
     /// every reconcile (compiling is seconds of CPU and much memory).
     failed: Mutex<HashMap<String, FeatureError>>,
@@ -101,7 +165,7 @@ const FAILED_DIGESTS_KEPT: usize = 256;
 /// restart, since its blob is already cached.
 const UNFINISHED_COMPILES_ALLOWED: u32 = 2;
 
-fn module_error(reason: &'static str, message: String) -> FeatureError {
+fn module_error(reason: Reason, message: String) -> FeatureError {
     FeatureError::Module { reason, message }
 }
 
@@ -113,7 +177,6 @@ impl Modules {
             store: ModuleStore::new(cache, plain_http).with_limits(limits),
             runtime,
             loaded: Mutex::default(),
-            last_good: Mutex::default(),
             failed: Mutex::default(),
             cache_bound: None,
         }
@@ -154,7 +217,7 @@ impl Modules {
                 Ok(credentials) => (credentials, None),
                 Err(message) => (
                     Credentials::Anonymous,
-                    Some(module_error("PullSecretError", format!("{field}.pullSecret: {message}"))),
+                    Some(module_error(Reason::PullSecretError, format!("{field}.pullSecret: {message}"))),
                 ),
             },
             None => (Credentials::Anonymous, None),
@@ -180,7 +243,7 @@ impl Modules {
         };
         if module.metadata.id != feature {
             return Err(module_error(
-                "ModuleIdMismatch",
+                Reason::ModuleIdMismatch,
                 format!(
                     "{field}: {} (sha256:{}) is the module of feature `{}`, not `{feature}`",
                     source.image, module.digest, module.metadata.id
@@ -206,7 +269,7 @@ impl Modules {
         let attempts: u32 = std::fs::read_to_string(&marker).ok().and_then(|t| t.trim().parse().ok()).unwrap_or(0);
         if attempts >= UNFINISHED_COMPILES_ALLOWED {
             return Err(module_error(
-                "CompileAborted",
+                Reason::CompileAborted,
                 format!(
                     "module {image} (sha256:{sha256}): {attempts} compiles did not finish (the operator likely ran out of memory); refused until the operator's module cache is cleared, e.g. by a new operator pod"
                 ),
@@ -229,7 +292,7 @@ impl Modules {
             Ok(Err(secop_runtime::LoadError::Call { source: secop_runtime::CallError::MemoryBudget { .. }, .. }))
         );
         let result = loaded
-            .map_err(|e| module_error("LoadFailed", format!("loading the module of `{feature}`: {e}")))
+            .map_err(|e| module_error(Reason::LoadFailed, format!("loading the module of `{feature}`: {e}")))
             .and_then(|r| r.map_err(|e| module_error(e.reason(), e.to_string())));
         match &result {
             Ok(module) => {
@@ -253,7 +316,9 @@ impl Modules {
     /// Render `agent` with its modules. A feature whose module failed (to
     /// resolve, or in its calls) runs the module that last worked for it
     /// instead, and a note says so; without one it fails with the cause
-    /// (its applied objects are kept by the caller).
+    /// (its applied objects are kept by the caller). The last good modules
+    /// are the engine's memo's (host/engine/src/memo.rs), like the last good
+    /// outputs.
     pub fn render(
         &self,
         registry: &Registry,
@@ -261,17 +326,12 @@ impl Modules {
         options: RenderOptions,
         resolutions: Vec<Resolution>,
     ) -> Result<ModuleRender, RenderError> {
-        let agent_id = agent_id(agent);
-        let last_good = |feature: &str| {
-            self.last_good
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&(agent_id.clone(), feature.to_string()))
-                .cloned()
-        };
+        let agent_id = AgentId::of(agent);
+        let memo = registry.memo();
+        let last_good = |feature: &str| memo.last_good_module(&agent_id, feature).map(InUse::from);
         let mut options = options;
         let mut in_use: BTreeMap<String, InUse> = BTreeMap::new();
-        let mut notes = vec![];
+        let mut pending = vec![];
         for feature in agent.spec.features.iter().filter(|f| f.enabled && f.module.is_none()) {
             if let Some(entry) = registry.get(&feature.name) {
                 in_use.insert(
@@ -285,30 +345,31 @@ impl Modules {
             match resolution.outcome {
                 Ok(module) => {
                     if let Some(reason) = &module.registry_unavailable {
-                        notes.push(ModuleNote {
+                        pending.push(Pending::Note(ModuleNote {
                             feature: feature.clone(),
-                            reason: "RegistryUnavailable".into(),
+                            reason: Reason::RegistryUnavailable,
                             message: format!(
                                 "feature `{feature}`: registry unreachable ({reason}); running the cached {}",
                                 module.describe()
                             ),
-                        });
+                        }));
                     }
                     options.modules.insert(feature.clone(), Ok(module.agent_module()));
                     in_use.insert(feature, module);
                 }
                 Err(error) => match last_good(&feature) {
                     Some(good) => {
-                        notes.push(rolled_back(&feature, &image, &format!("{}: {error}", error.reason()), &good));
                         options.modules.insert(feature.clone(), Ok(good.agent_module()));
-                        in_use.insert(feature, good);
+                        in_use.insert(feature.clone(), good.clone());
+                        let cause = format!("{}: {error}", error.reason());
+                        pending.push(Pending::Rollback(Box::new(Rollback { feature, failed: image, cause, good })));
                     }
                     None => {
-                        notes.push(ModuleNote {
+                        pending.push(Pending::Note(ModuleNote {
                             feature: feature.clone(),
-                            reason: error.reason().into(),
+                            reason: error.reason(),
                             message: format!("feature `{feature}`: {error}"),
-                        });
+                        }));
                         options.modules.insert(feature, Err(error));
                     }
                 },
@@ -360,47 +421,39 @@ impl Modules {
                 continue;
             }
             let (Some(current), Some(good)) = (in_use.get(&culprit), last_good(&culprit)) else { continue };
-            notes.push(rolled_back(&culprit, &current.describe(), &cause, &good));
             // A culprit other than the reporter had its output admitted, so
             // the memo holds it as last good: drop it, or it would stand in
             // should the retry fail too. (A failed reporter's slot still
             // holds its last good module's output, the right stand-in.)
             if culprit != report.name {
-                registry.memo().forget(&agent_id, &culprit);
+                memo.forget_output(&agent_id, &culprit);
             }
             options.modules.insert(culprit.clone(), Ok(good.agent_module()));
+            let failed = current.describe();
+            pending.push(Pending::Rollback(Box::new(Rollback {
+                feature: culprit.clone(),
+                failed,
+                cause,
+                good: good.clone(),
+            })));
             in_use.insert(culprit, good);
             retry = true;
         }
         if retry {
             rendered = secop_engine::render(registry, agent, &options)?;
-            // A rollback that failed too is no rollback: say what failed.
-            for report in rendered.failed() {
-                if let Some(note) =
-                    notes.iter_mut().find(|n| n.feature == report.name && n.reason == "ModuleRolledBack")
-                {
-                    let error = report.error.as_ref().expect("failed reports have an error");
-                    note.reason = error.reason().to_string();
-                    note.message = format!(
-                        "{}; the last good module failed too: {error}",
-                        note.message.replacen("rolled back to", "rolling back to", 1)
-                    );
-                }
-            }
         }
+        let notes: Vec<ModuleNote> = pending.into_iter().map(|p| p.into_note(&rendered)).collect();
 
-        let mut remembered = self.last_good.lock().unwrap_or_else(|e| e.into_inner());
         for report in rendered.features.iter().filter(|r| r.enabled && r.error.is_none()) {
             if let Some(module) = in_use.get(&report.name) {
-                remembered.insert((agent_id.clone(), report.name.clone()), module.clone());
+                memo.remember_module(&agent_id, &report.name, module.good());
             }
         }
         in_use.retain(|name, _| rendered.features.iter().any(|r| &r.name == name));
         // Compiled modules nobody runs or may roll back to are released (a
         // tag that keeps moving under `Always` would otherwise pile them up).
-        let kept: std::collections::HashSet<String> =
-            remembered.values().chain(in_use.values()).filter_map(|m| m.digest().map(str::to_string)).collect();
-        drop(remembered);
+        let mut kept = memo.module_digests();
+        kept.extend(in_use.values().filter_map(|m| m.digest().map(str::to_string)));
         self.loaded.lock().unwrap_or_else(|e| e.into_inner()).retain(|digest, _| kept.contains(digest));
         Ok(ModuleRender { rendered, in_use, notes })
     }
@@ -408,25 +461,7 @@ impl Modules {
     /// Forget an agent's last good modules and outputs (it was deleted): a
     /// new agent of the same name starts clean.
     pub fn forget(&self, registry: &Registry, agent: &SecurityAgent) {
-        let agent_id = agent_id(agent);
-        self.last_good.lock().unwrap_or_else(|e| e.into_inner()).retain(|(agent, _), _| agent != &agent_id);
-        registry.memo().forget_agent(&agent_id);
-    }
-}
-
-/// `namespace/name`: the key of an agent's last good modules and outputs
-/// (the engine's memo uses the same), and of its retry count.
-pub(crate) fn agent_id(agent: &SecurityAgent) -> String {
-    format!("{}/{}", agent.namespace().unwrap_or_default(), agent.name_any())
-}
-
-/// The note of a rollback: the failed module, why (`Reason: message`), and
-/// what runs instead.
-fn rolled_back(feature: &str, failed: &str, cause: &str, good: &InUse) -> ModuleNote {
-    ModuleNote {
-        feature: feature.to_string(),
-        reason: "ModuleRolledBack".into(),
-        message: format!("feature `{feature}`: module {failed} failed ({cause}); rolled back to {}", good.describe()),
+        registry.memo().forget_agent(&AgentId::of(agent));
     }
 }
 
@@ -541,7 +576,7 @@ mod tests {
 
         // Not even fetched (a digest mismatch): rolled back as well.
         let mismatch = FeatureError::Module {
-            reason: "DigestMismatch",
+            reason: Reason::DigestMismatch,
             message: "digest mismatch: expected sha256:aa, the registry served sha256:bb".into(),
         };
         let refused =

@@ -104,14 +104,13 @@ pub struct Live {
     pub objects: BTreeMap<ObjectKey, Value>,
 }
 
-fn live_key(rank_of: &HashMap<(String, String), u8>, api_version: &str, kind: &str, v: &Value) -> ObjectKey {
-    ObjectKey {
-        rank: rank_of.get(&(api_version.to_string(), kind.to_string())).copied().unwrap_or(6),
-        api_version: api_version.to_string(),
-        kind: kind.to_string(),
-        namespace: v.pointer("/metadata/namespace").and_then(Value::as_str).map(str::to_string),
-        name: v.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string(),
-    }
+fn live_key(api_version: &str, kind: &str, v: &Value) -> ObjectKey {
+    ObjectKey::new(
+        api_version,
+        kind,
+        v.pointer("/metadata/namespace").and_then(Value::as_str),
+        v.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default(),
+    )
 }
 
 /// List every object of `kinds` labelled as this agent's. A kind the
@@ -122,7 +121,6 @@ pub async fn list_owned(
     kind_ids: &BTreeSet<String>,
     agent: &str,
     namespace: &str,
-    ranks: &HashMap<(String, String), u8>,
 ) -> Result<Live> {
     let selector = format!("{OWNER_LABEL}={agent},{OWNER_NAMESPACE_LABEL}={namespace}");
     let mut objects = BTreeMap::new();
@@ -145,7 +143,7 @@ pub async fn list_owned(
             // Items of a LIST response carry no apiVersion/kind.
             value["apiVersion"] = json!(api_version);
             value["kind"] = json!(kind);
-            objects.insert(live_key(ranks, &api_version, &kind, &value), value);
+            objects.insert(live_key(&api_version, &kind, &value), value);
         }
     }
     Ok(Live { objects })
@@ -219,11 +217,9 @@ pub async fn sync(
     keep_features: &BTreeSet<String>,
 ) -> Result<SyncReport> {
     let Owner { agent, namespace, reference: owner_reference } = *owner;
-    let ranks: HashMap<(String, String), u8> =
-        desired.iter().map(|(k, _)| ((k.api_version.clone(), k.kind.clone()), k.rank)).collect();
     let mut kind_ids: BTreeSet<String> = desired.iter().map(|(k, _)| kind_id(&k.api_version, &k.kind)).collect();
     kind_ids.extend(previous_kinds.iter().cloned());
-    let mut live = list_owned(client, kinds, &kind_ids, agent, namespace, &ranks).await?.objects;
+    let mut live = list_owned(client, kinds, &kind_ids, agent, namespace).await?.objects;
     let shared_crds = check_foreign(client, kinds, desired, &live).await?;
     let mut report = SyncReport::default();
 
@@ -240,7 +236,7 @@ pub async fn sync(
         if current.is_some_and(|l| is_subset(&object, l)) {
             continue;
         }
-        if key.group() != "apiextensions.k8s.io" && key.rank == 6 {
+        if key.is_custom_resource() {
             // A custom resource: its CRD may have been applied just now.
             if let Some(crd) = desired.iter().find(|(k, v)| {
                 k.kind == "CustomResourceDefinition"
@@ -265,7 +261,8 @@ pub async fn sync(
         report.applied.push(key.clone());
     }
 
-    // Prune, workloads before RBAC. CRDs are never deleted: deleting one
+    // Prune in reverse apply order (workloads before the RBAC and config
+    // they use). CRDs are never deleted: deleting one
     // deletes every object of its kind in the cluster (for Trivy, every
     // VulnerabilityReport), which is not ours to decide (Helm does the same).
     let desired_keys: BTreeSet<&ObjectKey> = desired.iter().map(|(k, _)| k).collect();
@@ -278,7 +275,7 @@ pub async fn sync(
         })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    stale.sort_by(|a, b| b.0.cmp(&a.0));
+    stale.sort_by(|a, b| (b.0.apply_rank(), &b.0).cmp(&(a.0.apply_rank(), &a.0)));
     for (key, _) in stale {
         let (resource, namespaced) = kinds.resolve(client, &key.api_version, &key.kind).await?;
         let api = dynamic_api(client, &resource, if namespaced { key.namespace.as_deref() } else { None });
@@ -454,7 +451,7 @@ pub async fn delete_cluster_scoped(
     namespace: &str,
     kind_ids: &BTreeSet<String>,
 ) -> Result<usize> {
-    let live = list_owned(client, kinds, kind_ids, agent, namespace, &HashMap::new()).await?;
+    let live = list_owned(client, kinds, kind_ids, agent, namespace).await?;
     let mut deleted = 0;
     let mut cluster_scoped: Vec<&ObjectKey> =
         live.objects.keys().filter(|k| k.namespace.is_none() && !is_crd(k)).collect();

@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
-use secop_api::{FeatureStatus, SecurityAgent, SecurityAgentStatus};
+use secop_api::{FeatureStatus, Reason, SecurityAgent, SecurityAgentStatus};
 use secop_engine::Rendered;
 use secop_feature_sdk::model as m;
 use serde_json::json;
@@ -87,21 +87,19 @@ pub fn desired(
                     } else {
                         "; previously applied objects are kept"
                     };
-                    (
-                        "False".to_string(),
-                        error.reason().to_string(),
-                        format!("feature `{}`: {error}{keeping}", report.name),
-                    )
+                    ("False".to_string(), error.reason().into(), format!("feature `{}`: {error}{keeping}", report.name))
                 }
                 (None, Some((_, c))) => (c.status.as_str().to_string(), c.reason.clone(), c.message.clone()),
-                (None, None) => ("Unknown".to_string(), "NotAssessed".to_string(), String::new()),
+                (None, None) => ("Unknown".to_string(), Reason::NotAssessed.into(), String::new()),
             };
             if state == "True" {
                 ready += 1;
             }
             // A rollback note says more than the (healthy) assessment of
             // the module that stands in.
-            let note = notes.iter().find(|n| n.feature == report.name).map(|n| n.message.clone());
+            let feature_notes: Vec<&str> =
+                notes.iter().filter(|n| n.feature == report.name).map(|n| n.message.as_str()).collect();
+            let note = (!feature_notes.is_empty()).then(|| feature_notes.join("; "));
             status.message = note.or_else(|| Some(message.clone())).filter(|m| !m.is_empty());
             conditions.push(condition(&previous, &report.condition_type, &state, &reason, &message, generation));
         }
@@ -110,21 +108,25 @@ pub fn desired(
     let all_ready = ready == enabled && rendered.failed().next().is_none();
     let not_ready: Vec<&str> = conditions.iter().filter(|c| c.status != "True").map(|c| c.type_.as_str()).collect();
     let (state, reason, message) = if all_ready {
-        ("True", "AllFeaturesReady", format!("{ready}/{enabled} features ready"))
+        ("True", Reason::AllFeaturesReady, format!("{ready}/{enabled} features ready"))
     } else {
-        ("False", "FeaturesNotReady", format!("{ready}/{enabled} features ready; not ready: {}", not_ready.join(", ")))
+        (
+            "False",
+            Reason::FeaturesNotReady,
+            format!("{ready}/{enabled} features ready; not ready: {}", not_ready.join(", ")),
+        )
     };
-    conditions.insert(0, condition(&previous, READY, state, reason, &message, generation));
+    conditions.insert(0, condition(&previous, READY, state, reason.as_str(), &message, generation));
     let degraded = match notes.first() {
         Some(first) => {
             let message = notes.iter().map(|n| n.message.as_str()).collect::<Vec<_>>().join("; ");
-            condition(&previous, DEGRADED, "True", &first.reason, &message, generation)
+            condition(&previous, DEGRADED, "True", first.reason.as_str(), &message, generation)
         }
         None => condition(
             &previous,
             DEGRADED,
             "False",
-            "ModulesAsSpecified",
+            Reason::ModulesAsSpecified.as_str(),
             "every feature runs the module its spec names",
             generation,
         ),
@@ -154,7 +156,7 @@ fn validated(agent: &SecurityAgent, previous: &[Condition]) -> Option<Condition>
     let (state, reason, message) = match run {
         None => (
             "Unknown",
-            "NotRunYet",
+            Reason::NotRunYet,
             format!(
                 "no validation run yet: CronJob ctem-validation runs on `{}`",
                 tests.schedule.as_deref().unwrap_or(secop_api::TestSpec::DEFAULT_SCHEDULE)
@@ -162,7 +164,7 @@ fn validated(agent: &SecurityAgent, previous: &[Condition]) -> Option<Condition>
         ),
         Some(run) if run.error.is_some() => (
             "False",
-            "CheckFailed",
+            Reason::CheckFailed,
             format!(
                 "run at {}: the detections could not be checked: {}",
                 run.last_run.as_deref().unwrap_or("an unknown time"),
@@ -173,7 +175,7 @@ fn validated(agent: &SecurityAgent, previous: &[Condition]) -> Option<Condition>
             let failed: Vec<String> = run
                 .scenarios
                 .iter()
-                .filter(|s| s.result != "Passed")
+                .filter(|s| s.result != secop_api::ScenarioOutcome::Passed)
                 .map(|s| {
                     if s.missing.is_empty() {
                         format!("{}: no detection", s.name)
@@ -186,13 +188,13 @@ fn validated(agent: &SecurityAgent, previous: &[Condition]) -> Option<Condition>
             if failed.is_empty() && !run.scenarios.is_empty() {
                 (
                     "True",
-                    "ScenariosDetected",
+                    Reason::ScenariosDetected,
                     format!("{} scenarios detected by every enabled tool (run at {at})", run.scenarios.len()),
                 )
             } else {
                 (
                     "False",
-                    "DetectionMissing",
+                    Reason::DetectionMissing,
                     format!(
                         "run at {at}: {}",
                         if failed.is_empty() { "no scenario checked".to_string() } else { failed.join("; ") }
@@ -201,29 +203,31 @@ fn validated(agent: &SecurityAgent, previous: &[Condition]) -> Option<Condition>
             }
         }
     };
-    Some(condition(previous, VALIDATED, state, reason, &message, generation))
+    Some(condition(previous, VALIDATED, state, reason.as_str(), &message, generation))
 }
 
 /// The status of an agent that cannot be rendered (`reason`: InvalidSpec
 /// or PolicyViolation).
-pub fn refused(agent: &SecurityAgent, reason: &str, message: &str) -> SecurityAgentStatus {
+pub fn refused(agent: &SecurityAgent, reason: Reason, message: &str) -> SecurityAgentStatus {
     not_ready(agent, reason, message)
 }
 
 /// The status when applying or pruning failed (`reason`: Forbidden or
 /// SyncFailed): Ready=False with the request that failed.
-pub fn sync_failed(agent: &SecurityAgent, reason: &str, message: &str) -> SecurityAgentStatus {
+pub fn sync_failed(agent: &SecurityAgent, reason: Reason, message: &str) -> SecurityAgentStatus {
     not_ready(agent, reason, message)
 }
 
 /// The current status with Ready=False for `reason`; the feature
 /// conditions stay as they were.
-fn not_ready(agent: &SecurityAgent, reason: &str, message: &str) -> SecurityAgentStatus {
+fn not_ready(agent: &SecurityAgent, reason: Reason, message: &str) -> SecurityAgentStatus {
     let previous: Vec<Condition> = agent.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
     let mut status = agent.status.clone().unwrap_or_default();
     status.observed_generation = agent.metadata.generation;
     status.conditions.retain(|c| c.type_ != READY);
-    status.conditions.insert(0, condition(&previous, READY, "False", reason, message, agent.metadata.generation));
+    status
+        .conditions
+        .insert(0, condition(&previous, READY, "False", reason.as_str(), message, agent.metadata.generation));
     status
 }
 

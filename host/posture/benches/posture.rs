@@ -7,7 +7,7 @@
 //! - pass 1: full audit + diff from an empty state (every asset written);
 //! - pass 2: the unchanged resync (dirty checking: 0 documents);
 //! - pass 3: 1% of the pods relabelled (~1% of the documents);
-//! - naive: the plan's saveAll, every asset and alert rewritten each pass;
+//! - naive: the seed plan's saveAll (docs/seed-deviations.md, posture engine), every asset and alert rewritten each pass;
 //! - peak RSS of the process (VmHWM).
 
 use std::time::{Duration, Instant};

@@ -109,12 +109,12 @@ impl CompiledCache {
     /// Store a compiled component (and its tag, with a key). Written to
     /// temporary files and renamed, so a concurrent reader never sees half
     /// a file; the tag goes first, so an entry is never without it.
-    pub fn put(&self, digest: &str, component: &Component) -> Result<(), String> {
-        let bytes = component.serialize().map_err(|e| format!("serialize: {e}"))?;
+    pub fn put(&self, digest: &str, component: &Component) -> Result<(), PutError> {
+        let bytes = component.serialize().map_err(|cause| PutError::Serialize { cause })?;
         let write = |path: PathBuf, data: &[u8]| {
             let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-            std::fs::write(&tmp, data).map_err(|e| format!("write {}: {e}", tmp.display()))?;
-            std::fs::rename(&tmp, &path).map_err(|e| format!("rename to {}: {e}", path.display()))
+            std::fs::write(&tmp, data).map_err(|source| PutError::Write { path: tmp.clone(), source })?;
+            std::fs::rename(&tmp, &path).map_err(|source| PutError::Write { path, source })
         };
         if let Some(key) = &self.key {
             write(self.tag_path(digest), hex::encode(ring::hmac::sign(key, &bytes).as_ref()).as_bytes())?;
@@ -132,4 +132,14 @@ impl CompiledCache {
         }
         Ok(())
     }
+}
+
+/// Why a compiled component could not be stored (the next load compiles
+/// again; nothing else is lost).
+#[derive(Debug, thiserror::Error)]
+pub enum PutError {
+    #[error("serialize: {cause}")]
+    Serialize { cause: wasmtime::Error },
+    #[error("write {}: {source}", .path.display())]
+    Write { path: PathBuf, source: std::io::Error },
 }

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use secop_api::Reason;
 use secop_feature_sdk::model as m;
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
@@ -27,7 +28,7 @@ use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-pub use cache::CompiledCache;
+pub use cache::{CompiledCache, PutError};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -37,6 +38,8 @@ mod bindings {
 }
 
 use bindings::security::feature::{cluster, logging, types as wit};
+
+secop_feature_sdk::wit_model_conversions!(crate::bindings::security::feature::types);
 
 /// How often the epoch advances. Deadlines are rounded up to this.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -86,16 +89,27 @@ pub enum LoadError {
 
 impl LoadError {
     /// A short, stable label (for metrics and condition reasons).
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            LoadError::NotWasm { .. } => "NotWasm",
-            LoadError::NotAComponent { .. } => "NotAComponent",
-            LoadError::Compile { .. } => "CompileFailed",
-            LoadError::Contract { .. } => "ContractMismatch",
-            LoadError::IncompatibleContract { .. } => "IncompatibleContract",
+            LoadError::NotWasm { .. } => Reason::NotWasm,
+            LoadError::NotAComponent { .. } => Reason::NotAComponent,
+            LoadError::Compile { .. } => Reason::CompileFailed,
+            LoadError::Contract { .. } => Reason::ContractMismatch,
+            LoadError::IncompatibleContract { .. } => Reason::IncompatibleContract,
             LoadError::Call { source, .. } => source.reason(),
         }
     }
+}
+
+/// Why the runtime could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("wasmtime engine: {cause}")]
+    Engine { cause: wasmtime::Error },
+    #[error("linking the {imports} imports: {cause}")]
+    Link { imports: &'static str, cause: wasmtime::Error },
+    #[error("no system randomness for the cache key")]
+    NoRandomness,
 }
 
 /// Why one call into a feature failed. The feature's other calls in this
@@ -124,15 +138,15 @@ pub enum CallError {
 
 impl CallError {
     /// A short, stable label (for metrics and condition reasons).
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            CallError::Timeout { .. } => "Timeout",
-            CallError::MemoryLimit { .. } => "MemoryLimit",
-            CallError::MemoryBudget { .. } => "MemoryBudget",
-            CallError::Trap { .. } => "Trap",
-            CallError::OutputTooLarge { .. } => "OutputTooLarge",
-            CallError::Poisoned { .. } => "Poisoned",
-            CallError::Instantiate(_) => "InstantiateFailed",
+            CallError::Timeout { .. } => Reason::Timeout,
+            CallError::MemoryLimit { .. } => Reason::MemoryLimit,
+            CallError::MemoryBudget { .. } => Reason::MemoryBudget,
+            CallError::Trap { .. } => Reason::Trap,
+            CallError::OutputTooLarge { .. } => Reason::OutputTooLarge,
+            CallError::Poisoned { .. } => Reason::Poisoned,
+            CallError::Instantiate(_) => Reason::InstantiateFailed,
         }
     }
 }
@@ -205,7 +219,6 @@ struct HostState {
     stderr: MemoryOutputPipe,
     limiter: MemoryLimiter,
     cluster: ScopedCluster,
-    namespace: String,
 }
 
 impl WasiView for HostState {
@@ -395,15 +408,16 @@ pub struct Runtime {
 
 impl Runtime {
     /// A runtime; with `cache_dir`, compiled modules are kept there.
-    pub fn new(cache_dir: Option<PathBuf>) -> Result<Self, String> {
+    pub fn new(cache_dir: Option<PathBuf>) -> Result<Self, StartError> {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
-        let engine = Engine::new(&config).map_err(|e| format!("wasmtime engine: {e}"))?;
+        let engine = Engine::new(&config).map_err(|cause| StartError::Engine { cause })?;
         let mut linker: Linker<HostState> = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| format!("linking WASI: {e}"))?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|cause| StartError::Link { imports: "WASI", cause })?;
         bindings::Feature::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
-            .map_err(|e| format!("linking feature imports: {e}"))?;
+            .map_err(|cause| StartError::Link { imports: "feature", cause })?;
         let cache = cache_dir.and_then(|dir| match CompiledCache::open(dir, &engine) {
             Ok(c) => Some(c),
             Err(e) => {
@@ -419,14 +433,14 @@ impl Runtime {
     /// operator's key), or under a random key of this process when there is
     /// none: then entries of earlier processes are recompiled, never trusted
     /// (see [`CompiledCache`]).
-    pub fn with_cache_key(mut self, secret: Option<&[u8]>) -> Result<Self, String> {
+    pub fn with_cache_key(mut self, secret: Option<&[u8]>) -> Result<Self, StartError> {
         let random;
         let secret = match secret {
             Some(s) => s,
             None => {
                 let mut bytes = [0u8; 32];
                 ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
-                    .map_err(|_| "no system randomness for the cache key".to_string())?;
+                    .map_err(|_| StartError::NoRandomness)?;
                 random = bytes;
                 &random[..]
             }
@@ -482,7 +496,7 @@ impl Runtime {
             pre,
         };
         let mut probe = self
-            .instantiate(&module, Limits::default(), Arc::new(NoCluster), "")
+            .instantiate(&module, Limits::default(), Arc::new(NoCluster))
             .map_err(|source| LoadError::Call { module: name.to_string(), source })?;
         let metadata = probe.metadata().map_err(|source| LoadError::Call { module: name.to_string(), source })?;
         if !contract_compatible(&metadata.contract_version) {
@@ -513,14 +527,12 @@ impl Runtime {
         Ok((component, LoadSource::Compiled))
     }
 
-    /// A fresh instance of `module` for one reconcile. `namespace` is the
-    /// agent namespace (where namespaced contributed objects live).
+    /// A fresh instance of `module` for one reconcile.
     pub fn instantiate(
         &self,
         module: &Module,
         limits: Limits,
         cluster: Arc<dyn ClusterAccess>,
-        namespace: &str,
     ) -> Result<Instance, CallError> {
         // Deny-all WASI: no preopens, env, args or network (all off by
         // default in WasiCtxBuilder; sockets spelled out for the reader).
@@ -538,7 +550,6 @@ impl Runtime {
             stderr,
             limiter: MemoryLimiter { limit: limits.memory_bytes, used: 0, hit: None, budget: self.budget.clone() },
             cluster: ScopedCluster::new(&module.metadata.id, cluster),
-            namespace: namespace.to_string(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -627,14 +638,7 @@ impl Instance {
     }
 
     pub fn metadata(&mut self) -> Result<m::Metadata, CallError> {
-        let md = self.call("metadata", |f, s| f.call_metadata(s))?;
-        Ok(m::Metadata {
-            id: md.id,
-            priority: md.priority,
-            contract_version: md.contract_version,
-            description: md.description,
-            condition_type: md.condition_type,
-        })
+        Ok(self.call("metadata", |f, s| f.call_metadata(s))?.into())
     }
 
     pub fn configure(
@@ -642,36 +646,9 @@ impl Instance {
         config_json: &str,
         ctx: &m::Context,
     ) -> Result<Result<Vec<m::Diagnostic>, m::ConfigError>, CallError> {
-        let wit_ctx = wit::Context {
-            namespace: ctx.namespace.clone(),
-            agent_name: ctx.agent_name.clone(),
-            cluster_name: ctx.cluster_name.clone(),
-            operator_image: ctx.operator_image.clone(),
-            output: wit::OutputSettings {
-                endpoints: ctx.output.endpoints.clone(),
-                auth_secret: ctx.output.auth_secret.as_ref().map(|s| wit::SecretRef { name: s.name.clone() }),
-                ca_secret: ctx.output.ca_secret.as_ref().map(|s| wit::SecretRef { name: s.name.clone() }),
-                index_inventory: ctx.output.index_inventory.clone(),
-                index_events: ctx.output.index_events.clone(),
-                index_vulnerabilities: ctx.output.index_vulnerabilities.clone(),
-            },
-        };
+        let wit_ctx: wit::Context = ctx.clone().into();
         let result = self.call("configure", |f, s| f.call_configure(s, config_json, &wit_ctx))?;
-        Ok(result
-            .map(|diags| {
-                diags
-                    .into_iter()
-                    .map(|d| m::Diagnostic {
-                        level: match d.level {
-                            wit::DiagnosticLevel::Info => m::DiagnosticLevel::Info,
-                            wit::DiagnosticLevel::Warning => m::DiagnosticLevel::Warning,
-                        },
-                        field: d.field,
-                        message: d.message,
-                    })
-                    .collect()
-            })
-            .map_err(|e| m::ConfigError { field: e.field, message: e.message }))
+        Ok(result.map(|diagnostics| diagnostics.into_iter().map(Into::into).collect()).map_err(Into::into))
     }
 
     pub fn contribute(&mut self) -> Result<Result<Vec<String>, String>, CallError> {
@@ -691,63 +668,11 @@ impl Instance {
     }
 
     pub fn otel_config(&mut self) -> Result<Option<m::OtelReceiver>, CallError> {
-        let receiver = self.call("otel-config", |f, s| f.call_otel_config(s))?;
-        Ok(receiver.map(|r| m::OtelReceiver {
-            name: r.name,
-            include: r.include,
-            exclude: r.exclude,
-            format: match r.format {
-                wit::LineFormat::Json => m::LineFormat::Json,
-                wit::LineFormat::ContainerJson => m::LineFormat::ContainerJson,
-            },
-            timestamp: r.timestamp.map(|t| m::TimestampField {
-                field: t.field,
-                layout: match t.layout {
-                    wit::TimestampLayout::Rfc3339Nano => m::TimestampLayout::Rfc3339Nano,
-                    wit::TimestampLayout::EpochSeconds => m::TimestampLayout::EpochSeconds,
-                },
-            }),
-            tool: r.tool,
-            target: match r.target {
-                wit::TargetIndex::Inventory => m::TargetIndex::Inventory,
-                wit::TargetIndex::Events => m::TargetIndex::Events,
-                wit::TargetIndex::Vulnerabilities => m::TargetIndex::Vulnerabilities,
-            },
-            subject: m::SubjectPaths { namespace: r.subject.namespace, pod: r.subject.pod, node: r.subject.node },
-            severity: r
-                .severity
-                .into_iter()
-                .map(|s| m::SeverityRule { path: s.path, equals: s.equals, severity: s.severity })
-                .collect(),
-            event_kind: r.event_kind,
-            lifts: r
-                .lifts
-                .into_iter()
-                .map(|l| m::FieldLift {
-                    from: l.from,
-                    to: l.to,
-                    strip_pattern: l.strip_pattern,
-                    when: l.when.map(|w| m::FieldMatch { path: w.path, equals: w.equals }),
-                })
-                .collect(),
-        }))
+        Ok(self.call("otel-config", |f, s| f.call_otel_config(s))?.map(Into::into))
     }
 
     pub fn collector(&mut self) -> Result<Option<m::CollectorSlots>, CallError> {
-        let slots = self.call("collector", |f, s| f.call_collector(s))?;
-        Ok(slots.map(|c| m::CollectorSlots {
-            node_daemonset: c.node_daemonset,
-            node_container: c.node_container,
-            gateway_deployment: c.gateway_deployment,
-            node_config_map: c.node_config_map,
-            gateway_config_map: c.gateway_config_map,
-            config_key: c.config_key,
-            gateway_endpoint: c.gateway_endpoint,
-            storage_directory: c.storage_directory,
-            username_env: c.username_env,
-            password_env: c.password_env,
-            ca_file: c.ca_file,
-        }))
+        Ok(self.call("collector", |f, s| f.call_collector(s))?.map(Into::into))
     }
 
     /// Allow `assess` to read these objects (what the feature contributed
@@ -756,23 +681,8 @@ impl Instance {
         self.store.data_mut().cluster.set_readable(objects);
     }
 
-    /// The agent namespace this instance was created for.
-    pub fn namespace(&self) -> &str {
-        &self.store.data().namespace
-    }
-
     pub fn assess(&mut self) -> Result<m::Condition, CallError> {
-        let c = self.call("assess", |f, s| f.call_assess(s))?;
-        Ok(m::Condition {
-            type_: c.type_,
-            status: match c.status {
-                wit::ConditionStatus::True => m::ConditionStatus::True,
-                wit::ConditionStatus::False => m::ConditionStatus::False,
-                wit::ConditionStatus::Unknown => m::ConditionStatus::Unknown,
-            },
-            reason: c.reason,
-            message: c.message,
-        })
+        Ok(self.call("assess", |f, s| f.call_assess(s))?.into())
     }
 }
 

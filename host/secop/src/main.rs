@@ -126,7 +126,7 @@ enum Command {
     /// index and resolve findings that vanished; with --watch, keep doing so
     /// as reports change (the trivy feature's sync Deployment).
     TrivySync(output::TrivySync),
-    /// Print the CTEM checklist (plan §7.2) with pass/fail read from the
+    /// Print the CTEM checklist (docs/seed-deviations.md, Elasticsearch §7.2) with pass/fail read from the
     /// indices; exits 1 when a check fails.
     CtemReport(output::CtemReport),
     /// Check that the detections of the scenarios a pod performed arrived

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 use clap::Args;
 use kube::api::{Api, Patch, PatchParams};
-use secop_api::{ScenarioResult, SecurityAgent, VALIDATION_SCENARIOS, ValidationStatus};
+use secop_api::{ScenarioOutcome, ScenarioResult, SecurityAgent, VALIDATION_SCENARIOS, ValidationStatus};
 use secop_elastic::ctem::{self, Signal};
 use secop_elastic::{Elastic, Method};
 use serde_json::{Value, json};
@@ -182,12 +182,12 @@ async fn wait_for_detections(es: &Elastic, args: &Validate, expected: &[Expected
             let passed = missing.is_empty() && !detected_by.is_empty();
             results.push(ScenarioResult {
                 name: e.name.to_string(),
-                result: if passed { "Passed" } else { "Failed" }.to_string(),
+                result: ScenarioOutcome::passed(passed),
                 detected_by: detected_by.into_iter().collect(),
                 missing: missing.into_iter().collect(),
             });
         }
-        if results.iter().all(|r| r.result == "Passed") || Instant::now() >= deadline {
+        if results.iter().all(|r| r.result == ScenarioOutcome::Passed) || Instant::now() >= deadline {
             return Ok(results);
         }
         tokio::time::sleep(Duration::from_secs(5)).await;
@@ -208,7 +208,7 @@ async fn detections(es: &Elastic, index: &str, signal: Signal, pod: Option<&str>
 /// themselves are: a validation run is evidence like any alert.
 async fn record_documents(es: &Elastic, args: &Validate, status: &ValidationStatus) -> Result<()> {
     for r in &status.scenarios {
-        let passed = r.result == "Passed";
+        let passed = r.result == ScenarioOutcome::Passed;
         let doc = json!({
             "@timestamp": status.last_run,
             "labels": { "security_tool": "ctem-validation" },

@@ -2,7 +2,7 @@
 //! writes, run by the real OpenTelemetry Collector (built by `cargo xtask`
 //! with the Collector Builder), node → OTLP → gateway → a real
 //! Elasticsearch node, fed with the sensor fixtures in
-//! `test/fixtures/replay/`. Then the plan's CTEM checks (§7.2) run as
+//! `test/fixtures/replay/`. Then the CTEM checks (host/elastic/src/ctem.rs) run as
 //! queries against what landed.
 //!
 //! `cargo xtask test` provides the servers (SECOP_OTELCOL, SECOP_E2E_ES_URL,
@@ -180,7 +180,7 @@ fn ctem_scope(replay: &Replay) -> secop_elastic::ctem::Scope {
 }
 
 /// The replay: fixtures → node collector → gateway → Elasticsearch, then
-/// the CTEM checks of the plan (§7.2) and the dashboards' aggregations.
+/// the CTEM checks (host/elastic/src/ctem.rs) and the dashboards' aggregations.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sensor_events_reach_the_ctem_indices_through_the_real_collectors() {
     let Some(servers) = servers() else { return };
@@ -301,7 +301,7 @@ async fn sensor_events_reach_the_ctem_indices_through_the_real_collectors() {
     pasted_queries_find_the_replayed_scenarios(&es, &replay).await;
     reports.delete().await;
 
-    // Severity 1–5 per tool, per the plan's table.
+    // Severity 1–5 per tool, per the severity table (docs/seed-deviations.md, §5.4).
     let docs =
         search(&es, &format!("{events},{inventory}"), json!({ "size": 500, "query": { "match_all": {} } })).await;
     let falco_severity = |p: &str| match p {
@@ -495,7 +495,7 @@ async fn dashboards_have_data(es: &Elastic, index_for_title: &[(&str, String)]) 
     let panels: Vec<&str> =
         dashboard["references"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
     let visualizations: Vec<&Value> = objects.iter().filter(|o| o["type"] == "visualization").collect();
-    assert_eq!(visualizations.len(), 3, "the plan's three panels");
+    assert_eq!(visualizations.len(), 3, "the three panels of deploy/kibana");
     for vis in visualizations {
         let id = vis["id"].as_str().unwrap();
         assert!(panels.contains(&id), "{id} is on the dashboard");

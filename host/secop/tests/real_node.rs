@@ -429,7 +429,8 @@ async fn run_validation_now(client: &Client) {
     let status = agents.get("poc-security").await.unwrap().status.unwrap();
     let validation = status.validation.clone().expect("status.validation written by the check");
     assert_eq!(validation.pod.as_deref(), Some(pod_name.as_str()));
-    let failed: Vec<_> = validation.scenarios.iter().filter(|s| s.result != "Passed").collect();
+    let failed: Vec<_> =
+        validation.scenarios.iter().filter(|s| s.result != secop_api::ScenarioOutcome::Passed).collect();
     assert!(
         failed.is_empty() && validation.scenarios.len() == 5,
         "every scenario detected by every enabled tool: {failed:?}\n{scenarios}\n{check}"
@@ -556,7 +557,7 @@ async fn helm_install_runs_every_rendered_workload_on_a_real_node() {
         assert!(table.iter().any(|(w, _, _)| w == expected), "{expected} has a pod on the real node");
     }
 
-    // The data path on the node, driven by the plan's scenarios: the
+    // The data path on the node, driven by the scenarios of test/scenarios: the
     // stand-ins see them through the kernel and write where the real tools
     // write (stdout → the kubelet's CRI logs under /var/log/pods; osquery's
     // results file); the node collector pod tails them and ships through
@@ -576,7 +577,7 @@ async fn helm_install_runs_every_rendered_workload_on_a_real_node() {
     // Validated condition.
     run_validation_now(&client).await;
 
-    // The plan's one-minute demo on the agent as applied: tetragon off and
+    // The one-minute demo (demo/live-demo.sh) on the agent as applied: tetragon off and
     // on, a Falco override rolled out, the conditions, the CTEM report
     // (`cargo xtask demo` runs this test to show it). It keeps the agent:
     // the steps below check the same on the pods themselves.

@@ -168,7 +168,7 @@ fn an_oversized_module_is_refused_before_its_download() {
         .block_on(store.push(&image, &falco, Default::default(), secop_oci::Layout::Secop, &Default::default()))
         .unwrap();
 
-    let error = runtime.block_on(store.fetch(&source(&image))).err().expect("over the limit");
+    let error = runtime.block_on(store.fetch(&source(&image))).expect_err("over the limit");
     assert_eq!(error.reason(), "ModuleTooLarge", "{error}");
     assert!(error.to_string().contains(&format!("{} bytes (per its manifest)", falco.len())), "{error}");
     assert!(
@@ -185,7 +185,7 @@ fn an_oversized_module_is_refused_before_its_download() {
         .with_limits(secop_oci::FetchLimits { timeout: std::time::Duration::from_secs(2), ..Default::default() });
     let started = std::time::Instant::now();
     let error =
-        runtime.block_on(store.fetch(&source(&format!("{silent_host}/features/falco:1")))).err().expect("no answer");
+        runtime.block_on(store.fetch(&source(&format!("{silent_host}/features/falco:1")))).expect_err("no answer");
     assert_eq!(error.reason(), "RegistryUnavailable", "{error}");
     assert!(error.to_string().contains("no complete answer within 2s"), "{error}");
     eprintln!("silent registry given up after {:.1?}", started.elapsed());

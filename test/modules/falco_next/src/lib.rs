@@ -6,11 +6,7 @@
 use secop_feature_sdk::*;
 use serde_json::Value;
 
-// The built-in source exports itself unless `feature = "wrapped"`, which
-// this crate sets: here it is a building block, and the wrapper is exported.
-#[path = "../../../../features-wasm/falco/src/lib.rs"]
-#[allow(dead_code)]
-mod falco;
+use feature_falco as falco;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const VERSION_ANNOTATION: &str = "security.example.io/module-version";
