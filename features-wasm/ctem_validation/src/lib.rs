@@ -206,22 +206,6 @@ impl Validation {
     }
 }
 
-/// A schedule the CronJob controller accepts: five fields, a `@hourly`-style
-/// macro, or `@every <duration>`.
-fn valid_schedule(schedule: &str) -> bool {
-    let s = schedule.trim();
-    if let Some(d) = s.strip_prefix("@every ") {
-        let d = d.trim();
-        return d.chars().next().is_some_and(|c| c.is_ascii_digit())
-            && d.chars().all(|c| c.is_ascii_digit() || "hms".contains(c));
-    }
-    if s.starts_with('@') {
-        return ["@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"].contains(&s);
-    }
-    let fields: Vec<&str> = s.split_whitespace().collect();
-    fields.len() == 5 && fields.iter().all(|f| f.chars().all(|c| c.is_ascii_alphanumeric() || "*/,-?".contains(c)))
-}
-
 impl Feature for Validation {
     fn metadata(&self) -> Metadata {
         Metadata {
@@ -245,7 +229,7 @@ impl Feature for Validation {
                 ));
             }
         }
-        if !valid_schedule(&config.schedule) {
+        if !k8s::valid_cron_schedule(&config.schedule) {
             return Err(ConfigError::new(
                 "schedule",
                 format!("`{}` is not a cron schedule (5 fields, @hourly/@daily/..., or `@every 1h`)", config.schedule),

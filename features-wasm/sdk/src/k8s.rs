@@ -11,6 +11,23 @@ use crate::model::{Context, OutputSettings};
 
 pub const PART_OF: &str = "security-operator";
 
+/// A schedule the CronJob controller accepts: five fields, a `@hourly`-style
+/// macro, or `@every <duration>`. Shared by the validation feature and the
+/// CRD's own check of `spec.tests.schedule` (host/api).
+pub fn valid_cron_schedule(schedule: &str) -> bool {
+    let s = schedule.trim();
+    if let Some(d) = s.strip_prefix("@every ") {
+        let d = d.trim();
+        return d.chars().next().is_some_and(|c| c.is_ascii_digit())
+            && d.chars().all(|c| c.is_ascii_digit() || "hms".contains(c));
+    }
+    if s.starts_with('@') {
+        return ["@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"].contains(&s);
+    }
+    let fields: Vec<&str> = s.split_whitespace().collect();
+    fields.len() == 5 && fields.iter().all(|f| f.chars().all(|c| c.is_ascii_alphanumeric() || "*/,-?".contains(c)))
+}
+
 /// Labels every object of a feature carries; `component` is the tool.
 pub fn labels(component: &str) -> Value {
     json!({

@@ -211,6 +211,13 @@ pub struct OverrideSpec {
 
 /// Written by hand because `#[serde(flatten)]` would lose the path of a
 /// bad field (`spec.override.falco.tolerations` would become `spec.override`).
+impl OverrideSpec {
+    /// Every override with its key: `nodeAgent` first, then per tool.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &ComponentOverride)> {
+        self.node_agent.iter().map(|o| ("nodeAgent", o)).chain(self.components.iter().map(|(k, o)| (k.as_str(), o)))
+    }
+}
+
 impl<'de> Deserialize<'de> for OverrideSpec {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct Visitor;
@@ -467,22 +474,6 @@ pub fn parse(text: &str) -> Result<SecurityAgent, SpecError> {
     Ok(agent)
 }
 
-/// A schedule the CronJob controller accepts: five fields, a `@hourly`-style
-/// macro, or `@every <duration>` (as features-wasm/ctem_validation checks it).
-fn cron_schedule(schedule: &str) -> bool {
-    let s = schedule.trim();
-    if let Some(d) = s.strip_prefix("@every ") {
-        let d = d.trim();
-        return d.chars().next().is_some_and(|c| c.is_ascii_digit())
-            && d.chars().all(|c| c.is_ascii_digit() || "hms".contains(c));
-    }
-    if s.starts_with('@') {
-        return ["@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"].contains(&s);
-    }
-    let fields: Vec<&str> = s.split_whitespace().collect();
-    fields.len() == 5 && fields.iter().all(|f| f.chars().all(|c| c.is_ascii_alphanumeric() || "*/,-?".contains(c)))
-}
-
 /// Checks the CRD schema also makes, for input that never saw an API server.
 pub fn validate(spec: &SecurityAgentSpec) -> Result<(), SpecError> {
     for (i, feature) in spec.features.iter().enumerate() {
@@ -508,12 +499,7 @@ pub fn validate(spec: &SecurityAgentSpec) -> Result<(), SpecError> {
         }
     }
     if let Some(overrides) = &spec.overrides {
-        let entries = overrides
-            .node_agent
-            .iter()
-            .map(|o| ("nodeAgent", o))
-            .chain(overrides.components.iter().map(|(k, o)| (k.as_str(), o)));
-        for (key, o) in entries {
+        for (key, o) in overrides.entries() {
             if let Some(replicas) = o.replicas
                 && replicas < 0
             {
@@ -547,7 +533,7 @@ pub fn validate(spec: &SecurityAgentSpec) -> Result<(), SpecError> {
         // The feature checks this too; here the error names the field the
         // user wrote, before anything renders.
         if let Some(schedule) = &tests.schedule
-            && !cron_schedule(schedule)
+            && !secop_feature_sdk::k8s::valid_cron_schedule(schedule)
         {
             return Err(SpecError::new(
                 "spec.tests.schedule",

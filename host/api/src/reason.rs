@@ -94,6 +94,8 @@ reasons! {
     /// Degraded=False: every feature runs the module its spec names.
     ModulesAsSpecified,
     NotRunYet,
+    /// A scheduled validation run has not reported.
+    RunOverdue,
     CheckFailed,
     ScenariosDetected,
     DetectionMissing,

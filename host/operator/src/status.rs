@@ -6,7 +6,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::jiff::tz::TimeZone;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use secop_api::{FeatureStatus, Reason, SecurityAgent, SecurityAgentStatus};
@@ -132,7 +133,7 @@ pub fn desired(
         ),
     };
     conditions.insert(1, degraded);
-    if let Some(validated) = validated(agent, &previous) {
+    if let Some(validated) = validated(agent, &previous, Timestamp::now()) {
         conditions.insert(2, validated);
     }
     SecurityAgentStatus {
@@ -148,12 +149,29 @@ pub fn desired(
 
 /// The `Validated` condition from `status.validation`, which the
 /// validation Job writes; none when `spec.tests` is off. "0 findings" must
-/// never look healthy: a run that has not happened yet is Unknown.
-fn validated(agent: &SecurityAgent, previous: &[Condition]) -> Option<Condition> {
+/// never look healthy: a run that has not happened yet is Unknown, and so
+/// is the last result once a scheduled run is overdue (the CronJob's Jobs
+/// stopped running: image not pullable, pod refused, CronJob suspended).
+fn validated(agent: &SecurityAgent, previous: &[Condition], now: Timestamp) -> Option<Condition> {
     let tests = agent.spec.tests.as_ref().filter(|t| t.enabled)?;
     let generation = agent.metadata.generation;
     let run = agent.status.as_ref().and_then(|s| s.validation.as_ref());
+    let schedule = tests.schedule.as_deref().unwrap_or(secop_api::TestSpec::DEFAULT_SCHEDULE);
+    let overdue = run
+        .and_then(|r| r.last_run.as_deref())
+        .and_then(|last| last.parse::<Timestamp>().ok())
+        .and_then(|last| next_run(schedule, last))
+        .filter(|due| now > *due + RUN_GRACE);
     let (state, reason, message) = match run {
+        Some(run) if overdue.is_some() => (
+            "Unknown",
+            Reason::RunOverdue,
+            format!(
+                "the last validation run was at {}; the run due at {} has not reported (CronJob ctem-validation on `{schedule}`: see its Jobs and pods)",
+                run.last_run.as_deref().unwrap_or_default(),
+                overdue.expect("matched"),
+            ),
+        ),
         None => (
             "Unknown",
             Reason::NotRunYet,
@@ -206,6 +224,27 @@ fn validated(agent: &SecurityAgent, previous: &[Condition]) -> Option<Condition>
     Some(condition(previous, VALIDATED, state, reason.as_str(), &message, generation))
 }
 
+/// How long a scheduled run may take to report: the Job's pod starts (an
+/// image pull), performs the scenarios, and the check waits up to five
+/// minutes for the detections (host/secop/src/validate.rs).
+const RUN_GRACE: SignedDuration = SignedDuration::from_mins(15);
+
+/// The first time after `last` the CronJob runs on `schedule` (UTC, the
+/// controller's default), or None for a schedule that never fires again.
+/// `@every <duration>` is the CronJob controller's own extension; the rest
+/// is cron (croner).
+fn next_run(schedule: &str, last: Timestamp) -> Option<Timestamp> {
+    let schedule = schedule.trim();
+    if let Some(every) = schedule.strip_prefix("@every ") {
+        let every: SignedDuration = every.trim().parse().ok()?;
+        return last.checked_add(every).ok();
+    }
+    let pattern = if schedule.eq_ignore_ascii_case("@midnight") { "@daily" } else { schedule };
+    let cron: croner::Cron = pattern.parse().ok()?;
+    let next = cron.find_next_occurrence(&last.to_zoned(TimeZone::UTC), false).ok()?;
+    Some(next.timestamp())
+}
+
 /// The status of an agent that cannot be rendered (`reason`: InvalidSpec
 /// or PolicyViolation).
 pub fn refused(agent: &SecurityAgent, reason: Reason, message: &str) -> SecurityAgentStatus {
@@ -250,4 +289,59 @@ pub async fn write(api: &Api<SecurityAgent>, agent: &SecurityAgent, mut status: 
     });
     api.patch_status(&agent.name_any(), &PatchParams::apply(STATUS_MANAGER).force(), &Patch::Apply(&patch)).await?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secop_api::{ScenarioOutcome, ScenarioResult, ValidationStatus};
+
+    fn at(text: &str) -> Timestamp {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn the_next_run_follows_the_schedule() {
+        let last = at("2026-12-02T10:20:00Z");
+        assert_eq!(next_run("@hourly", last), Some(at("2026-12-02T11:00:00Z")));
+        assert_eq!(next_run("*/15 * * * *", last), Some(at("2026-12-02T10:30:00Z")));
+        assert_eq!(next_run("@midnight", last), Some(at("2026-12-03T00:00:00Z")));
+        assert_eq!(next_run("@every 2h", last), Some(at("2026-12-02T12:20:00Z")));
+        assert_eq!(next_run("@every 1h30m", last), Some(at("2026-12-02T11:50:00Z")));
+        // 31 February: the tests' schedule, which never fires.
+        assert_eq!(next_run("0 0 31 2 *", last), None);
+    }
+
+    #[test]
+    fn a_passed_run_turns_unknown_once_the_next_scheduled_run_is_overdue() {
+        let mut agent = secop_api::parse(
+            "apiVersion: security.example.io/v1alpha1\nkind: SecurityAgent\nmetadata: { name: a, namespace: sec }\nspec:\n  features: [{ name: falco }]\n  tests: { enabled: true, schedule: '@hourly', scenarios: [validate-shell] }\n",
+        )
+        .unwrap();
+        agent.status = Some(SecurityAgentStatus {
+            validation: Some(ValidationStatus {
+                last_run: Some("2026-12-02T10:20:00Z".into()),
+                pod: Some("ctem-validation-1".into()),
+                error: None,
+                scenarios: vec![ScenarioResult {
+                    name: "validate-shell".into(),
+                    result: ScenarioOutcome::Passed,
+                    detected_by: vec!["falco".into()],
+                    missing: vec![],
+                }],
+            }),
+            ..Default::default()
+        });
+        // The 11:00 run may take until 11:15 to report.
+        let fresh = validated(&agent, &[], at("2026-12-02T11:14:00Z")).unwrap();
+        assert_eq!((fresh.status.as_str(), fresh.reason.as_str()), ("True", "ScenariosDetected"));
+        let overdue = validated(&agent, &[], at("2026-12-02T11:16:00Z")).unwrap();
+        assert_eq!(
+            (overdue.status.as_str(), overdue.reason.as_str()),
+            ("Unknown", "RunOverdue"),
+            "{}",
+            overdue.message
+        );
+        assert!(overdue.message.contains("2026-12-02T11:00:00Z"), "{}", overdue.message);
+    }
 }

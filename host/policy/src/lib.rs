@@ -308,12 +308,7 @@ impl ClusterPolicy {
             }
         }
         if let Some(overrides) = &agent.spec.overrides {
-            let entries = overrides
-                .node_agent
-                .iter()
-                .map(|o| ("nodeAgent", o))
-                .chain(overrides.components.iter().map(|(k, o)| (k.as_str(), o)));
-            for (key, o) in entries {
+            for (key, o) in overrides.entries() {
                 if let Some(image) = &o.image
                     && !self.image_allowed(image, None)
                 {
