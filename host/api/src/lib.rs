@@ -23,6 +23,8 @@ pub const GROUP: &str = "security.example.io";
 pub const VERSION: &str = "v1alpha1";
 pub const KIND: &str = "SecurityAgent";
 
+/// The desired sensor grid: which features run with what config, where
+/// their data goes, workload overrides and continuous validation.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "security.example.io",
@@ -34,6 +36,8 @@ pub const KIND: &str = "SecurityAgent";
     category = "security",
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Features","type":"string","jsonPath":".status.summary"}"#,
+    printcolumn = r#"{"name":"Modules","type":"string","jsonPath":".status.conditions[?(@.type==\"Degraded\")].reason"}"#,
+    printcolumn = r#"{"name":"Validated","type":"string","jsonPath":".status.conditions[?(@.type==\"Validated\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     // Unique feature names, on the API server too.
     validation = "self.spec.features.all(f, self.spec.features.exists_one(g, g.name == f.name))",
@@ -41,11 +45,13 @@ pub const KIND: &str = "SecurityAgent";
 )]
 #[serde(rename_all = "camelCase")]
 pub struct SecurityAgentSpec {
+    /// Settings shared by every feature.
     #[serde(default)]
     pub global: GlobalSpec,
     /// The tools to run. Each name must be unique; unknown names are errors.
     #[schemars(length(max = 64))]
     pub features: Vec<FeatureSpec>,
+    /// Where the features' events, inventory and findings are shipped.
     #[serde(default)]
     pub output: OutputSpec,
     /// Workload overrides: `nodeAgent` for every node DaemonSet, then one
@@ -53,6 +59,8 @@ pub struct SecurityAgentSpec {
     #[serde(default, rename = "override", skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "override_schema")]
     pub overrides: Option<OverrideSpec>,
+    /// Continuous CTEM validation: scenarios performed on a schedule, their
+    /// detections checked (result in `status.validation`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tests: Option<TestSpec>,
 }
@@ -71,6 +79,7 @@ pub struct FeatureSpec {
     /// Feature id, e.g. `falco`.
     #[schemars(length(min = 1, max = 63))]
     pub name: String,
+    /// Run this feature (default true); a disabled feature's objects are pruned.
     #[serde(default = "enabled_default")]
     pub enabled: bool,
     /// Tool-specific configuration, decoded and validated by the feature.
@@ -125,7 +134,10 @@ pub struct ModuleRef {
     pub image: String,
     /// Expected sha256 of the component, hex.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(sha256:)?[0-9a-fA-F]{64}$"))]
     pub sha256: Option<String>,
+    /// `IfNotPresent` (default: a cached module is used) or `Always` (the tag
+    /// is resolved again on every module poll, so a moved tag is picked up).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull_policy: Option<PullPolicy>,
     /// A dockerconfigjson Secret in the agent's namespace.
@@ -142,6 +154,7 @@ pub enum PullPolicy {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OutputSpec {
+    /// The Elasticsearch cluster the gateway collector writes to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub elasticsearch: Option<ElasticsearchSpec>,
 }
@@ -149,7 +162,12 @@ pub struct OutputSpec {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ElasticsearchSpec {
-    #[schemars(length(min = 1))]
+    /// URLs of Elasticsearch nodes (`https://host:9200`).
+    #[schemars(length(min = 1, max = 16), inner(length(max = 2048)))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.all(e, e.startsWith('https://') || e.startsWith('http://'))",
+        "message": "every endpoint is an http:// or https:// URL",
+    }]))]
     pub endpoints: Vec<String>,
     /// Secret with `username` and `password`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -157,6 +175,7 @@ pub struct ElasticsearchSpec {
     /// Secret with `ca.crt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_secret_ref: Option<SecretRef>,
+    /// Index names by CTEM purpose.
     #[serde(default)]
     pub indices: IndexSpec,
     /// Allow `http://` endpoints together with `authSecretRef`: the
@@ -167,6 +186,8 @@ pub struct ElasticsearchSpec {
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 pub struct SecretRef {
+    /// Name of a Secret in the agent's namespace.
+    #[schemars(length(min = 1, max = 253))]
     pub name: String,
 }
 
@@ -174,11 +195,17 @@ pub struct SecretRef {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IndexSpec {
+    /// Scope: assets and posture (default `security-inventory`).
     #[serde(default = "default_inventory")]
+    #[schemars(length(min = 1, max = 255), regex(pattern = r"^[a-z0-9][a-z0-9._-]*$"))]
     pub inventory: String,
+    /// Validation: runtime detections (default `security-events`).
     #[serde(default = "default_events")]
+    #[schemars(length(min = 1, max = 255), regex(pattern = r"^[a-z0-9][a-z0-9._-]*$"))]
     pub events: String,
+    /// Discovery and Priority: vulnerability findings (default `security-vuln`).
     #[serde(default = "default_vulnerabilities")]
+    #[schemars(length(min = 1, max = 255), regex(pattern = r"^[a-z0-9][a-z0-9._-]*$"))]
     pub vulnerabilities: String,
 }
 
@@ -246,26 +273,35 @@ impl<'de> Deserialize<'de> for OverrideSpec {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ComponentOverride {
+    /// Container resources (merged key-wise: `limits.memory` keeps the CPU limit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Pod tolerations (replace the rendered ones).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tolerations: Option<Vec<Toleration>>,
+    /// Pod node selector (merged key-wise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_selector: Option<BTreeMap<String, String>>,
+    /// Pod affinity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<Affinity>,
+    /// Pod priority class.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority_class_name: Option<String>,
+    /// The tool container's image; only images the cluster policy allows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     /// Replicas of a Deployment (ignored for DaemonSets).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub replicas: Option<i32>,
+    /// Environment of the tool container (merged by name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<Vec<EnvVar>>,
+    /// Labels added to the workload and its pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<BTreeMap<String, String>>,
+    /// Annotations added to the workload and its pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<BTreeMap<String, String>>,
 }
@@ -291,6 +327,7 @@ pub const VALIDATION_SCENARIOS: &[&str] = &[
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TestSpec {
+    /// Run the validation CronJob (its objects are pruned when off).
     #[serde(default)]
     pub enabled: bool,
     /// Scenario names (scope-inventory, validate-shell, validate-k8s-api,
@@ -336,6 +373,7 @@ pub struct ValidationStatus {
     /// unreachable, ...); its scenarios are then not checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// One result per scenario of the run.
     #[serde(default)]
     pub scenarios: Vec<ScenarioResult>,
 }
@@ -343,6 +381,7 @@ pub struct ValidationStatus {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ScenarioResult {
+    /// The scenario (`spec.tests.scenarios`).
     pub name: String,
     pub result: ScenarioOutcome,
     /// Tools whose detection arrived.
@@ -377,11 +416,16 @@ impl std::fmt::Display for ScenarioOutcome {
     }
 }
 
+/// What the operator last observed and did (written with server-side
+/// apply; `validation` by the validation runner).
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecurityAgentStatus {
+    /// The generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// `Ready`, `Degraded`, `Validated` (with `spec.tests`) and one
+    /// readiness condition per feature (`FalcoReady`, ...).
     #[serde(default)]
     pub conditions: Vec<Condition>,
     /// Per-feature state, keyed by feature name.
@@ -402,6 +446,7 @@ pub struct SecurityAgentStatus {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FeatureStatus {
+    /// Whether the spec enables the feature.
     pub enabled: bool,
     /// sha256 of the module in use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -411,6 +456,8 @@ pub struct FeatureStatus {
     /// not the one the spec asks for (see the Degraded condition).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub module_image: Option<String>,
+    /// Why the feature is not ready, or the module notes (rollback,
+    /// registry unreachable) of its last reconcile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
@@ -573,6 +620,53 @@ pub fn validate(spec: &SecurityAgentSpec) -> Result<(), SpecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `kubectl explain securityagent --recursive` is useful: every field
+    /// of the CRD's schema has a description.
+    #[test]
+    fn every_field_of_the_crd_has_a_description() {
+        use kube::CustomResourceExt as _;
+        fn walk(schema: &serde_json::Value, path: &str, missing: &mut Vec<String>) {
+            if !schema.is_object() {
+                return;
+            }
+            for (name, field) in schema["properties"].as_object().into_iter().flatten() {
+                let path = format!("{path}.{name}");
+                if field["description"].as_str().is_none_or(str::is_empty) {
+                    missing.push(path.clone());
+                }
+                walk(field, &path, missing);
+            }
+            walk(&schema["items"], &format!("{path}[]"), missing);
+            walk(&schema["additionalProperties"], &format!("{path}{{}}"), missing);
+        }
+        let crd = serde_json::to_value(SecurityAgent::crd()).unwrap();
+        let mut missing = vec![];
+        walk(&crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"], "", &mut missing);
+        // apiVersion, kind and metadata are described by Kubernetes itself.
+        missing.retain(|p| !matches!(p.as_str(), ".apiVersion" | ".kind" | ".metadata"));
+        assert!(missing.is_empty(), "fields without a description: {missing:?}");
+    }
+
+    #[test]
+    fn the_validation_status_policy_guards_every_other_status_field() {
+        let policy = include_str!("../../../deploy/helm/security-operator/files/validation-status-policy.yaml");
+        let every_field = SecurityAgentStatus {
+            observed_generation: Some(1),
+            conditions: vec![],
+            features: BTreeMap::new(),
+            summary: Some("0/0".into()),
+            inventory: vec!["v1/ConfigMap".into()],
+            validation: Some(ValidationStatus::default()),
+        };
+        let fields = serde_json::to_value(&every_field).unwrap();
+        for field in fields.as_object().unwrap().keys().filter(|k| *k != "validation") {
+            assert!(
+                policy.contains(&format!("object.?status.?{field} == oldObject.?status.?{field}")),
+                "status.{field} is not guarded by the validation runner's policy"
+            );
+        }
+    }
 
     const MINIMAL: &str =
         "apiVersion: security.example.io/v1alpha1\nkind: SecurityAgent\nmetadata: {name: a, namespace: s}\n";

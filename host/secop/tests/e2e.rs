@@ -1706,3 +1706,145 @@ async fn a_malformed_vulnerability_report_is_skipped_and_named_the_rest_is_synce
     // test's) report it too.
     reports.delete("replicaset-web-nginx", &DeleteParams::default()).await.unwrap();
 }
+
+/// The validation runner's ServiceAccount may patch its agent's status
+/// (RBAC cannot narrow that to `status.validation`); the chart's
+/// ValidatingAdmissionPolicy (deploy/helm/security-operator/files/
+/// validation-status-policy.yaml, applied as it is) lets it change
+/// `status.validation` and nothing else, on the real API server.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_validation_runner_may_write_status_validation_and_nothing_else() {
+    use k8s_openapi::api::admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding};
+    use serde::Deserialize as _;
+    let Some(env) = env() else { return };
+    let _serial = SERIAL.lock().await;
+    let admin = client(&env.kubeconfig).await;
+    let run = std::process::id();
+    let namespace = format!("e2e-vrunner-{run}");
+
+    // The chart's policy, under a name of this test's own (the chart's
+    // name belongs to the helm release of the real-node test).
+    let text =
+        std::fs::read_to_string(repo("deploy/helm/security-operator/files/validation-status-policy.yaml")).unwrap();
+    let name = format!("e2e-validation-status-{run}");
+    let apply = PatchParams::apply("e2e").force();
+    for document in serde_yaml::Deserializer::from_str(&text) {
+        let mut object = Value::deserialize(document).unwrap();
+        object["metadata"]["name"] = json!(name);
+        match object["kind"].as_str().unwrap() {
+            "ValidatingAdmissionPolicy" => Api::<ValidatingAdmissionPolicy>::all(admin.clone())
+                .patch(&name, &apply, &Patch::Apply(&object))
+                .await
+                .map(|_| ()),
+            "ValidatingAdmissionPolicyBinding" => {
+                object["spec"]["policyName"] = json!(name);
+                Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone())
+                    .patch(&name, &apply, &Patch::Apply(&object))
+                    .await
+                    .map(|_| ())
+            }
+            other => panic!("unexpected {other} in the policy file"),
+        }
+        .unwrap();
+    }
+
+    // The CRD's own rules refuse what the schema can check, on the API
+    // server, naming the field.
+    create_namespace(&admin, &namespace).await;
+    let bad = json!({
+        "apiVersion": "security.example.io/v1alpha1", "kind": "SecurityAgent",
+        "metadata": { "name": "bad-endpoint", "namespace": namespace },
+        "spec": { "features": [{ "name": "falco" }], "output": { "elasticsearch": { "endpoints": ["ftp://es:9200"] } } },
+    });
+    let refused = Api::<SecurityAgent>::namespaced(admin.clone(), &namespace)
+        .patch("bad-endpoint", &PatchParams::apply("e2e").force(), &Patch::Apply(&bad))
+        .await
+        .expect_err("an ftp endpoint");
+    assert!(
+        refused.to_string().contains("spec.output.elasticsearch.endpoints")
+            && refused.to_string().contains("every endpoint is an http:// or https:// URL"),
+        "{refused}"
+    );
+
+    // An agent whose status the operator wrote (no operator runs here).
+    apply_agent(&admin, &namespace, &json!({
+        "apiVersion": "security.example.io/v1alpha1", "kind": "SecurityAgent",
+        "metadata": { "name": "poc", "namespace": namespace },
+        "spec": { "features": [{ "name": "falco" }], "tests": { "enabled": true, "scenarios": ["validate-shell"] } },
+    }))
+    .await;
+    let agents: Api<SecurityAgent> = Api::namespaced(admin.clone(), &namespace);
+    let operator_status = json!({
+        "apiVersion": "security.example.io/v1alpha1", "kind": "SecurityAgent", "metadata": { "name": "poc" },
+        "status": {
+            "observedGeneration": 1, "summary": "1/1",
+            "conditions": [{ "type": "Ready", "status": "True", "reason": "AllFeaturesReady", "message": "1/1 features ready", "lastTransitionTime": "2026-12-02T10:00:00Z" }],
+        },
+    });
+    agents
+        .patch_status("poc", &PatchParams::apply("security-operator-status").force(), &Patch::Apply(&operator_status))
+        .await
+        .unwrap();
+
+    // The runner: ServiceAccount `ctem-validation` with the feature's rules.
+    let rules = json!([
+        { "apiGroups": ["security.example.io"], "resources": ["securityagents"], "verbs": ["get"] },
+        { "apiGroups": ["security.example.io"], "resources": ["securityagents/status"], "verbs": ["patch"] },
+    ]);
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("kubeconfig-vrunner-{run}"));
+    let runner = client(
+        &service_account_kubeconfig(&admin, &env.kubeconfig, &namespace, "ctem-validation", &rules, &path).await,
+    )
+    .await;
+    let runner_agents: Api<SecurityAgent> = Api::namespaced(runner, &namespace);
+    let as_runner = PatchParams::apply("secop-validation").force();
+
+    // Forging the Ready condition is refused, naming the rule (the policy
+    // takes effect within a few seconds of its creation).
+    let forged = json!({
+        "apiVersion": "security.example.io/v1alpha1", "kind": "SecurityAgent", "metadata": { "name": "poc" },
+        "status": { "conditions": [{ "type": "Ready", "status": "False", "reason": "Forged", "message": "forged", "lastTransitionTime": "2026-12-02T10:00:00Z" }] },
+    });
+    wait_for("the policy refusing a forged condition", Duration::from_secs(30), || async {
+        match runner_agents.patch_status("poc", &as_runner, &Patch::Apply(&forged)).await {
+            Err(kube::Error::Api(e)) if e.message.contains("may change status.validation only") => Ok(true),
+            Err(e) => Err(format!("{e}")),
+            Ok(_) => {
+                // Not yet enforced: put the operator's status back.
+                agents
+                    .patch_status(
+                        "poc",
+                        &PatchParams::apply("security-operator-status").force(),
+                        &Patch::Apply(&operator_status),
+                    )
+                    .await
+                    .unwrap();
+                Ok(false)
+            }
+        }
+    })
+    .await;
+
+    // Its own field is accepted, and the operator's fields stay.
+    let result = json!({
+        "apiVersion": "security.example.io/v1alpha1", "kind": "SecurityAgent", "metadata": { "name": "poc" },
+        "status": { "validation": { "lastRun": "2026-12-02T10:05:00Z", "pod": "ctem-validation-1", "scenarios": [
+            { "name": "validate-shell", "result": "Passed", "detectedBy": ["falco"], "missing": [] },
+        ] } },
+    });
+    runner_agents.patch_status("poc", &as_runner, &Patch::Apply(&result)).await.unwrap();
+    let agent = agents.get("poc").await.unwrap();
+    let status = agent.status.unwrap();
+    assert_eq!(status.validation.unwrap().scenarios[0].result, secop_api::ScenarioOutcome::Passed);
+    assert_eq!(condition_of(&status.conditions, "Ready"), Some("True"));
+
+    Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone()).delete(&name, &DeleteParams::default()).await.unwrap();
+    Api::<ValidatingAdmissionPolicy>::all(admin.clone()).delete(&name, &DeleteParams::default()).await.unwrap();
+}
+
+fn condition_of<'a>(
+    conditions: &'a [k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    type_: &str,
+) -> Option<&'a str> {
+    conditions.iter().find(|c| c.type_ == type_).map(|c| c.status.as_str())
+}
