@@ -41,16 +41,21 @@ impl Severity {
     }
 }
 
+/// A severity name Trivy does not use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a Trivy severity (one of {names})", names = Severity::NAMES.join(", "))]
+pub struct UnknownSeverity(pub String);
+
 impl FromStr for Severity {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownSeverity;
+    fn from_str(s: &str) -> Result<Self, UnknownSeverity> {
         match s.to_ascii_uppercase().as_str() {
             "UNKNOWN" => Ok(Severity::Unknown),
             "LOW" => Ok(Severity::Low),
             "MEDIUM" => Ok(Severity::Medium),
             "HIGH" => Ok(Severity::High),
             "CRITICAL" => Ok(Severity::Critical),
-            other => Err(format!("`{other}` is not a Trivy severity (one of {})", Severity::NAMES.join(", "))),
+            other => Err(UnknownSeverity(other.to_string())),
         }
     }
 }
@@ -409,7 +414,7 @@ mod tests {
     fn severities_parse_and_order() {
         assert!("critical".parse::<Severity>().unwrap() > Severity::High);
         assert_eq!(
-            "SEVERE".parse::<Severity>().unwrap_err(),
+            "SEVERE".parse::<Severity>().unwrap_err().to_string(),
             "`SEVERE` is not a Trivy severity (one of UNKNOWN, LOW, MEDIUM, HIGH, CRITICAL)"
         );
         assert_eq!(Severity::Unknown.score(), 1);

@@ -320,7 +320,7 @@ pub fn admit(parsed: &mut Parsed, admission: &Admission) -> Result<ObjectKey, Ob
             .check_pod_spec(pod_spec, &field, admission.power, admission.operator_image)
             .map_err(violation)?;
     }
-    check_rbac(&parsed.group, &parsed.kind, &parsed.value, admission).map_err(reject)?;
+    check_rbac(&parsed.group, &parsed.kind, &parsed.value, admission).map_err(|e| reject(e.to_string()))?;
 
     Ok(ObjectKey { api_version, kind: parsed.kind.clone(), namespace: object_ns, name })
 }
@@ -328,7 +328,25 @@ pub fn admit(parsed: &mut Parsed, admission: &Admission) -> Result<ObjectKey, Ob
 /// RBAC objects: bindings only of the feature's own roles to its own
 /// service accounts; roles without wildcards, escalation verbs or
 /// aggregation into other roles.
-fn check_rbac(group: &str, kind: &str, value: &Value, admission: &Admission) -> Result<(), String> {
+/// Why an RBAC object of a feature is refused.
+#[derive(Debug, thiserror::Error)]
+enum RbacRejection {
+    #[error("binds {kind} `{name}`, which this feature did not contribute (features may only bind their own roles)")]
+    ForeignRole { kind: String, name: String },
+    #[error("subjects[{index}] is {kind} `{name}`{}: features may only bind their own ServiceAccounts in `{agent_namespace}`",
+        if namespace.is_empty() { String::new() } else { format!(" in `{namespace}`") })]
+    ForeignSubject { index: usize, kind: String, name: String, namespace: String, agent_namespace: String },
+    #[error("aggregated roles are not allowed")]
+    Aggregated,
+    #[error("label `{0}` would aggregate its rules into another role")]
+    AggregationLabel(String),
+    #[error("rules[{rule}].{field} contains a wildcard")]
+    Wildcard { rule: usize, field: &'static str },
+    #[error("rules[{rule}].verbs grants `{verb}`")]
+    EscalatingVerb { rule: usize, verb: String },
+}
+
+fn check_rbac(group: &str, kind: &str, value: &Value, admission: &Admission) -> Result<(), RbacRejection> {
     if group != "rbac.authorization.k8s.io" {
         return Ok(());
     }
@@ -337,9 +355,7 @@ fn check_rbac(group: &str, kind: &str, value: &Value, admission: &Admission) -> 
             let role_kind = value.pointer("/roleRef/kind").and_then(Value::as_str).unwrap_or_default();
             let role_name = value.pointer("/roleRef/name").and_then(Value::as_str).unwrap_or_default();
             if !admission.own_roles.contains(&(role_kind.to_string(), role_name.to_string())) {
-                return Err(format!(
-                    "binds {role_kind} `{role_name}`, which this feature did not contribute (features may only bind their own roles)"
-                ));
+                return Err(RbacRejection::ForeignRole { kind: role_kind.to_string(), name: role_name.to_string() });
             }
             let subjects = value.get("subjects").and_then(Value::as_array).cloned().unwrap_or_default();
             for (i, subject) in subjects.iter().enumerate() {
@@ -352,39 +368,35 @@ fn check_rbac(group: &str, kind: &str, value: &Value, admission: &Admission) -> 
                     || !namespace_ok
                     || !admission.own_service_accounts.contains(text("name"))
                 {
-                    return Err(format!(
-                        "subjects[{i}] is {} `{}`{}: features may only bind their own ServiceAccounts in `{}`",
-                        text("kind"),
-                        text("name"),
-                        if text("namespace").is_empty() {
-                            String::new()
-                        } else {
-                            format!(" in `{}`", text("namespace"))
-                        },
-                        admission.namespace
-                    ));
+                    return Err(RbacRejection::ForeignSubject {
+                        index: i,
+                        kind: text("kind").to_string(),
+                        name: text("name").to_string(),
+                        namespace: text("namespace").to_string(),
+                        agent_namespace: admission.namespace.to_string(),
+                    });
                 }
             }
         }
         "ClusterRole" | "Role" => {
             if value.get("aggregationRule").is_some() {
-                return Err("aggregated roles are not allowed".into());
+                return Err(RbacRejection::Aggregated);
             }
             let labels = value.pointer("/metadata/labels").and_then(Value::as_object);
             if let Some(label) = labels.and_then(|l| l.keys().find(|k| k.starts_with(AGGREGATION_LABEL_PREFIX))) {
-                return Err(format!("label `{label}` would aggregate its rules into another role"));
+                return Err(RbacRejection::AggregationLabel(label.clone()));
             }
             let rules = value.get("rules").and_then(Value::as_array).cloned().unwrap_or_default();
             for (i, rule) in rules.iter().enumerate() {
                 for field in ["verbs", "resources", "apiGroups", "nonResourceURLs"] {
                     let values = rule.get(field).and_then(Value::as_array).cloned().unwrap_or_default();
                     if values.iter().any(|v| v == "*") {
-                        return Err(format!("rules[{i}].{field} contains a wildcard"));
+                        return Err(RbacRejection::Wildcard { rule: i, field });
                     }
                     if field == "verbs"
                         && let Some(v) = values.iter().filter_map(Value::as_str).find(|v| ESCALATION_VERBS.contains(v))
                     {
-                        return Err(format!("rules[{i}].verbs grants `{v}`"));
+                        return Err(RbacRejection::EscalatingVerb { rule: i, verb: v.to_string() });
                     }
                 }
             }

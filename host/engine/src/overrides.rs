@@ -98,7 +98,7 @@ fn apply_one(
     warnings: &mut Vec<String>,
 ) -> Result<(), SpecError> {
     let field = |f: &str| format!("spec.override.{name}.{f}");
-    let to_value = |f: &str, v: &dyn erased::Ser| v.to_value().map_err(|e| SpecError::new(field(f), e));
+    let to_value = |f: &str, v: &dyn erased::Ser| v.to_value().map_err(|e| SpecError::new(field(f), e.to_string()));
 
     for (label_field, values) in [("labels", &o.labels), ("annotations", &o.annotations)] {
         let Some(values) = values else { continue };
@@ -178,11 +178,11 @@ fn apply_one(
 /// Serialize k8s-openapi types to JSON without naming each type.
 mod erased {
     pub trait Ser {
-        fn to_value(&self) -> Result<serde_json::Value, String>;
+        fn to_value(&self) -> Result<serde_json::Value, serde_json::Error>;
     }
     impl<T: serde::Serialize> Ser for T {
-        fn to_value(&self) -> Result<serde_json::Value, String> {
-            serde_json::to_value(self).map_err(|e| e.to_string())
+        fn to_value(&self) -> Result<serde_json::Value, serde_json::Error> {
+            serde_json::to_value(self)
         }
     }
 }

@@ -102,12 +102,21 @@ async fn try_acquire(api: &Api<Lease>, config: &LeaseConfig) -> Result<Attempt, 
     Ok(Attempt::Acquired)
 }
 
+/// Why one attempt at the lease failed.
+#[derive(Debug, thiserror::Error)]
+enum AttemptError {
+    #[error(transparent)]
+    Api(#[from] kube::Error),
+    #[error("no answer within {0:?}")]
+    NoAnswer(Duration),
+}
+
 /// One attempt, bounded by `budget`: a request that does not answer in
 /// time counts as a failure.
-async fn attempt(api: &Api<Lease>, config: &LeaseConfig, budget: Duration) -> Result<Attempt, String> {
+async fn attempt(api: &Api<Lease>, config: &LeaseConfig, budget: Duration) -> Result<Attempt, AttemptError> {
     match tokio::time::timeout(budget, try_acquire(api, config)).await {
-        Ok(result) => result.map_err(|e| e.to_string()),
-        Err(_) => Err(format!("no answer within {budget:?}")),
+        Ok(result) => Ok(result?),
+        Err(_) => Err(AttemptError::NoAnswer(budget)),
     }
 }
 

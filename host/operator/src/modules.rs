@@ -215,9 +215,9 @@ impl Modules {
         let (credentials, secret_error) = match &module.pull_secret {
             Some(secret) => match pull_credentials(client, namespace, secret, &module.image).await {
                 Ok(credentials) => (credentials, None),
-                Err(message) => (
+                Err(error) => (
                     Credentials::Anonymous,
-                    Some(module_error(Reason::PullSecretError, format!("{field}.pullSecret: {message}"))),
+                    Some(module_error(Reason::PullSecretError, format!("{field}.pullSecret: {error}"))),
                 ),
             },
             None => (Credentials::Anonymous, None),
@@ -467,15 +467,39 @@ impl Modules {
 
 /// Registry credentials from a `kubernetes.io/dockerconfigjson` Secret in
 /// the agent's namespace, for the registry of `image`.
-async fn pull_credentials(client: &Client, namespace: &str, secret: &str, image: &str) -> Result<Credentials, String> {
+async fn pull_credentials(
+    client: &Client,
+    namespace: &str,
+    secret: &str,
+    image: &str,
+) -> Result<Credentials, PullSecretError> {
+    let at = || format!("{namespace}/{secret}");
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let found = api.get_opt(secret).await.map_err(|e| format!("reading Secret {namespace}/{secret}: {e}"))?;
-    let found = found.ok_or_else(|| format!("Secret {namespace}/{secret} not found"))?;
-    let json = found.data.as_ref().and_then(|d| d.get(".dockerconfigjson")).ok_or_else(|| {
-        format!("Secret {namespace}/{secret} has no `.dockerconfigjson` key (type kubernetes.io/dockerconfigjson)")
-    })?;
-    let registry = secop_oci::registry_of(image).map_err(|e| e.to_string())?;
-    Credentials::from_dockerconfigjson(&json.0, &registry).map_err(|e| format!("Secret {namespace}/{secret}: {e}"))
+    let found = api.get_opt(secret).await.map_err(|source| PullSecretError::Read { secret: at(), source })?;
+    let found = found.ok_or_else(|| PullSecretError::NotFound { secret: at() })?;
+    let json = found
+        .data
+        .as_ref()
+        .and_then(|d| d.get(".dockerconfigjson"))
+        .ok_or_else(|| PullSecretError::NoDockerConfig { secret: at() })?;
+    let registry = secop_oci::registry_of(image)?;
+    Credentials::from_dockerconfigjson(&json.0, &registry)
+        .map_err(|source| PullSecretError::Document { secret: at(), source })
+}
+
+/// Why a module's pull secret gives no credentials.
+#[derive(Debug, thiserror::Error)]
+enum PullSecretError {
+    #[error("reading Secret {secret}: {source}")]
+    Read { secret: String, source: kube::Error },
+    #[error("Secret {secret} not found")]
+    NotFound { secret: String },
+    #[error("Secret {secret} has no `.dockerconfigjson` key (type kubernetes.io/dockerconfigjson)")]
+    NoDockerConfig { secret: String },
+    #[error(transparent)]
+    Reference(#[from] secop_oci::ReferenceError),
+    #[error("Secret {secret}: {source}")]
+    Document { secret: String, source: secop_oci::DockerConfigError },
 }
 
 #[cfg(test)]

@@ -211,13 +211,13 @@ impl ClusterPolicy {
     fn validate(&self) -> Result<(), PolicyFileError> {
         let bad = |field: String, message: String| Err(PolicyFileError { field, message });
         for (i, entry) in self.images.allowed.iter().enumerate() {
-            if let Err(message) = ImageRule::parse(entry) {
-                return bad(format!("images.allowed[{i}]"), message);
+            if let Err(error) = ImageRule::parse(entry) {
+                return bad(format!("images.allowed[{i}]"), error.to_string());
             }
         }
         for (i, source) in self.modules.allowed.iter().enumerate() {
-            if let Err(message) = ImageRule::parse(&source.image) {
-                return bad(format!("modules.allowed[{i}].image"), message);
+            if let Err(error) = ImageRule::parse(&source.image) {
+                return bad(format!("modules.allowed[{i}].image"), error.to_string());
             }
         }
         for (i, root) in self.log_roots.iter().enumerate() {
@@ -480,10 +480,21 @@ enum ImageRule {
     Exact(Reference),
 }
 
+/// What is wrong with an entry of an image allow-list.
+#[derive(Debug, thiserror::Error)]
+enum ImageRuleError {
+    #[error("must not be empty")]
+    Empty,
+    #[error("`{0}`: a prefix must start with a registry host (`registry.example.com/team/`)")]
+    PrefixWithoutHost(String),
+    #[error("`{entry}` is not an image reference: {cause}")]
+    NotAReference { entry: String, cause: String },
+}
+
 impl ImageRule {
-    fn parse(entry: &str) -> Result<Self, String> {
+    fn parse(entry: &str) -> Result<Self, ImageRuleError> {
         if entry.is_empty() {
-            return Err("must not be empty".into());
+            return Err(ImageRuleError::Empty);
         }
         if let Some(prefix) = entry.strip_suffix('/') {
             // A bare host (`registry.example.com/`) must be a host, not a
@@ -491,13 +502,12 @@ impl ImageRule {
             if prefix.is_empty()
                 || !prefix.split('/').next().is_some_and(|h| h.contains('.') || h.contains(':') || h == "localhost")
             {
-                return Err(format!(
-                    "`{entry}`: a prefix must start with a registry host (`registry.example.com/team/`)"
-                ));
+                return Err(ImageRuleError::PrefixWithoutHost(entry.to_string()));
             }
             return Ok(ImageRule::Prefix(entry.to_string()));
         }
-        let reference = Reference::try_from(entry).map_err(|e| format!("`{entry}` is not an image reference: {e}"))?;
+        let reference = Reference::try_from(entry)
+            .map_err(|e| ImageRuleError::NotAReference { entry: entry.to_string(), cause: e.to_string() })?;
         let last = entry.rsplit('/').next().unwrap_or(entry);
         if entry.contains('@') || last.contains(':') {
             Ok(ImageRule::Exact(reference))
