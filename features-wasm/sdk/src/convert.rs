@@ -95,17 +95,7 @@ macro_rules! __conv_records {
                 }
             }
 
-            impl Conv<m::$name> for wit::$name {
-                fn conv(self) -> m::$name {
-                    self.into()
-                }
-            }
-
-            impl Conv<wit::$name> for m::$name {
-                fn conv(self) -> wit::$name {
-                    self.into()
-                }
-            }
+            $crate::__conv_via_from!($name);
         )*
     };
 }
@@ -131,17 +121,27 @@ macro_rules! __conv_enums {
                 }
             }
 
-            impl Conv<m::$name> for wit::$name {
-                fn conv(self) -> m::$name {
-                    self.into()
-                }
-            }
-
-            impl Conv<wit::$name> for m::$name {
-                fn conv(self) -> wit::$name {
-                    self.into()
-                }
-            }
+            $crate::__conv_via_from!($name);
         )*
+    };
+}
+
+/// `Conv` both ways for a type whose `From` impls exist, so it can be a
+/// field (or an element) of another.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conv_via_from {
+    ($name:ident) => {
+        impl Conv<m::$name> for wit::$name {
+            fn conv(self) -> m::$name {
+                self.into()
+            }
+        }
+
+        impl Conv<wit::$name> for m::$name {
+            fn conv(self) -> wit::$name {
+                self.into()
+            }
+        }
     };
 }

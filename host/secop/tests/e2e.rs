@@ -1559,25 +1559,7 @@ async fn posture_alerts_outlive_the_risky_pod_and_an_unchanged_resync_writes_not
     engine.stop();
     let before = (index_total(&es, &inventory).await, index_total(&es, &events).await);
     let versions_before = doc_versions(&es, &format!("{inventory},{events}")).await;
-    // The engine reads with exactly the read-only ClusterRole the posture
-    // feature grants its Deployment, as a ServiceAccount of its own.
-    let rendered = pipeline::render_file(&repo("deploy/samples/securityagent_full.yaml"), &["--feature", "posture"]);
-    let role = rendered["objects"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|o| o["kind"] == "ClusterRole")
-        .expect("the posture feature's ClusterRole");
-    let reader_kubeconfig = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("kubeconfig-posture-{run}"));
-    service_account_kubeconfig(
-        &client,
-        &env.kubeconfig,
-        &format!("e2e-posture-{run}"),
-        "posture",
-        &role["rules"],
-        &reader_kubeconfig,
-    )
-    .await;
+    // The same reader as before (its ServiceAccount, role and token).
     let mut engine = PostureEngine::start(&reader_kubeconfig, &es_url, &cluster, &inventory, &events);
     wait_for("the resync's lists", Duration::from_secs(120), || async { Ok(engine.lists_complete() >= 30) }).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
