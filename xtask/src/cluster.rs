@@ -34,6 +34,10 @@ const TOKEN: &str = "secop-e2e-admin-token";
 /// its requests.
 pub const OPERATOR_NAMESPACE: &str = "secop-e2e";
 const OPERATOR_RELEASE: &str = "secop-e2e";
+/// Where the e2e operator process serves the admission webhook: the e2e
+/// release's ValidatingWebhookConfiguration calls this URL (`webhook.url`),
+/// since the operator under test runs on the machine, not in a pod.
+pub const WEBHOOK_ADDR: &str = "127.0.0.1:19443";
 pub const OPERATOR_USER: &str = "system:serviceaccount:secop-e2e:secop-e2e";
 pub const NODES: [&str; 3] = ["kwok-node-0", "kwok-node-1", "kwok-node-2"];
 
@@ -544,6 +548,8 @@ fn operator_identity(root: &Path, kubeconfig: &Path) -> Result<()> {
             "replicas=0",
             "--set-json",
             r#"policy.agentNamespaces=["*"]"#,
+            "--set",
+            &format!("webhook.url=https://{WEBHOOK_ADDR}"),
         ])
         .env("KUBECONFIG", kubeconfig)
         .stdout(Stdio::null()))

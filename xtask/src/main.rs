@@ -25,7 +25,7 @@ tasks:
                    real Elasticsearch, then print the CTEM checklist (`secop ctem-report`)
   demo             as root: the real-node test on a fresh test cluster, which installs the chart with
                    helm, runs test/run-ctem-scenarios.sh and demo/live-demo.sh and prints their output
-  bench [NAME]     benchmarks (render, operator, trivy-sync, fetch, posture, real-node, latency; all by default); figures go in docs/benchmarks.md
+  bench [NAME]     benchmarks (render, operator, admission, trivy-sync, fetch, posture, real-node, latency; all by default); figures go in docs/benchmarks.md
   crd              regenerate deploy/crds/ from the Rust types
   chart            regenerate the Helm chart's CRD and feature RBAC rules
   golden           rewrite test/fixtures/golden/ from the current render
@@ -99,6 +99,7 @@ fn with_test_servers(mut cmd: Command) -> Result<()> {
             .env("SECOP_E2E_KUBECONFIG", cluster::kubeconfig(&root))
             .env("SECOP_E2E_OPERATOR_KUBECONFIG", cluster::operator_kubeconfig(&root))
             .env("SECOP_E2E_OPERATOR_NAMESPACE", cluster::OPERATOR_NAMESPACE)
+            .env("SECOP_E2E_WEBHOOK_ADDR", cluster::WEBHOOK_ADDR)
             .env("SECOP_E2E_AUDIT_LOG", cluster::audit_log(&root))
             .env("SECOP_OTELCOL", &otelcol)
             .env("SECOP_ES_HOME", &es_home)
@@ -155,7 +156,7 @@ fn main() -> Result<()> {
             with_test_servers(cmd)
         }
         Some("bench") => {
-            // `cargo xtask bench [render|operator|trivy-sync|fetch|posture|real-node|latency]`; all by default.
+            // `cargo xtask bench [render|operator|admission|trivy-sync|fetch|posture|real-node|latency]`; all by default.
             let only = args.get(1).map(String::as_str);
             let root = root();
             if only.is_none_or(|b| b == "render") {
@@ -170,6 +171,19 @@ fn main() -> Result<()> {
                 cmd.args(["bench", "--locked", "-p", "secop", "--bench", "operator"])
                     .env("SECOP_E2E_KUBECONFIG", cluster::kubeconfig(&root))
                     .env("SECOP_E2E_OPERATOR_KUBECONFIG", cluster::operator_kubeconfig(&root));
+                let result = run(cmd);
+                cluster::down(&root)?;
+                result?;
+            }
+            if only.is_none_or(|b| b == "admission") {
+                // Admission latency: kube-apiserver calling the operator's webhook.
+                cluster::up(&root)?;
+                let mut cmd = cargo();
+                cmd.args(["bench", "--locked", "-p", "secop", "--bench", "admission"])
+                    .env("SECOP_E2E_KUBECONFIG", cluster::kubeconfig(&root))
+                    .env("SECOP_E2E_OPERATOR_KUBECONFIG", cluster::operator_kubeconfig(&root))
+                    .env("SECOP_E2E_OPERATOR_NAMESPACE", cluster::OPERATOR_NAMESPACE)
+                    .env("SECOP_E2E_WEBHOOK_ADDR", cluster::WEBHOOK_ADDR);
                 let result = run(cmd);
                 cluster::down(&root)?;
                 result?;
@@ -329,6 +343,7 @@ fn main() -> Result<()> {
                 println!("export SECOP_KUBECTL={}", cluster::kubectl().display());
                 println!("export SECOP_E2E_OPERATOR_KUBECONFIG={}", cluster::operator_kubeconfig(&root).display());
                 println!("export SECOP_E2E_OPERATOR_NAMESPACE={}", cluster::OPERATOR_NAMESPACE);
+                println!("export SECOP_E2E_WEBHOOK_ADDR={}", cluster::WEBHOOK_ADDR);
                 println!("export SECOP_E2E_AUDIT_LOG={}", cluster::audit_log(&root).display());
                 if node::supported() {
                     println!(

@@ -100,6 +100,11 @@ pub struct RenderOptions {
     /// context are unchanged (see [`crate::memo::Memo`]). Off only to measure the full
     /// computation.
     pub memoize: bool,
+    /// Remember the outputs computed in this render as the agent's last
+    /// good ones. Off for admission review (host/operator/src/admission.rs):
+    /// a spec that may still be refused must never stand in for a failing
+    /// feature later, nor evict the output of the spec that is applied.
+    pub remember: bool,
     /// When a feature fails, keep its last good output in the desired state
     /// (the operator: nothing applied is lost to a bad config or module).
     /// The feature still reports its error.
@@ -118,6 +123,7 @@ impl Default for RenderOptions {
             operator_image: DEFAULT_OPERATOR_IMAGE.to_string(),
             cluster: Arc::new(secop_runtime::NoCluster),
             memoize: true,
+            remember: true,
             keep_last_good: false,
             modules: BTreeMap::new(),
             policy: Arc::new(ClusterPolicy::default()),
@@ -357,7 +363,7 @@ fn run_features(run: &Run, reports: &mut [FeatureReport]) -> (Vec<FeatureOutput>
         report.call_time = started.elapsed();
         match outcome {
             Ok(output) => {
-                if run.options.memoize && cached.is_none() {
+                if run.options.memoize && run.options.remember && cached.is_none() {
                     new_outputs.push(NewOutput { index, inputs, output: Arc::new(output.clone()) });
                 }
                 report.diagnostics = output.diagnostics.clone();

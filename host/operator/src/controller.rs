@@ -210,14 +210,7 @@ async fn reconcile_agent(agent: Arc<SecurityAgent>, ctx: Arc<Context>) -> Result
 
     // Apply and prune; a failed feature's objects are kept.
     let keep: BTreeSet<String> = rendered.failed().map(|f| f.name.clone()).collect();
-    let owner = json!({
-        "apiVersion": SecurityAgent::api_version(&()),
-        "kind": SecurityAgent::kind(&()),
-        "name": name,
-        "uid": agent.uid().unwrap_or_default(),
-        "controller": true,
-        "blockOwnerDeletion": true,
-    });
+    let owner = resources::owner_reference(&agent);
     let owner = resources::Owner { agent: &name, namespace: &namespace, reference: &owner };
     let sync =
         match resources::sync(&ctx.client, &ctx.kinds, &owner, &rendered.objects, &status::inventory(&agent), &keep)

@@ -138,6 +138,8 @@ pub enum RunError {
     LostLeadership,
     #[error("metrics server stopped: {0}")]
     MetricsServer(String),
+    #[error("admission webhook: {0}")]
+    Webhook(crate::webhook::WebhookError),
 }
 
 #[cfg(test)]

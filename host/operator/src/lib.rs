@@ -2,8 +2,10 @@
 //!
 //! `controller` reconciles SecurityAgents; `resources` applies and prunes;
 //! `status` writes conditions; `leader` elects one active replica;
-//! `server` exposes metrics and health; `metrics` defines them.
+//! `server` exposes metrics and health; `metrics` defines them;
+//! `webhook` serves the admission review of `admission`.
 
+mod admission;
 mod cache;
 mod controller;
 mod error;
@@ -13,6 +15,7 @@ mod modules;
 mod resources;
 mod server;
 mod status;
+mod webhook;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,6 +29,8 @@ use secop_engine::Registry;
 use secop_runtime::Runtime;
 
 pub use error::RunError;
+pub use resources::{APPLIED_HASH_ANNOTATION, Plan};
+pub use webhook::{REVIEW_PATH, TlsSource, WebhookError, WebhookOptions};
 
 /// How `secop run` was started.
 pub struct Options {
@@ -53,6 +58,9 @@ pub struct Options {
     /// The cluster admin's policy, with the operator's own and watched
     /// namespaces already honoured ([`secop_policy::ClusterPolicy::for_operator`]).
     pub policy: secop_policy::ClusterPolicy,
+    /// Serve the validating admission webhook (every replica, leader or
+    /// not); None: no webhook.
+    pub webhook: Option<WebhookOptions>,
 }
 
 /// Start everything and run until shutdown or loss of leadership.
@@ -87,9 +95,24 @@ pub async fn run(options: Options) -> std::result::Result<(), RunError> {
         options.fetch_limits,
     )
     .with_cache_bound(cache_root, options.cache_max_bytes);
-    let registry = Registry::with_builtins(runtime)?;
+    let registry = Arc::new(Registry::with_builtins(runtime)?);
     let client = Client::try_default().await.map_err(RunError::Connect)?;
     client.apiserver_version().await.map_err(RunError::Reach)?;
+    let policy = Arc::new(options.policy);
+    // Every replica reviews, leader or not: the Service spreads the API
+    // server's calls over them.
+    let webhook = match options.webhook {
+        Some(webhook) => {
+            let reviewer = Arc::new(admission::Reviewer {
+                registry: registry.clone(),
+                policy: policy.clone(),
+                operator_image: options.operator_image.clone(),
+                budget: webhook.budget,
+            });
+            tokio::spawn(webhook::serve(webhook, client.clone(), reviewer))
+        }
+        None => tokio::spawn(std::future::pending::<Result<(), webhook::WebhookError>>()),
+    };
     ready.store(true, Ordering::Relaxed);
 
     let lost = match &options.leader_election {
@@ -111,13 +134,13 @@ pub async fn run(options: Options) -> std::result::Result<(), RunError> {
     let ctx = Arc::new(controller::Context {
         recorder: Recorder::new(client.clone(), controller::reporter(&options.identity)),
         client,
-        registry: Arc::new(registry),
+        registry,
         modules,
         module_poll: options.module_poll,
         kinds: resources::Kinds::default(),
         metrics,
         operator_image: options.operator_image,
-        policy: Arc::new(options.policy),
+        policy,
         retries: controller::Retries::default(),
     });
     tracing::info!(namespace = options.namespace.as_deref().unwrap_or("<all>"), "controller starting");
@@ -128,5 +151,36 @@ pub async fn run(options: Options) -> std::result::Result<(), RunError> {
             Err(RunError::LostLeadership)
         }
         result = server => Err(RunError::MetricsServer(format!("{result:?}"))),
+        result = webhook => Err(match result {
+            Ok(Err(e)) => RunError::Webhook(e),
+            Ok(Ok(())) => RunError::Webhook(webhook::WebhookError::Stopped("without an error".into())),
+            Err(join) => RunError::Webhook(webhook::WebhookError::Stopped(join.to_string())),
+        }),
     }
+}
+
+/// Why `secop diff` could not find out what would change.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct PlanError(error::Error);
+
+/// What a reconcile of `agent`, rendered into `desired`, would change on
+/// the cluster of `client` (`secop diff`): server-side apply dry runs of
+/// every object, and what would be pruned. Nothing is written.
+pub async fn plan(
+    client: &Client,
+    agent: &secop_api::SecurityAgent,
+    desired: &[(secop_engine::objects::ObjectKey, serde_json::Value)],
+) -> std::result::Result<Plan, PlanError> {
+    use kube::ResourceExt as _;
+    let namespace = agent.namespace().unwrap_or_else(|| "default".into());
+    let name = agent.name_any();
+    let agents: kube::Api<secop_api::SecurityAgent> = kube::Api::namespaced(client.clone(), &namespace);
+    let live = agents.get_opt(&name).await.map_err(|e| PlanError(e.into()))?;
+    // Objects of an agent not created yet carry no owner reference in the
+    // dry run (there is no uid to refer to).
+    let reference = live.as_ref().map_or(serde_json::Value::Null, resources::owner_reference);
+    let previous_kinds = live.as_ref().map(status::inventory).unwrap_or_default();
+    let owner = resources::Owner { agent: &name, namespace: &namespace, reference: &reference };
+    resources::plan(client, &resources::Kinds::default(), &owner, desired, &previous_kinds).await.map_err(PlanError)
 }

@@ -196,6 +196,20 @@ fn stamp_applied_hash(object: &mut Value) {
     object["metadata"]["annotations"][APPLIED_HASH_ANNOTATION] = json!(&hash[..16]);
 }
 
+/// The owner reference the agent's namespaced objects carry: deleting the
+/// agent deletes them (the finalizer handles cluster-scoped ones).
+pub fn owner_reference(agent: &secop_api::SecurityAgent) -> Value {
+    use kube::{Resource as _, ResourceExt as _};
+    json!({
+        "apiVersion": secop_api::SecurityAgent::api_version(&()),
+        "kind": secop_api::SecurityAgent::kind(&()),
+        "name": agent.name_any(),
+        "uid": agent.uid().unwrap_or_default(),
+        "controller": true,
+        "blockOwnerDeletion": true,
+    })
+}
+
 /// The agent whose objects these are: its name and namespace select the
 /// live objects, its owner reference is stamped on the namespaced ones.
 #[derive(Clone, Copy)]
@@ -227,11 +241,7 @@ pub async fn sync(
         if shared_crds.contains(key) {
             continue;
         }
-        let mut object = object.clone();
-        if key.namespace.is_some() {
-            object["metadata"]["ownerReferences"] = json!([owner_reference]);
-        }
-        stamp_applied_hash(&mut object);
+        let object = prepared(key, object, owner_reference);
         let current = live.get(key);
         if current.is_some_and(|l| is_subset(&object, l)) {
             continue;
@@ -265,18 +275,7 @@ pub async fn sync(
     // they use). CRDs are never deleted: deleting one
     // deletes every object of its kind in the cluster (for Trivy, every
     // VulnerabilityReport), which is not ours to decide (Helm does the same).
-    let desired_keys: BTreeSet<&ObjectKey> = desired.iter().map(|(k, _)| k).collect();
-    let mut stale: Vec<(ObjectKey, Value)> = live
-        .iter()
-        .filter(|(k, _)| !desired_keys.contains(k) && !is_crd(k))
-        .filter(|(_, v)| {
-            let feature = label(v, FEATURE_LABEL);
-            !feature.is_some_and(|f| keep_features.contains(f))
-        })
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    stale.sort_by(|a, b| (b.0.apply_rank(), &b.0).cmp(&(a.0.apply_rank(), &a.0)));
-    for (key, _) in stale {
+    for (key, _) in stale(desired, &live, keep_features) {
         let (resource, namespaced) = kinds.resolve(client, &key.api_version, &key.kind).await?;
         let api = dynamic_api(client, &resource, if namespaced { key.namespace.as_deref() } else { None });
         match api
@@ -303,6 +302,95 @@ pub async fn sync(
     report.kinds = live.keys().map(|k| kind_id(&k.api_version, &k.kind)).collect();
     report.live = live;
     Ok(report)
+}
+
+/// An object as it is applied: owned by the agent (namespaced objects; a
+/// null reference, for an agent not created yet, leaves it out) and
+/// stamped with the hash of what is sent.
+fn prepared(key: &ObjectKey, object: &Value, owner_reference: &Value) -> Value {
+    let mut object = object.clone();
+    if key.namespace.is_some() && !owner_reference.is_null() {
+        object["metadata"]["ownerReferences"] = json!([owner_reference]);
+    }
+    stamp_applied_hash(&mut object);
+    object
+}
+
+/// What is live but no longer desired, in prune order (reverse apply
+/// order: workloads before the RBAC and config they use), except the
+/// objects of `keep_features`. CRDs are never deleted: deleting one
+/// deletes every object of its kind in the cluster (for Trivy, every
+/// VulnerabilityReport), which is not ours to decide (Helm does the same).
+fn stale(
+    desired: &[(ObjectKey, Value)],
+    live: &BTreeMap<ObjectKey, Value>,
+    keep_features: &BTreeSet<String>,
+) -> Vec<(ObjectKey, Value)> {
+    let desired_keys: BTreeSet<&ObjectKey> = desired.iter().map(|(k, _)| k).collect();
+    let mut stale: Vec<(ObjectKey, Value)> = live
+        .iter()
+        .filter(|(k, _)| !desired_keys.contains(k) && !is_crd(k))
+        .filter(|(_, v)| {
+            let feature = label(v, FEATURE_LABEL);
+            !feature.is_some_and(|f| keep_features.contains(f))
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    stale.sort_by(|a, b| (b.0.apply_rank(), &b.0).cmp(&(a.0.apply_rank(), &a.0)));
+    stale
+}
+
+/// What a sync of `desired` would do, found without a write: each object
+/// as the server would store it (a server-side apply dry run with the
+/// operator's field manager), beside the live one; and what would be
+/// pruned. A foreign object in the way is the sync's [`Error::Conflict`].
+pub struct Plan {
+    /// (object, live version or None when it would be created, the
+    /// object as it would be after the apply), in apply order.
+    pub applied: Vec<(ObjectKey, Option<Value>, Value)>,
+    /// Objects that would be deleted, in prune order.
+    pub pruned: Vec<(ObjectKey, Value)>,
+}
+
+pub async fn plan(
+    client: &Client,
+    kinds: &Kinds,
+    owner: &Owner<'_>,
+    desired: &[(ObjectKey, Value)],
+    previous_kinds: &BTreeSet<String>,
+) -> Result<Plan> {
+    let Owner { agent, namespace, reference: owner_reference } = *owner;
+    let mut kind_ids: BTreeSet<String> = desired.iter().map(|(k, _)| kind_id(&k.api_version, &k.kind)).collect();
+    kind_ids.extend(previous_kinds.iter().cloned());
+    let live = list_owned(client, kinds, &kind_ids, agent, namespace).await?.objects;
+    let shared_crds = check_foreign(client, kinds, desired, &live).await?;
+    let mut applied = vec![];
+    for (key, object) in desired.iter().filter(|(k, _)| !shared_crds.contains(k)) {
+        let object = prepared(key, object, owner_reference);
+        let current = live.get(key).cloned();
+        let (resource, namespaced) = match kinds.resolve(client, &key.api_version, &key.kind).await {
+            Ok(found) => found,
+            // A custom resource whose CRD this apply would create: the
+            // server cannot dry-run it yet; it would be created as sent.
+            Err(Error::UnknownKind { .. }) if current.is_none() => {
+                applied.push((key.clone(), None, object));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let api = dynamic_api(client, &resource, if namespaced { key.namespace.as_deref() } else { None });
+        let after = api
+            .patch(&key.name, &PatchParams::apply(FIELD_MANAGER).force().dry_run(), &Patch::Apply(&object))
+            .await
+            .map_err(|source| Error::Request {
+                verb: "patch",
+                resource: rbac_resource(&resource),
+                object: object_name(key),
+                source,
+            })?;
+        applied.push((key.clone(), current, serde_json::to_value(&after)?));
+    }
+    Ok(Plan { applied, pruned: stale(desired, &live, &BTreeSet::new()) })
 }
 
 /// Whether any object the agent renders, and does not manage yet, already

@@ -1,5 +1,6 @@
 //! `secop`: the security operator's command line.
 
+mod diff;
 mod feature;
 mod output;
 mod posture;
@@ -118,7 +119,38 @@ enum Command {
         /// built-in images, built-in modules only.
         #[arg(long, env = "SECOP_POLICY", value_name = "FILE")]
         policy: Option<PathBuf>,
+        /// Serve the validating admission webhook on this address (the
+        /// chart: 0.0.0.0:9443); SecurityAgents are reviewed at
+        /// `secop_operator::REVIEW_PATH`.
+        #[arg(long, value_name = "ADDR")]
+        webhook_addr: Option<std::net::SocketAddr>,
+        /// Secret in the operator's namespace where the operator keeps the
+        /// webhook's CA and certificate (issued and renewed by itself).
+        #[arg(long, default_value = "security-operator-webhook-tls")]
+        webhook_secret: String,
+        /// The ValidatingWebhookConfiguration whose caBundle the operator
+        /// keeps matching that certificate.
+        #[arg(long, default_value = "security-operator")]
+        webhook_config: String,
+        /// A name the webhook certificate is for: the webhook Service's DNS
+        /// names, or an IP address (repeatable; required with
+        /// --webhook-addr unless --webhook-tls-dir).
+        #[arg(long = "webhook-host", value_name = "NAME")]
+        webhook_hosts: Vec<String>,
+        /// Serve tls.crt and tls.key from this directory instead (cert-manager's
+        /// Secret, mounted; re-read when it changes).
+        #[arg(long, value_name = "DIR")]
+        webhook_tls_dir: Option<PathBuf>,
+        /// Milliseconds a review's feature calls may take before it is
+        /// answered unchecked (allowed with a warning).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(50..=10000))]
+        webhook_budget_millis: u64,
     },
+    /// Show what applying a SecurityAgent would change on the cluster of
+    /// the current kubeconfig (server-side apply dry run): a unified diff
+    /// per object created, changed or pruned. Exit 0: no change, 1:
+    /// changes, 2: error.
+    Diff(diff::Diff),
     /// Install the index templates of the CTEM indices in Elasticsearch,
     /// idempotently (the gateway collector's init container runs this).
     EsSetup(output::EsSetup),
@@ -204,8 +236,35 @@ fn run(cli: Cli) -> Result<ExitCode> {
             module_memory_budget_mib,
             module_cache_max_mib,
             cache_key,
+            webhook_addr,
+            webhook_secret,
+            webhook_config,
+            webhook_hosts,
+            webhook_tls_dir,
+            webhook_budget_millis,
             ..
         } => {
+            let webhook = match (webhook_addr, webhook_tls_dir) {
+                (None, _) => None,
+                (Some(addr), Some(dir)) => Some(secop_operator::WebhookOptions {
+                    addr: *addr,
+                    tls: secop_operator::TlsSource::Files { dir: dir.clone() },
+                    budget: std::time::Duration::from_millis(*webhook_budget_millis),
+                }),
+                (Some(_), None) if webhook_hosts.is_empty() => {
+                    bail!("--webhook-addr: the webhook certificate needs --webhook-host (the Service's DNS names)")
+                }
+                (Some(addr), None) => Some(secop_operator::WebhookOptions {
+                    addr: *addr,
+                    tls: secop_operator::TlsSource::Managed {
+                        namespace: lease_namespace.clone(),
+                        secret: webhook_secret.clone(),
+                        webhook_config: webhook_config.clone(),
+                        hosts: webhook_hosts.clone(),
+                    },
+                    budget: std::time::Duration::from_millis(*webhook_budget_millis),
+                }),
+            };
             let identity = identity.clone().unwrap_or_else(|| {
                 std::env::var("HOSTNAME").unwrap_or_else(|_| format!("secop-{}", std::process::id()))
             });
@@ -224,6 +283,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 cache_max_bytes: module_cache_max_mib << 20,
                 // The lease namespace is the operator's own (POD_NAMESPACE).
                 policy: read_policy(policy.as_deref())?.for_operator(lease_namespace, namespace.as_deref()),
+                webhook,
             };
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(secop_operator::run(options)).map_err(anyhow::Error::msg)?;
@@ -267,6 +327,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&rules)?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Diff(args) => Ok(diff::diff(args, cache_dir(&cli))),
         Command::EsSetup(args) => output::es_setup(args),
         Command::TrivySync(args) => output::trivy_sync(args),
         Command::Posture(command) => posture::run(command),

@@ -23,9 +23,13 @@ mod cluster;
 #[path = "common/pipeline.rs"]
 mod pipeline;
 use cluster::{
-    agent_status, apply_agent, client, condition, create_namespace, delete_agent, install_crd, live_objects, repo,
-    service_account_kubeconfig, tenant_kubeconfig, wait_for, wait_ready,
+    agent_status, apply_agent, client, condition, create_namespace, delete_agent, install_crd, kubectl_apply,
+    live_objects, repo, service_account_kubeconfig, tenant_kubeconfig, wait_for, wait_ready,
 };
+
+fn kubectl() -> PathBuf {
+    std::env::var_os("SECOP_KUBECTL").expect("SECOP_KUBECTL (cargo xtask test builds kubectl)").into()
+}
 use secop_api::SecurityAgent;
 use serde_json::{Value, json};
 
@@ -1829,4 +1833,220 @@ fn condition_of<'a>(
     type_: &str,
 ) -> Option<&'a str> {
     conditions.iter().find(|c| c.type_ == type_).map(|c| c.status.as_str())
+}
+
+/// Issue 16's admission webhook through the real API server: the e2e
+/// release's ValidatingWebhookConfiguration (failurePolicy Ignore, the
+/// chart's default) calls the operator process, which issued its own
+/// certificate into the chart's Secret and put its CA into the caBundle.
+/// A tenant's `kubectl apply` of a wrong feature config is refused naming
+/// the field; a good one passes with kubectl printing the feature's
+/// warning; with the operator down the wrong one is admitted, and the
+/// reconcile reports it once the operator is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_agent_is_refused_at_apply_by_the_operators_webhook() {
+    use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+    let Some(env) = env() else { return };
+    let webhook_addr = std::env::var("SECOP_E2E_WEBHOOK_ADDR").expect("SECOP_E2E_WEBHOOK_ADDR");
+    let _serial = SERIAL.lock().await;
+    let client = client(&env.kubeconfig).await;
+    install_crd(&client).await;
+    let ns = &format!("e2e-webhook-{}", std::process::id());
+    let tenant = tenant_kubeconfig(
+        &client,
+        &env.kubeconfig,
+        ns,
+        "agent-author",
+        &Path::new(env!("CARGO_TARGET_TMPDIR")).join("webhook-tenant.kubeconfig"),
+    )
+    .await;
+    let release = env.operator_namespace.clone();
+    let host = webhook_addr.split(':').next().unwrap().to_string();
+    let webhook_args = [
+        format!("--webhook-addr={webhook_addr}"),
+        format!("--webhook-host={host}"),
+        format!("--webhook-config={release}"),
+        format!("--webhook-secret={release}-webhook-tls"),
+        // The operator's own namespace (POD_NAMESPACE in the chart): where its Secret is.
+        format!("--lease-namespace={release}"),
+        format!("--identity=webhook-{}", std::process::id()),
+    ];
+    let args: Vec<&str> = webhook_args.iter().map(String::as_str).collect();
+    let mut operator = Operator::start_with(&env, ns, &args);
+
+    let agent = |falco_config: Value| {
+        json!({
+            "apiVersion": "security.example.io/v1alpha1",
+            "kind": "SecurityAgent",
+            "metadata": { "name": "grid", "namespace": ns },
+            "spec": { "features": [ { "name": "falco", "config": falco_config } ] },
+        })
+    };
+    let wrong = agent(json!({ "driver": "kmod" }));
+
+    // The certificate is issued and trusted without a manual step: the
+    // chart's configuration gets the operator's CA.
+    let configs: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    wait_for("the operator to put its CA into the webhook's caBundle", Duration::from_secs(60), || async {
+        let config = configs.get(&release).await.map_err(|e| e.to_string())?;
+        Ok(config.webhooks.unwrap_or_default().iter().all(|w| w.client_config.ca_bundle.is_some()))
+    })
+    .await;
+    let secret = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &release)
+        .get(&format!("{release}-webhook-tls"))
+        .await
+        .unwrap();
+    assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
+
+    // 1. Refused, naming the field, by the feature's own configure.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let refusal = loop {
+        let (applied, output) = kubectl_apply(&kubectl(), &tenant, &wrong);
+        if !applied {
+            break output;
+        }
+        // Admitted before the webhook served (failurePolicy Ignore): again.
+        assert!(Instant::now() < deadline, "a wrong falco config is still admitted after 60 s: {output}");
+        delete_agent(&client, ns, "grid").await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    assert!(refusal.contains("admission webhook"), "{refusal}");
+    assert!(refusal.contains("spec.features[falco].config.driver: "), "{refusal}");
+    assert!(
+        agent_status(&client, ns, "grid").await.is_err(),
+        "a refused agent is not stored, so nothing is reconciled"
+    );
+
+    // 2. A good one passes; the feature's warning (an unknown field) is
+    //    printed by kubectl.
+    let (applied, output) =
+        kubectl_apply(&kubectl(), &tenant, &agent(json!({ "driver": "modern_ebpf", "jsonOutptu": true })));
+    assert!(applied, "{output}");
+    assert!(output.contains("Warning: spec.features[falco].config.jsonOutptu: unknown field"), "{output}");
+    wait_ready(&client, ns, "grid", Duration::from_secs(120)).await;
+
+    // 3. The operator down, failurePolicy Ignore: the same wrong config is
+    //    admitted; the operator back, the status names the field.
+    operator.kill();
+    let (applied, output) = kubectl_apply(&kubectl(), &tenant, &wrong);
+    assert!(applied, "with failurePolicy Ignore and no operator, apply succeeds: {output}");
+    let _operator = Operator::start_with(&env, ns, &[]);
+    let (status, message) = wait_reason(&client, ns, "grid", "FalcoReady", "InvalidConfig").await;
+    assert_eq!(status, "False");
+    assert!(message.contains("config.driver"), "{message}");
+    delete_agent(&client, ns, "grid").await;
+}
+
+/// `secop diff` as the operator's identity would apply: exit status,
+/// stdout (the diffs) and stderr (the summary).
+fn secop_diff(env: &Env, agent: &Value) -> (Option<i32>, String, String) {
+    let file = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("diff-agent-{}.yaml", std::process::id()));
+    std::fs::write(&file, serde_yaml::to_string(agent).unwrap()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_secop"))
+        .args(["diff", "-f"])
+        .arg(&file)
+        .env("KUBECONFIG", &env.operator_kubeconfig)
+        .output()
+        .unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+/// The lines a unified diff adds or removes (not its file headers).
+fn changed_lines(diff: &str) -> Vec<&str> {
+    diff.lines()
+        .filter(|l| (l.starts_with('-') || l.starts_with('+')) && !l.starts_with("---") && !l.starts_with("+++"))
+        .collect()
+}
+
+/// Issue 16's `secop diff` against the real API server: nothing to do
+/// right after a reconcile (exit 0, no output); an override change is
+/// exactly the changed field (exit 1); a disabled feature is its objects
+/// pruned; a file that is not an agent is an error (exit 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secop_diff_shows_what_an_apply_would_change() {
+    let Some(env) = env() else { return };
+    let _serial = SERIAL.lock().await;
+    let client = client(&env.kubeconfig).await;
+    install_crd(&client).await;
+    let ns = &format!("e2e-diff-{}", std::process::id());
+    create_namespace(&client, ns).await;
+    let _operator = Operator::start(&env, ns);
+    let agent = json!({
+        "apiVersion": "security.example.io/v1alpha1",
+        "kind": "SecurityAgent",
+        "metadata": { "name": "grid", "namespace": ns },
+        "spec": {
+            "features": [ { "name": "falco" }, { "name": "osquery" } ],
+            "override": { "falco": { "resources": { "limits": { "memory": "1Gi" } } } },
+        },
+    });
+    apply_agent(&client, ns, &agent).await;
+    wait_ready(&client, ns, "grid", Duration::from_secs(120)).await;
+
+    let (code, out, err) = secop_diff(&env, &agent);
+    assert_eq!(code, Some(0), "no change right after the reconcile: {out}{err}");
+    assert!(out.is_empty(), "{out}");
+
+    let mut bigger = agent.clone();
+    bigger["spec"]["override"]["falco"]["resources"]["limits"]["memory"] = json!("1536Mi");
+    let (code, out, err) = secop_diff(&env, &bigger);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert_eq!(out.matches("diff -u -N ").count(), 1, "one object changes: {out}");
+    assert!(out.starts_with(&format!("diff -u -N live/apps.v1.DaemonSet.{ns}.falco merged/")), "{out}");
+    let lines: Vec<String> =
+        changed_lines(&out).iter().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).collect();
+    assert_eq!(lines, ["- memory: 1Gi", "+ memory: 1536Mi"], "exactly the changed field: {out}");
+    assert!(err.contains("0 to create, 1 to change, 0 to prune"), "{err}");
+
+    let mut without_osquery = agent.clone();
+    without_osquery["spec"]["features"][1]["enabled"] = json!(false);
+    let (code, out, err) = secop_diff(&env, &without_osquery);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(changed_lines(&out).iter().all(|l| l.starts_with('-')), "pruned objects only lose lines: {out}");
+    let pruned: BTreeSet<String> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("diff -u -N live/"))
+        .map(|l| l.split_whitespace().next().unwrap().to_string())
+        .collect();
+    let rendered = pipeline::render_file(
+        &{
+            let file = Path::new(env!("CARGO_TARGET_TMPDIR")).join("diff-osquery.yaml");
+            std::fs::write(&file, serde_yaml::to_string(&agent).unwrap()).unwrap();
+            file
+        },
+        &["--feature", "osquery"],
+    );
+    let expected: BTreeSet<String> = rendered["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["kind"] != "CustomResourceDefinition")
+        .map(|o| {
+            let group_version = o["apiVersion"].as_str().unwrap().replace('/', ".");
+            match o["metadata"]["namespace"].as_str() {
+                Some(namespace) => format!(
+                    "{group_version}.{}.{namespace}.{}",
+                    o["kind"].as_str().unwrap(),
+                    o["metadata"]["name"].as_str().unwrap()
+                ),
+                None => format!(
+                    "{group_version}.{}.{}",
+                    o["kind"].as_str().unwrap(),
+                    o["metadata"]["name"].as_str().unwrap()
+                ),
+            }
+        })
+        .collect();
+    assert!(!expected.is_empty());
+    assert_eq!(pruned, expected, "every object of the disabled feature, and nothing else: {out}");
+    assert!(err.contains(&format!("0 to create, 0 to change, {} to prune", expected.len())), "{err}");
+
+    let (code, _, err) = secop_diff(&env, &json!({ "kind": "ConfigMap" }));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.starts_with("error: "), "{err}");
+
+    // Nothing was written by the dry runs.
+    let (code, out, _) = secop_diff(&env, &agent);
+    assert_eq!(code, Some(0), "{out}");
+    delete_agent(&client, ns, "grid").await;
 }

@@ -23,8 +23,8 @@ use serde_json::{Value, json};
 #[path = "common/cluster.rs"]
 mod cluster;
 use cluster::{
-    agent_status, apply_agent, client, condition, create_namespace, live_objects, live_objects_of, repo, wait_for,
-    wait_ready,
+    agent_status, apply_agent, client, condition, create_namespace, kubectl_apply, live_objects, live_objects_of, repo,
+    tenant_kubeconfig, wait_for, wait_ready,
 };
 use secop_api::SecurityAgent;
 
@@ -532,6 +532,43 @@ async fn helm_install_runs_every_rendered_workload_on_a_real_node() {
         Ok(holder.is_some_and(|h| names.contains(&h)))
     })
     .await;
+
+    // The chart's admission webhook, as installed: the API server calls
+    // the operator pods through the webhook Service (kube-proxy), trusting
+    // the CA the operator issued and put in the caBundle itself. A team's
+    // `kubectl apply` of a wrong feature config is refused naming the field.
+    let tenant = tenant_kubeconfig(
+        &client,
+        &env.kubeconfig,
+        AGENT_NAMESPACE,
+        "agent-author",
+        &tmp.join("real-node-tenant.kubeconfig"),
+    )
+    .await;
+    let wrong = json!({
+        "apiVersion": "security.example.io/v1alpha1",
+        "kind": "SecurityAgent",
+        "metadata": { "name": "wrong-driver", "namespace": AGENT_NAMESPACE },
+        "spec": { "features": [ { "name": "falco", "config": { "driver": "kmod" } } ] },
+    });
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let refusal = loop {
+        let (applied, output) = kubectl_apply(&env.kubectl, &tenant, &wrong);
+        if !applied {
+            break output;
+        }
+        // Admitted before a replica served it (failurePolicy Ignore).
+        assert!(Instant::now() < deadline, "a wrong falco config is still admitted after 90 s: {output}");
+        let agents: Api<SecurityAgent> = Api::namespaced(client.clone(), AGENT_NAMESPACE);
+        let _ = agents.delete("wrong-driver", &DeleteParams::default()).await;
+        wait_for("the admitted wrong agent to be gone", Duration::from_secs(60), || async {
+            Ok(agents.get_opt("wrong-driver").await.map_err(|e| e.to_string())?.is_none())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    assert!(refusal.contains("spec.features[falco].config.driver: "), "{refusal}");
+    eprintln!("webhook on the real node: {}", refusal.trim());
 
     // 2. The full sample: every rendered workload's pods run on the node.
     create_namespace(&client, AGENT_NAMESPACE).await;

@@ -263,3 +263,23 @@ pub async fn tenant_kubeconfig(
         .unwrap();
     token_kubeconfig(&accounts, admin_kubeconfig, name, path).await
 }
+
+/// `kubectl apply -f` of `object` as the user of `kubeconfig`, the way a
+/// user applies an agent: whether it succeeded, and what kubectl printed
+/// (warnings and errors go to stderr).
+pub fn kubectl_apply(kubectl: &Path, kubeconfig: &Path, object: &Value) -> (bool, String) {
+    let file = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "kubectl-apply-{}-{}.yaml",
+        std::process::id(),
+        object["metadata"]["name"].as_str().unwrap_or("object")
+    ));
+    std::fs::write(&file, serde_yaml::to_string(object).unwrap()).unwrap();
+    let out = std::process::Command::new(kubectl)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["apply", "-f"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
