@@ -1,5 +1,5 @@
-//! `secop feature push | pull | inspect | test`: the feature author's side
-//! of modules in OCI registries.
+//! `secop feature list | push | pull | inspect | test`: the built-in
+//! modules, and the feature author's side of modules in OCI registries.
 //!
 //! Every command checks a module the way the operator will: `push` refuses
 //! what the runtime would refuse (not a component, another contract), so a
@@ -18,6 +18,11 @@ use serde_json::json;
 
 #[derive(Subcommand, Debug)]
 pub enum FeatureCommand {
+    /// List the built-in modules embedded in this binary (offline).
+    List {
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = ListFormat::Table)]
+        output: ListFormat,
+    },
     /// Check a component and push it to a registry with our media types.
     Push {
         /// The component (.wasm, built for wasm32-wasip2).
@@ -44,14 +49,16 @@ pub enum FeatureCommand {
     },
     /// Print a module's id, priority, contract version and digests.
     Inspect {
-        /// A component file or an image reference.
+        /// A component file, `builtin:<id>` (or a built-in id alone), or an
+        /// image reference.
         module: String,
         #[command(flatten)]
         registry: RegistryArgs,
     },
     /// Configure and contribute, as a reconcile would, and print the objects.
     Test {
-        /// A component file or an image reference.
+        /// A component file, `builtin:<id>` (or a built-in id alone), or an
+        /// image reference.
         module: String,
         /// The feature's `config` (YAML or JSON); none = the feature's defaults.
         #[arg(long)]
@@ -60,6 +67,17 @@ pub enum FeatureCommand {
         registry: RegistryArgs,
     },
 }
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum ListFormat {
+    Table,
+    Json,
+}
+
+/// How a module named on the command line is read: `builtin:falco` (or
+/// `falco`, a built-in id that is no file) is the embedded module; an
+/// existing path is a file; anything else an image reference.
+const BUILTIN_PREFIX: &str = "builtin:";
 
 #[derive(Args, Debug)]
 pub struct RegistryArgs {
@@ -98,16 +116,32 @@ fn emit(text: &str) -> Result<()> {
     }
 }
 
-/// A module named on the command line: a file if one exists there,
-/// otherwise an image reference.
-async fn resolve(
-    module: &str,
-    registry: &RegistryArgs,
-    store: &ModuleStore,
-) -> Result<(String, Vec<u8>, Option<secop_oci::Fetched>)> {
+/// Where a module named on the command line came from.
+enum Origin {
+    BuiltIn,
+    File,
+    Registry(secop_oci::Fetched),
+}
+
+/// A module named on the command line: a built-in (`builtin:<id>`, or an
+/// id alone that is no file), a file if one exists there, otherwise an
+/// image reference (which has a registry host: a bare name is never sent
+/// to Docker Hub).
+async fn resolve(module: &str, registry: &RegistryArgs, store: &ModuleStore) -> Result<(String, Vec<u8>, Origin)> {
+    let builtin_id = module.strip_prefix(BUILTIN_PREFIX).or_else(|| {
+        let bare = !module.contains(['/', ':', '@', '.']);
+        (bare && !Path::new(module).exists()).then_some(module)
+    });
+    if let Some(id) = builtin_id {
+        let bytes = secop_builtin::module(id).with_context(|| {
+            let ids: Vec<&str> = secop_builtin::MODULES.iter().map(|(id, _)| *id).collect();
+            format!("`{module}`: no built-in feature `{id}` (built in: {}; a file path or an image reference with its registry also works)", ids.join(", "))
+        })?;
+        return Ok((format!("{BUILTIN_PREFIX}{id}"), bytes.to_vec(), Origin::BuiltIn));
+    }
     if Path::new(module).is_file() {
         let bytes = std::fs::read(module).with_context(|| format!("reading {module}"))?;
-        return Ok((module.to_string(), bytes, None));
+        return Ok((module.to_string(), bytes, Origin::File));
     }
     let source = Source {
         feature: name_of(module),
@@ -117,7 +151,54 @@ async fn resolve(
         credentials: registry.credentials(),
     };
     let fetched = store.fetch(&source).await?;
-    Ok((module.to_string(), fetched.bytes.clone(), Some(fetched)))
+    Ok((module.to_string(), fetched.bytes.clone(), Origin::Registry(fetched)))
+}
+
+/// What `list` and `inspect` say about a module's signature: built-in
+/// modules are trusted by being compiled into this binary; nothing else is
+/// signed or verified yet.
+fn signature_state(origin: &Origin) -> &'static str {
+    match origin {
+        Origin::BuiltIn => "built in (embedded in this binary; no signature needed)",
+        Origin::File | Origin::Registry(_) => "unsigned (signatures are not verified yet)",
+    }
+}
+
+/// `secop feature list`: every embedded module, loaded as the operator
+/// loads it.
+fn list(runtime: &Runtime, output: ListFormat) -> Result<String> {
+    let mut rows = vec![];
+    for (id, bytes) in secop_builtin::MODULES {
+        let module = load(runtime, &format!("{BUILTIN_PREFIX}{id}"), bytes)?;
+        let m = &module.metadata;
+        rows.push(json!({
+            "id": m.id,
+            "priority": m.priority,
+            "contractVersion": m.contract_version,
+            "componentDigest": format!("sha256:{}", module.digest),
+            "size": bytes.len(),
+            "signature": signature_state(&Origin::BuiltIn),
+        }));
+    }
+    Ok(match output {
+        ListFormat::Json => serde_json::to_string_pretty(&rows)? + "\n",
+        ListFormat::Table => {
+            let mut out =
+                format!("{:<16} {:>8} {:<9} {:<71} {:>8}  SIGNATURE\n", "ID", "PRIORITY", "CONTRACT", "DIGEST", "SIZE");
+            for row in &rows {
+                out.push_str(&format!(
+                    "{:<16} {:>8} {:<9} {:<71} {:>8}  {}\n",
+                    row["id"].as_str().unwrap_or_default(),
+                    row["priority"].as_u64().unwrap_or_default(),
+                    row["contractVersion"].as_str().unwrap_or_default(),
+                    row["componentDigest"].as_str().unwrap_or_default(),
+                    row["size"].as_u64().unwrap_or_default(),
+                    row["signature"].as_str().unwrap_or_default(),
+                ));
+            }
+            out
+        }
+    })
 }
 
 fn load(runtime: &Runtime, name: &str, bytes: &[u8]) -> Result<Module> {
@@ -131,6 +212,10 @@ pub fn run(command: &FeatureCommand, cache_dir: Option<PathBuf>) -> Result<ExitC
     let tokio = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let store = |registry: &RegistryArgs| ModuleStore::new(cache.join("oci"), registry.plain_http.clone());
     match command {
+        FeatureCommand::List { output } => {
+            emit(&list(&runtime, *output)?)?;
+            Ok(ExitCode::SUCCESS)
+        }
         FeatureCommand::Push { file, image, wkg_layout, registry } => {
             let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
             let module = load(&runtime, &file.display().to_string(), &bytes)?;
@@ -170,10 +255,15 @@ pub fn run(command: &FeatureCommand, cache_dir: Option<PathBuf>) -> Result<ExitC
             Ok(ExitCode::SUCCESS)
         }
         FeatureCommand::Inspect { module, registry } => {
-            let (name, bytes, fetched) = tokio.block_on(resolve(module, registry, &store(registry)))?;
+            let (name, bytes, origin) = tokio.block_on(resolve(module, registry, &store(registry)))?;
             let loaded = load(&runtime, &name, &bytes)?;
             let m = &loaded.metadata;
+            let fetched = match &origin {
+                Origin::Registry(fetched) => Some(fetched),
+                Origin::BuiltIn | Origin::File => None,
+            };
             let out = json!({
+                "source": name,
                 "id": m.id,
                 "priority": m.priority,
                 "contractVersion": m.contract_version,
@@ -183,6 +273,7 @@ pub fn run(command: &FeatureCommand, cache_dir: Option<PathBuf>) -> Result<ExitC
                 "manifestDigest": fetched.as_ref().map(|f| f.manifest_digest.clone()),
                 "annotations": fetched.as_ref().map(|f| f.annotations.clone()),
                 "size": bytes.len(),
+                "signature": signature_state(&origin),
             });
             emit(&serde_yaml::to_string(&out)?)?;
             Ok(ExitCode::SUCCESS)

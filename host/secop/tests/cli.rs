@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use serde_json::Value;
+
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
 }
@@ -302,4 +304,37 @@ fn render_applies_the_cluster_policy_and_names_field_and_rule() {
     let out = secop(&["render", "-f", file.to_str().unwrap(), "--policy", broken.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("modules.allowed[0].hostAcess"), "{stderr}");
+}
+
+/// Issue 17, point 5: the built-in modules are first-class, offline.
+#[test]
+fn feature_list_and_inspect_builtin_work_offline() {
+    let out = secop(&["feature", "list", "-o", "json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids: Vec<&str> = listed.as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["otel_pipeline", "falco", "tetragon", "osquery", "trivy", "posture", "ctem_validation"]);
+    let falco = listed.as_array().unwrap().iter().find(|m| m["id"] == "falco").unwrap();
+    assert!(falco["componentDigest"].as_str().unwrap().starts_with("sha256:"));
+    assert!(falco["signature"].as_str().unwrap().starts_with("built in"));
+
+    let table = secop(&["feature", "list"]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.starts_with("ID "), "{table}");
+    assert_eq!(table.lines().count(), 8, "a header and seven modules: {table}");
+
+    for name in ["builtin:falco", "falco"] {
+        let out = secop(&["feature", "inspect", name]);
+        assert!(out.status.success(), "inspect {name}: {}", String::from_utf8_lossy(&out.stderr));
+        let inspected: Value = serde_yaml::from_slice(&out.stdout).unwrap();
+        assert_eq!(inspected["id"], "falco");
+        assert_eq!(inspected["source"], "builtin:falco");
+        assert_eq!(inspected["componentDigest"], falco["componentDigest"], "the digest `list` prints");
+        assert_eq!(inspected["manifestDigest"], Value::Null);
+    }
+
+    let out = secop(&["feature", "inspect", "builtin:falcon"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no built-in feature `falcon` (built in: otel_pipeline, falco,"), "{stderr}");
 }

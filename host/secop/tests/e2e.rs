@@ -587,6 +587,56 @@ async fn helm_chart_lints_and_applies_as_a_server_side_dry_run() {
     let cluster_role = everywhere.iter().find(|d| d["kind"] == "ClusterRole").unwrap();
     assert!(grants(cluster_role, "leases", "update"), "agents everywhere: the Role rules are cluster-wide");
     assert!(!everywhere.iter().any(|d| d["kind"] == "Role" && d["metadata"]["name"] == "secop-features"));
+
+    // The admission webhook (docs/admission.md): by default the operator
+    // keeps the certificate (its flags, a Secret Role, the caBundle by
+    // name); with cert-manager a Certificate and the CA injector instead;
+    // a review budget at or above the API server's timeout is refused.
+    let template = |sets: &[&str]| {
+        let mut cmd = Command::new(&helm);
+        cmd.args(["template", "secop"]).arg(&chart).args([
+            "--namespace",
+            "security-operator",
+            "--kube-version",
+            "v1.34.4",
+        ]);
+        for set in sets {
+            cmd.args(["--set", set]);
+        }
+        cmd.output().unwrap()
+    };
+    let parse = |out: &std::process::Output| -> Vec<Value> {
+        assert!(out.status.success(), "helm template: {}", String::from_utf8_lossy(&out.stderr));
+        serde_yaml::Deserializer::from_str(&String::from_utf8_lossy(&out.stdout))
+            .map(|d| serde::Deserialize::deserialize(d).unwrap())
+            .filter(|d: &Value| !d.is_null())
+            .collect()
+    };
+    let args_of = |docs: &[Value]| -> Vec<String> {
+        let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+        serde_json::from_value(deployment["spec"]["template"]["spec"]["containers"][0]["args"].clone()).unwrap()
+    };
+    let webhook = docs.iter().find(|d| d["kind"] == "ValidatingWebhookConfiguration").unwrap();
+    assert_eq!(webhook["webhooks"][0]["failurePolicy"], "Ignore");
+    assert_eq!(webhook["webhooks"][0]["clientConfig"]["service"]["name"], "secop-webhook");
+    let managed = args_of(&docs);
+    assert!(managed.contains(&"--webhook-secret=secop-webhook-tls".to_string()), "{managed:?}");
+    assert!(managed.contains(&"--webhook-host=secop-webhook.security-operator.svc".to_string()), "{managed:?}");
+    let cert_manager = parse(&template(&["webhook.certManager.enabled=true", "webhook.failurePolicy=Fail"]));
+    let webhook = cert_manager.iter().find(|d| d["kind"] == "ValidatingWebhookConfiguration").unwrap();
+    assert_eq!(webhook["metadata"]["annotations"]["cert-manager.io/inject-ca-from"], "security-operator/secop-webhook");
+    assert_eq!(webhook["webhooks"][0]["failurePolicy"], "Fail");
+    let certificate = cert_manager.iter().find(|d| d["kind"] == "Certificate").unwrap();
+    assert_eq!(certificate["spec"]["secretName"], "secop-webhook-tls");
+    let args = args_of(&cert_manager);
+    assert!(args.contains(&"--webhook-tls-dir=/etc/secop/webhook".to_string()), "{args:?}");
+    assert!(!args.iter().any(|a| a.starts_with("--webhook-secret")), "{args:?}");
+    assert!(!cert_manager.iter().any(|d| d["kind"] == "Role" && d["metadata"]["name"] == "secop-webhook-tls"));
+    let too_slow = template(&["webhook.budgetMillis=5000"]);
+    assert!(!too_slow.status.success());
+    assert!(String::from_utf8_lossy(&too_slow.stderr).contains("webhook.budgetMillis"));
+    let wrong_policy = template(&["webhook.failurePolicy=Sometimes"]);
+    assert!(String::from_utf8_lossy(&wrong_policy.stderr).contains("webhook.failurePolicy"));
 }
 
 /// The operator's ClusterRole loses one rule: the agent says Forbidden,
