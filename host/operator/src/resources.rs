@@ -257,17 +257,8 @@ pub async fn sync(
             }
         }
         let (resource, namespaced) = kinds.resolve(client, &key.api_version, &key.kind).await?;
-        let api = dynamic_api(client, &resource, if namespaced { key.namespace.as_deref() } else { None });
-        let applied = api
-            .patch(&key.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&object))
-            .await
-            .map_err(|source| Error::Request {
-                verb: "patch",
-                resource: rbac_resource(&resource),
-                object: object_name(key),
-                source,
-            })?;
-        live.insert(key.clone(), serde_json::to_value(&applied)?);
+        let applied = server_side_apply(client, &resource, namespaced, key, &object, false).await?;
+        live.insert(key.clone(), applied);
         report.applied.push(key.clone());
     }
 
@@ -302,6 +293,30 @@ pub async fn sync(
     report.kinds = live.keys().map(|k| kind_id(&k.api_version, &k.kind)).collect();
     report.live = live;
     Ok(report)
+}
+
+/// Server-side apply of one object with the operator's field manager
+/// (forced: the operator owns the fields it renders); `dry_run` asks what
+/// the server would store without storing it. The object as the server
+/// returned it.
+async fn server_side_apply(
+    client: &Client,
+    resource: &ApiResource,
+    namespaced: bool,
+    key: &ObjectKey,
+    object: &Value,
+    dry_run: bool,
+) -> Result<Value> {
+    let api = dynamic_api(client, resource, if namespaced { key.namespace.as_deref() } else { None });
+    let mut params = PatchParams::apply(FIELD_MANAGER).force();
+    params.dry_run = dry_run;
+    let applied = api.patch(&key.name, &params, &Patch::Apply(object)).await.map_err(|source| Error::Request {
+        verb: "patch",
+        resource: rbac_resource(resource),
+        object: object_name(key),
+        source,
+    })?;
+    Ok(serde_json::to_value(&applied)?)
 }
 
 /// An object as it is applied: owned by the agent (namespaced objects; a
@@ -378,17 +393,8 @@ pub async fn plan(
             }
             Err(e) => return Err(e),
         };
-        let api = dynamic_api(client, &resource, if namespaced { key.namespace.as_deref() } else { None });
-        let after = api
-            .patch(&key.name, &PatchParams::apply(FIELD_MANAGER).force().dry_run(), &Patch::Apply(&object))
-            .await
-            .map_err(|source| Error::Request {
-                verb: "patch",
-                resource: rbac_resource(&resource),
-                object: object_name(key),
-                source,
-            })?;
-        applied.push((key.clone(), current, serde_json::to_value(&after)?));
+        let after = server_side_apply(client, &resource, namespaced, key, &object, true).await?;
+        applied.push((key.clone(), current, after));
     }
     Ok(Plan { applied, pruned: stale(desired, &live, &BTreeSet::new()) })
 }

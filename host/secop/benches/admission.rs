@@ -6,23 +6,18 @@
 //! Ignore: the API server's own cost plus a refused connection). Prints
 //! p50/p95 and the ratio; no assertion on time.
 
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
 use secop_api::SecurityAgent;
 use serde_json::{Value, json};
 
-const SAMPLES: usize = 40;
+mod common;
+use common::repo;
 
-fn repo(path: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
-}
+const SAMPLES: usize = 40;
 
 fn operator(kubeconfig: &std::ffi::OsStr, namespace: &str, webhook: Option<(&str, &str)>) -> Child {
     let mut args = vec!["run".to_string(), format!("--namespace={namespace}"), "--metrics-addr=127.0.0.1:0".into()];
@@ -91,23 +86,8 @@ async fn main() {
     let operator_kubeconfig = std::env::var_os("SECOP_E2E_OPERATOR_KUBECONFIG").unwrap();
     let webhook_addr = std::env::var("SECOP_E2E_WEBHOOK_ADDR").unwrap();
     let release = std::env::var("SECOP_E2E_OPERATOR_NAMESPACE").unwrap();
-    let config =
-        Config::from_custom_kubeconfig(Kubeconfig::read_from(&kubeconfig).unwrap(), &KubeConfigOptions::default())
-            .await
-            .unwrap();
-    let client = Client::try_from(config).unwrap();
-    let crd: CustomResourceDefinition = serde_yaml::from_str(
-        &std::fs::read_to_string(repo("deploy/crds/security.example.io_securityagents.yaml")).unwrap(),
-    )
-    .unwrap();
-    Api::<CustomResourceDefinition>::all(client.clone())
-        .patch("securityagents.security.example.io", &PatchParams::apply("bench").force(), &Patch::Apply(&crd))
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
     let ns = format!("bench-admission-{}", std::process::id());
-    let namespace: Namespace = serde_json::from_value(json!({ "metadata": { "name": ns } })).unwrap();
-    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &namespace).await.unwrap();
+    let client = common::cluster_with_namespace(&kubeconfig, &ns).await;
     let api: Api<SecurityAgent> = Api::namespaced(client.clone(), &ns);
     let mut agent: Value =
         serde_yaml::from_str(&std::fs::read_to_string(repo("deploy/samples/securityagent_full.yaml")).unwrap())

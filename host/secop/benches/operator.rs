@@ -3,21 +3,15 @@
 //! status written (observedGeneration caught up), over 20 changes, and the
 //! operator's memory with five features loaded. Prints figures only.
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use secop_api::SecurityAgent;
 use serde_json::{Value, json};
 
-fn repo(path: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
-}
+mod common;
+use common::repo;
 
 fn rss_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -41,24 +35,8 @@ async fn main() {
         return;
     };
     let operator_kubeconfig = std::env::var_os("SECOP_E2E_OPERATOR_KUBECONFIG").unwrap();
-    let config =
-        Config::from_custom_kubeconfig(Kubeconfig::read_from(&kubeconfig).unwrap(), &KubeConfigOptions::default())
-            .await
-            .unwrap();
-    let client = Client::try_from(config).unwrap();
-
-    let crd: CustomResourceDefinition = serde_yaml::from_str(
-        &std::fs::read_to_string(repo("deploy/crds/security.example.io_securityagents.yaml")).unwrap(),
-    )
-    .unwrap();
-    Api::<CustomResourceDefinition>::all(client.clone())
-        .patch("securityagents.security.example.io", &PatchParams::apply("bench").force(), &Patch::Apply(&crd))
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
     let ns = format!("bench-{}", std::process::id());
-    let namespace: Namespace = serde_json::from_value(json!({ "metadata": { "name": ns } })).unwrap();
-    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &namespace).await.unwrap();
+    let client = common::cluster_with_namespace(&kubeconfig, &ns).await;
 
     let mut operator = Command::new(env!("CARGO_BIN_EXE_secop"))
         .args(["run", "--namespace", &ns, "--metrics-addr", "127.0.0.1:0", "--log-format", "text"])

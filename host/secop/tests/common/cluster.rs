@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::core::GroupVersionKind;
+use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, Config};
 use secop_api::SecurityAgent;
 use serde_json::{Value, json};
@@ -160,19 +160,27 @@ pub async fn live_objects_of(
     found
 }
 
-/// A kubeconfig for a ServiceAccount `name` in `namespace` bound to a
-/// ClusterRole with exactly `rules`, with a token from the TokenRequest
-/// API: how a test runs a component under its own least privilege.
-pub async fn service_account_kubeconfig(
+/// Where a test identity's rules hold.
+enum Grant {
+    /// A ClusterRole and ClusterRoleBinding named `<namespace>-<name>`.
+    Cluster,
+    /// A Role and RoleBinding named `<name>` in the ServiceAccount's namespace.
+    Namespace,
+}
+
+/// A ServiceAccount `name` in `namespace` (created if missing) holding
+/// exactly `rules` where `grant` says, and a kubeconfig at `path` with a
+/// token of it from the TokenRequest API.
+async fn identity(
     client: &Client,
     admin_kubeconfig: &Path,
     namespace: &str,
     name: &str,
+    grant: Grant,
     rules: &Value,
     path: &Path,
 ) -> PathBuf {
     use k8s_openapi::api::core::v1::ServiceAccount;
-    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
     create_namespace(client, namespace).await;
     let apply = PatchParams::apply("e2e").force();
     let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
@@ -184,33 +192,40 @@ pub async fn service_account_kubeconfig(
         )
         .await
         .unwrap();
-    let role_name = format!("{namespace}-{name}");
-    Api::<ClusterRole>::all(client.clone())
-        .patch(&role_name, &apply, &Patch::Apply(json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": { "name": role_name }, "rules": rules })))
-        .await
-        .unwrap();
-    Api::<ClusterRoleBinding>::all(client.clone())
+    let (role_kind, binding_kind, role_name, role_namespace) = match grant {
+        Grant::Cluster => ("ClusterRole", "ClusterRoleBinding", format!("{namespace}-{name}"), None),
+        Grant::Namespace => ("Role", "RoleBinding", name.to_string(), Some(namespace)),
+    };
+    let rbac = |kind: &str| {
+        let resource = ApiResource::from_gvk(&GroupVersionKind::gvk("rbac.authorization.k8s.io", "v1", kind));
+        match role_namespace {
+            Some(ns) => Api::<DynamicObject>::namespaced_with(client.clone(), ns, &resource),
+            None => Api::<DynamicObject>::all_with(client.clone(), &resource),
+        }
+    };
+    rbac(role_kind)
         .patch(
             &role_name,
             &apply,
             &Patch::Apply(json!({
-                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": { "name": role_name },
-                "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role_name },
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": role_kind, "metadata": { "name": role_name },
+                "rules": rules,
+            })),
+        )
+        .await
+        .unwrap();
+    rbac(binding_kind)
+        .patch(
+            &role_name,
+            &apply,
+            &Patch::Apply(json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": binding_kind, "metadata": { "name": role_name },
+                "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": role_name },
                 "subjects": [ { "kind": "ServiceAccount", "name": name, "namespace": namespace } ],
             })),
         )
         .await
         .unwrap();
-    token_kubeconfig(&accounts, admin_kubeconfig, name, path).await
-}
-
-/// A kubeconfig with a TokenRequest token of the ServiceAccount `name`.
-async fn token_kubeconfig(
-    accounts: &Api<k8s_openapi::api::core::v1::ServiceAccount>,
-    admin_kubeconfig: &Path,
-    name: &str,
-    path: &Path,
-) -> PathBuf {
     use k8s_openapi::api::authentication::v1::TokenRequest;
     let request: TokenRequest = serde_json::from_value(json!({ "spec": { "expirationSeconds": 3600 } })).unwrap();
     let token =
@@ -219,6 +234,20 @@ async fn token_kubeconfig(
     kubeconfig["users"] = json!([ { "name": "user", "user": { "token": token } } ]);
     std::fs::write(path, serde_yaml::to_string(&kubeconfig).unwrap()).unwrap();
     path.to_path_buf()
+}
+
+/// A kubeconfig for a ServiceAccount `name` in `namespace` bound to a
+/// ClusterRole with exactly `rules`: how a test runs a component under its
+/// own least privilege.
+pub async fn service_account_kubeconfig(
+    client: &Client,
+    admin_kubeconfig: &Path,
+    namespace: &str,
+    name: &str,
+    rules: &Value,
+    path: &Path,
+) -> PathBuf {
+    identity(client, admin_kubeconfig, namespace, name, Grant::Cluster, rules, path).await
 }
 
 /// The identity of a tenant: a ServiceAccount `name` in `namespace` that
@@ -231,37 +260,8 @@ pub async fn tenant_kubeconfig(
     name: &str,
     path: &Path,
 ) -> PathBuf {
-    use k8s_openapi::api::core::v1::ServiceAccount;
-    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-    create_namespace(client, namespace).await;
-    let apply = PatchParams::apply("e2e").force();
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
-    accounts
-        .patch(
-            name,
-            &apply,
-            &Patch::Apply(json!({ "apiVersion": "v1", "kind": "ServiceAccount", "metadata": { "name": name } })),
-        )
-        .await
-        .unwrap();
     let rules = json!([{ "apiGroups": ["security.example.io"], "resources": ["securityagents"], "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"] }]);
-    Api::<Role>::namespaced(client.clone(), namespace)
-        .patch(name, &apply, &Patch::Apply(json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": { "name": name }, "rules": rules })))
-        .await
-        .unwrap();
-    Api::<RoleBinding>::namespaced(client.clone(), namespace)
-        .patch(
-            name,
-            &apply,
-            &Patch::Apply(json!({
-                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": { "name": name },
-                "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name },
-                "subjects": [ { "kind": "ServiceAccount", "name": name, "namespace": namespace } ],
-            })),
-        )
-        .await
-        .unwrap();
-    token_kubeconfig(&accounts, admin_kubeconfig, name, path).await
+    identity(client, admin_kubeconfig, namespace, name, Grant::Namespace, &rules, path).await
 }
 
 /// `kubectl apply -f` of `object` as the user of `kubeconfig`, the way a
