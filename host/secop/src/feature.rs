@@ -63,6 +63,12 @@ pub enum FeatureCommand {
         /// The feature's `config` (YAML or JSON); none = the feature's defaults.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Check the contract rules every module must keep (deterministic
+        /// output, objects the operator admits, default limits, errors and
+        /// unknown fields named, a readiness condition from `assess`) and
+        /// print a pass/fail table; exit 1 when one fails.
+        #[arg(long)]
+        conformance: bool,
         #[command(flatten)]
         registry: RegistryArgs,
     },
@@ -278,7 +284,7 @@ pub fn run(command: &FeatureCommand, cache_dir: Option<PathBuf>) -> Result<ExitC
             emit(&serde_yaml::to_string(&out)?)?;
             Ok(ExitCode::SUCCESS)
         }
-        FeatureCommand::Test { module, config, registry } => {
+        FeatureCommand::Test { module, config, conformance, registry } => {
             let (name, bytes, _) = tokio.block_on(resolve(module, registry, &store(registry)))?;
             let loaded = load(&runtime, &name, &bytes)?;
             let config: Option<serde_json::Value> = match config {
@@ -290,20 +296,15 @@ pub fn run(command: &FeatureCommand, cache_dir: Option<PathBuf>) -> Result<ExitC
                 ),
                 None => None,
             };
-            // The feature alone in an agent, next to the pipeline it feeds.
-            let id = loaded.metadata.id.clone();
-            let mut features = vec![json!({ "name": id, "config": config.unwrap_or(json!({})) })];
-            if id != "otel_pipeline" {
-                features.insert(0, json!({ "name": "otel_pipeline" }));
-            }
-            let agent = json!({
-                "apiVersion": "security.example.io/v1alpha1", "kind": "SecurityAgent",
-                "metadata": { "name": "feature-test", "namespace": "security-system" },
-                "spec": { "features": features, "output": { "elasticsearch": { "endpoints": ["https://elasticsearch.example:9200"] } } },
-            });
-            let agent = secop_api::parse(&agent.to_string()).map_err(|e| anyhow::anyhow!("{e}"))?;
             let mut engine_registry = secop_engine::Registry::with_builtins(runtime.clone())
                 .map_err(|e| anyhow::anyhow!("built-in feature `{}`: {}", e.feature, e.error))?;
+            if *conformance {
+                let checks = crate::conformance::checks(&mut engine_registry, loaded, config)?;
+                emit(&crate::conformance::table(&checks))?;
+                return Ok(if checks.iter().all(|c| c.passed) { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+            }
+            let id = loaded.metadata.id.clone();
+            let agent = crate::conformance::agent_for(&id, config.unwrap_or(json!({})))?;
             engine_registry.insert(loaded);
             let rendered = secop_engine::render(&engine_registry, &agent, &Default::default())
                 .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -1,5 +1,6 @@
 //! `secop`: the security operator's command line.
 
+mod conformance;
 mod diff;
 mod feature;
 mod output;

@@ -338,3 +338,24 @@ fn feature_list_and_inspect_builtin_work_offline() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no built-in feature `falcon` (built in: otel_pipeline, falco,"), "{stderr}");
 }
+
+/// Issue 17, point 6: the conformance rules, kept by every built-in module
+/// and broken by a module that traps in `configure`.
+#[test]
+fn conformance_passes_for_the_built_ins_and_fails_for_a_broken_module() {
+    for id in ["otel_pipeline", "falco", "tetragon", "osquery", "trivy", "posture"] {
+        let out = secop(&["feature", "test", "--conformance", &format!("builtin:{id}")]);
+        let table = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{id}:\n{table}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(table.contains("7 of 7 rules kept"), "{id}:\n{table}");
+    }
+    let broken = secop_builtin::artifact_path("feature_falco_broken");
+    let out = secop(&["feature", "test", "--conformance", broken.to_str().unwrap()]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{table}");
+    let row = |rule: &str| table.lines().find(|l| l.starts_with(rule)).unwrap_or_else(|| panic!("{rule}:\n{table}"));
+    assert!(row("loads as the operator loads it").contains(" PASS "), "{table}");
+    assert!(row("configure, contribute and its objects pass").contains(" FAIL "), "{table}");
+    assert!(row("configure, contribute and its objects pass").contains("Trap"), "{table}");
+    assert!(row("a config of the wrong type is a config error").contains(" FAIL "), "{table}");
+}
