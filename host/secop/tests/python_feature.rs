@@ -209,3 +209,14 @@ fn a_bad_config_names_the_field() {
         assert!(out.stdout.is_empty(), "no objects on a bad config");
     }
 }
+
+/// The Python feature keeps the contract's rules, as the Rust ones do
+/// (`secop feature test --conformance`, issue 17).
+#[test]
+fn the_python_feature_keeps_the_conformance_rules() {
+    let out = secop(&["feature", "test", "--conformance", module().to_str().unwrap()]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(table.contains("7 of 7 rules kept"), "{table}");
+    assert!(table.contains("KubeBenchReady"), "assess names the feature's condition: {table}");
+}
