@@ -219,6 +219,24 @@ pub struct Owner<'a> {
     pub reference: &'a Value,
 }
 
+/// What the agent manages now (its live objects, over the kinds it
+/// renders and the kinds it applied before) and which desired CRDs exist
+/// already and are left to their installer; a foreign object in the way is
+/// [`Error::Conflict`]. The first step of both [`sync`] and [`plan`].
+async fn managed_state(
+    client: &Client,
+    kinds: &Kinds,
+    owner: &Owner<'_>,
+    desired: &[(ObjectKey, Value)],
+    previous_kinds: &BTreeSet<String>,
+) -> Result<(BTreeMap<ObjectKey, Value>, BTreeSet<ObjectKey>)> {
+    let mut kind_ids: BTreeSet<String> = desired.iter().map(|(k, _)| kind_id(&k.api_version, &k.kind)).collect();
+    kind_ids.extend(previous_kinds.iter().cloned());
+    let live = list_owned(client, kinds, &kind_ids, owner.agent, owner.namespace).await?.objects;
+    let shared_crds = check_foreign(client, kinds, desired, &live).await?;
+    Ok((live, shared_crds))
+}
+
 /// Apply `desired` (in apply order) and prune what is live but no longer
 /// desired, except the objects of `keep_features` (features that failed
 /// this time: their last applied objects stay).
@@ -230,18 +248,14 @@ pub async fn sync(
     previous_kinds: &BTreeSet<String>,
     keep_features: &BTreeSet<String>,
 ) -> Result<SyncReport> {
-    let Owner { agent, namespace, reference: owner_reference } = *owner;
-    let mut kind_ids: BTreeSet<String> = desired.iter().map(|(k, _)| kind_id(&k.api_version, &k.kind)).collect();
-    kind_ids.extend(previous_kinds.iter().cloned());
-    let mut live = list_owned(client, kinds, &kind_ids, agent, namespace).await?.objects;
-    let shared_crds = check_foreign(client, kinds, desired, &live).await?;
+    let (mut live, shared_crds) = managed_state(client, kinds, owner, desired, previous_kinds).await?;
     let mut report = SyncReport::default();
 
     for (key, object) in desired {
         if shared_crds.contains(key) {
             continue;
         }
-        let object = prepared(key, object, owner_reference);
+        let object = prepared(key, object, owner.reference);
         let current = live.get(key);
         if current.is_some_and(|l| is_subset(&object, l)) {
             continue;
@@ -374,14 +388,10 @@ pub async fn plan(
     desired: &[(ObjectKey, Value)],
     previous_kinds: &BTreeSet<String>,
 ) -> Result<Plan> {
-    let Owner { agent, namespace, reference: owner_reference } = *owner;
-    let mut kind_ids: BTreeSet<String> = desired.iter().map(|(k, _)| kind_id(&k.api_version, &k.kind)).collect();
-    kind_ids.extend(previous_kinds.iter().cloned());
-    let live = list_owned(client, kinds, &kind_ids, agent, namespace).await?.objects;
-    let shared_crds = check_foreign(client, kinds, desired, &live).await?;
+    let (live, shared_crds) = managed_state(client, kinds, owner, desired, previous_kinds).await?;
     let mut applied = vec![];
     for (key, object) in desired.iter().filter(|(k, _)| !shared_crds.contains(k)) {
-        let object = prepared(key, object, owner_reference);
+        let object = prepared(key, object, owner.reference);
         let current = live.get(key).cloned();
         let (resource, namespaced) = match kinds.resolve(client, &key.api_version, &key.kind).await {
             Ok(found) => found,

@@ -6,7 +6,7 @@
 //! Ignore: the API server's own cost plus a refused connection). Prints
 //! p50/p95 and the ratio; no assertion on time.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Namespace;
@@ -15,32 +15,23 @@ use secop_api::SecurityAgent;
 use serde_json::{Value, json};
 
 mod common;
-use common::repo;
 
 const SAMPLES: usize = 40;
 
+/// The operator, serving the webhook at `addr` for the e2e release's
+/// configuration when `webhook` is given.
 fn operator(kubeconfig: &std::ffi::OsStr, namespace: &str, webhook: Option<(&str, &str)>) -> Child {
-    let mut args = vec!["run".to_string(), format!("--namespace={namespace}"), "--metrics-addr=127.0.0.1:0".into()];
-    if let Some((addr, release)) = webhook {
-        args.extend([
+    let args: Vec<String> = match webhook {
+        Some((addr, release)) => vec![
             format!("--webhook-addr={addr}"),
             format!("--webhook-host={}", addr.split(':').next().unwrap()),
             format!("--webhook-config={release}"),
             format!("--webhook-secret={release}-webhook-tls"),
             format!("--lease-namespace={release}"),
-        ]);
-    }
-    Command::new(env!("CARGO_BIN_EXE_secop"))
-        .args(args)
-        .env("KUBECONFIG", kubeconfig)
-        .env("SECOP_CACHE_DIR", std::env::temp_dir().join("secop-bench-admission-cache"))
-        .env("SECOP_CACHE_KEY", "bench-cache-key")
-        .env("SECOP_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start secop run")
+        ],
+        None => vec![],
+    };
+    common::start_operator(kubeconfig, namespace, &args, "secop-bench-admission-cache")
 }
 
 /// p50 and p95 of `samples`, in ms.
@@ -89,10 +80,7 @@ async fn main() {
     let ns = format!("bench-admission-{}", std::process::id());
     let client = common::cluster_with_namespace(&kubeconfig, &ns).await;
     let api: Api<SecurityAgent> = Api::namespaced(client.clone(), &ns);
-    let mut agent: Value =
-        serde_yaml::from_str(&std::fs::read_to_string(repo("deploy/samples/securityagent_full.yaml")).unwrap())
-            .unwrap();
-    agent["metadata"]["namespace"] = json!(ns);
+    let agent = common::sample_agent(&ns);
     assert_eq!(agent["spec"]["features"][1]["name"], "falco", "the sample's second feature is falco");
 
     let mut with_webhook = operator(&operator_kubeconfig, &ns, Some((&webhook_addr, &release)));

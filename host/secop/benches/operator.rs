@@ -3,15 +3,13 @@
 //! status written (observedGeneration caught up), over 20 changes, and the
 //! operator's memory with five features loaded. Prints figures only.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use secop_api::SecurityAgent;
-use serde_json::{Value, json};
+use serde_json::json;
 
 mod common;
-use common::repo;
 
 fn rss_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -38,23 +36,10 @@ async fn main() {
     let ns = format!("bench-{}", std::process::id());
     let client = common::cluster_with_namespace(&kubeconfig, &ns).await;
 
-    let mut operator = Command::new(env!("CARGO_BIN_EXE_secop"))
-        .args(["run", "--namespace", &ns, "--metrics-addr", "127.0.0.1:0", "--log-format", "text"])
-        .env("KUBECONFIG", &operator_kubeconfig)
-        .env("SECOP_CACHE_DIR", std::env::temp_dir().join("secop-bench-operator-cache"))
-        .env("SECOP_CACHE_KEY", "bench-cache-key")
-        .env("SECOP_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start secop run");
+    let mut operator = common::start_operator(&operator_kubeconfig, &ns, &[], "secop-bench-operator-cache");
 
     let api: Api<SecurityAgent> = Api::namespaced(client.clone(), &ns);
-    let mut agent: Value =
-        serde_yaml::from_str(&std::fs::read_to_string(repo("deploy/samples/securityagent_full.yaml")).unwrap())
-            .unwrap();
-    agent["metadata"]["namespace"] = json!(ns);
+    let mut agent = common::sample_agent(&ns);
     let applied = api.patch("poc-security", &PatchParams::apply("bench").force(), &Patch::Apply(&agent)).await.unwrap();
     let generation = applied.metadata.generation.unwrap();
     let start = Instant::now();

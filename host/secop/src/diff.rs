@@ -13,9 +13,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result, bail};
+use secop_engine::RenderOptions;
 use secop_engine::objects::ObjectKey;
-use secop_engine::{Registry, RenderOptions};
-use secop_runtime::Runtime;
 use serde_json::Value;
 
 #[derive(clap::Args)]
@@ -59,20 +58,8 @@ pub fn diff(args: &Diff, cache_dir: Option<PathBuf>) -> ExitCode {
 }
 
 fn run(args: &Diff, cache_dir: Option<PathBuf>) -> Result<Changes> {
-    let text = if args.file.as_os_str() == "-" {
-        std::io::read_to_string(std::io::stdin()).context("reading stdin")?
-    } else {
-        std::fs::read_to_string(&args.file).with_context(|| format!("reading {}", args.file.display()))?
-    };
-    let agent = secop_api::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?;
-    let runtime = Arc::new(Runtime::new(cache_dir).map_err(anyhow::Error::msg)?);
-    let mut registry = Registry::with_builtins(runtime)
-        .map_err(|e| anyhow::anyhow!("built-in feature `{}`: {}", e.feature, e.error))?;
-    let mut loaded = vec![];
-    for path in &args.modules {
-        let bytes = std::fs::read(path).with_context(|| format!("reading module {}", path.display()))?;
-        loaded.push(registry.load(&path.display().to_string(), &bytes)?);
-    }
+    let agent = crate::read_agent(&args.file)?;
+    let (registry, loaded) = crate::registry_with(cache_dir, &args.modules)?;
     // Modules from registries are the operator's to fetch (with the
     // agent's pull secret); the diff renders a feature that names one with
     // the module loaded here, and says so.

@@ -340,19 +340,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Render { file, output, feature, modules, operator_image, keep_going, policy } => {
-            let text = if file.as_os_str() == "-" {
-                std::io::read_to_string(std::io::stdin()).context("reading stdin")?
-            } else {
-                std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
-            };
-            let agent = secop_api::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-            let runtime = Arc::new(Runtime::new(cache_dir(&cli)).map_err(anyhow::Error::msg)?);
-            let mut registry = Registry::with_builtins(runtime)
-                .map_err(|e| anyhow::anyhow!("built-in feature `{}`: {}", e.feature, e.error))?;
-            for path in modules {
-                let bytes = std::fs::read(path).with_context(|| format!("reading module {}", path.display()))?;
-                registry.load(&path.display().to_string(), &bytes)?;
-            }
+            let agent = read_agent(file)?;
+            let (registry, _) = registry_with(cache_dir(&cli), modules)?;
             if let Some(name) = feature
                 && !agent.spec.features.iter().any(|f| &f.name == name)
             {
@@ -419,6 +408,30 @@ fn rbac_table(rendered: &Rendered) -> String {
         }
     }
     out
+}
+
+/// The SecurityAgent in `file` (`-`: stdin), as `render` and `diff` read it.
+fn read_agent(file: &std::path::Path) -> Result<SecurityAgent> {
+    let text = if file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).context("reading stdin")?
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
+    };
+    secop_api::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))
+}
+
+/// The built-in modules, with the component files `modules` in place of
+/// the built-ins of the same id; the ids those files define.
+fn registry_with(cache_dir: Option<PathBuf>, modules: &[PathBuf]) -> Result<(Registry, Vec<String>)> {
+    let runtime = Arc::new(Runtime::new(cache_dir).map_err(anyhow::Error::msg)?);
+    let mut registry = Registry::with_builtins(runtime)
+        .map_err(|e| anyhow::anyhow!("built-in feature `{}`: {}", e.feature, e.error))?;
+    let mut loaded = vec![];
+    for path in modules {
+        let bytes = std::fs::read(path).with_context(|| format!("reading module {}", path.display()))?;
+        loaded.push(registry.load(&path.display().to_string(), &bytes)?);
+    }
+    Ok((registry, loaded))
 }
 
 /// The cluster policy from `path`, or the default one.

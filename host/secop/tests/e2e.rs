@@ -24,7 +24,8 @@ mod cluster;
 mod pipeline;
 use cluster::{
     agent_status, apply_agent, client, condition, create_namespace, delete_agent, install_crd, kubectl_apply,
-    live_objects, repo, service_account_kubeconfig, tenant_kubeconfig, wait_for, wait_ready,
+    kubectl_apply_until_refused, live_objects, repo, service_account_kubeconfig, tenant_kubeconfig, wait_for,
+    wait_ready,
 };
 
 fn kubectl() -> PathBuf {
@@ -408,13 +409,16 @@ async fn lifecycle_on_a_real_control_plane() {
     operator.kill();
 }
 
-/// (kind, name) of every object `secop render` wants for `agent`.
-fn desired_objects(agent: &Value) -> std::collections::BTreeSet<(String, String)> {
+/// The objects `secop render` wants for `agent` (with `extra` arguments).
+fn rendered_objects(agent: &Value, extra: &[&str]) -> Vec<Value> {
     let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("agent-{}.yaml", std::process::id()));
     std::fs::write(&path, serde_yaml::to_string(agent).unwrap()).unwrap();
-    pipeline::render_file(&path, &[])["objects"]
-        .as_array()
-        .unwrap()
+    serde_json::from_value(pipeline::render_file(&path, extra)["objects"].clone()).unwrap()
+}
+
+/// (kind, name) of every object `secop render` wants for `agent`.
+fn desired_objects(agent: &Value) -> std::collections::BTreeSet<(String, String)> {
+    rendered_objects(agent, &[])
         .iter()
         .map(|o| (o["kind"].as_str().unwrap().to_string(), o["metadata"]["name"].as_str().unwrap().to_string()))
         .collect()
@@ -1949,17 +1953,7 @@ async fn a_wrong_agent_is_refused_at_apply_by_the_operators_webhook() {
     assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
 
     // 1. Refused, naming the field, by the feature's own configure.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let refusal = loop {
-        let (applied, output) = kubectl_apply(&kubectl(), &tenant, &wrong);
-        if !applied {
-            break output;
-        }
-        // Admitted before the webhook served (failurePolicy Ignore): again.
-        assert!(Instant::now() < deadline, "a wrong falco config is still admitted after 60 s: {output}");
-        delete_agent(&client, ns, "grid").await;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    };
+    let refusal = kubectl_apply_until_refused(&client, &kubectl(), &tenant, &wrong, Duration::from_secs(60)).await;
     assert!(refusal.contains("admission webhook"), "{refusal}");
     assert!(refusal.contains("spec.features[falco].config.driver: "), "{refusal}");
     assert!(
@@ -2058,17 +2052,7 @@ async fn secop_diff_shows_what_an_apply_would_change() {
         .filter_map(|l| l.strip_prefix("diff -u -N live/"))
         .map(|l| l.split_whitespace().next().unwrap().to_string())
         .collect();
-    let rendered = pipeline::render_file(
-        &{
-            let file = Path::new(env!("CARGO_TARGET_TMPDIR")).join("diff-osquery.yaml");
-            std::fs::write(&file, serde_yaml::to_string(&agent).unwrap()).unwrap();
-            file
-        },
-        &["--feature", "osquery"],
-    );
-    let expected: BTreeSet<String> = rendered["objects"]
-        .as_array()
-        .unwrap()
+    let expected: BTreeSet<String> = rendered_objects(&agent, &["--feature", "osquery"])
         .iter()
         .filter(|o| o["kind"] != "CustomResourceDefinition")
         .map(|o| {

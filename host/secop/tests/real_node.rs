@@ -23,8 +23,8 @@ use serde_json::{Value, json};
 #[path = "common/cluster.rs"]
 mod cluster;
 use cluster::{
-    agent_status, apply_agent, client, condition, create_namespace, kubectl_apply, live_objects, live_objects_of, repo,
-    tenant_kubeconfig, wait_for, wait_ready,
+    agent_status, apply_agent, client, condition, create_namespace, kubectl_apply_until_refused, live_objects,
+    live_objects_of, repo, tenant_kubeconfig, wait_for, wait_ready,
 };
 use secop_api::SecurityAgent;
 
@@ -551,22 +551,7 @@ async fn helm_install_runs_every_rendered_workload_on_a_real_node() {
         "metadata": { "name": "wrong-driver", "namespace": AGENT_NAMESPACE },
         "spec": { "features": [ { "name": "falco", "config": { "driver": "kmod" } } ] },
     });
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let refusal = loop {
-        let (applied, output) = kubectl_apply(&env.kubectl, &tenant, &wrong);
-        if !applied {
-            break output;
-        }
-        // Admitted before a replica served it (failurePolicy Ignore).
-        assert!(Instant::now() < deadline, "a wrong falco config is still admitted after 90 s: {output}");
-        let agents: Api<SecurityAgent> = Api::namespaced(client.clone(), AGENT_NAMESPACE);
-        let _ = agents.delete("wrong-driver", &DeleteParams::default()).await;
-        wait_for("the admitted wrong agent to be gone", Duration::from_secs(60), || async {
-            Ok(agents.get_opt("wrong-driver").await.map_err(|e| e.to_string())?.is_none())
-        })
-        .await;
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    };
+    let refusal = kubectl_apply_until_refused(&client, &env.kubectl, &tenant, &wrong, Duration::from_secs(90)).await;
     assert!(refusal.contains("spec.features[falco].config.driver: "), "{refusal}");
     eprintln!("webhook on the real node: {}", refusal.trim());
 

@@ -1,7 +1,8 @@
 //! What the benchmarks on the test control plane share: the admin client,
-//! the CRD, a namespace of their own.
+//! the CRD, a namespace of their own, the sample agent, the operator.
 
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
@@ -9,7 +10,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
-use serde_json::json;
+use serde_json::{Value, json};
 
 pub fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
@@ -35,4 +36,30 @@ pub async fn cluster_with_namespace(kubeconfig: &std::ffi::OsStr, name: &str) ->
     let namespace: Namespace = serde_json::from_value(json!({ "metadata": { "name": name } })).unwrap();
     Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &namespace).await.unwrap();
     client
+}
+
+/// The full sample (deploy/samples/securityagent_full.yaml), in `namespace`.
+pub fn sample_agent(namespace: &str) -> Value {
+    let mut agent: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(repo("deploy/samples/securityagent_full.yaml")).unwrap())
+            .unwrap();
+    agent["metadata"]["namespace"] = json!(namespace);
+    agent
+}
+
+/// `secop run` watching `namespace` as the user of `kubeconfig`, quiet,
+/// with `extra` arguments and a precompiled-module cache of its own.
+pub fn start_operator(kubeconfig: &std::ffi::OsStr, namespace: &str, extra: &[String], cache: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_secop"))
+        .args(["run", "--namespace", namespace, "--metrics-addr", "127.0.0.1:0", "--log-format", "text"])
+        .args(extra)
+        .env("KUBECONFIG", kubeconfig)
+        .env("SECOP_CACHE_DIR", std::env::temp_dir().join(cache))
+        .env("SECOP_CACHE_KEY", "bench-cache-key")
+        .env("SECOP_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start secop run")
 }

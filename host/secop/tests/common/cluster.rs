@@ -283,3 +283,28 @@ pub fn kubectl_apply(kubectl: &Path, kubeconfig: &Path, object: &Value) -> (bool
         .unwrap();
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
+
+/// `kubectl apply` of an agent the admission webhook must refuse, until it
+/// is refused: what kubectl printed. An apply admitted meanwhile (the
+/// webhook not serving yet, failurePolicy Ignore) is deleted and tried
+/// again; still admitted after `timeout` fails the test.
+pub async fn kubectl_apply_until_refused(
+    client: &Client,
+    kubectl: &Path,
+    kubeconfig: &Path,
+    agent: &Value,
+    timeout: Duration,
+) -> String {
+    let deadline = Instant::now() + timeout;
+    let (namespace, name) =
+        (agent["metadata"]["namespace"].as_str().unwrap(), agent["metadata"]["name"].as_str().unwrap());
+    loop {
+        let (applied, output) = kubectl_apply(kubectl, kubeconfig, agent);
+        if !applied {
+            return output;
+        }
+        assert!(Instant::now() < deadline, "{namespace}/{name} is still admitted after {timeout:?}: {output}");
+        delete_agent(client, namespace, name).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
