@@ -35,6 +35,68 @@ pub const COLLECTOR_VERSION: &str = "0.152.0";
 pub const CONFIG_HASH_ANNOTATION: &str = "security.example.io/config-hash";
 
 const HEALTH_ENDPOINT: &str = "0.0.0.0:13133";
+
+/// Mutual TLS between the node collectors and the gateway: without it any
+/// pod that reaches the gateway's OTLP port (every pod, where the cluster's
+/// CNI does not enforce the pipeline's NetworkPolicy) could forge or flood
+/// security events. The host, not the feature, owns the credential: a
+/// module has no secret of its own and must not decide who may send
+/// events. The operator issues it into this Secret of the agent namespace
+/// (host/operator/src/telemetry.rs); each collector mounts only its files.
+pub const TELEMETRY_SECRET: &str = "secop-telemetry-mtls";
+const TELEMETRY_VOLUME: &str = "secop-telemetry-mtls";
+const TELEMETRY_DIR: &str = "/etc/otelcol/telemetry-mtls";
+/// Certificates are reissued long before they end; collectors re-read
+/// theirs this often (the kubelet updates mounted Secrets in place).
+const TELEMETRY_RELOAD: &str = "1h";
+
+/// Keys of [`TELEMETRY_SECRET`]. `ca.key` stays in the Secret for the
+/// operator's renewals and is mounted nowhere.
+pub mod telemetry_keys {
+    pub const CA_CERT: &str = "ca.crt";
+    pub const CA_KEY: &str = "ca.key";
+    pub const GATEWAY_CERT: &str = "gateway.crt";
+    pub const GATEWAY_KEY: &str = "gateway.key";
+    pub const NODE_CERT: &str = "node.crt";
+    pub const NODE_KEY: &str = "node.key";
+}
+
+/// What the collectors of a desired state need issued: the Secret's name
+/// and the names the gateway serves under (its certificate's DNS names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TelemetryTls {
+    pub secret: String,
+    pub gateway_hosts: Vec<String>,
+    /// The collectors that mount it (rolled when its CA is renewed).
+    pub node_daemonset: String,
+    pub gateway_deployment: String,
+}
+
+impl TelemetryTls {
+    /// The gateway is reached at the host of `gateway-endpoint`; a Service
+    /// name (`name.namespace.svc`) is also served with the cluster domain.
+    pub fn for_slots(slots: &m::CollectorSlots) -> Self {
+        let host = slots
+            .gateway_endpoint
+            .rsplit_once(':')
+            .map_or(slots.gateway_endpoint.as_str(), |(host, _)| host)
+            .to_string();
+        let mut gateway_hosts = vec![host.clone()];
+        if host.ends_with(".svc") {
+            gateway_hosts.push(format!("{host}.cluster.local"));
+        }
+        Self {
+            secret: TELEMETRY_SECRET.to_string(),
+            gateway_hosts,
+            node_daemonset: slots.node_daemonset.clone(),
+            gateway_deployment: slots.gateway_deployment.clone(),
+        }
+    }
+}
+
+fn telemetry_file(key: &str) -> String {
+    format!("{TELEMETRY_DIR}/{key}")
+}
 const RFC3339_NANO: &str = "2006-01-02T15:04:05.999999999Z07:00";
 
 /// Both collector configs, as YAML.
@@ -304,7 +366,15 @@ pub fn synthesize(
         "exporters": {
             "otlp_grpc/gateway": {
                 "endpoint": slots.gateway_endpoint,
-                "tls": { "insecure": true },
+                // The gateway's certificate must chain to the agent's CA, and
+                // this collector proves itself with its client certificate.
+                "tls": {
+                    "ca_file": telemetry_file(telemetry_keys::CA_CERT),
+                    "cert_file": telemetry_file(telemetry_keys::NODE_CERT),
+                    "key_file": telemetry_file(telemetry_keys::NODE_KEY),
+                    "min_version": "1.3",
+                    "reload_interval": TELEMETRY_RELOAD,
+                },
                 // Full queue: block the receivers (filelog stops reading and
                 // keeps its offsets) instead of refusing, which drops.
                 "sending_queue": { "enabled": true, "storage": "file_storage/queue", "queue_size": 1000, "block_on_overflow": true },
@@ -371,7 +441,18 @@ pub fn synthesize(
     }
     let gateway = json!({
         "extensions": extensions,
-        "receivers": { "otlp": { "protocols": { "grpc": { "endpoint": "0.0.0.0:4317" } } } },
+        // Only a client certificate issued by the agent's CA may send:
+        // a connection without one fails its TLS handshake.
+        "receivers": { "otlp": { "protocols": { "grpc": {
+            "endpoint": "0.0.0.0:4317",
+            "tls": {
+                "cert_file": telemetry_file(telemetry_keys::GATEWAY_CERT),
+                "key_file": telemetry_file(telemetry_keys::GATEWAY_KEY),
+                "client_ca_file": telemetry_file(telemetry_keys::CA_CERT),
+                "min_version": "1.3",
+                "reload_interval": TELEMETRY_RELOAD,
+            },
+        } } } },
         "processors": { "transform/ctem": { "error_mode": "ignore", "log_statements": ctem_statements } },
         "connectors": { "routing/ctem": { "default_pipelines": ["logs/events"], "error_mode": "ignore", "table": table } },
         "exporters": exporters,
@@ -403,7 +484,8 @@ pub fn glob_root(glob: &str) -> String {
 
 /// Put the configs into the desired state: the two ConfigMaps (returned,
 /// for the caller to label and own), read-only host mounts of every tailed
-/// directory in the node collector, and config hashes on both pod templates.
+/// directory in the node collector, the mutual-TLS files of each collector,
+/// and config hashes on both pod templates.
 pub fn attach(
     ctx: &m::Context,
     slots: &m::CollectorSlots,
@@ -431,15 +513,58 @@ pub fn attach(
         let template = match (key.kind.as_str(), key.name.as_str()) {
             ("DaemonSet", n) if n == slots.node_daemonset => {
                 mount_roots(object, &slots.node_container, &roots);
+                mount_telemetry_tls(
+                    object,
+                    |name| name == slots.node_container,
+                    [telemetry_keys::CA_CERT, telemetry_keys::NODE_CERT, telemetry_keys::NODE_KEY],
+                );
                 &configs.node
             }
-            ("Deployment", n) if n == slots.gateway_deployment => &configs.gateway,
+            ("Deployment", n) if n == slots.gateway_deployment => {
+                // The slots do not name the gateway's container: every
+                // container of the pod gets the files (init containers not).
+                mount_telemetry_tls(
+                    object,
+                    |_| true,
+                    [telemetry_keys::CA_CERT, telemetry_keys::GATEWAY_CERT, telemetry_keys::GATEWAY_KEY],
+                );
+                &configs.gateway
+            }
             _ => continue,
         };
         object["spec"]["template"]["metadata"]["annotations"][CONFIG_HASH_ANNOTATION] =
             json!(content_hash(&[template]));
     }
     vec![config_map(&slots.node_config_map, &configs.node), config_map(&slots.gateway_config_map, &configs.gateway)]
+}
+
+/// The Secret's `keys`, and only those, read-only at [`TELEMETRY_DIR`] in
+/// the pod's containers that `container` selects.
+fn mount_telemetry_tls(workload: &mut Value, container: impl Fn(&str) -> bool, keys: [&str; 3]) {
+    let Some(spec) = workload.pointer_mut("/spec/template/spec") else { return };
+    let items: Vec<Value> = keys.iter().map(|k| json!({ "key": k, "path": k })).collect();
+    if !spec["volumes"].is_array() {
+        spec["volumes"] = json!([]);
+    }
+    spec["volumes"].as_array_mut().expect("array").push(json!({
+        "name": TELEMETRY_VOLUME,
+        // Owner and group only: the gateway reads them through its fsGroup,
+        // the node collector as their owner.
+        "secret": { "secretName": TELEMETRY_SECRET, "items": items, "defaultMode": 0o440 },
+    }));
+    for c in spec["containers"].as_array_mut().into_iter().flatten() {
+        if !c["name"].as_str().is_some_and(&container) {
+            continue;
+        }
+        if !c["volumeMounts"].is_array() {
+            c["volumeMounts"] = json!([]);
+        }
+        c["volumeMounts"].as_array_mut().expect("array").push(json!({
+            "name": TELEMETRY_VOLUME,
+            "mountPath": TELEMETRY_DIR,
+            "readOnly": true,
+        }));
+    }
 }
 
 /// Mount each root read-only unless an existing mount already covers it.

@@ -16,6 +16,7 @@ use crate::error::{FeatureError, RenderError};
 use crate::instance::FeatureInstance;
 use crate::memo::{GoodModule, Inputs};
 use crate::objects::{self, Admission, Grant, ObjectKey, ObjectRejection, Scopes};
+use crate::otel::TelemetryTls;
 use crate::registry::{Entry, Registry};
 use crate::{DEFAULT_OPERATOR_IMAGE, FEATURE_LABEL, MANAGED_BY, MANAGED_BY_LABEL, OWNER_LABEL, OWNER_NAMESPACE_LABEL};
 use crate::{otel, overrides};
@@ -70,6 +71,9 @@ pub struct Rendered {
     pub warnings: Vec<String>,
     /// Successfully configured features, for `assess` after apply.
     pub live: Vec<LiveFeature>,
+    /// The collectors' mutual-TLS credential the objects mount, for the
+    /// operator to issue before it applies them (none without a collector).
+    pub telemetry: Option<TelemetryTls>,
 }
 
 impl Rendered {
@@ -250,7 +254,8 @@ pub fn render(registry: &Registry, agent: &SecurityAgent, options: &RenderOption
     let mut warnings = attach_collector_configs(&run.ctx, &mut reports, &mut admitted);
     let objects = apply_overrides(agent, admitted.desired, &mut warnings)?;
     remember_good_outputs(&run, &reports, new_outputs);
-    Ok(Rendered { objects, owners: admitted.owners, features: reports, warnings, live: admitted.live })
+    let telemetry = admitted.collector.as_ref().map(|c| TelemetryTls::for_slots(&c.slots));
+    Ok(Rendered { objects, owners: admitted.owners, features: reports, warnings, live: admitted.live, telemetry })
 }
 
 /// The fixed inputs of one render.

@@ -31,7 +31,7 @@ use crate::error::{Error, Result};
 use crate::metrics::{self, FeatureErrorLabel, FeatureLabel, Metrics};
 use crate::modules::{ModuleRender, Modules};
 use crate::resources::{self, Kinds};
-use crate::status;
+use crate::{status, telemetry};
 
 pub const FINALIZER: &str = "security.example.io/cleanup";
 /// Periodic re-check: drift on objects we do not watch is repaired at least this often.
@@ -187,7 +187,7 @@ async fn reconcile_agent(agent: Arc<SecurityAgent>, ctx: Arc<Context>) -> Result
             .await
             .map_err(Error::task)?
     };
-    let ModuleRender { rendered, in_use, notes } = match render {
+    let ModuleRender { mut rendered, in_use, notes } = match render {
         Ok(r) => r,
         Err(error) => {
             report_refusal(&ctx, &api, &agent, &error).await?;
@@ -212,6 +212,17 @@ async fn reconcile_agent(agent: Arc<SecurityAgent>, ctx: Arc<Context>) -> Result
     let keep: BTreeSet<String> = rendered.failed().map(|f| f.name.clone()).collect();
     let owner = resources::owner_reference(&agent);
     let owner = resources::Owner { agent: &name, namespace: &namespace, reference: &owner };
+    // The collectors' credential exists before the collectors that mount
+    // it, and they trust its CA (a renewed one rolls them).
+    if let Some(tls) = &rendered.telemetry {
+        match telemetry::ensure(&ctx.client, &owner, tls).await {
+            Ok(fingerprint) => telemetry::stamp(&mut rendered.objects, tls, &fingerprint),
+            Err(error) => {
+                report_sync_failure(&ctx, &api, &agent, &error).await;
+                return Err(error);
+            }
+        }
+    }
     let sync =
         match resources::sync(&ctx.client, &ctx.kinds, &owner, &rendered.objects, &status::inventory(&agent), &keep)
             .await
@@ -222,6 +233,7 @@ async fn reconcile_agent(agent: Arc<SecurityAgent>, ctx: Arc<Context>) -> Result
                 return Err(error);
             }
         };
+
     ctx.metrics.objects_applied.inc_by(sync.applied.len() as u64);
     ctx.metrics.objects_pruned.inc_by(sync.pruned.len() as u64);
     if !sync.applied.is_empty() {

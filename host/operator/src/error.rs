@@ -26,6 +26,9 @@ pub enum Error {
     Conflict { conflicts: Vec<Conflict> },
     #[error("{0}")]
     Serialization(#[from] serde_json::Error),
+    /// Issuing a certificate the operator keeps (the collectors' mutual TLS).
+    #[error("issuing a certificate: {0}")]
+    Certificate(String),
     /// The blocking task of the feature calls panicked or was cancelled
     /// (a host bug; the sandbox turns module faults into feature errors).
     #[error("feature calls task failed: {0}")]
@@ -45,6 +48,7 @@ impl Error {
             Error::MissingNamespace => "missing_namespace",
             Error::Conflict { .. } => "conflict",
             Error::Serialization(_) => "serialization",
+            Error::Certificate(_) => "certificate",
             Error::Task(_) => "task",
         }
     }

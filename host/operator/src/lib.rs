@@ -12,9 +12,11 @@ mod error;
 mod leader;
 mod metrics;
 mod modules;
+mod pki;
 mod resources;
 mod server;
 mod status;
+mod telemetry;
 mod webhook;
 
 use std::net::SocketAddr;
@@ -30,6 +32,7 @@ use secop_runtime::Runtime;
 
 pub use error::RunError;
 pub use resources::{APPLIED_HASH_ANNOTATION, Plan};
+pub use telemetry::issue_telemetry_files;
 pub use webhook::{REVIEW_PATH, TlsSource, WebhookError, WebhookOptions};
 
 /// How `secop run` was started.
@@ -170,7 +173,7 @@ pub struct PlanError(error::Error);
 pub async fn plan(
     client: &Client,
     agent: &secop_api::SecurityAgent,
-    desired: &[(secop_engine::objects::ObjectKey, serde_json::Value)],
+    rendered: &secop_engine::Rendered,
 ) -> std::result::Result<Plan, PlanError> {
     use kube::ResourceExt as _;
     let namespace = agent.namespace().unwrap_or_else(|| "default".into());
@@ -182,5 +185,12 @@ pub async fn plan(
     let reference = live.as_ref().map_or(serde_json::Value::Null, resources::owner_reference);
     let previous_kinds = live.as_ref().map(status::inventory).unwrap_or_default();
     let owner = resources::Owner { agent: &name, namespace: &namespace, reference: &reference };
-    resources::plan(client, &resources::Kinds::default(), &owner, desired, &previous_kinds).await.map_err(PlanError)
+    // The collectors as the reconcile stamps them: with the CA they trust
+    // (a credential not issued yet gets one at the apply).
+    let mut desired = rendered.objects.clone();
+    if let Some(tls) = &rendered.telemetry {
+        let fingerprint = telemetry::existing_fingerprint(client, &namespace, tls).await.map_err(PlanError)?;
+        telemetry::stamp(&mut desired, tls, fingerprint.as_deref().unwrap_or("(issued at apply)"));
+    }
+    resources::plan(client, &resources::Kinds::default(), &owner, &desired, &previous_kinds).await.map_err(PlanError)
 }

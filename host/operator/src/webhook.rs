@@ -227,10 +227,9 @@ mod managed {
     use super::*;
     use std::collections::BTreeMap;
 
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    };
     use time::OffsetDateTime;
+
+    use crate::pki::{Authority, Usage};
 
     /// Lifetime of a CA and serving certificate pair.
     const LIFETIME: time::Duration = time::Duration::days(365);
@@ -308,32 +307,15 @@ mod managed {
         previous_ca: Option<String>,
     ) -> Result<Secret, WebhookError> {
         let bad = |e: rcgen::Error| WebhookError::Certificate(e.to_string());
-        let now = OffsetDateTime::now_utc();
-        let not_after = now + LIFETIME;
-
-        let ca_key = KeyPair::generate().map_err(bad)?;
-        let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(bad)?;
-        ca.distinguished_name.push(DnType::CommonName, format!("{name} CA"));
-        ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        ca.not_before = now - time::Duration::minutes(5);
-        ca.not_after = not_after;
-        let ca_cert = ca.self_signed(&ca_key).map_err(bad)?;
-        let issuer = Issuer::new(ca, ca_key);
-
-        let key = KeyPair::generate().map_err(bad)?;
-        let mut leaf = CertificateParams::new(hosts.to_vec()).map_err(bad)?;
-        leaf.distinguished_name.push(DnType::CommonName, hosts.first().cloned().unwrap_or_default());
-        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        leaf.not_before = now - time::Duration::minutes(5);
-        leaf.not_after = not_after;
-        let cert = leaf.signed_by(&key, &issuer).map_err(bad)?;
+        let not_after = OffsetDateTime::now_utc() + LIFETIME;
+        let ca = Authority::new(&format!("{name} CA"), not_after).map_err(bad)?;
+        let leaf = ca.issue(hosts.first().map_or("", String::as_str), hosts, Usage::Server, not_after).map_err(bad)?;
+        let (cert, key, ca_cert) = (leaf.cert_pem, leaf.key_pem, ca.cert_pem);
 
         let mut data = BTreeMap::from([
-            ("tls.crt".to_string(), ByteString(cert.pem().into_bytes())),
-            ("tls.key".to_string(), ByteString(key.serialize_pem().into_bytes())),
-            (CA_KEY.to_string(), ByteString(ca_cert.pem().into_bytes())),
+            ("tls.crt".to_string(), ByteString(cert.into_bytes())),
+            ("tls.key".to_string(), ByteString(key.into_bytes())),
+            (CA_KEY.to_string(), ByteString(ca_cert.into_bytes())),
         ]);
         if let Some(previous) = previous_ca {
             data.insert(PREVIOUS_CA_KEY.to_string(), ByteString(previous.into_bytes()));

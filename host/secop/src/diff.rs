@@ -91,7 +91,7 @@ fn run(args: &Diff, cache_dir: Option<PathBuf>) -> Result<Changes> {
     let tokio = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let plan = tokio.block_on(async {
         let client = kube::Client::try_default().await.context("connecting with the current kubeconfig")?;
-        secop_operator::plan(&client, &agent, &rendered.objects).await.context("dry run on the cluster")
+        secop_operator::plan(&client, &agent, &rendered).await.context("dry run on the cluster")
     })?;
     Ok(changes(&plan))
 }

@@ -846,6 +846,101 @@ async fn no_event_is_lost_while_elasticsearch_is_down() {
     assert!(!gateway_log.contains("Dropping data"), "the gateway dropped a batch:\n{gateway_log}");
 }
 
+/// Only the agent's node collectors may send events: the gateway asks for
+/// a client certificate of the agent's CA (issued by the operator,
+/// host/operator/src/telemetry.rs). A sender on the network (a plain pod,
+/// where the pipeline's NetworkPolicy is not enforced) tries plain OTLP,
+/// TLS without a certificate, and a certificate of a CA it made itself;
+/// none of its events land. The same sender with the node collectors'
+/// certificate is the control: its event lands, so the refusals are the
+/// gateway's, not a broken sender.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_agents_node_collectors_can_put_events_into_the_indices() {
+    let Some(servers) = servers() else { return };
+    let dir = scratch("forged");
+    let replay = start_replay(&servers.otelcol, &servers.es_url, &format!("forged{}", std::process::id()), &dir);
+    let own_ca = dir.join("own-ca");
+    pipeline::write_telemetry_credentials(&own_ca, &replay.gateway_host);
+    let forged = dir.join("forged.log");
+    std::fs::write(&forged, forged_alert()).unwrap();
+    let tls = |dir: &Path, key: &str| dir.join(key).display().to_string();
+    let ca = tls(&replay.tls, "ca.crt");
+    let senders = [
+        ("plain", json!({ "insecure": true })),
+        ("no-certificate", json!({ "ca_file": ca, "server_name_override": replay.gateway_host })),
+        (
+            "own-ca",
+            json!({ "ca_file": ca, "server_name_override": replay.gateway_host,
+                    "cert_file": tls(&own_ca, "node.crt"), "key_file": tls(&own_ca, "node.key") }),
+        ),
+        (
+            "control",
+            json!({ "ca_file": ca, "server_name_override": replay.gateway_host,
+                    "cert_file": tls(&replay.tls, "node.crt"), "key_file": tls(&replay.tls, "node.key") }),
+        ),
+    ];
+    let health = free_port();
+    let mut config = json!({
+        "extensions": { "health_check": { "endpoint": format!("127.0.0.1:{health}") } },
+        "receivers": { "file_log/forged": {
+            "include": [forged.display().to_string()],
+            "start_at": "beginning",
+            "operators": [{ "type": "json_parser", "parse_to": "body" }],
+        } },
+        "processors": {},
+        "exporters": {},
+        "service": { "extensions": ["health_check"], "pipelines": {}, "telemetry": { "metrics": { "level": "none" } } },
+    });
+    for (name, tls) in senders {
+        config["processors"][format!("transform/{name}")] = json!({ "log_statements": [{ "context": "log", "statements": [format!("set(log.body[\"sender\"], \"{name}\")")] }] });
+        config["exporters"][format!("otlp_grpc/{name}")] = json!({
+            "endpoint": format!("127.0.0.1:{}", replay.gateway_port),
+            "tls": tls,
+            "retry_on_failure": { "enabled": false },
+            "sending_queue": { "enabled": false },
+        });
+        config["service"]["pipelines"][format!("logs/{name}")] = json!({
+            "receivers": ["file_log/forged"],
+            "processors": [format!("transform/{name}")],
+            "exporters": [format!("otlp_grpc/{name}")],
+        });
+    }
+    let config_file = dir.join("sender.yaml");
+    std::fs::write(&config_file, serde_yaml::to_string(&config).unwrap()).unwrap();
+    let _sender = secop_test_harness::Collector::start(
+        &servers.otelcol,
+        "sender",
+        &config_file,
+        health,
+        &collector_env(),
+        &dir.join("sender.log"),
+    )
+    .unwrap();
+
+    let es = es(&servers.es_url).await;
+    let sent_by =
+        |name: &str| json!({ "bool": { "filter": [{ "term": { "forged": true } }, { "term": { "sender": name } }] } });
+    let start = Instant::now();
+    while count_or_zero(&es, &replay.events, &sent_by("control")).await == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the control sender's event did not land in 120 s\n--- sender log:\n{}\n--- gateway log:\n{}",
+            std::fs::read_to_string(dir.join("sender.log")).unwrap_or_default(),
+            std::fs::read_to_string(dir.join("gateway.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let _ = es.refresh(&replay.events).await;
+    }
+    // All four exporters got the event at the same moment; a refused one
+    // does not retry, and an accepted one would have landed with the control.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    es.refresh(&replay.events).await.unwrap();
+    for name in ["plain", "no-certificate", "own-ca"] {
+        assert_eq!(count(&es, &replay.events, sent_by(name)).await, 0, "{name}: a forged event landed");
+    }
+    assert_eq!(count(&es, &replay.events, json!({ "term": { "forged": true } })).await, 1, "the control's only");
+}
+
 /// Kills the child process when the test ends, however it ends.
 struct KillOnDrop(std::process::Child);
 
@@ -964,4 +1059,17 @@ async fn the_watching_sync_fills_the_index_as_reports_appear_and_resolves_them_a
     fixture.delete().await;
     let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(cluster.client.clone());
     let _ = namespaces.delete(&account_ns, &Default::default()).await;
+}
+
+/// A Falco alert as a forger would write it, one JSON line. The time is
+/// an RFC 3339 string: the collector's JSON parser reads numbers as floats,
+/// which the `date` field refuses.
+fn forged_alert() -> String {
+    let alert = json!({
+        "@timestamp": jiff::Timestamp::now().to_string(),
+        "labels": { "security_tool": "falco" },
+        "event": { "kind": "alert", "severity": 5 },
+        "forged": true,
+    });
+    format!("{alert}\n")
 }

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
@@ -768,9 +768,30 @@ async fn a_foreign_object_is_never_adopted_or_deleted() {
         serde_json::from_value(json!({ "metadata": { "name": "falco-config" }, "data": { "owner": "another team" } }))
             .unwrap();
     config_maps.create(&PostParams::default(), &foreign).await.unwrap();
+    // Someone's Secret with the name of the collectors' credential: the
+    // operator checks it before anything is applied (host/operator/src/telemetry.rs).
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), first);
+    let foreign_secret: Secret = serde_json::from_value(
+        json!({ "metadata": { "name": secop_engine::TELEMETRY_SECRET }, "stringData": { "owner": "another team" } }),
+    )
+    .unwrap();
+    secrets.create(&PostParams::default(), &foreign_secret).await.unwrap();
 
     let mut operator_a = Operator::start(&env, first);
     apply_agent(&client, first, &sample(first)).await;
+    wait_conflict(
+        &client,
+        first,
+        &format!(
+            "Secret {first}/{} already exists and is not managed by the security operator",
+            secop_engine::TELEMETRY_SECRET
+        ),
+    )
+    .await;
+    let untouched = secrets.get(secop_engine::TELEMETRY_SECRET).await.unwrap();
+    assert_eq!(untouched.data.unwrap().keys().collect::<Vec<_>>(), ["owner"], "the foreign Secret as it was");
+    assert!(untouched.metadata.owner_references.is_none());
+    secrets.delete(secop_engine::TELEMETRY_SECRET, &DeleteParams::default()).await.unwrap();
     wait_conflict(
         &client,
         first,
@@ -789,6 +810,26 @@ async fn a_foreign_object_is_never_adopted_or_deleted() {
     // Its owner removes it: the agent converges (the error's requeue).
     config_maps.delete("falco-config", &DeleteParams::default()).await.unwrap();
     wait_ready(&client, first, "poc-security", Duration::from_secs(180)).await;
+    // The credential now is the agent's, and both collectors trust its CA.
+    let credential = secrets.get(secop_engine::TELEMETRY_SECRET).await.unwrap();
+    let owners = credential.metadata.owner_references.clone().unwrap_or_default();
+    assert_eq!(
+        owners.iter().map(|o| (o.kind.as_str(), o.name.as_str())).collect::<Vec<_>>(),
+        [("SecurityAgent", "poc-security")]
+    );
+    let keys: Vec<&String> = credential.data.as_ref().unwrap().keys().collect();
+    assert_eq!(keys, ["ca.crt", "ca.key", "gateway.crt", "gateway.key", "node.crt", "node.key"]);
+    let node = daemonsets.get("otel-node").await.unwrap();
+    let gateway = Api::<Deployment>::namespaced(client.clone(), first).get("otel-gateway").await.unwrap();
+    let trusted = |template: &k8s_openapi::api::core::v1::PodTemplateSpec| {
+        template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.annotations.as_ref()?.get("security.example.io/telemetry-ca").cloned())
+    };
+    let ca = trusted(&node.spec.as_ref().unwrap().template).expect("the node collector's template names its CA");
+    assert_eq!(trusted(&gateway.spec.as_ref().unwrap().template).as_ref(), Some(&ca));
+    assert_eq!(ca.len(), 16);
 
     // A second agent with tetragon: the cluster-wide TracingPolicy is the
     // first agent's.

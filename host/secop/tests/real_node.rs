@@ -380,6 +380,142 @@ fn run_ctem_scenarios(env: &Env, es_url: &str, pods: &Path) {
     );
 }
 
+/// A plain pod next to the sensors sends forged alerts to the gateway's
+/// Service (cluster DNS, kube-proxy), as any pod can where NetworkPolicies
+/// are not enforced (this node's bridge CNI does not): over plain OTLP,
+/// over TLS without a client certificate, and with a certificate of a CA it
+/// made itself. The gateway's mutual TLS refuses all three; the same pod
+/// with the node collectors' certificate (mounted from the operator's
+/// Secret, as only a pod of the agent namespace can) is the control whose
+/// alert lands.
+async fn forged_events_are_refused_by_the_gateway(client: &Client, env: &Env, es_url: &str) {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let name = "forged-otlp-sender";
+    let gateway = format!("otel-gateway.{AGENT_NAMESPACE}.svc");
+    let own_ca = secop_operator::issue_telemetry_files(std::slice::from_ref(&gateway)).unwrap();
+    let senders = [
+        ("plain", json!({ "insecure": true })),
+        ("no-certificate", json!({ "ca_file": "/etc/sender-tls/ca.crt" })),
+        (
+            "own-ca",
+            json!({ "ca_file": "/etc/sender-tls/ca.crt", "cert_file": "/etc/sender/own.crt", "key_file": "/etc/sender/own.key" }),
+        ),
+        (
+            "control",
+            json!({ "ca_file": "/etc/sender-tls/ca.crt", "cert_file": "/etc/sender-tls/node.crt", "key_file": "/etc/sender-tls/node.key" }),
+        ),
+    ];
+    let mut config = json!({
+        "receivers": { "file_log/forged": {
+            "include": ["/etc/sender/forged.log"],
+            "start_at": "beginning",
+            "operators": [{ "type": "json_parser", "parse_to": "body" }],
+        } },
+        "processors": {},
+        "exporters": {},
+        "service": { "pipelines": {}, "telemetry": { "metrics": { "level": "none" } } },
+    });
+    for (sender, tls) in senders {
+        config["processors"][format!("transform/{sender}")] = json!({ "log_statements": [{ "context": "log",
+            "statements": [format!("set(log.body[\"sender\"], \"{sender}\")")] }] });
+        config["exporters"][format!("otlp_grpc/{sender}")] = json!({
+            "endpoint": format!("{gateway}:4317"),
+            "tls": tls,
+            "retry_on_failure": { "enabled": false },
+            "sending_queue": { "enabled": false },
+        });
+        config["service"]["pipelines"][format!("logs/{sender}")] = json!({
+            "receivers": ["file_log/forged"],
+            "processors": [format!("transform/{sender}")],
+            "exporters": [format!("otlp_grpc/{sender}")],
+        });
+    }
+    let config_map: ConfigMap = serde_json::from_value(json!({
+        "metadata": { "name": name, "namespace": AGENT_NAMESPACE },
+        "data": {
+            "config.yaml": serde_yaml::to_string(&config).unwrap(),
+            "forged.log": forged_alert(),
+            "own.crt": own_ca["node.crt"],
+            "own.key": own_ca["node.key"],
+        },
+    }))
+    .unwrap();
+    let mut pod = json!({
+        "metadata": { "name": name, "namespace": AGENT_NAMESPACE },
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": false,
+            "securityContext": { "runAsNonRoot": true, "runAsUser": 10001, "fsGroup": 10001 },
+            "containers": [{
+                "name": "sender",
+                "image": env.image("OTELCOL"),
+                "args": ["--config=/etc/sender/config.yaml"],
+                "volumeMounts": [
+                    { "name": "sender", "mountPath": "/etc/sender", "readOnly": true },
+                    { "name": "tls", "mountPath": "/etc/sender-tls", "readOnly": true },
+                ],
+            }],
+            "volumes": [
+                { "name": "sender", "configMap": { "name": name } },
+                { "name": "tls", "secret": { "secretName": secop_engine::TELEMETRY_SECRET, "defaultMode": 0o440 } },
+            ],
+        },
+    });
+    pod["spec"].as_object_mut().unwrap().extend(env.placement().as_object().unwrap().clone());
+    let pod: Pod = serde_json::from_value(pod).unwrap();
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), AGENT_NAMESPACE);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), AGENT_NAMESPACE);
+    let _ = pods.delete(name, &DeleteParams::default().grace_period(0)).await;
+    let _ = config_maps.delete(name, &DeleteParams::default()).await;
+    wait_for("an earlier sender pod to go", Duration::from_secs(60), || async {
+        Ok(pods.get_opt(name).await.map_err(|e| e.to_string())?.is_none())
+    })
+    .await;
+    config_maps.create(&Default::default(), &config_map).await.unwrap();
+    pods.create(&Default::default(), &pod).await.unwrap();
+
+    let es = secop_elastic::Elastic::new(&secop_elastic::ElasticConfig::new(vec![es_url.to_string()])).unwrap();
+    let count = |sender: Option<&'static str>| {
+        let es = es.clone();
+        async move {
+            let mut filter = vec![json!({ "term": { "forged": true } })];
+            filter.extend(sender.map(|s| json!({ "term": { "sender": s } })));
+            let _ = es.refresh("security-events").await;
+            es.ok(
+                secop_elastic::Method::POST,
+                "security-events/_count",
+                Some(&json!({ "query": { "bool": { "filter": filter } } })),
+            )
+            .await
+            .map(|a| a["count"].as_u64().unwrap_or(0))
+            .map_err(|e| e.to_string())
+        }
+    };
+    let pod_log = || async { pods.logs(name, &Default::default()).await.unwrap_or_default() };
+    let started = Instant::now();
+    loop {
+        if count(Some("control")).await.unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the control sender's alert did not land in 120 s\n--- sender pod:\n{}\n{}",
+            pods.get_opt(name).await.ok().flatten().map(|p| format!("{:?}", p.status)).unwrap_or_default(),
+            pod_log().await
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    // The four exporters got the alert together, and none retries.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for sender in ["plain", "no-certificate", "own-ca"] {
+        assert_eq!(count(Some(sender)).await.unwrap(), 0, "{sender}: a forged alert landed\n{}", pod_log().await);
+    }
+    assert_eq!(count(None).await.unwrap(), 1, "the control's alert only");
+    eprintln!("forged OTLP from a plain pod refused by the gateway's mutual TLS (plain, no certificate, another CA)");
+    pods.delete(name, &DeleteParams::default().grace_period(0)).await.unwrap();
+    config_maps.delete(name, &DeleteParams::default()).await.unwrap();
+}
+
 /// A Job from the ctem-validation CronJob, now; then every scenario
 /// Passed in status.validation and the Validated condition True.
 async fn run_validation_now(client: &Client) {
@@ -592,6 +728,7 @@ async fn helm_install_runs_every_rendered_workload_on_a_real_node() {
         "scenarios run and every CTEM check passed {:.1} s after every pod was Ready",
         shipped.elapsed().as_secs_f64()
     );
+    forged_events_are_refused_by_the_gateway(&client, &env, &es.url()).await;
 
     // Continuous validation (spec.tests): the CronJob's Job, started now
     // instead of on schedule, performs the scenarios in its own pod and
@@ -702,4 +839,17 @@ async fn helm_install_runs_every_rendered_workload_on_a_real_node() {
 
     helm(&env, &["uninstall", RELEASE, "--namespace", OPERATOR_NAMESPACE, "--wait", "--timeout", "2m"]);
     drop(es);
+}
+
+/// A Falco alert as a forger would write it, one JSON line. The time is
+/// an RFC 3339 string: the collector's JSON parser reads numbers as floats,
+/// which the `date` field refuses.
+fn forged_alert() -> String {
+    let alert = json!({
+        "@timestamp": jiff::Timestamp::now().to_string(),
+        "labels": { "security_tool": "falco" },
+        "event": { "kind": "alert", "severity": 5 },
+        "forged": true,
+    });
+    format!("{alert}\n")
 }

@@ -92,10 +92,41 @@ pub fn collector_env() -> Vec<(&'static str, String)> {
     vec![("K8S_NODE_NAME", "kwok-node-1".into()), ("ES_USERNAME", "elastic".into()), ("ES_PASSWORD", "unused".into())]
 }
 
+/// Where a collector mounts its mutual-TLS files in a pod
+/// (host/engine/src/otel.rs).
+const MOUNTED_TLS_DIR: &str = "/etc/otelcol/telemetry-mtls";
+
+/// The host name the node collector of `node_config` sends to.
+pub fn gateway_host(node_config: &str) -> String {
+    let c: serde_yaml::Value = serde_yaml::from_str(node_config).unwrap();
+    let endpoint = c["exporters"]["otlp_grpc/gateway"]["endpoint"].as_str().unwrap();
+    endpoint.rsplit_once(':').unwrap().0.to_string()
+}
+
+/// The collectors' mutual-TLS files as the operator issues them, for a
+/// gateway named `gateway_host`, written to `dir` for collectors run on
+/// this machine.
+pub fn write_telemetry_credentials(dir: &Path, gateway_host: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    for (key, pem) in secop_operator::issue_telemetry_files(&[gateway_host.to_string()]).unwrap() {
+        std::fs::write(dir.join(key), pem).unwrap();
+    }
+}
+
 /// Prefix every include/exclude glob with `root`; point ports and storage
-/// at this machine. Nothing else changes.
-pub fn localize(config: &str, fixtures: &Path, storage: &Path, gateway_port: u16, health_port: u16) -> String {
-    let mut c: serde_yaml::Value = serde_yaml::from_str(config).unwrap();
+/// at this machine, and the mutual-TLS files at `tls` (the node collector
+/// reaches the gateway at 127.0.0.1 and checks its certificate for the
+/// Service name it has in a cluster). Nothing else changes.
+pub fn localize(
+    config: &str,
+    fixtures: &Path,
+    storage: &Path,
+    tls: &Path,
+    gateway_port: u16,
+    health_port: u16,
+) -> String {
+    let config = config.replace(MOUNTED_TLS_DIR, &tls.display().to_string());
+    let mut c: serde_yaml::Value = serde_yaml::from_str(&config).unwrap();
     if let Some(receivers) = c["receivers"].as_mapping_mut() {
         for (_, r) in receivers.iter_mut() {
             for key in ["include", "exclude"] {
@@ -120,8 +151,11 @@ pub fn localize(config: &str, fixtures: &Path, storage: &Path, gateway_port: u16
             }
         }
     }
-    if c["exporters"]["otlp_grpc/gateway"].is_mapping() {
-        c["exporters"]["otlp_grpc/gateway"]["endpoint"] = format!("127.0.0.1:{gateway_port}").into();
+    // (`get_mut`: indexing a mapping mutably would insert the key.)
+    if let Some(exporter) = c.get_mut("exporters").and_then(|e| e.get_mut("otlp_grpc/gateway")) {
+        let host = exporter["endpoint"].as_str().unwrap().rsplit_once(':').unwrap().0.to_string();
+        exporter["endpoint"] = format!("127.0.0.1:{gateway_port}").into();
+        exporter["tls"]["server_name_override"] = host.into();
     }
     // Two collectors on one machine: no internal metrics server (port 8888).
     c["service"]["telemetry"] = serde_yaml::from_str("{ metrics: { level: none } }").unwrap();
@@ -139,6 +173,11 @@ pub struct Replay {
     pub vuln: String,
     pub fixtures: PathBuf,
     pub setup_output: String,
+    /// Where the gateway listens, under which name its certificate is,
+    /// and the mutual-TLS files both collectors use.
+    pub gateway_port: u16,
+    pub gateway_host: String,
+    pub tls: PathBuf,
     pub _gateway: Collector,
     pub _node: Collector,
 }
@@ -174,12 +213,16 @@ pub fn start_replay(otelcol: &Path, es_url: &str, prefix: &str, dir: &Path) -> R
     secop_test_harness::copy_dir(&repo("test/fixtures/replay"), &fixtures).unwrap();
     let gateway_port = free_port();
     let (node_health, gateway_health) = (free_port(), free_port());
+    let tls = dir.join("telemetry-mtls");
+    let host = gateway_host(&configs["otel-node-config"]);
+    write_telemetry_credentials(&tls, &host);
     std::fs::write(
         dir.join("gateway.yaml"),
         localize(
             &configs["otel-gateway-config"],
             &fixtures,
             &dir.join("gateway-storage"),
+            &tls,
             gateway_port,
             gateway_health,
         ),
@@ -187,7 +230,7 @@ pub fn start_replay(otelcol: &Path, es_url: &str, prefix: &str, dir: &Path) -> R
     .unwrap();
     std::fs::write(
         dir.join("node.yaml"),
-        localize(&configs["otel-node-config"], &fixtures, &dir.join("node-storage"), gateway_port, node_health),
+        localize(&configs["otel-node-config"], &fixtures, &dir.join("node-storage"), &tls, gateway_port, node_health),
     )
     .unwrap();
     let gateway = Collector::start(
@@ -208,6 +251,9 @@ pub fn start_replay(otelcol: &Path, es_url: &str, prefix: &str, dir: &Path) -> R
         vuln,
         fixtures,
         setup_output: String::from_utf8_lossy(&setup.stdout).into_owned(),
+        gateway_port,
+        gateway_host: host,
+        tls,
         _gateway: gateway,
         _node: node,
     }
