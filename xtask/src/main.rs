@@ -122,8 +122,10 @@ fn main() -> Result<()> {
             let mut cmd = cargo();
             cmd.args(["test", "--workspace", "--locked", "--no-fail-fast"]).args(&args[1..]);
             prereq::ensure(&prereq::for_this_machine())?;
-            // The Python sample feature, for host/secop/tests/python_feature.rs.
-            cmd.env("SECOP_PY_FEATURE", pyfeature::build(&root())?);
+            // The Python sample feature, for host/secop/tests/python_feature.rs,
+            // and componentize-py for the scaffolded one (tests/scaffold.rs).
+            cmd.env("SECOP_PY_FEATURE", pyfeature::build(&root())?)
+                .env("SECOP_COMPONENTIZE_PY", pyfeature::componentize_py()?);
             with_test_servers(cmd)
         }
         Some("demo") => {

@@ -30,7 +30,7 @@ const APP_MODULE: &str = "app";
 const WORLD: &str = "feature";
 
 /// The componentize-py executable, installed on first use.
-fn componentize_py() -> Result<PathBuf> {
+pub fn componentize_py() -> Result<PathBuf> {
     let dir = cache_root().join(format!("componentize-py-{COMPONENTIZE_PY}"));
     let venv = dir.join("venv");
     let exe = venv.join("bin/componentize-py");

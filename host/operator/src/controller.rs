@@ -31,6 +31,7 @@ use crate::error::{Error, Result};
 use crate::metrics::{self, FeatureErrorLabel, FeatureLabel, Metrics};
 use crate::modules::{ModuleRender, Modules};
 use crate::resources::{self, Kinds};
+use crate::watches::{self, KindWatches};
 use crate::{status, telemetry};
 
 pub const FINALIZER: &str = "security.example.io/cleanup";
@@ -54,6 +55,8 @@ pub struct Context {
     pub policy: Arc<secop_policy::ClusterPolicy>,
     /// Consecutive failed reconciles per agent, for the backoff.
     pub retries: Retries,
+    /// Watches on the kinds agents apply beyond the built-in ones.
+    pub watches: KindWatches,
 }
 
 /// First retry after a failed reconcile; doubled per further failure.
@@ -234,6 +237,7 @@ async fn reconcile_agent(agent: Arc<SecurityAgent>, ctx: Arc<Context>) -> Result
             }
         };
 
+    watch_applied_kinds(&ctx, &rendered.objects).await;
     ctx.metrics.objects_applied.inc_by(sync.applied.len() as u64);
     ctx.metrics.objects_pruned.inc_by(sync.pruned.len() as u64);
     if !sync.applied.is_empty() {
@@ -366,20 +370,25 @@ where
 /// The agent a cluster-scoped object belongs to, by the labels the host
 /// puts on everything (cluster-scoped objects carry no owner reference).
 fn owner_of<K: Resource>(object: K) -> Option<ObjectRef<SecurityAgent>> {
-    let labels = object.meta().labels.as_ref()?;
-    let name = labels.get(secop_engine::OWNER_LABEL)?;
-    let namespace = labels.get(secop_engine::OWNER_NAMESPACE_LABEL)?;
-    Some(ObjectRef::new(name).within(namespace))
+    watches::owner_of(object.meta())
 }
 
-/// Run the controller until shutdown. Reconciles on spec (generation)
-/// changes of SecurityAgents and on changes of the objects they own, so a
-/// managed object deleted or edited out of band is restored within
-/// seconds: namespaced ones by owner reference, cluster-scoped RBAC by its
-/// owner labels. (Cluster-scoped custom resources, such as a feature's
-/// TracingPolicy, are kinds the host does not know in advance: they are
-/// restored by the periodic resync.) Its own status writes change neither
-/// the generation nor the validation run, and so trigger nothing.
+/// Watch every kind just applied that the controller does not watch from
+/// the start, so that its objects too are restored within seconds.
+async fn watch_applied_kinds(ctx: &Context, objects: &[(ObjectKey, serde_json::Value)]) {
+    let kinds: BTreeSet<(&str, &str)> =
+        objects.iter().map(|(k, _)| (k.api_version.as_str(), k.kind.as_str())).collect();
+    for (api_version, kind) in kinds {
+        let id = resources::kind_id(api_version, kind);
+        if watches::WATCHED_FROM_START.contains(&id.as_str()) {
+            continue;
+        }
+        if let Ok((resource, namespaced)) = ctx.kinds.resolve(&ctx.client, api_version, kind).await {
+            ctx.watches.watch(&id, &resource, namespaced);
+        }
+    }
+}
+
 /// What makes an agent worth a reconcile: a new generation of its spec, or
 /// a new validation run in its status (written by the validation Job, and
 /// turned into the `Validated` condition). The operator's own status
@@ -392,7 +401,20 @@ fn generation_or_validation_run(agent: &SecurityAgent) -> Option<u64> {
     Some(hasher.finish())
 }
 
-pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
+/// Run the controller until shutdown. Reconciles on spec (generation)
+/// changes of SecurityAgents and on changes of the objects they own, so a
+/// managed object deleted or edited out of band is restored within
+/// seconds: namespaced ones by owner reference, cluster-scoped RBAC by its
+/// owner labels, and every other kind an agent applied (a feature's
+/// TracingPolicy, CRDs) by the watches started for it
+/// (host/operator/src/watches.rs), which feed `applied_kinds`. Its own
+/// status writes change neither the generation nor the validation run, and
+/// so trigger nothing.
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    applied_kinds: impl futures::Stream<Item = ObjectRef<SecurityAgent>> + Send + 'static,
+) {
     let client = ctx.client.clone();
     let ns = namespace.as_deref();
     let agents: Api<SecurityAgent> = api_for(&client, ns);
@@ -428,6 +450,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
         .owns_stream(meta(api_for::<PartialObjectMeta<NetworkPolicy>>(&client, ns), &config))
         .watches_stream(meta(Api::<PartialObjectMeta<ClusterRole>>::all(client.clone()), &config), owner_of)
         .watches_stream(meta(Api::<PartialObjectMeta<ClusterRoleBinding>>::all(client.clone()), &config), owner_of)
+        .reconcile_on(applied_kinds)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

@@ -17,6 +17,7 @@ mod resources;
 mod server;
 mod status;
 mod telemetry;
+mod watches;
 mod webhook;
 
 use std::net::SocketAddr;
@@ -134,6 +135,7 @@ pub async fn run(options: Options) -> std::result::Result<(), RunError> {
         None => None,
     };
 
+    let (watches, applied_kinds) = watches::KindWatches::new(client.clone(), options.namespace.clone());
     let ctx = Arc::new(controller::Context {
         recorder: Recorder::new(client.clone(), controller::reporter(&options.identity)),
         client,
@@ -145,9 +147,10 @@ pub async fn run(options: Options) -> std::result::Result<(), RunError> {
         operator_image: options.operator_image,
         policy,
         retries: controller::Retries::default(),
+        watches,
     });
     tracing::info!(namespace = options.namespace.as_deref().unwrap_or("<all>"), "controller starting");
-    let controller = controller::run(ctx, options.namespace);
+    let controller = controller::run(ctx, options.namespace, applied_kinds);
     tokio::select! {
         _ = controller => Ok(()),
         _ = async { match lost { Some(rx) => { let _ = rx.await; } None => std::future::pending().await } } => {

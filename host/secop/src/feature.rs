@@ -1,5 +1,6 @@
-//! `secop feature list | push | pull | inspect | test`: the built-in
-//! modules, and the feature author's side of modules in OCI registries.
+//! `secop feature list | new | push | pull | inspect | test`: the built-in
+//! modules, and the feature author's side: a new module's project, and
+//! modules in OCI registries.
 //!
 //! Every command checks a module the way the operator will: `push` refuses
 //! what the runtime would refuse (not a component, another contract), so a
@@ -22,6 +23,17 @@ pub enum FeatureCommand {
     List {
         #[arg(short = 'o', long = "output", value_enum, default_value_t = ListFormat::Table)]
         output: ListFormat,
+    },
+    /// Write a new feature module's project (Rust or Python) against the
+    /// contract, ready to build and to pass `test --conformance`.
+    New {
+        /// The feature's id (lower case, digits, `_`), as SecurityAgents name it.
+        name: String,
+        #[arg(long, value_enum)]
+        lang: crate::scaffold::Lang,
+        /// Where (default: ./NAME); must not exist or be empty.
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
     /// Check a component and push it to a registry with our media types.
     Push {
@@ -212,12 +224,21 @@ fn load(runtime: &Runtime, name: &str, bytes: &[u8]) -> Result<Module> {
 }
 
 pub fn run(command: &FeatureCommand, cache_dir: Option<PathBuf>) -> Result<ExitCode> {
+    if let FeatureCommand::New { name, lang, dir } = command {
+        let (dir, files) = crate::scaffold::create(name, *lang, dir.as_deref())?;
+        for file in files {
+            println!("wrote {}", file.display());
+        }
+        println!("next: the commands in {}", dir.join("README.md").display());
+        return Ok(ExitCode::SUCCESS);
+    }
     let cache =
         cache_dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("secop-modules-{}", std::process::id())));
     let runtime = Arc::new(Runtime::new(cache_dir.clone()).map_err(anyhow::Error::msg)?);
     let tokio = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let store = |registry: &RegistryArgs| ModuleStore::new(cache.join("oci"), registry.plain_http.clone());
     match command {
+        FeatureCommand::New { .. } => unreachable!("handled above"),
         FeatureCommand::List { output } => {
             emit(&list(&runtime, *output)?)?;
             Ok(ExitCode::SUCCESS)

@@ -5,6 +5,7 @@ mod diff;
 mod feature;
 mod output;
 mod posture;
+mod scaffold;
 mod validate;
 
 use std::io::Write;

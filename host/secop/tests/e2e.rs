@@ -243,6 +243,17 @@ async fn lifecycle_on_a_real_control_plane() {
         Ok(role.is_some_and(|r| r.metadata.uid != old_role) && account.is_some_and(|a| a.metadata.uid != old_account))
     })
     .await;
+    // Alone (no other deletion to trigger the reconcile): the TracingPolicy,
+    // a kind the operator knows only once tetragon rendered it, restored by
+    // the watch started for that kind (host/operator/src/watches.rs).
+    let policy = "container-escape-monitor";
+    let old_policy = tracing_policies.get(policy).await.unwrap().metadata.uid;
+    tracing_policies.delete(policy, &DeleteParams::default()).await.unwrap();
+    wait_for("the deleted TracingPolicy restored", Duration::from_secs(60), || async {
+        let policy = tracing_policies.get_opt(policy).await.map_err(|e| e.to_string())?;
+        Ok(policy.is_some_and(|p| p.metadata.uid != old_policy))
+    })
+    .await;
 
     // Plumbing: metrics with real figures, health, and an Applied event.
     let get = |path: &str| {
