@@ -31,7 +31,7 @@ mod render;
 pub use crate::error::{FeatureError, RenderError};
 pub use crate::instance::{FeatureInstance, NativeFactory};
 pub use crate::memo::{GoodModule, Memo};
-pub use crate::otel::{TELEMETRY_SECRET, TelemetryTls, telemetry_keys};
+pub use crate::otel::{TELEMETRY_DIR, TELEMETRY_SECRET, TelemetryTls, telemetry_keys};
 pub use crate::registry::{Entry, Registry, RegistryError};
 pub use crate::render::{AgentModule, FeatureReport, LiveFeature, RenderOptions, Rendered, assess, render};
 

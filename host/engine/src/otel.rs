@@ -45,7 +45,9 @@ const HEALTH_ENDPOINT: &str = "0.0.0.0:13133";
 /// (host/operator/src/telemetry.rs); each collector mounts only its files.
 pub const TELEMETRY_SECRET: &str = "secop-telemetry-mtls";
 const TELEMETRY_VOLUME: &str = "secop-telemetry-mtls";
-const TELEMETRY_DIR: &str = "/etc/otelcol/telemetry-mtls";
+/// Where each collector finds its files (tests that run the rendered
+/// configs outside a cluster rewrite it).
+pub const TELEMETRY_DIR: &str = "/etc/otelcol/telemetry-mtls";
 /// Certificates are reissued long before they end; collectors re-read
 /// theirs this often (the kubelet updates mounted Secrets in place).
 const TELEMETRY_RELOAD: &str = "1h";
@@ -543,27 +545,22 @@ pub fn attach(
 fn mount_telemetry_tls(workload: &mut Value, container: impl Fn(&str) -> bool, keys: [&str; 3]) {
     let Some(spec) = workload.pointer_mut("/spec/template/spec") else { return };
     let items: Vec<Value> = keys.iter().map(|k| json!({ "key": k, "path": k })).collect();
-    if !spec["volumes"].is_array() {
-        spec["volumes"] = json!([]);
-    }
-    spec["volumes"].as_array_mut().expect("array").push(json!({
-        "name": TELEMETRY_VOLUME,
-        // Owner and group only: the gateway reads them through its fsGroup,
-        // the node collector as their owner.
-        "secret": { "secretName": TELEMETRY_SECRET, "items": items, "defaultMode": 0o440 },
-    }));
-    for c in spec["containers"].as_array_mut().into_iter().flatten() {
-        if !c["name"].as_str().is_some_and(&container) {
-            continue;
-        }
-        if !c["volumeMounts"].is_array() {
-            c["volumeMounts"] = json!([]);
-        }
-        c["volumeMounts"].as_array_mut().expect("array").push(json!({
+    push(
+        &mut spec["volumes"],
+        json!({
             "name": TELEMETRY_VOLUME,
-            "mountPath": TELEMETRY_DIR,
-            "readOnly": true,
-        }));
+            // Owner and group only: the gateway reads them through its
+            // fsGroup, the node collector as their owner.
+            "secret": { "secretName": TELEMETRY_SECRET, "items": items, "defaultMode": 0o440 },
+        }),
+    );
+    for c in spec["containers"].as_array_mut().into_iter().flatten() {
+        if c["name"].as_str().is_some_and(&container) {
+            push(
+                &mut c["volumeMounts"],
+                json!({ "name": TELEMETRY_VOLUME, "mountPath": TELEMETRY_DIR, "readOnly": true }),
+            );
+        }
     }
 }
 
@@ -584,20 +581,21 @@ fn mount_roots(daemonset: &mut Value, container: &str, roots: &BTreeSet<String>)
             continue;
         }
         let name = format!("tail-{i}");
-        if !spec["volumes"].is_array() {
-            spec["volumes"] = json!([]);
-        }
-        spec["volumes"]
-            .as_array_mut()
-            .expect("array")
-            .push(json!({ "name": name, "hostPath": { "path": root, "type": "DirectoryOrCreate" } }));
-        let mounts = &mut spec["containers"][index]["volumeMounts"];
-        if !mounts.is_array() {
-            *mounts = json!([]);
-        }
-        mounts.as_array_mut().expect("array").push(json!({ "name": name, "mountPath": root, "readOnly": true }));
+        push(&mut spec["volumes"], json!({ "name": name, "hostPath": { "path": root, "type": "DirectoryOrCreate" } }));
+        push(
+            &mut spec["containers"][index]["volumeMounts"],
+            json!({ "name": name, "mountPath": root, "readOnly": true }),
+        );
         mounted.push(root.clone());
     }
+}
+
+/// Append to a pod-spec list (volumes, volumeMounts), creating it if absent.
+fn push(list: &mut Value, item: Value) {
+    if !list.is_array() {
+        *list = json!([]);
+    }
+    list.as_array_mut().expect("array").push(item);
 }
 
 #[cfg(test)]

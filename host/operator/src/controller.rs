@@ -373,18 +373,16 @@ fn owner_of<K: Resource>(object: K) -> Option<ObjectRef<SecurityAgent>> {
     watches::owner_of(object.meta())
 }
 
-/// Watch every kind just applied that the controller does not watch from
-/// the start, so that its objects too are restored within seconds.
+/// Watch every kind just applied (the controller's watches skip those it
+/// watches from the start), so that its objects too are restored within
+/// seconds.
 async fn watch_applied_kinds(ctx: &Context, objects: &[(ObjectKey, serde_json::Value)]) {
     let kinds: BTreeSet<(&str, &str)> =
         objects.iter().map(|(k, _)| (k.api_version.as_str(), k.kind.as_str())).collect();
     for (api_version, kind) in kinds {
-        let id = resources::kind_id(api_version, kind);
-        if watches::WATCHED_FROM_START.contains(&id.as_str()) {
-            continue;
-        }
+        // Resolved from the discovery cache; a kind watched already is a no-op.
         if let Ok((resource, namespaced)) = ctx.kinds.resolve(&ctx.client, api_version, kind).await {
-            ctx.watches.watch(&id, &resource, namespaced);
+            ctx.watches.watch(&resources::kind_id(api_version, kind), &resource, namespaced);
         }
     }
 }

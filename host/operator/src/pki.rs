@@ -7,6 +7,20 @@ use rcgen::{
 };
 use time::OffsetDateTime;
 
+/// A text entry of a Secret the operator keeps (a PEM file).
+pub(crate) fn secret_text(secret: &k8s_openapi::api::core::v1::Secret, key: &str) -> Option<String> {
+    let k8s_openapi::ByteString(bytes) = secret.data.as_ref()?.get(key)?;
+    String::from_utf8(bytes.clone()).ok()
+}
+
+/// A time the operator wrote into an annotation (Unix seconds), such as
+/// the end of a certificate's life.
+pub(crate) fn annotated_time(secret: &k8s_openapi::api::core::v1::Secret, annotation: &str) -> Option<OffsetDateTime> {
+    use kube::ResourceExt as _;
+    let seconds = secret.annotations().get(annotation)?.parse::<i64>().ok()?;
+    OffsetDateTime::from_unix_timestamp(seconds).ok()
+}
+
 /// Certificates start a little in the past: clocks across a cluster drift.
 const BACKDATE: time::Duration = time::Duration::minutes(5);
 

@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use crate::error::{Conflict, ConflictKind, Error, Result};
-use crate::pki::{Authority, Usage};
+use crate::pki::{Authority, Usage, annotated_time, secret_text};
 use crate::resources::Owner;
 
 const CA_LIFETIME: time::Duration = time::Duration::days(3650);
@@ -127,7 +127,7 @@ pub(crate) fn stamp(objects: &mut [(ObjectKey, Value)], tls: &TelemetryTls, fing
 /// sha256 of the CA certificate (its PEM), 16 hex digits.
 fn ca_fingerprint(secret: &Secret) -> String {
     use sha2::Digest as _;
-    let pem = field(secret, keys::CA_CERT).unwrap_or_default();
+    let pem = secret_text(secret, keys::CA_CERT).unwrap_or_default();
     hex::encode(sha2::Sha256::digest(pem.as_bytes()))[..16].to_string()
 }
 
@@ -142,30 +142,20 @@ fn agent_owner(secret: &Secret) -> Option<String> {
     secret.owner_references().iter().find(|r| r.kind == "SecurityAgent").map(|r| r.name.clone())
 }
 
-fn field(secret: &Secret, key: &str) -> Option<String> {
-    let ByteString(bytes) = secret.data.as_ref()?.get(key)?;
-    String::from_utf8(bytes.clone()).ok()
-}
-
-fn timestamp(secret: &Secret, annotation: &str) -> Option<OffsetDateTime> {
-    let seconds = secret.annotations().get(annotation)?.parse::<i64>().ok()?;
-    OffsetDateTime::from_unix_timestamp(seconds).ok()
-}
-
 const ALL_KEYS: [&str; 6] =
     [keys::CA_CERT, keys::CA_KEY, keys::GATEWAY_CERT, keys::GATEWAY_KEY, keys::NODE_CERT, keys::NODE_KEY];
 
 /// Complete, for these gateway names, and neither the certificates nor
 /// the CA due for renewal.
 fn current(secret: &Secret, hosts: &[String], now: OffsetDateTime) -> bool {
-    let complete = ALL_KEYS.iter().all(|k| field(secret, k).is_some());
+    let complete = ALL_KEYS.iter().all(|k| secret_text(secret, k).is_some());
     let same_hosts = secret.annotations().get(HOSTS).is_some_and(|h| *h == hosts.join(","));
-    let leaves = timestamp(secret, NOT_AFTER).is_some_and(|t| t - now > RENEW_BEFORE);
+    let leaves = annotated_time(secret, NOT_AFTER).is_some_and(|t| t - now > RENEW_BEFORE);
     complete && same_hosts && leaves && ca_current(secret, now)
 }
 
 fn ca_current(secret: &Secret, now: OffsetDateTime) -> bool {
-    timestamp(secret, CA_NOT_AFTER).is_some_and(|t| t - now > CA_RENEW_BEFORE)
+    annotated_time(secret, CA_NOT_AFTER).is_some_and(|t| t - now > CA_RENEW_BEFORE)
 }
 
 /// New certificates, signed by the Secret's CA while that is current,
@@ -178,8 +168,8 @@ fn issue(
 ) -> std::result::Result<Secret, String> {
     let bad = |e: rcgen::Error| e.to_string();
     let kept = existing.filter(|s| ca_current(s, now)).and_then(|s| {
-        let (cert, key) = (field(s, keys::CA_CERT)?, field(s, keys::CA_KEY)?);
-        Some((Authority::load(&cert, &key).ok()?, timestamp(s, CA_NOT_AFTER)?))
+        let (cert, key) = (secret_text(s, keys::CA_CERT)?, secret_text(s, keys::CA_KEY)?);
+        Some((Authority::load(&cert, &key).ok()?, annotated_time(s, CA_NOT_AFTER)?))
     });
     let (ca, ca_not_after) = match kept {
         Some(kept) => kept,
@@ -277,13 +267,13 @@ mod tests {
         let later = now + time::Duration::days(300);
         assert!(!current(&first, &tls().gateway_hosts, later));
         let second = issue(Some(&first), &owner, &tls(), later).unwrap();
-        assert_eq!(field(&second, keys::CA_CERT), field(&first, keys::CA_CERT));
+        assert_eq!(secret_text(&second, keys::CA_CERT), secret_text(&first, keys::CA_CERT));
         assert_eq!(ca_fingerprint(&second), ca_fingerprint(&first), "the collectors do not roll");
-        assert_ne!(field(&second, keys::NODE_CERT), field(&first, keys::NODE_CERT));
-        let ca = parse(&field(&second, keys::CA_CERT).unwrap());
+        assert_ne!(secret_text(&second, keys::NODE_CERT), secret_text(&first, keys::NODE_CERT));
+        let ca = parse(&secret_text(&second, keys::CA_CERT).unwrap());
         let ca = x509_parser::parse_x509_certificate(&ca).unwrap().1;
         for leaf in [keys::GATEWAY_CERT, keys::NODE_CERT] {
-            let der = parse(&field(&second, leaf).unwrap());
+            let der = parse(&secret_text(&second, leaf).unwrap());
             let cert = x509_parser::parse_x509_certificate(&der).unwrap().1;
             cert.verify_signature(Some(ca.public_key())).unwrap();
         }
@@ -291,7 +281,7 @@ mod tests {
         // In the CA's last year: a new CA.
         let late = now + time::Duration::days(3400);
         let third = issue(Some(&second), &owner, &tls(), late).unwrap();
-        assert_ne!(field(&third, keys::CA_CERT), field(&second, keys::CA_CERT));
+        assert_ne!(secret_text(&third, keys::CA_CERT), secret_text(&second, keys::CA_CERT));
         assert_ne!(ca_fingerprint(&third), ca_fingerprint(&second), "the collectors roll");
     }
 

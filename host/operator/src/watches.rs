@@ -22,7 +22,7 @@ use secop_api::SecurityAgent;
 use secop_engine::{MANAGED_BY, MANAGED_BY_LABEL, OWNER_LABEL, OWNER_NAMESPACE_LABEL};
 
 /// Kinds (`apiVersion/Kind`) the controller watches from the start.
-pub(crate) const WATCHED_FROM_START: [&str; 11] = [
+const WATCHED_FROM_START: [&str; 11] = [
     "apps/v1/DaemonSet",
     "apps/v1/Deployment",
     "v1/ConfigMap",

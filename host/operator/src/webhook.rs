@@ -229,7 +229,7 @@ mod managed {
 
     use time::OffsetDateTime;
 
-    use crate::pki::{Authority, Usage};
+    use crate::pki::{Authority, Usage, annotated_time, secret_text};
 
     /// Lifetime of a CA and serving certificate pair.
     const LIFETIME: time::Duration = time::Duration::days(365);
@@ -253,7 +253,7 @@ mod managed {
         let secret = match existing.as_ref().filter(|s| current(s, hosts, OffsetDateTime::now_utc())) {
             Some(secret) => secret.clone(),
             None => {
-                let previous_ca = existing.as_ref().and_then(|s| field(s, CA_KEY));
+                let previous_ca = existing.as_ref().and_then(|s| secret_text(s, CA_KEY));
                 let fresh = issue(name, namespace, hosts, previous_ca)?;
                 let written = match &existing {
                     None => secrets.create(&PostParams::default(), &fresh).await,
@@ -275,26 +275,17 @@ mod managed {
             }
         };
         publish_ca(client, webhook_config, &secret).await?;
-        match (field(&secret, "tls.crt"), field(&secret, "tls.key")) {
+        match (secret_text(&secret, "tls.crt"), secret_text(&secret, "tls.key")) {
             (Some(cert_pem), Some(key_pem)) => Ok(CertPair { cert_pem, key_pem }),
             _ => Err(WebhookError::Certificate(format!("Secret {namespace}/{name} has no tls.crt and tls.key"))),
         }
     }
 
-    fn field(secret: &Secret, key: &str) -> Option<String> {
-        let ByteString(bytes) = secret.data.as_ref()?.get(key)?;
-        String::from_utf8(bytes.clone()).ok()
-    }
-
     /// Issued by this operator for these names and not due for renewal.
     fn current(secret: &Secret, hosts: &[String], now: OffsetDateTime) -> bool {
-        let annotations = secret.annotations();
-        let not_after = annotations
-            .get(NOT_AFTER)
-            .and_then(|t| t.parse::<i64>().ok())
-            .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok());
-        let same_hosts = annotations.get(HOSTS).is_some_and(|h| *h == hosts.join(","));
-        let complete = ["tls.crt", "tls.key", CA_KEY].iter().all(|k| field(secret, k).is_some());
+        let not_after = annotated_time(secret, NOT_AFTER);
+        let same_hosts = secret.annotations().get(HOSTS).is_some_and(|h| *h == hosts.join(","));
+        let complete = ["tls.crt", "tls.key", CA_KEY].iter().all(|k| secret_text(secret, k).is_some());
         same_hosts && complete && not_after.is_some_and(|t| t - now > RENEW_BEFORE)
     }
 
@@ -343,7 +334,8 @@ mod managed {
     /// The webhook configuration trusts the Secret's CA (and the one
     /// before it, for replicas still serving the old certificate).
     async fn publish_ca(client: &Client, config_name: &str, secret: &Secret) -> Result<(), WebhookError> {
-        let bundle: String = [field(secret, CA_KEY), field(secret, PREVIOUS_CA_KEY)].into_iter().flatten().collect();
+        let bundle: String =
+            [secret_text(secret, CA_KEY), secret_text(secret, PREVIOUS_CA_KEY)].into_iter().flatten().collect();
         let configs: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
         let k8s =
             |e: kube::Error| WebhookError::Certificate(format!("ValidatingWebhookConfiguration {config_name}: {e}"));
@@ -377,13 +369,17 @@ mod managed {
             assert!(!current(&secret, &hosts, now + LIFETIME - RENEW_BEFORE + time::Duration::days(1)), "renewal due");
             assert!(
                 super::super::certified_key(&CertPair {
-                    cert_pem: field(&secret, "tls.crt").unwrap(),
-                    key_pem: field(&secret, "tls.key").unwrap()
+                    cert_pem: secret_text(&secret, "tls.crt").unwrap(),
+                    key_pem: secret_text(&secret, "tls.key").unwrap()
                 })
                 .is_ok()
             );
-            let renewed = issue("secop-webhook-tls", "security", &hosts, field(&secret, CA_KEY)).unwrap();
-            assert_eq!(field(&renewed, PREVIOUS_CA_KEY), field(&secret, CA_KEY), "the old CA stays trusted");
+            let renewed = issue("secop-webhook-tls", "security", &hosts, secret_text(&secret, CA_KEY)).unwrap();
+            assert_eq!(
+                secret_text(&renewed, PREVIOUS_CA_KEY),
+                secret_text(&secret, CA_KEY),
+                "the old CA stays trusted"
+            );
         }
     }
 }

@@ -21,6 +21,8 @@ use secop_test_harness::{free_port, validate_collector_config};
 
 #[path = "common/cluster.rs"]
 mod cluster;
+#[path = "common/forger.rs"]
+mod forger;
 #[path = "common/pipeline.rs"]
 mod pipeline;
 use pipeline::{
@@ -862,7 +864,7 @@ async fn only_the_agents_node_collectors_can_put_events_into_the_indices() {
     let own_ca = dir.join("own-ca");
     pipeline::write_telemetry_credentials(&own_ca, &replay.gateway_host);
     let forged = dir.join("forged.log");
-    std::fs::write(&forged, forged_alert()).unwrap();
+    std::fs::write(&forged, forger::forged_alert()).unwrap();
     let tls = |dir: &Path, key: &str| dir.join(key).display().to_string();
     let ca = tls(&replay.tls, "ca.crt");
     let senders = [
@@ -880,31 +882,12 @@ async fn only_the_agents_node_collectors_can_put_events_into_the_indices() {
         ),
     ];
     let health = free_port();
-    let mut config = json!({
-        "extensions": { "health_check": { "endpoint": format!("127.0.0.1:{health}") } },
-        "receivers": { "file_log/forged": {
-            "include": [forged.display().to_string()],
-            "start_at": "beginning",
-            "operators": [{ "type": "json_parser", "parse_to": "body" }],
-        } },
-        "processors": {},
-        "exporters": {},
-        "service": { "extensions": ["health_check"], "pipelines": {}, "telemetry": { "metrics": { "level": "none" } } },
-    });
-    for (name, tls) in senders {
-        config["processors"][format!("transform/{name}")] = json!({ "log_statements": [{ "context": "log", "statements": [format!("set(log.body[\"sender\"], \"{name}\")")] }] });
-        config["exporters"][format!("otlp_grpc/{name}")] = json!({
-            "endpoint": format!("127.0.0.1:{}", replay.gateway_port),
-            "tls": tls,
-            "retry_on_failure": { "enabled": false },
-            "sending_queue": { "enabled": false },
-        });
-        config["service"]["pipelines"][format!("logs/{name}")] = json!({
-            "receivers": ["file_log/forged"],
-            "processors": [format!("transform/{name}")],
-            "exporters": [format!("otlp_grpc/{name}")],
-        });
-    }
+    let config = forger::sender_config(
+        &forged.display().to_string(),
+        &format!("127.0.0.1:{}", replay.gateway_port),
+        &senders,
+        Some(health),
+    );
     let config_file = dir.join("sender.yaml");
     std::fs::write(&config_file, serde_yaml::to_string(&config).unwrap()).unwrap();
     let _sender = secop_test_harness::Collector::start(
@@ -1059,17 +1042,4 @@ async fn the_watching_sync_fills_the_index_as_reports_appear_and_resolves_them_a
     fixture.delete().await;
     let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(cluster.client.clone());
     let _ = namespaces.delete(&account_ns, &Default::default()).await;
-}
-
-/// A Falco alert as a forger would write it, one JSON line. The time is
-/// an RFC 3339 string: the collector's JSON parser reads numbers as floats,
-/// which the `date` field refuses.
-fn forged_alert() -> String {
-    let alert = json!({
-        "@timestamp": jiff::Timestamp::now().to_string(),
-        "labels": { "security_tool": "falco" },
-        "event": { "kind": "alert", "severity": 5 },
-        "forged": true,
-    });
-    format!("{alert}\n")
 }

@@ -22,6 +22,8 @@ use serde_json::{Value, json};
 
 #[path = "common/cluster.rs"]
 mod cluster;
+#[path = "common/forger.rs"]
+mod forger;
 use cluster::{
     agent_status, apply_agent, client, condition, create_namespace, kubectl_apply_until_refused, live_objects,
     live_objects_of, repo, tenant_kubeconfig, wait_for, wait_ready,
@@ -405,36 +407,12 @@ async fn forged_events_are_refused_by_the_gateway(client: &Client, env: &Env, es
             json!({ "ca_file": "/etc/sender-tls/ca.crt", "cert_file": "/etc/sender-tls/node.crt", "key_file": "/etc/sender-tls/node.key" }),
         ),
     ];
-    let mut config = json!({
-        "receivers": { "file_log/forged": {
-            "include": ["/etc/sender/forged.log"],
-            "start_at": "beginning",
-            "operators": [{ "type": "json_parser", "parse_to": "body" }],
-        } },
-        "processors": {},
-        "exporters": {},
-        "service": { "pipelines": {}, "telemetry": { "metrics": { "level": "none" } } },
-    });
-    for (sender, tls) in senders {
-        config["processors"][format!("transform/{sender}")] = json!({ "log_statements": [{ "context": "log",
-            "statements": [format!("set(log.body[\"sender\"], \"{sender}\")")] }] });
-        config["exporters"][format!("otlp_grpc/{sender}")] = json!({
-            "endpoint": format!("{gateway}:4317"),
-            "tls": tls,
-            "retry_on_failure": { "enabled": false },
-            "sending_queue": { "enabled": false },
-        });
-        config["service"]["pipelines"][format!("logs/{sender}")] = json!({
-            "receivers": ["file_log/forged"],
-            "processors": [format!("transform/{sender}")],
-            "exporters": [format!("otlp_grpc/{sender}")],
-        });
-    }
+    let config = forger::sender_config("/etc/sender/forged.log", &format!("{gateway}:4317"), &senders, None);
     let config_map: ConfigMap = serde_json::from_value(json!({
         "metadata": { "name": name, "namespace": AGENT_NAMESPACE },
         "data": {
             "config.yaml": serde_yaml::to_string(&config).unwrap(),
-            "forged.log": forged_alert(),
+            "forged.log": forger::forged_alert(),
             "own.crt": own_ca["node.crt"],
             "own.key": own_ca["node.key"],
         },
@@ -839,17 +817,4 @@ async fn helm_install_runs_every_rendered_workload_on_a_real_node() {
 
     helm(&env, &["uninstall", RELEASE, "--namespace", OPERATOR_NAMESPACE, "--wait", "--timeout", "2m"]);
     drop(es);
-}
-
-/// A Falco alert as a forger would write it, one JSON line. The time is
-/// an RFC 3339 string: the collector's JSON parser reads numbers as floats,
-/// which the `date` field refuses.
-fn forged_alert() -> String {
-    let alert = json!({
-        "@timestamp": jiff::Timestamp::now().to_string(),
-        "labels": { "security_tool": "falco" },
-        "event": { "kind": "alert", "severity": 5 },
-        "forged": true,
-    });
-    format!("{alert}\n")
 }

@@ -92,10 +92,6 @@ pub fn collector_env() -> Vec<(&'static str, String)> {
     vec![("K8S_NODE_NAME", "kwok-node-1".into()), ("ES_USERNAME", "elastic".into()), ("ES_PASSWORD", "unused".into())]
 }
 
-/// Where a collector mounts its mutual-TLS files in a pod
-/// (host/engine/src/otel.rs).
-const MOUNTED_TLS_DIR: &str = "/etc/otelcol/telemetry-mtls";
-
 /// The host name the node collector of `node_config` sends to.
 pub fn gateway_host(node_config: &str) -> String {
     let c: serde_yaml::Value = serde_yaml::from_str(node_config).unwrap();
@@ -125,7 +121,7 @@ pub fn localize(
     gateway_port: u16,
     health_port: u16,
 ) -> String {
-    let config = config.replace(MOUNTED_TLS_DIR, &tls.display().to_string());
+    let config = config.replace(secop_engine::TELEMETRY_DIR, &tls.display().to_string());
     let mut c: serde_yaml::Value = serde_yaml::from_str(&config).unwrap();
     if let Some(receivers) = c["receivers"].as_mapping_mut() {
         for (_, r) in receivers.iter_mut() {
