@@ -8,6 +8,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+mod clients;
 mod cluster;
 mod datapath;
 mod image;
@@ -73,6 +74,7 @@ fn with_test_servers(mut cmd: Command) -> Result<()> {
     let otelcol = datapath::build_otelcol(&root)?;
     let es_home = datapath::fetch_elasticsearch(&root)?;
     let registry = datapath::registry_bin()?;
+    let (cosign, oras, wkg) = (clients::cosign()?, clients::oras()?, clients::wkg()?);
     cluster::up(&root)?;
     if node::supported() {
         // The real node's images: operator, collector, stand-ins, busybox.
@@ -104,6 +106,9 @@ fn with_test_servers(mut cmd: Command) -> Result<()> {
             .env("SECOP_OTELCOL", &otelcol)
             .env("SECOP_ES_HOME", &es_home)
             .env("SECOP_REGISTRY_BIN", &registry)
+            .env("SECOP_COSIGN", &cosign)
+            .env("SECOP_ORAS", &oras)
+            .env("SECOP_WKG", &wkg)
             .env("SECOP_E2E_ES_URL", es.url());
         let result = run(cmd);
         drop(es);
@@ -318,6 +323,9 @@ fn main() -> Result<()> {
             println!("otelcol: {}", datapath::build_otelcol(&root)?.display());
             println!("elasticsearch: {}", datapath::fetch_elasticsearch(&root)?.display());
             println!("registry: {}", datapath::registry_bin()?.display());
+            println!("cosign: {}", clients::cosign()?.display());
+            println!("oras: {}", clients::oras()?.display());
+            println!("wkg: {}", clients::wkg()?.display());
             Ok(())
         }
         Some("cluster") => match args.get(1).map(String::as_str) {

@@ -143,6 +143,47 @@ pub struct ModuleRef {
     /// A dockerconfigjson Secret in the agent's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull_secret: Option<String>,
+    /// Verify the module's cosign signature (key-based, `.sig` tag) before
+    /// it is compiled. Where the cluster policy names signers for the
+    /// module's source, those are required whatever this says; keys here
+    /// are then an additional requirement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<ModuleVerify>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModuleVerify {
+    /// `Enforce` (default): a module without a signature by one of the keys
+    /// is refused and the feature keeps its last good module. `Warn`: it
+    /// runs and Degraded says why. `Off`: not verified (refused where the
+    /// cluster policy requires signers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<VerifyMode>,
+    /// Public keys (PEM, as `cosign.pub`); one of them must have signed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub public_keys: Vec<PublicKeyRef>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum VerifyMode {
+    Enforce,
+    Warn,
+    Off,
+}
+
+/// A public key in a Secret or a ConfigMap of the agent's namespace:
+/// exactly one of `secretName` and `configMapName`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PublicKeyRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_name: Option<String>,
+    /// The data key holding the PEM (default `cosign.pub`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
@@ -456,6 +497,10 @@ pub struct FeatureStatus {
     /// not the one the spec asks for (see the Degraded condition).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub module_image: Option<String>,
+    /// Who signed the module in use (`key-name (key sha256:...)`), when its
+    /// signature was verified; `built-in` for an embedded module.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module_signer: Option<String>,
     /// Why the feature is not ready, or the module notes (rollback,
     /// registry unreachable) of its last reconcile.
     #[serde(default, skip_serializing_if = "Option::is_none")]

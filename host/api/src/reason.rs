@@ -57,6 +57,15 @@ reasons! {
     DigestMismatch,
     ModuleTooLarge,
     ModuleCacheError,
+    /// No signature of the module's manifest digest where the verification
+    /// policy requires one (host/oci/src/signature.rs).
+    SignatureMissing,
+    /// Signatures exist, but none by a key the policy trusts (or they do not
+    /// cover this digest).
+    SignatureInvalid,
+    /// A verification key (policy or `module.verify.publicKeys`) that cannot
+    /// be read or parsed.
+    VerificationKeyError,
     PullSecretError,
     /// The module declares another feature id than the one that names it.
     ModuleIdMismatch,

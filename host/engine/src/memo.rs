@@ -21,6 +21,8 @@ pub struct GoodModule {
     /// The reference it was fetched by; None for the built-in module.
     pub image: Option<String>,
     pub entry: Entry,
+    /// Who signed it, when its signature was verified (shown in status).
+    pub signer: Option<String>,
 }
 
 /// The inputs a feature's calls are a function of: module digest, limits,

@@ -15,7 +15,14 @@
 //!   what a reference resolved to last time (manifest digest, component
 //!   digest) for those credentials. A reference resolved with one tenant's
 //!   pull secret is not served from the cache to anyone with other (or no)
-//!   credentials: they must ask the registry, which decides.
+//!   credentials: they must ask the registry, which decides;
+//! - `sigs/<manifest digest hex>.json`: the signatures last read for a
+//!   manifest ([`signature::FoundSignature`]), checked again against the
+//!   current keys on every fetch that requires them, so a module verified
+//!   once still starts while the registry is unreachable, and a key removed
+//!   from the policy stops it.
+
+pub mod signature;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -30,6 +37,7 @@ use oci_client::{Client, Reference};
 use secop_api::Reason;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
+pub use signature::{Enforcement, FoundSignature, Signer, SigningKey, TrustedKey, Verification};
 
 /// The layer of the CNCF TAG Runtime layout (what `wkg oci push` writes).
 pub const WKG_LAYER_MEDIA_TYPE: &str = "application/wasm";
@@ -166,6 +174,19 @@ pub struct Source {
     pub sha256: Option<String>,
     pub pull_policy: PullPolicy,
     pub credentials: Credentials,
+    /// The signatures the module needs; None: not verified.
+    pub verify: Option<Verification>,
+}
+
+/// What is known about the signature of a fetched module.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignatureState {
+    /// No verification was asked for.
+    NotVerified,
+    /// Every signer set is satisfied; who signed.
+    Verified(Vec<Signer>),
+    /// Under [`Enforcement::Warn`]: it runs, though it would be refused.
+    Refused { reason: Reason, message: String },
 }
 
 /// Where the bytes came from this time.
@@ -190,6 +211,7 @@ pub struct Fetched {
     /// The manifest's annotations (feature id, contract, ... when pushed by us).
     pub annotations: BTreeMap<String, String>,
     pub origin: Origin,
+    pub signature: SignatureState,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -214,6 +236,10 @@ pub enum Error {
     TooLarge { feature: String, image: String, size: String, limit: u64 },
     #[error("module cache {path}: {reason}")]
     Cache { path: PathBuf, reason: String },
+    #[error("feature {feature}: module {image} (manifest {digest}): {refusal}")]
+    Signature { feature: String, image: String, digest: String, refusal: Box<signature::Refusal> },
+    #[error("{0}")]
+    Key(#[from] signature::KeyError),
 }
 
 impl Error {
@@ -227,6 +253,8 @@ impl Error {
             Error::DigestMismatch { .. } => Reason::DigestMismatch,
             Error::TooLarge { .. } => Reason::ModuleTooLarge,
             Error::Cache { .. } => Reason::ModuleCacheError,
+            Error::Signature { refusal, .. } => refusal.reason(),
+            Error::Key(_) => Reason::VerificationKeyError,
         }
     }
 }
@@ -368,14 +396,20 @@ impl ModuleStore {
         if source.pull_policy == PullPolicy::IfNotPresent
             && let Some((record, bytes)) = self.cached_ref(&source.image, &source.credentials)
         {
-            return Self::from_cache(source, record, bytes, Origin::Cache);
+            Self::check_pin(source, &record.sha256)?;
+            let signature = self.cached_signature(source, &reference, &record.manifest_digest, true).await?;
+            return Ok(Self::from_cache(record, bytes, Origin::Cache, signature));
         }
         match self.pull(source, &reference).await {
             Err(Error::Unavailable { feature, image, reason }) => {
                 match self.cached_ref(&source.image, &source.credentials) {
                     Some((record, bytes)) => {
                         tracing::warn!(%feature, %image, %reason, "registry unavailable; using the cached module");
-                        Self::from_cache(source, record, bytes, Origin::CacheRegistryUnavailable { reason })
+                        Self::check_pin(source, &record.sha256)?;
+                        let signature =
+                            self.cached_signature(source, &reference, &record.manifest_digest, false).await?;
+                        let origin = Origin::CacheRegistryUnavailable { reason };
+                        Ok(Self::from_cache(record, bytes, origin, signature))
                     }
                     None => Err(Error::Unavailable { feature, image, reason }),
                 }
@@ -384,15 +418,129 @@ impl ModuleStore {
         }
     }
 
-    fn from_cache(source: &Source, record: RefRecord, bytes: Vec<u8>, origin: Origin) -> Result<Fetched, Error> {
-        Self::check_pin(source, &record.sha256)?;
-        Ok(Fetched {
+    fn from_cache(record: RefRecord, bytes: Vec<u8>, origin: Origin, signature: SignatureState) -> Fetched {
+        Fetched {
             bytes,
             sha256: record.sha256,
             manifest_digest: record.manifest_digest,
             annotations: record.annotations,
             origin,
-        })
+            signature,
+        }
+    }
+
+    fn signatures_path(&self, digest: &str) -> PathBuf {
+        let hex = digest.split_once(':').map_or(digest, |(_, hex)| hex);
+        self.cache.join("sigs").join(format!("{hex}.json"))
+    }
+
+    /// The signatures last read for manifest `digest` (none if unreadable).
+    fn kept_signatures(&self, digest: &str) -> Vec<FoundSignature> {
+        std::fs::read(self.signatures_path(digest))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default()
+    }
+
+    /// The signature verdict for a module served from the cache: the kept
+    /// signatures, checked against the keys of now; when they fall short
+    /// and the registry may be asked, the registry's (signed since).
+    async fn cached_signature(
+        &self,
+        source: &Source,
+        reference: &Reference,
+        digest: &str,
+        may_ask_registry: bool,
+    ) -> Result<SignatureState, Error> {
+        let Some(verification) = &source.verify else { return Ok(SignatureState::NotVerified) };
+        let kept = self.kept_signatures(digest);
+        if signature::check(digest, &kept, verification).is_ok() || !may_ask_registry {
+            return self.verdict(source, digest, &kept, verification);
+        }
+        let timeout = self.limits.timeout;
+        match tokio::time::timeout(timeout, self.fetch_signatures(source, reference, digest)).await {
+            Ok(Ok(found)) => self.verdict(source, digest, &found, verification),
+            // Unreachable now: the kept signatures decide.
+            Ok(Err(Error::Unavailable { .. })) | Err(_) => self.verdict(source, digest, &kept, verification),
+            Ok(Err(error)) => Err(error),
+        }
+    }
+
+    /// `found` against `verification`: the signers, or the refusal (an
+    /// error under Enforce, a state under Warn).
+    fn verdict(
+        &self,
+        source: &Source,
+        digest: &str,
+        found: &[FoundSignature],
+        verification: &Verification,
+    ) -> Result<SignatureState, Error> {
+        match signature::check(digest, found, verification) {
+            Ok(signers) => Ok(SignatureState::Verified(signers)),
+            Err(refusal) => {
+                let error = Error::Signature {
+                    feature: source.feature.clone(),
+                    image: source.image.clone(),
+                    digest: digest.to_string(),
+                    refusal: Box::new(refusal),
+                };
+                match verification.enforcement {
+                    Enforcement::Enforce => Err(error),
+                    Enforcement::Warn => {
+                        tracing::warn!(feature = %source.feature, image = %source.image, "{error} (not enforced)");
+                        Ok(SignatureState::Refused { reason: error.reason(), message: error.to_string() })
+                    }
+                }
+            }
+        }
+    }
+
+    /// The signatures under the `.sig` tag of manifest `digest` in the
+    /// module's repository (none when the tag does not exist), bounded in
+    /// number and size; each layer's bytes checked against its digest.
+    /// Kept in the cache for checks while the registry is unreachable.
+    async fn fetch_signatures(
+        &self,
+        source: &Source,
+        reference: &Reference,
+        digest: &str,
+    ) -> Result<Vec<FoundSignature>, Error> {
+        let (feature, image) = (source.feature.as_str(), source.image.as_str());
+        let signatures = Reference::with_tag(
+            reference.registry().to_string(),
+            reference.repository().to_string(),
+            signature::signature_tag(digest),
+        );
+        let auth = source.credentials.auth();
+        let manifest = match self.client.pull_image_manifest(&signatures, &auth).await {
+            Ok((manifest, _)) => manifest,
+            Err(e) if is_not_found(&e) => return Ok(vec![]),
+            Err(e) => return Err(classify(feature, image, e)),
+        };
+        let mut found = vec![];
+        let layers = manifest.layers.iter().filter(|l| l.media_type == signature::SIMPLE_SIGNING_MEDIA_TYPE);
+        for layer in layers.take(signature::MAX_SIGNATURES) {
+            let Some(value) = layer.annotations.as_ref().and_then(|a| a.get(signature::SIGNATURE_ANNOTATION)) else {
+                continue;
+            };
+            if layer.size < 0 || layer.size as u64 > signature::MAX_PAYLOAD_BYTES {
+                continue;
+            }
+            let stream =
+                self.client.pull_blob_stream(&signatures, layer).await.map_err(|e| classify(feature, image, e))?;
+            let payload = read_capped(stream, signature::MAX_PAYLOAD_BYTES).await.map_err(|e| Error::Registry {
+                feature: feature.to_string(),
+                image: image.to_string(),
+                reason: format!("reading a signature of {digest}: {e}"),
+            })?;
+            if let Some(payload) = payload.filter(|p| layer.digest == format!("sha256:{}", sha256_hex(p))) {
+                found.push(FoundSignature::new(&payload, value.clone()));
+            }
+        }
+        if !found.is_empty() {
+            Self::write_atomic(&self.signatures_path(digest), &serde_json::to_vec_pretty(&found).expect("json"))?;
+        }
+        Ok(found)
     }
 
     async fn pull(&self, source: &Source, reference: &Reference) -> Result<Fetched, Error> {
@@ -424,6 +572,15 @@ impl ModuleStore {
             let found = manifest.layers.iter().map(|l| l.media_type.as_str()).collect::<Vec<_>>().join(", ");
             return Err(Error::NoWasmLayer { feature, image, found });
         };
+        // The signature covers the manifest digest, and the manifest names
+        // the layer by digest: checked before a byte of the module is read.
+        let signature = match &source.verify {
+            None => SignatureState::NotVerified,
+            Some(verification) => {
+                let found = self.fetch_signatures(source, reference, &manifest_digest).await?;
+                self.verdict(source, &manifest_digest, &found, verification)?
+            }
+        };
         let limit = self.limits.max_module_bytes;
         if layer.size < 0 || layer.size as u64 > limit {
             return Err(Error::TooLarge {
@@ -433,24 +590,21 @@ impl ModuleStore {
                 limit,
             });
         }
-        let mut stream =
+        let stream =
             self.client.pull_blob_stream(reference, *layer).await.map_err(|e| classify(&feature, &image, e))?;
-        let mut bytes: Vec<u8> = Vec::with_capacity(layer.size as usize);
-        while let Some(chunk) = stream.try_next().await.map_err(|e| Error::Registry {
+        let read = read_capped(stream, limit).await.map_err(|e| Error::Registry {
             feature: feature.clone(),
             image: image.clone(),
             reason: format!("reading the wasm layer: {e}"),
-        })? {
-            if (bytes.len() + chunk.len()) as u64 > limit {
-                return Err(Error::TooLarge {
-                    feature,
-                    image,
-                    size: format!("more than the {} bytes its manifest declares", layer.size),
-                    limit,
-                });
-            }
-            bytes.extend_from_slice(&chunk);
-        }
+        })?;
+        let Some(bytes) = read else {
+            return Err(Error::TooLarge {
+                feature,
+                image,
+                size: format!("more than the {} bytes its manifest declares", layer.size),
+                limit,
+            });
+        };
         let sha256 = sha256_hex(&bytes);
         if layer.digest != format!("sha256:{sha256}") {
             return Err(Error::DigestMismatch {
@@ -479,7 +633,7 @@ impl ModuleStore {
             annotations: annotations.clone(),
         };
         self.remember(&record, &source.credentials, &bytes)?;
-        Ok(Fetched { bytes, sha256, manifest_digest, annotations, origin: Origin::Registry })
+        Ok(Fetched { bytes, sha256, manifest_digest, annotations, origin: Origin::Registry, signature })
     }
 
     /// Push `component` to `image` in our layout (or wkg's, for tests and
@@ -506,7 +660,10 @@ impl ModuleStore {
         };
         let config =
             serde_json::json!({ "architecture": "wasm", "os": "wasip2", "layerDigests": [format!("sha256:{sha256}")] });
-        let layers = vec![ImageLayer::new(component.to_vec(), layer_type.to_string(), None)];
+        // A file name for the layer: `oras pull` writes only titled layers.
+        let title = format!("{}.wasm", annotations.get(ANNOTATION_FEATURE).map_or("module", String::as_str));
+        let layer_annotations = BTreeMap::from([("org.opencontainers.image.title".to_string(), title)]);
+        let layers = vec![ImageLayer::new(component.to_vec(), layer_type.to_string(), Some(layer_annotations))];
         let config = Config::new(serde_json::to_vec(&config).expect("json"), config_type.to_string(), None);
         let mut annotations = annotations.clone();
         annotations.insert(ANNOTATION_COMPONENT_DIGEST.into(), sha256);
@@ -524,6 +681,60 @@ impl ModuleStore {
     }
 }
 
+impl ModuleStore {
+    /// Sign the manifest `image` resolves to with `key`, as `cosign sign
+    /// --key` does, and add the signature under the manifest's `.sig` tag,
+    /// keeping the signatures already there (cosign appends too). Signing
+    /// again with the same key adds nothing. Returns the signed manifest
+    /// digest and the signature tag's reference.
+    pub async fn sign(
+        &self,
+        image: &str,
+        key: &SigningKey,
+        credentials: &Credentials,
+    ) -> Result<(String, String), Error> {
+        let fail = |reason: String| Error::Registry { feature: String::new(), image: image.to_string(), reason };
+        let reference: Reference = image.parse().map_err(|e: oci_client::ParseError| fail(e.to_string()))?;
+        let auth = credentials.auth();
+        let digest = self.client.fetch_manifest_digest(&reference, &auth).await.map_err(|e| fail(e.to_string()))?;
+        let source = Source {
+            feature: String::new(),
+            image: image.to_string(),
+            sha256: None,
+            pull_policy: PullPolicy::Always,
+            credentials: credentials.clone(),
+            verify: None,
+        };
+        let mut signatures = self.fetch_signatures(&source, &reference, &digest).await?;
+        let own = TrustedKey::from_pem("signing key", key.public_key_pem()?.as_bytes())?;
+        let own = Verification {
+            sets: vec![signature::SignerSet { required_by: "signing key".into(), keys: vec![own] }],
+            enforcement: Enforcement::Enforce,
+        };
+        let tag = Reference::with_tag(
+            reference.registry().to_string(),
+            reference.repository().to_string(),
+            signature::signature_tag(&digest),
+        );
+        if signature::check(&digest, &signatures, &own).is_ok() {
+            return Ok((digest, tag.whole()));
+        }
+        signatures.push(key.sign(&format!("{}/{}", reference.registry(), reference.repository()), &digest)?);
+        let layers: Vec<ImageLayer> = signatures
+            .iter()
+            .map(|s| {
+                let payload = s.payload().map_err(|e| fail(format!("a kept signature is not base64: {e}")))?;
+                let annotations = BTreeMap::from([(signature::SIGNATURE_ANNOTATION.to_string(), s.signature.clone())]);
+                Ok(ImageLayer::new(payload, signature::SIMPLE_SIGNING_MEDIA_TYPE.to_string(), Some(annotations)))
+            })
+            .collect::<Result<_, Error>>()?;
+        let config = Config::oci_v1(b"{}".to_vec(), None);
+        let manifest = OciImageManifest::build(&layers, &config, None);
+        self.client.push(&tag, &layers, config, &auth, Some(manifest)).await.map_err(|e| fail(e.to_string()))?;
+        Ok((digest, tag.whole()))
+    }
+}
+
 /// Which OCI layout `push` writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
@@ -531,6 +742,35 @@ pub enum Layout {
     Secop,
     /// Layer `application/wasm`, config `application/vnd.wasm.config.v0+json` (wkg).
     Wkg,
+}
+
+/// Read `stream` whole unless it passes `limit` bytes (then None).
+async fn read_capped<B: AsRef<[u8]>, E>(
+    mut stream: impl futures::Stream<Item = Result<B, E>> + Unpin,
+    limit: u64,
+) -> Result<Option<Vec<u8>>, E> {
+    let mut bytes = vec![];
+    while let Some(chunk) = stream.try_next().await? {
+        let chunk = chunk.as_ref();
+        if (bytes.len() + chunk.len()) as u64 > limit {
+            return Ok(None);
+        }
+        bytes.extend_from_slice(chunk);
+    }
+    Ok(Some(bytes))
+}
+
+/// The registry's answer that a manifest (a signature tag) does not exist.
+fn is_not_found(e: &oci_client::errors::OciDistributionError) -> bool {
+    use oci_client::errors::{OciDistributionError as E, OciErrorCode as C};
+    match e {
+        E::ImageManifestNotFoundError(_) => true,
+        E::ServerError { code, .. } => *code == 404,
+        E::RegistryError { envelope, .. } => {
+            envelope.errors.iter().any(|e| matches!(e.code, C::ManifestUnknown | C::NameUnknown | C::NotFound))
+        }
+        _ => false,
+    }
 }
 
 /// Transport failures (the registry may come back) vs. answers.
@@ -657,6 +897,7 @@ mod tests {
             sha256: Some(format!("sha256:{}", "ab".repeat(32))),
             pull_policy: PullPolicy::IfNotPresent,
             credentials: Credentials::Anonymous,
+            verify: None,
         };
         let err = store.fetch(&source).await.unwrap_err().to_string();
         assert!(err.contains("feature falco") && err.contains(&"ab".repeat(32)) && err.contains(&actual), "{err}");

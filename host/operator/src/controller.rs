@@ -173,7 +173,7 @@ async fn reconcile_agent(agent: Arc<SecurityAgent>, ctx: Arc<Context>) -> Result
 
     // CR → features (their modules, fetched and loaded) → desired state →
     // overrides; a failing new module is rolled back to the last good one.
-    let resolutions = ctx.modules.resolve(&ctx.client, &agent).await;
+    let resolutions = ctx.modules.resolve(&ctx.client, &ctx.policy, &agent).await;
     let options = RenderOptions {
         operator_image: ctx.operator_image.clone(),
         memoize: true,

@@ -144,6 +144,8 @@ pub enum RunError {
     MetricsServer(String),
     #[error("admission webhook: {0}")]
     Webhook(crate::webhook::WebhookError),
+    #[error("cluster policy: {0}")]
+    SignerKey(#[from] secop_oci::signature::KeyError),
 }
 
 #[cfg(test)]

@@ -98,7 +98,8 @@ pub async fn run(options: Options) -> std::result::Result<(), RunError> {
         options.plain_http_registries.clone(),
         options.fetch_limits,
     )
-    .with_cache_bound(cache_root, options.cache_max_bytes);
+    .with_cache_bound(cache_root, options.cache_max_bytes)
+    .with_signers(&options.policy)?;
     let registry = Arc::new(Registry::with_builtins(runtime)?);
     let client = Client::try_default().await.map_err(RunError::Connect)?;
     client.apiserver_version().await.map_err(RunError::Reach)?;

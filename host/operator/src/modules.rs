@@ -14,12 +14,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::Api;
 use kube::{Client, ResourceExt};
-use secop_api::{AgentId, ModuleRef, PullPolicy, Reason, SecurityAgent};
+use secop_api::{AgentId, ModuleRef, PublicKeyRef, PullPolicy, Reason, SecurityAgent, VerifyMode};
 use secop_engine::{AgentModule, Entry, FeatureError, GoodModule, Registry, RenderError, RenderOptions, Rendered};
-use secop_oci::{Credentials, ModuleStore, Origin, Source};
+use secop_oci::signature::SignerSet;
+use secop_oci::{Credentials, Enforcement, ModuleStore, Origin, SignatureState, Source, TrustedKey, Verification};
+use secop_policy::{ClusterPolicy, SignatureEnforcement};
 use secop_runtime::{Module, Runtime};
 
 /// The module a feature runs and where it came from.
@@ -30,6 +32,11 @@ pub struct InUse {
     pub entry: Entry,
     /// Served from the cache because the registry could not be reached.
     pub registry_unavailable: Option<String>,
+    /// Who signed it (`key (key sha256:...)`), when verified.
+    pub signer: Option<String>,
+    /// A signature refusal that is not enforced (`Warn`): it runs, and the
+    /// agent's Degraded condition says so.
+    pub unenforced: Option<(Reason, String)>,
 }
 
 impl InUse {
@@ -44,7 +51,7 @@ impl InUse {
     }
 
     fn good(&self) -> GoodModule {
-        GoodModule { image: self.image.clone(), entry: self.entry.clone() }
+        GoodModule { image: self.image.clone(), entry: self.entry.clone(), signer: self.signer.clone() }
     }
 
     /// `image (sha256:...)`, or `the built-in module (sha256:...)`.
@@ -59,7 +66,13 @@ impl InUse {
 
 impl From<GoodModule> for InUse {
     fn from(module: GoodModule) -> Self {
-        Self { image: module.image, entry: module.entry, registry_unavailable: None }
+        Self {
+            image: module.image,
+            entry: module.entry,
+            registry_unavailable: None,
+            signer: module.signer,
+            unenforced: None,
+        }
     }
 }
 
@@ -96,7 +109,20 @@ struct Rollback {
     failed: String,
     /// `Reason: message` of its failure.
     cause: String,
+    /// The condition's reason when the rollback worked: `ModuleRolledBack`,
+    /// or the refusal itself when a signature policy refused the module
+    /// (SignatureMissing, SignatureInvalid, VerificationKeyError), so
+    /// alerts on a supply-chain refusal need not parse messages.
+    reason: Reason,
     good: InUse,
+}
+
+/// The reason a rollback caused by `error` reports.
+fn rollback_reason(error: &FeatureError) -> Reason {
+    match error.reason() {
+        reason @ (Reason::SignatureMissing | Reason::SignatureInvalid | Reason::VerificationKeyError) => reason,
+        _ => Reason::ModuleRolledBack,
+    }
 }
 
 impl Rollback {
@@ -104,7 +130,7 @@ impl Rollback {
     /// the final render, that failure (a rollback that fails is no
     /// rollback).
     fn note(self, rendered: &Rendered) -> ModuleNote {
-        let Rollback { feature, failed, cause, good } = self;
+        let Rollback { feature, failed, cause, reason, good } = self;
         let error = rendered.features.iter().find(|r| r.name == feature).and_then(|r| r.error.as_ref());
         match error {
             None => ModuleNote {
@@ -113,7 +139,7 @@ impl Rollback {
                     good.describe()
                 ),
                 feature,
-                reason: Reason::ModuleRolledBack,
+                reason,
             },
             Some(error) => ModuleNote {
                 message: format!(
@@ -145,6 +171,8 @@ pub struct ModuleRender {
 pub struct Modules {
     store: ModuleStore,
     runtime: Arc<Runtime>,
+    /// The cluster policy's signers (`modules.signers`), parsed once.
+    signers: BTreeMap<String, TrustedKey>,
     /// Loaded modules by component sha256: compiling (or reading the
     /// precompiled cache) and probing happen once per digest.
     loaded: Mutex<HashMap<String, Module>>,
@@ -176,10 +204,23 @@ impl Modules {
         Self {
             store: ModuleStore::new(cache, plain_http).with_limits(limits),
             runtime,
+            signers: BTreeMap::new(),
             loaded: Mutex::default(),
             failed: Mutex::default(),
             cache_bound: None,
         }
+    }
+
+    /// Parse the keys of the cluster policy's `modules.signers`; a key that
+    /// does not parse stops the operator at start, naming it.
+    pub fn with_signers(mut self, policy: &ClusterPolicy) -> Result<Self, secop_oci::signature::KeyError> {
+        for (i, signer) in policy.modules.signers.iter().enumerate() {
+            let name = format!("cluster policy modules.signers[{i}] `{}`", signer.name);
+            let mut key = TrustedKey::from_pem(name, signer.public_key.as_bytes())?;
+            key.name = signer.name.clone();
+            self.signers.insert(signer.name.clone(), key);
+        }
+        Ok(self)
     }
 
     pub fn with_cache_bound(mut self, root: PathBuf, max_bytes: u64) -> Self {
@@ -189,13 +230,16 @@ impl Modules {
 
     /// Fetch and load the module of every enabled feature that names one.
     /// Never fails as a whole: each feature gets its own outcome.
-    pub async fn resolve(&self, client: &Client, agent: &SecurityAgent) -> Vec<Resolution> {
+    pub async fn resolve(&self, client: &Client, policy: &ClusterPolicy, agent: &SecurityAgent) -> Vec<Resolution> {
         let namespace = agent.namespace().unwrap_or_default();
         let mut resolutions = vec![];
         for (index, feature) in agent.spec.features.iter().enumerate().filter(|(_, f)| f.enabled) {
             let Some(module) = &feature.module else { continue };
             let field = format!("spec.features[{index}].module");
-            let outcome = self.resolve_one(client, &namespace, &feature.name, &field, module).await;
+            let outcome = match self.verification(client, policy, &namespace, &field, module).await {
+                Ok(verify) => self.resolve_one(client, &namespace, &feature.name, &field, module, verify).await,
+                Err(error) => Err(error),
+            };
             resolutions.push(Resolution { feature: feature.name.clone(), image: module.image.clone(), outcome });
         }
         resolutions
@@ -208,6 +252,7 @@ impl Modules {
         feature: &str,
         field: &str,
         module: &ModuleRef,
+        verify: Option<Verification>,
     ) -> Result<InUse, FeatureError> {
         // A pull secret that cannot be read does not stop a module the
         // cache already holds (IfNotPresent); it fails only what needs the
@@ -231,6 +276,7 @@ impl Modules {
                 _ => secop_oci::PullPolicy::IfNotPresent,
             },
             credentials,
+            verify,
         };
         let fetched = match self.store.fetch(&source).await {
             Ok(fetched) => fetched,
@@ -254,7 +300,66 @@ impl Modules {
             Origin::CacheRegistryUnavailable { reason } => Some(reason),
             Origin::Registry | Origin::Cache => None,
         };
-        Ok(InUse { image: Some(source.image), entry: Entry::Wasm(module), registry_unavailable })
+        let (signer, unenforced) = match fetched.signature {
+            SignatureState::NotVerified => (None, None),
+            SignatureState::Verified(signers) => {
+                (Some(signers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")), None)
+            }
+            SignatureState::Refused { reason, message } => (None, Some((reason, message))),
+        };
+        Ok(InUse { image: Some(source.image), entry: Entry::Wasm(module), registry_unavailable, signer, unenforced })
+    }
+
+    /// The signatures a module needs: the cluster admin's signers for its
+    /// source (host/policy/src/lib.rs `required_signers`), and the keys of
+    /// `module.verify` (each set must be satisfied). None: not verified.
+    async fn verification(
+        &self,
+        client: &Client,
+        policy: &ClusterPolicy,
+        namespace: &str,
+        field: &str,
+        module: &ModuleRef,
+    ) -> Result<Option<Verification>, FeatureError> {
+        let key_error = |message: String| module_error(Reason::VerificationKeyError, message);
+        let required = policy
+            .required_signers(&module.image, namespace)
+            .map_err(|v| module_error(Reason::PolicyViolation, format!("{field}.image: {v}")))?;
+        let mut sets = vec![];
+        let mut enforcement = Enforcement::Enforce;
+        if let Some(required) = &required {
+            let keys = required
+                .signers
+                .iter()
+                .map(|s| {
+                    self.signers.get(&s.name).cloned().ok_or_else(|| {
+                        key_error(format!("{}: signer `{}` was not loaded at start", required.rule, s.name))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            sets.push(SignerSet { required_by: format!("cluster policy {}", required.rule), keys });
+            if required.enforcement == SignatureEnforcement::Warn {
+                enforcement = Enforcement::Warn;
+            }
+        }
+        if let Some(verify) = module.verify.as_ref().filter(|v| v.mode != Some(VerifyMode::Off)) {
+            if verify.public_keys.is_empty() && required.is_none() {
+                return Err(key_error(format!(
+                    "{field}.verify.publicKeys: empty; name the public key(s) the module must be signed with"
+                )));
+            }
+            let mut keys = vec![];
+            for (i, key_ref) in verify.public_keys.iter().enumerate() {
+                keys.push(public_key(client, namespace, &format!("{field}.verify.publicKeys[{i}]"), key_ref).await?);
+            }
+            if !keys.is_empty() {
+                sets.push(SignerSet { required_by: format!("{field}.verify"), keys });
+            }
+            if required.is_none() && verify.mode == Some(VerifyMode::Warn) {
+                enforcement = Enforcement::Warn;
+            }
+        }
+        Ok((!sets.is_empty()).then_some(Verification { sets, enforcement }))
     }
 
     /// Compile and probe a fetched component once per digest. A digest that
@@ -336,7 +441,13 @@ impl Modules {
             if let Some(entry) = registry.get(&feature.name) {
                 in_use.insert(
                     feature.name.clone(),
-                    InUse { image: None, entry: entry.clone(), registry_unavailable: None },
+                    InUse {
+                        image: None,
+                        entry: entry.clone(),
+                        registry_unavailable: None,
+                        signer: None,
+                        unenforced: None,
+                    },
                 );
             }
         }
@@ -344,6 +455,13 @@ impl Modules {
             let (feature, image) = (resolution.feature, resolution.image);
             match resolution.outcome {
                 Ok(module) => {
+                    if let Some((reason, message)) = &module.unenforced {
+                        pending.push(Pending::Note(ModuleNote {
+                            feature: feature.clone(),
+                            reason: *reason,
+                            message: format!("feature `{feature}`: {message} (not enforced: verify mode Warn)"),
+                        }));
+                    }
                     if let Some(reason) = &module.registry_unavailable {
                         pending.push(Pending::Note(ModuleNote {
                             feature: feature.clone(),
@@ -362,7 +480,14 @@ impl Modules {
                         options.modules.insert(feature.clone(), Ok(good.agent_module()));
                         in_use.insert(feature.clone(), good.clone());
                         let cause = format!("{}: {error}", error.reason());
-                        pending.push(Pending::Rollback(Box::new(Rollback { feature, failed: image, cause, good })));
+                        let reason = rollback_reason(&error);
+                        pending.push(Pending::Rollback(Box::new(Rollback {
+                            feature,
+                            failed: image,
+                            cause,
+                            reason,
+                            good,
+                        })));
                     }
                     None => {
                         pending.push(Pending::Note(ModuleNote {
@@ -434,6 +559,7 @@ impl Modules {
                 feature: culprit.clone(),
                 failed,
                 cause,
+                reason: Reason::ModuleRolledBack,
                 good: good.clone(),
             })));
             in_use.insert(culprit, good);
@@ -463,6 +589,41 @@ impl Modules {
     pub fn forget(&self, registry: &Registry, agent: &SecurityAgent) {
         registry.memo().forget_agent(&AgentId::of(agent));
     }
+}
+
+/// A public key named by `module.verify.publicKeys[i]`: the PEM in a
+/// Secret or ConfigMap of the agent's namespace, named after the field
+/// and the object it came from.
+async fn public_key(
+    client: &Client,
+    namespace: &str,
+    field: &str,
+    key_ref: &PublicKeyRef,
+) -> Result<TrustedKey, FeatureError> {
+    let fail = |message: String| module_error(Reason::VerificationKeyError, format!("{field}: {message}"));
+    let data_key = key_ref.key.as_deref().unwrap_or("cosign.pub");
+    let (what, pem) = match (&key_ref.secret_name, &key_ref.config_map_name) {
+        (Some(name), None) => {
+            let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+            let found = api.get_opt(name).await.map_err(|e| fail(format!("reading Secret {namespace}/{name}: {e}")))?;
+            let found = found.ok_or_else(|| fail(format!("Secret {namespace}/{name} not found")))?;
+            let pem = found.data.and_then(|d| d.get(data_key).map(|v| v.0.clone()));
+            (format!("Secret {namespace}/{name}"), pem)
+        }
+        (None, Some(name)) => {
+            let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+            let found =
+                api.get_opt(name).await.map_err(|e| fail(format!("reading ConfigMap {namespace}/{name}: {e}")))?;
+            let found = found.ok_or_else(|| fail(format!("ConfigMap {namespace}/{name} not found")))?;
+            let pem = found.data.and_then(|d| d.get(data_key).map(|v| v.as_bytes().to_vec()));
+            (format!("ConfigMap {namespace}/{name}"), pem)
+        }
+        _ => return Err(fail("exactly one of `secretName` and `configMapName`".into())),
+    };
+    let pem = pem.ok_or_else(|| fail(format!("{what} has no key `{data_key}`")))?;
+    let mut key = TrustedKey::from_pem(format!("{field} ({what})"), &pem).map_err(|e| fail(e.to_string()))?;
+    key.name = format!("{what}/{data_key}");
+    Ok(key)
 }
 
 /// Registry credentials from a `kubernetes.io/dockerconfigjson` Secret in
@@ -558,7 +719,13 @@ mod tests {
         vec![Resolution {
             feature: "falco".into(),
             image: image.into(),
-            outcome: outcome.map(|entry| InUse { image: Some(image.into()), entry, registry_unavailable: None }),
+            outcome: outcome.map(|entry| InUse {
+                image: Some(image.into()),
+                entry,
+                registry_unavailable: None,
+                signer: None,
+                unenforced: None,
+            }),
         }]
     }
 

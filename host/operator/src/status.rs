@@ -77,6 +77,10 @@ pub fn desired(
             enabled: report.enabled,
             module_digest: report.module_digest.clone(),
             module_image: modules.get(&report.name).and_then(|m| m.image.clone()),
+            module_signer: modules.get(&report.name).and_then(|m| match &m.image {
+                None => Some("built-in".to_string()),
+                Some(_) => m.signer.clone(),
+            }),
             message: None,
         };
         if report.enabled {

@@ -20,7 +20,7 @@
 use std::fmt;
 
 use oci_spec::distribution::Reference;
-use secop_api::SecurityAgent;
+use secop_api::{SecurityAgent, VerifyMode};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -100,6 +100,49 @@ pub struct ModulePolicy {
     /// from there may render. Empty: built-in modules only.
     #[serde(default)]
     pub allowed: Vec<ModuleSource>,
+    /// Public keys that sources may require signatures by
+    /// (`allowed[].signers`), and the namespaces whose agents may use them.
+    #[serde(default)]
+    pub signers: Vec<ModuleSigner>,
+}
+
+/// A key modules are signed with (cosign key-based signatures).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ModuleSigner {
+    pub name: String,
+    /// PEM `PUBLIC KEY` (`cosign.pub`).
+    pub public_key: String,
+    /// Namespaces whose agents may run modules signed by this key; empty
+    /// or `"*"`: every honoured namespace.
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+}
+
+impl ModuleSigner {
+    fn serves(&self, namespace: &str) -> bool {
+        self.namespaces.is_empty() || self.namespaces.iter().any(|n| n == "*" || n == namespace)
+    }
+}
+
+/// What the cluster admin requires of a module's signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequiredSigners<'a> {
+    /// `modules.allowed[N].signers`, for messages.
+    pub rule: String,
+    /// The signers usable in the agent's namespace (never empty).
+    pub signers: Vec<&'a ModuleSigner>,
+    pub enforcement: SignatureEnforcement,
+}
+
+/// `modules.allowed[].verify`.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SignatureEnforcement {
+    /// A module without a signature by a required signer is refused.
+    #[default]
+    Enforce,
+    /// It runs; the agent's Degraded condition says why it would not.
+    Warn,
 }
 
 /// One allowed source of feature modules and its grant.
@@ -117,6 +160,14 @@ pub struct ModuleSource {
     /// capabilities, hostPath volumes, host namespaces or ports.
     #[serde(default)]
     pub host_access: bool,
+    /// Names in `modules.signers`: a module from this source must carry a
+    /// signature by one of them that serves the agent's namespace. Empty:
+    /// signatures are the agent's choice (`module.verify`).
+    #[serde(default)]
+    pub signers: Vec<String>,
+    /// What happens to a module without such a signature (`Enforce`).
+    #[serde(default)]
+    pub verify: SignatureEnforcement,
 }
 
 /// Ceilings for `features[].limits`, so one agent cannot exhaust the
@@ -215,9 +266,28 @@ impl ClusterPolicy {
                 return bad(format!("images.allowed[{i}]"), error.to_string());
             }
         }
+        for (i, signer) in self.modules.signers.iter().enumerate() {
+            if signer.name.is_empty() || self.modules.signers[..i].iter().any(|s| s.name == signer.name) {
+                return bad(format!("modules.signers[{i}].name"), format!("`{}` is empty or repeated", signer.name));
+            }
+            if !signer.public_key.contains("-----BEGIN PUBLIC KEY-----") {
+                return bad(
+                    format!("modules.signers[{i}].publicKey"),
+                    "not a PEM `PUBLIC KEY` (the public half, e.g. cosign.pub)".into(),
+                );
+            }
+        }
         for (i, source) in self.modules.allowed.iter().enumerate() {
             if let Err(error) = ImageRule::parse(&source.image) {
                 return bad(format!("modules.allowed[{i}].image"), error.to_string());
+            }
+            for (j, name) in source.signers.iter().enumerate() {
+                if !self.modules.signers.iter().any(|s| &s.name == name) {
+                    return bad(
+                        format!("modules.allowed[{i}].signers[{j}]"),
+                        format!("`{name}` is not in modules.signers"),
+                    );
+                }
             }
         }
         for (i, root) in self.log_roots.iter().enumerate() {
@@ -294,6 +364,29 @@ impl ClusterPolicy {
                 }
             }
             if let Some(module) = feature.module.as_ref().filter(|_| feature.enabled)
+                && self.module_power(&module.image).is_some()
+            {
+                let required = self.required_signers(&module.image, namespace).map_err(|mut v| {
+                    v.field = format!("spec.features[{i}].module.image");
+                    v
+                })?;
+                let mode = module.verify.as_ref().and_then(|v| v.mode);
+                if let Some(required) = required
+                    && matches!(mode, Some(VerifyMode::Warn | VerifyMode::Off))
+                {
+                    return Err(Violation {
+                        field: format!("spec.features[{i}].module.verify.mode"),
+                        rule: "modules.allowed[].signers",
+                        message: format!(
+                            "`{}` cannot be weakened: the cluster admin requires a signature by {} ({})",
+                            mode.map(|m| format!("{m:?}")).unwrap_or_default(),
+                            required.signers.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(" or "),
+                            required.rule
+                        ),
+                    });
+                }
+            }
+            if let Some(module) = feature.module.as_ref().filter(|_| feature.enabled)
                 && self.module_power(&module.image).is_none()
             {
                 return Err(Violation {
@@ -357,6 +450,41 @@ impl ClusterPolicy {
             .iter()
             .find(|s| ImageRule::parse(&s.image).is_ok_and(|rule| rule.names(&reference)))
             .map(|s| Power { cluster_scoped: s.cluster_scoped, host_access: s.host_access })
+    }
+
+    /// The signers the cluster admin requires for a module fetched by
+    /// `image` into `namespace`: None when its source names none. A source
+    /// whose signers all serve other namespaces is a violation (no module
+    /// from it can run here).
+    pub fn required_signers(&self, image: &str, namespace: &str) -> Result<Option<RequiredSigners<'_>>, Violation> {
+        let Ok(reference) = Reference::try_from(image) else { return Ok(None) };
+        let Some((index, source)) = self
+            .modules
+            .allowed
+            .iter()
+            .enumerate()
+            .find(|(_, s)| ImageRule::parse(&s.image).is_ok_and(|rule| rule.names(&reference)))
+        else {
+            return Ok(None);
+        };
+        if source.signers.is_empty() {
+            return Ok(None);
+        }
+        let rule = format!("modules.allowed[{index}].signers");
+        let signers: Vec<&ModuleSigner> =
+            self.modules.signers.iter().filter(|s| source.signers.contains(&s.name) && s.serves(namespace)).collect();
+        if signers.is_empty() {
+            return Err(Violation {
+                field: "module.image".into(),
+                rule: "modules.signers[].namespaces",
+                message: format!(
+                    "modules from `{}` must be signed by {} ({rule}), and none of them serves namespace `{namespace}`",
+                    source.image,
+                    source.signers.join(" or ")
+                ),
+            });
+        }
+        Ok(Some(RequiredSigners { rule, signers, enforcement: source.verify }))
     }
 
     /// Whether a workload may run `image`: a built-in image, the operator's
@@ -620,6 +748,61 @@ mod tests {
         assert_eq!(p.module_power("registry.example.com/other/falco:1"), None);
         // A disabled feature's module is never fetched: not checked.
         assert!(ClusterPolicy::default().check_agent(&agent("  features:\n  - name: falco\n    enabled: false\n    module: {image: \"evil.example.com/falco:1\"}\n")).is_ok());
+    }
+
+    const PEM: &str =
+        "-----BEGIN PUBLIC KEY-----\n      MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n      -----END PUBLIC KEY-----";
+
+    fn signed_policy(namespaces: &str) -> ClusterPolicy {
+        policy(&format!(
+            "modules:\n  signers:\n  - name: release\n    namespaces: {namespaces}\n    publicKey: |\n      {PEM}\n  allowed:\n  - image: registry.example.com/secop/\n    signers: [release]\n  - image: registry.example.com/lab/\n"
+        ))
+    }
+
+    #[test]
+    fn signers_required_by_a_source_serve_only_their_namespaces() {
+        let p = signed_policy("[tenant-a]");
+        let required = p.required_signers("registry.example.com/secop/falco:1", "tenant-a").unwrap().unwrap();
+        assert_eq!(required.rule, "modules.allowed[0].signers");
+        assert_eq!(required.signers.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["release"]);
+        assert_eq!(required.enforcement, SignatureEnforcement::Enforce);
+        assert_eq!(p.required_signers("registry.example.com/lab/falco:1", "tenant-a").unwrap(), None);
+        let err = p.required_signers("registry.example.com/secop/falco:1", "tenant-b").unwrap_err();
+        assert_eq!(err.rule, "modules.signers[].namespaces");
+        assert!(err.message.contains("none of them serves namespace `tenant-b`"), "{err}");
+        assert!(
+            signed_policy("[\"*\"]").required_signers("registry.example.com/secop/f:1", "tenant-b").unwrap().is_some()
+        );
+    }
+
+    #[test]
+    fn a_tenant_cannot_switch_off_a_required_signature() {
+        let p = signed_policy("[]");
+        for mode in ["Off", "Warn"] {
+            let spec = format!(
+                "  features:\n  - name: falco\n    module:\n      image: registry.example.com/secop/falco:1\n      verify: {{mode: {mode}}}\n"
+            );
+            let err = p.check_agent(&agent(&spec)).unwrap_err();
+            assert_eq!(
+                (err.field.as_str(), err.rule),
+                ("spec.features[0].module.verify.mode", "modules.allowed[].signers")
+            );
+            assert!(err.message.contains("requires a signature by release"), "{err}");
+        }
+        let spec = "  features:\n  - name: falco\n    module:\n      image: registry.example.com/lab/falco:1\n      verify: {mode: Off}\n";
+        assert!(p.check_agent(&agent(spec)).is_ok(), "where the admin requires none, the tenant decides");
+    }
+
+    #[test]
+    fn signer_entries_are_checked_when_the_file_is_read() {
+        let err =
+            ClusterPolicy::from_yaml("modules:\n  allowed:\n  - {image: r.example/, signers: [nobody]}\n").unwrap_err();
+        assert_eq!(err.field, "modules.allowed[0].signers[0]");
+        let err = ClusterPolicy::from_yaml(
+            "modules:\n  signers:\n  - {name: k, publicKey: \"-----BEGIN PRIVATE KEY-----\"}\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.field, "modules.signers[0].publicKey");
     }
 
     #[test]

@@ -13,7 +13,11 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use clap::{Args, Subcommand};
-use secop_oci::{Credentials, Layout, ModuleStore, PullPolicy, Source};
+use secop_oci::signature::SignerSet;
+use secop_oci::{
+    Credentials, Enforcement, Layout, ModuleStore, PullPolicy, SignatureState, SigningKey, Source, TrustedKey,
+    Verification,
+};
 use secop_runtime::{Module, Runtime};
 use serde_json::json;
 
@@ -58,6 +62,35 @@ pub enum FeatureCommand {
         output: Option<PathBuf>,
         #[command(flatten)]
         registry: RegistryArgs,
+    },
+    /// Sign a module in a registry with a cosign key, as `cosign sign
+    /// --key` does (the signature goes under the manifest's `.sig` tag,
+    /// beside any already there); `cosign verify --key` accepts it.
+    Sign {
+        /// `registry/repo:tag` or `registry/repo@sha256:...`.
+        image: String,
+        /// The private key: a cosign key file (`cosign.key`, its password in
+        /// COSIGN_PASSWORD) or an unencrypted PKCS#8 PEM.
+        #[arg(long = "signing-key", value_name = "FILE")]
+        signing_key: PathBuf,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Check a module's signatures against public keys (`--key`, as
+    /// `cosign verify --key`) and print who signed it; exit 1 when none of
+    /// the keys did.
+    Verify {
+        image: String,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Write a new signing key pair, as `cosign generate-key-pair` does:
+    /// `cosign.key` (encrypted with COSIGN_PASSWORD) and `cosign.pub`.
+    Keygen {
+        /// Where to write them (default: the current directory); existing
+        /// files are not overwritten.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
     },
     /// Print a module's id, priority, contract version and digests.
     Inspect {
@@ -106,6 +139,11 @@ pub struct RegistryArgs {
     username: Option<String>,
     #[arg(long, env = "SECOP_REGISTRY_PASSWORD", hide_env_values = true)]
     password: Option<String>,
+    /// A public key (PEM, e.g. cosign.pub) that must have signed the module
+    /// (repeatable: any one of them); the signature is checked before the
+    /// module is read.
+    #[arg(long = "key", value_name = "FILE")]
+    keys: Vec<PathBuf>,
 }
 
 impl RegistryArgs {
@@ -115,6 +153,30 @@ impl RegistryArgs {
             _ => Credentials::Anonymous,
         }
     }
+
+    /// The signature check `--key` asks for (None without one).
+    fn verification(&self) -> Result<Option<Verification>> {
+        if self.keys.is_empty() {
+            return Ok(None);
+        }
+        let keys = self
+            .keys
+            .iter()
+            .map(|path| {
+                let pem = std::fs::read(path).with_context(|| format!("--key {}", path.display()))?;
+                Ok(TrustedKey::from_pem(path.display().to_string(), &pem)?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(Verification {
+            sets: vec![SignerSet { required_by: "--key".into(), keys }],
+            enforcement: Enforcement::Enforce,
+        }))
+    }
+}
+
+/// The password of an encrypted key file, as cosign reads it.
+fn cosign_password() -> Vec<u8> {
+    std::env::var("COSIGN_PASSWORD").unwrap_or_default().into_bytes()
 }
 
 /// What errors call a module given only by image: its repository's last
@@ -123,6 +185,19 @@ fn name_of(image: &str) -> String {
     let path = image.split('@').next().unwrap_or(image);
     let last = path.rsplit('/').next().unwrap_or(path);
     last.split(':').next().unwrap_or(last).to_string()
+}
+
+/// A private key file, readable by its owner only.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(bytes).with_context(|| format!("writing {}", path.display()))
 }
 
 /// Print, and stop quietly when the reader went away (`| head`).
@@ -167,18 +242,26 @@ async fn resolve(module: &str, registry: &RegistryArgs, store: &ModuleStore) -> 
         sha256: None,
         pull_policy: PullPolicy::Always,
         credentials: registry.credentials(),
+        verify: registry.verification()?,
     };
     let fetched = store.fetch(&source).await?;
     Ok((module.to_string(), fetched.bytes.clone(), Origin::Registry(fetched)))
 }
 
 /// What `list` and `inspect` say about a module's signature: built-in
-/// modules are trusted by being compiled into this binary; nothing else is
-/// signed or verified yet.
-fn signature_state(origin: &Origin) -> &'static str {
+/// modules are trusted by being compiled into this binary; a registry
+/// module's is checked with `--key`.
+fn signature_state(origin: &Origin) -> String {
     match origin {
-        Origin::BuiltIn => "built in (embedded in this binary; no signature needed)",
-        Origin::File | Origin::Registry(_) => "unsigned (signatures are not verified yet)",
+        Origin::BuiltIn => "built in (embedded in this binary; no signature needed)".into(),
+        Origin::File => "a local file (not signed)".into(),
+        Origin::Registry(fetched) => match &fetched.signature {
+            SignatureState::NotVerified => "not checked (give --key to verify)".into(),
+            SignatureState::Verified(signers) => {
+                format!("signed by {}", signers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))
+            }
+            SignatureState::Refused { message, .. } => format!("refused: {message}"),
+        },
     }
 }
 
@@ -263,6 +346,42 @@ pub fn run(command: &FeatureCommand, cache_dir: Option<PathBuf>) -> Result<ExitC
             println!("component: sha256:{}", module.digest);
             Ok(ExitCode::SUCCESS)
         }
+        FeatureCommand::Sign { image, signing_key, registry } => {
+            let pem = std::fs::read(signing_key).with_context(|| format!("reading {}", signing_key.display()))?;
+            let key = SigningKey::from_pem(&signing_key.display().to_string(), &pem, &cosign_password())?;
+            let (digest, tag) = tokio.block_on(store(registry).sign(image, &key, &registry.credentials()))?;
+            println!("signed {image}");
+            println!("manifest: {digest}");
+            println!("signature: {tag}");
+            Ok(ExitCode::SUCCESS)
+        }
+        FeatureCommand::Verify { image, registry } => {
+            if registry.keys.is_empty() {
+                anyhow::bail!("verify needs at least one --key (a PEM public key, e.g. cosign.pub)");
+            }
+            let (_, _, origin) = tokio.block_on(resolve(image, registry, &store(registry)))?;
+            let Origin::Registry(fetched) = &origin else {
+                anyhow::bail!("`{image}` is not an image reference: only modules in a registry carry signatures");
+            };
+            println!("{image}: {}", signature_state(&origin));
+            println!("manifest: {}", fetched.manifest_digest);
+            println!("component: sha256:{}", fetched.sha256);
+            Ok(ExitCode::SUCCESS)
+        }
+        FeatureCommand::Keygen { dir } => {
+            let (private, public) = (dir.join("cosign.key"), dir.join("cosign.pub"));
+            for path in [&private, &public] {
+                if path.exists() {
+                    anyhow::bail!("{} exists; not overwritten", path.display());
+                }
+            }
+            let key = SigningKey::generate()?;
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            write_private(&private, key.to_encrypted_pem(&cosign_password())?.as_bytes())?;
+            std::fs::write(&public, key.public_key_pem()?).with_context(|| format!("writing {}", public.display()))?;
+            println!("wrote {} (encrypted with COSIGN_PASSWORD) and {}", private.display(), public.display());
+            Ok(ExitCode::SUCCESS)
+        }
         FeatureCommand::Pull { image, sha256, output, registry } => {
             let source = Source {
                 feature: name_of(image),
@@ -270,6 +389,7 @@ pub fn run(command: &FeatureCommand, cache_dir: Option<PathBuf>) -> Result<ExitC
                 sha256: sha256.clone(),
                 pull_policy: PullPolicy::Always,
                 credentials: registry.credentials(),
+                verify: registry.verification()?,
             };
             let fetched = tokio.block_on(store(registry).fetch(&source))?;
             let module = load(&runtime, image, &fetched.bytes)?;
@@ -279,6 +399,7 @@ pub fn run(command: &FeatureCommand, cache_dir: Option<PathBuf>) -> Result<ExitC
             println!("pulled feature {} from {image} ({:?})", module.metadata.id, fetched.origin);
             println!("manifest: {}", fetched.manifest_digest);
             println!("component: sha256:{}", fetched.sha256);
+            println!("signature: {}", signature_state(&Origin::Registry(fetched.clone())));
             Ok(ExitCode::SUCCESS)
         }
         FeatureCommand::Inspect { module, registry } => {

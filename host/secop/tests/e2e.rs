@@ -1177,6 +1177,186 @@ async fn feature_modules_hot_swap_and_roll_back_on_a_real_registry() {
     operator.kill();
 }
 
+/// `status.features.falco.moduleSigner`.
+fn falco_signer(agent: &SecurityAgent) -> Option<String> {
+    agent.status.as_ref().and_then(|s| s.features.get("falco")).and_then(|f| f.module_signer.clone())
+}
+
+/// Run a client or `secop`; its stdout, or a panic with what it said.
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Issue 17 on a real registry and control plane: the cluster admin
+/// requires modules from the registry to be signed by `release` (a cosign
+/// key pair). A module signed with the cosign CLI runs, its signer in
+/// status; an unsigned one (which would also trap) and one signed by
+/// another key are refused before they are compiled, with the signed
+/// module still running and Degraded naming the refusal, the module and
+/// the expected key; once `secop feature sign` adds the release
+/// signature to the moved-to module, it is picked up without a spec
+/// change; a tenant's own key (a ConfigMap) is an additional requirement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_modules_signed_by_the_admins_signer_run() {
+    let Some(env) = env() else { return };
+    let registry_bin = std::env::var_os("SECOP_REGISTRY_BIN").map(PathBuf::from).expect("SECOP_REGISTRY_BIN");
+    let cosign = std::env::var_os("SECOP_COSIGN").map(PathBuf::from).expect("SECOP_COSIGN (set by `cargo xtask test`)");
+    let _serial = SERIAL.lock().await;
+    let client = client(&env.kubeconfig).await;
+    install_crd(&client).await;
+    let run = format!("{}-{}", std::process::id(), Instant::now().elapsed().as_nanos() % 1000);
+    let ns = &format!("e2e-signed-{run}");
+    create_namespace(&client, ns).await;
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("signed-{run}"));
+    let mut registry =
+        secop_test_harness::Registry::start(&registry_bin, &dir.join("registry"), secop_test_harness::free_port())
+            .unwrap();
+    let host = registry.host();
+    let repository = format!("{host}/features/falco-signed-{}", std::process::id());
+    let (v1, v2, broken) = (
+        pipeline::component("feature_falco"),
+        pipeline::component("feature_falco_next"),
+        pipeline::component("feature_falco_broken"),
+    );
+    for (file, tag) in [(&v1, "1.0"), (&v2, "2.0"), (&broken, "3.0")] {
+        push(file, &format!("{repository}:{tag}"), &host);
+    }
+    let secop = |args: &[&str], password: &str| {
+        run_ok(
+            Command::new(env!("CARGO_BIN_EXE_secop"))
+                .args(args)
+                .env("COSIGN_PASSWORD", password)
+                .env("SECOP_CACHE_DIR", dir.join("cli-cache")),
+        )
+    };
+    // The release key from cosign; another publisher's from secop.
+    let (release, other) = (dir.join("release"), dir.join("other"));
+    std::fs::create_dir_all(&release).unwrap();
+    run_ok(Command::new(&cosign).current_dir(&release).env("COSIGN_PASSWORD", "release-pw").arg("generate-key-pair"));
+    secop(&["feature", "keygen", "--dir", other.to_str().unwrap()], "other-pw");
+    let release_pub = std::fs::read_to_string(release.join("cosign.pub")).unwrap();
+    // 1.0 signed by release with the cosign CLI; 2.0 by the other key only.
+    run_ok(Command::new(&cosign).env("COSIGN_PASSWORD", "release-pw").args([
+        "sign",
+        "--key",
+        release.join("cosign.key").to_str().unwrap(),
+        "--tlog-upload=false",
+        "--yes",
+        &format!("{repository}:1.0"),
+    ]));
+    let sign = |tag: &str, key: &Path, password: &str| {
+        secop(
+            &[
+                "feature",
+                "sign",
+                &format!("{repository}:{tag}"),
+                "--signing-key",
+                key.join("cosign.key").to_str().unwrap(),
+                "--plain-http",
+                &host,
+            ],
+            password,
+        )
+    };
+    sign("2.0", &other, "other-pw");
+
+    let indented: String = release_pub.lines().map(|l| format!("      {l}\n")).collect();
+    let policy = policy_file(
+        "signed",
+        &format!(
+            "modules:\n  signers:\n  - name: release\n    namespaces: [{ns}]\n    publicKey: |\n{indented}  allowed:\n  - {{image: \"{host}/features/\", clusterScoped: true, hostAccess: true, signers: [release]}}\nimages:\n  allowed: [docker.io/falcosecurity/falco]\n"
+        ),
+    );
+    let operator_args =
+        ["--plain-http", host.as_str(), "--module-poll-seconds", "2", "--policy", policy.to_str().unwrap()];
+    let mut operator = Operator::start_with(&env, ns, &operator_args);
+    let agent = |module: Value| {
+        json!({
+            "apiVersion": "security.example.io/v1alpha1",
+            "kind": "SecurityAgent",
+            "metadata": { "name": "modules", "namespace": ns },
+            "spec": { "features": [{ "name": "falco", "module": module }] },
+        })
+    };
+
+    // Signed by release (cosign CLI): runs, the signer in status.
+    apply_agent(&client, ns, &agent(json!({ "image": format!("{repository}:1.0") }))).await;
+    wait_ready(&client, ns, "modules", Duration::from_secs(180)).await;
+    let status = agent_status(&client, ns, "modules").await.unwrap();
+    assert_eq!(falco_module(&status), (Some(format!("{repository}:1.0")), Some(sha256_of(&v1))));
+    let signer = falco_signer(&status).unwrap_or_default();
+    assert!(signer.starts_with("release (key sha256:"), "{signer}");
+    let (_, _, uid) = falco_daemonset(&client, ns).await.unwrap();
+
+    // Unsigned (and broken): refused before it is compiled; 1.0 runs on.
+    apply_agent(&client, ns, &agent(json!({ "image": format!("{repository}:3.0") }))).await;
+    let message = wait_degraded(&client, ns, "True", "SignatureMissing").await;
+    for expected in [
+        &format!("{repository}:3.0"),
+        "no signature",
+        "expected one by release (key sha256:",
+        "manifest sha256:",
+        &format!("rolled back to {repository}:1.0"),
+    ] {
+        assert!(message.contains(expected), "`{expected}` not in: {message}");
+    }
+    assert!(!message.contains("Trap"), "refused before it ran: {message}");
+    let status = agent_status(&client, ns, "modules").await.unwrap();
+    assert_eq!(falco_module(&status), (Some(format!("{repository}:1.0")), Some(sha256_of(&v1))));
+    assert_eq!(falco_signer(&status), Some(signer.clone()), "status names who signed the module that runs");
+    assert_eq!(falco_daemonset(&client, ns).await.unwrap().2, uid, "nothing deleted or recreated");
+
+    // Signed, but by another key: refused the same way.
+    let always = json!({ "image": format!("{repository}:2.0"), "pullPolicy": "Always" });
+    apply_agent(&client, ns, &agent(always.clone())).await;
+    let message = wait_degraded(&client, ns, "True", "SignatureInvalid").await;
+    for expected in ["none of its 1 signature(s) is by release", "cluster policy modules.allowed[0].signers"] {
+        assert!(message.contains(expected), "`{expected}` not in: {message}");
+    }
+    assert_eq!(falco_daemonset(&client, ns).await.unwrap().0, None, "1.0's DaemonSet stays");
+
+    // The release signature added by `secop feature sign` with the cosign
+    // key file: picked up without a spec change, 2.0 swapped in.
+    sign("2.0", &release, "release-pw");
+    wait_for("falco 2.0 once signed by release", Duration::from_secs(60), || async {
+        Ok(falco_daemonset(&client, ns).await?.0.as_deref() == Some("0.2.0"))
+    })
+    .await;
+    wait_degraded(&client, ns, "False", "ModulesAsSpecified").await;
+    let status = agent_status(&client, ns, "modules").await.unwrap();
+    assert_eq!(falco_module(&status).1, Some(sha256_of(&v2)));
+    assert!(falco_signer(&status).is_some_and(|s| s.starts_with("release (key sha256:")));
+
+    // The tenant's own key (a ConfigMap) must have signed too.
+    let team_keys: ConfigMap = serde_json::from_value(json!({
+        "metadata": { "name": "team-keys", "namespace": ns },
+        "data": { "cosign.pub": std::fs::read_to_string(other.join("cosign.pub")).unwrap() },
+    }))
+    .unwrap();
+    Api::<ConfigMap>::namespaced(client.clone(), ns).create(&PostParams::default(), &team_keys).await.unwrap();
+    let mut both = always;
+    both["verify"] = json!({ "publicKeys": [{ "configMapName": "team-keys" }] });
+    apply_agent(&client, ns, &agent(both)).await;
+    wait_for("both signers in status", Duration::from_secs(60), || async {
+        let status = agent_status(&client, ns, "modules").await?;
+        let observed = status.status.as_ref().and_then(|s| s.observed_generation) == status.metadata.generation;
+        Ok(observed
+            && falco_signer(&status).is_some_and(|s| s.contains(&format!("ConfigMap {ns}/team-keys/cosign.pub"))))
+    })
+    .await;
+
+    delete_agent(&client, ns, "modules").await;
+    operator.kill();
+    registry.stop();
+}
+
 /// Wait until the agent's condition `type_` has `reason` for its current
 /// generation; returns (status, message).
 async fn wait_reason(client: &Client, namespace: &str, name: &str, type_: &str, reason: &str) -> (String, String) {

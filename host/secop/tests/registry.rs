@@ -160,6 +160,7 @@ fn an_oversized_module_is_refused_before_its_download() {
         sha256: None,
         pull_policy: secop_oci::PullPolicy::Always,
         credentials: Default::default(),
+        verify: None,
     };
     let limits =
         secop_oci::FetchLimits { max_module_bytes: falco.len() as u64 - 1, timeout: std::time::Duration::from_secs(5) };
@@ -189,5 +190,186 @@ fn an_oversized_module_is_refused_before_its_download() {
     assert_eq!(error.reason(), "RegistryUnavailable", "{error}");
     assert!(error.to_string().contains("no complete answer within 2s"), "{error}");
     eprintln!("silent registry given up after {:.1?}", started.elapsed());
+    registry.stop();
+}
+
+/// A client built by `cargo xtask test` (SECOP_COSIGN, SECOP_ORAS,
+/// SECOP_WKG): the tools feature authors use, for the interop tests.
+fn client_tool(var: &str) -> Option<PathBuf> {
+    match std::env::var_os(var) {
+        Some(bin) => Some(bin.into()),
+        None if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI expects {var}: run the suite with `cargo xtask test`")
+        }
+        None => {
+            eprintln!("skipping: {var} not set (run `cargo xtask test`)");
+            None
+        }
+    }
+}
+
+/// Run a client; its stdout, or a panic with everything it said.
+fn run_tool(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Issue 17's interop with cosign (v2, key pairs, tag-based signatures on
+/// a plain distribution 2.8 registry): a module signed by `cosign sign`
+/// verifies in `secop feature verify`; one signed by `secop feature sign`
+/// verifies in `cosign verify`; signatures are appended, not replaced;
+/// an unsigned module, another key and a moved tag are refused, naming
+/// the module, the digest and the expected key.
+#[test]
+fn cosign_and_secop_signatures_verify_in_both_tools() {
+    let Some(bin) = registry_bin() else { return };
+    let (Some(cosign), Some(oras)) = (client_tool("SECOP_COSIGN"), client_tool("SECOP_ORAS")) else { return };
+    let dir = scratch("signatures");
+    let mut registry = Registry::start(&bin, &dir.join("registry"), free_port()).unwrap();
+    let host = registry.host();
+    let cli = Cli { cache: dir.join("cache"), registry: host.clone() };
+    let image = format!("{host}/features/falco:1");
+    let pushed = cli.ok(&["feature", "push", component("feature_falco").to_str().unwrap(), &image]);
+    let digest = line_value(&pushed, "manifest:").to_string();
+
+    // The publisher's key from cosign, the other from secop (same format).
+    let cosign_keys = dir.join("cosign-keys");
+    std::fs::create_dir_all(&cosign_keys).unwrap();
+    run_tool(Command::new(&cosign).current_dir(&cosign_keys).env("COSIGN_PASSWORD", "pw-1").arg("generate-key-pair"));
+    let secop_keys = dir.join("secop-keys");
+    let wrote = Command::new(env!("CARGO_BIN_EXE_secop"))
+        .args(["feature", "keygen", "--dir", secop_keys.to_str().unwrap()])
+        .env("COSIGN_PASSWORD", "pw-2")
+        .output()
+        .unwrap();
+    assert!(wrote.status.success(), "{}", String::from_utf8_lossy(&wrote.stderr));
+    let (cosign_pub, secop_pub) = (cosign_keys.join("cosign.pub"), secop_keys.join("cosign.pub"));
+    let (cosign_pub, secop_pub) = (cosign_pub.to_str().unwrap(), secop_pub.to_str().unwrap());
+
+    // Unsigned: refused, naming the module, the manifest digest and the key.
+    let refused = cli.fails(&["feature", "verify", &image, "--key", cosign_pub]);
+    for expected in ["falco", &digest, "no signature", "expected one by", cosign_pub] {
+        assert!(refused.contains(expected), "`{expected}` not in: {refused}");
+    }
+
+    // cosign signs (by digest, no transparency log: offline) → secop verifies.
+    let by_digest = format!("{host}/features/falco@{digest}");
+    run_tool(Command::new(&cosign).env("COSIGN_PASSWORD", "pw-1").args([
+        "sign",
+        "--key",
+        cosign_keys.join("cosign.key").to_str().unwrap(),
+        "--tlog-upload=false",
+        "--yes",
+        &by_digest,
+    ]));
+    let verified = cli.ok(&["feature", "verify", &image, "--key", cosign_pub]);
+    assert!(verified.contains(&format!("signed by {cosign_pub} (key sha256:")), "{verified}");
+    let other = cli.fails(&["feature", "verify", &image, "--key", secop_pub]);
+    assert!(other.contains("none of its 1 signature(s) is by") && other.contains(secop_pub), "{other}");
+    // pull --key checks before reading the module, too.
+    assert!(cli.ok(&["feature", "pull", &image, "--key", cosign_pub]).contains("signature: signed by"));
+
+    // secop signs with its own key → cosign verifies; cosign's stays.
+    let signing_key = secop_keys.join("cosign.key");
+    let sign = |cli: &Cli| {
+        let out = Command::new(env!("CARGO_BIN_EXE_secop"))
+            .args(["feature", "sign", &image, "--signing-key", signing_key.to_str().unwrap(), "--plain-http", &host])
+            .env("SECOP_CACHE_DIR", &cli.cache)
+            .env("COSIGN_PASSWORD", "pw-2")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let signed = sign(&cli);
+    assert_eq!(line_value(&signed, "manifest:"), digest);
+    let sig_tag = line_value(&signed, "signature:").to_string();
+    assert!(sig_tag.ends_with(&format!("{}.sig", digest.replace(':', "-"))), "{sig_tag}");
+    for key in [secop_pub, cosign_pub] {
+        let verified =
+            run_tool(Command::new(&cosign).args(["verify", "--key", key, "--insecure-ignore-tlog=true", &image]));
+        assert!(verified.contains(&digest), "cosign verify --key {key}: {verified}");
+    }
+    assert!(cli.ok(&["feature", "verify", &image, "--key", secop_pub]).contains("signed by"));
+    // Signing again with the same key adds nothing (oras reads the layers).
+    sign(&cli);
+    let signatures: serde_json::Value =
+        serde_json::from_str(&run_tool(Command::new(&oras).args(["manifest", "fetch", "--plain-http", &sig_tag])))
+            .unwrap();
+    assert_eq!(signatures["layers"].as_array().unwrap().len(), 2, "{signatures}");
+
+    // The tag moved to an unsigned module: its new digest has no signature.
+    cli.ok(&["feature", "push", component("feature_falco_next").to_str().unwrap(), &image]);
+    let moved = cli.fails(&["feature", "verify", &image, "--key", cosign_pub]);
+    assert!(moved.contains("no signature") && !moved.contains(&digest), "{moved}");
+    // The signed digest still verifies by digest, in both tools.
+    assert!(cli.ok(&["feature", "verify", &by_digest, "--key", cosign_pub]).contains("signed by"));
+    registry.stop();
+}
+
+/// Modules published with oras (our layout, by hand) and wkg (the CNCF
+/// wasm layout) are pulled and loaded by secop; modules pushed by secop
+/// are pulled by both, byte for byte: by oras in either layout, by wkg in
+/// its own (`--wkg-layout`; wkg refuses other layer media types).
+#[test]
+fn oras_and_wkg_exchange_modules_with_secop() {
+    let Some(bin) = registry_bin() else { return };
+    let (Some(oras), Some(wkg)) = (client_tool("SECOP_ORAS"), client_tool("SECOP_WKG")) else { return };
+    let dir = scratch("publishers");
+    let mut registry = Registry::start(&bin, &dir.join("registry"), free_port()).unwrap();
+    let host = registry.host();
+    let cli = Cli { cache: dir.join("cache"), registry: host.clone() };
+    let falco = component("feature_falco");
+    let falco_bytes = std::fs::read(&falco).unwrap();
+    let want = format!("sha256:{}", sha256_hex(&falco_bytes));
+    let work = dir.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::copy(&falco, work.join("falco.wasm")).unwrap();
+
+    // wkg → secop.
+    let wkg_image = format!("{host}/features/falco-wkg:1");
+    run_tool(Command::new(&wkg).current_dir(&work).args([
+        "oci",
+        "push",
+        "--insecure",
+        &host,
+        &wkg_image,
+        "falco.wasm",
+    ]));
+    assert_eq!(line_value(&cli.ok(&["feature", "pull", &wkg_image]), "component:"), want);
+    // oras, with our media types → secop.
+    std::fs::write(work.join("config.json"), br#"{"architecture":"wasm","os":"wasip2"}"#).unwrap();
+    let oras_image = format!("{host}/features/falco-oras:1");
+    run_tool(Command::new(&oras).current_dir(&work).args([
+        "push",
+        "--plain-http",
+        &oras_image,
+        "--config",
+        "config.json:application/vnd.wasm.config.v1+json",
+        "falco.wasm:application/vnd.wasm.content.layer.v1+wasm",
+    ]));
+    let pulled = cli.ok(&["feature", "pull", &oras_image]);
+    assert_eq!(line_value(&pulled, "component:"), want);
+    assert!(pulled.contains("pulled feature falco"), "{pulled}");
+
+    // secop → wkg and oras.
+    let ours = format!("{host}/features/falco-secop:1");
+    let ours_wkg = format!("{host}/features/falco-secop-wkg:1");
+    cli.ok(&["feature", "push", falco.to_str().unwrap(), &ours]);
+    cli.ok(&["feature", "push", falco.to_str().unwrap(), &ours_wkg, "--wkg-layout"]);
+    let out = work.join("from-wkg.wasm");
+    run_tool(Command::new(&wkg).args(["oci", "pull", "--insecure", &host, &ours_wkg, "-o", out.to_str().unwrap()]));
+    assert_eq!(std::fs::read(&out).unwrap(), falco_bytes, "wkg pulls the bytes secop pushed");
+    for image in [&ours, &ours_wkg] {
+        let oras_out = work.join(format!("from-oras-{}", image.len()));
+        run_tool(Command::new(&oras).args(["pull", "--plain-http", image, "-o", oras_out.to_str().unwrap()]));
+        assert_eq!(std::fs::read(oras_out.join("falco.wasm")).unwrap(), falco_bytes, "oras writes the titled layer");
+    }
     registry.stop();
 }
