@@ -109,6 +109,8 @@ fn with_test_servers(mut cmd: Command) -> Result<()> {
             .env("SECOP_COSIGN", &cosign)
             .env("SECOP_ORAS", &oras)
             .env("SECOP_WKG", &wkg)
+            .env("SECOP_CHROMIUM", "/usr/bin/chromium")
+            .env("SECOP_CHROMEDRIVER", "/usr/bin/chromedriver")
             .env("SECOP_E2E_ES_URL", es.url());
         let result = run(cmd);
         drop(es);

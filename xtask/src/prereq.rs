@@ -28,6 +28,10 @@ pub const TEST_TOOLS: &[Tool] = &[
     tool("mvn", "maven"),
     tool("docker-registry", "docker-registry"),
     tool("python3", "python3"),
+    // The console's browser test (host/secop/tests/e2e.rs): Debian's
+    // Chromium and the ChromeDriver of the same version.
+    tool("/usr/bin/chromium", "chromium"),
+    tool("/usr/bin/chromedriver", "chromium-driver"),
 ];
 
 /// What the real node needs (only as root, where it runs): container

@@ -177,8 +177,10 @@ pub enum VerifyMode {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PublicKeyRef {
+    /// A Secret of the agent's namespace holding the key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_name: Option<String>,
+    /// A ConfigMap of the agent's namespace holding the key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_map_name: Option<String>,
     /// The data key holding the PEM (default `cosign.pub`).

@@ -220,6 +220,11 @@ impl Elastic {
         Ok(answer.body)
     }
 
+    /// `POST <index>/_search` with `body`; the answer's JSON.
+    pub async fn search(&self, index: &str, body: &Value) -> Result<Value, Error> {
+        self.ok(Method::POST, &format!("{index}/_search"), Some(body)).await
+    }
+
     /// Make every write so far visible to search (tests, and the sync
     /// before it looks for vanished findings).
     pub async fn refresh(&self, index: &str) -> Result<(), Error> {

@@ -22,6 +22,7 @@
 //!   once still starts while the registry is unreachable, and a key removed
 //!   from the policy stops it.
 
+pub mod provenance;
 pub mod signature;
 
 use std::collections::BTreeMap;
@@ -34,6 +35,7 @@ use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
 use oci_client::manifest::{OciDescriptor, OciImageManifest, WASM_CONFIG_MEDIA_TYPE, WASM_LAYER_MEDIA_TYPE};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
+pub use provenance::{Provenance, ProvenanceReport, VerifiedProvenance};
 use secop_api::Reason;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -505,40 +507,66 @@ impl ModuleStore {
         reference: &Reference,
         digest: &str,
     ) -> Result<Vec<FoundSignature>, Error> {
+        let signature_of = |layer: &OciDescriptor| {
+            layer.annotations.as_ref().and_then(|a| a.get(signature::SIGNATURE_ANNOTATION)).cloned()
+        };
+        let attached = self
+            .fetch_attached(
+                source,
+                reference,
+                signature::signature_tag(digest),
+                |layer| {
+                    layer.media_type == signature::SIMPLE_SIGNING_MEDIA_TYPE
+                        && signature_of(layer).is_some()
+                        && layer.size >= 0
+                        && layer.size as u64 <= signature::MAX_PAYLOAD_BYTES
+                },
+                signature::MAX_PAYLOAD_BYTES,
+            )
+            .await?;
+        let found: Vec<FoundSignature> = attached
+            .into_iter()
+            .filter_map(|(layer, payload)| Some(FoundSignature::new(&payload, signature_of(&layer)?)))
+            .collect();
+        if !found.is_empty() {
+            Self::write_atomic(&self.signatures_path(digest), &serde_json::to_vec_pretty(&found).expect("json"))?;
+        }
+        Ok(found)
+    }
+
+    /// What is attached to a manifest under `tag` in its repository
+    /// (cosign's `.sig` and `.att`): the layers `wanted` accepts, at most
+    /// [`signature::MAX_SIGNATURES`], each read up to `max_bytes` and
+    /// checked against its digest (others dropped). None when the tag does
+    /// not exist.
+    async fn fetch_attached(
+        &self,
+        source: &Source,
+        reference: &Reference,
+        tag: String,
+        wanted: impl Fn(&OciDescriptor) -> bool,
+        max_bytes: u64,
+    ) -> Result<Vec<(OciDescriptor, Vec<u8>)>, Error> {
         let (feature, image) = (source.feature.as_str(), source.image.as_str());
-        let signatures = Reference::with_tag(
-            reference.registry().to_string(),
-            reference.repository().to_string(),
-            signature::signature_tag(digest),
-        );
+        let attached = Reference::with_tag(reference.registry().to_string(), reference.repository().to_string(), tag);
         let auth = source.credentials.auth();
-        let manifest = match self.client.pull_image_manifest(&signatures, &auth).await {
+        let manifest = match self.client.pull_image_manifest(&attached, &auth).await {
             Ok((manifest, _)) => manifest,
             Err(e) if is_not_found(&e) => return Ok(vec![]),
             Err(e) => return Err(classify(feature, image, e)),
         };
         let mut found = vec![];
-        let layers = manifest.layers.iter().filter(|l| l.media_type == signature::SIMPLE_SIGNING_MEDIA_TYPE);
-        for layer in layers.take(signature::MAX_SIGNATURES) {
-            let Some(value) = layer.annotations.as_ref().and_then(|a| a.get(signature::SIGNATURE_ANNOTATION)) else {
-                continue;
-            };
-            if layer.size < 0 || layer.size as u64 > signature::MAX_PAYLOAD_BYTES {
-                continue;
-            }
+        for layer in manifest.layers.into_iter().filter(|l| wanted(l)).take(signature::MAX_SIGNATURES) {
             let stream =
-                self.client.pull_blob_stream(&signatures, layer).await.map_err(|e| classify(feature, image, e))?;
-            let payload = read_capped(stream, signature::MAX_PAYLOAD_BYTES).await.map_err(|e| Error::Registry {
+                self.client.pull_blob_stream(&attached, &layer).await.map_err(|e| classify(feature, image, e))?;
+            let bytes = read_capped(stream, max_bytes).await.map_err(|e| Error::Registry {
                 feature: feature.to_string(),
                 image: image.to_string(),
-                reason: format!("reading a signature of {digest}: {e}"),
+                reason: format!("reading {}: {e}", attached.whole()),
             })?;
-            if let Some(payload) = payload.filter(|p| layer.digest == format!("sha256:{}", sha256_hex(p))) {
-                found.push(FoundSignature::new(&payload, value.clone()));
+            if let Some(bytes) = bytes.filter(|b| layer.digest == format!("sha256:{}", sha256_hex(b))) {
+                found.push((layer, bytes));
             }
-        }
-        if !found.is_empty() {
-            Self::write_atomic(&self.signatures_path(digest), &serde_json::to_vec_pretty(&found).expect("json"))?;
         }
         Ok(found)
     }
@@ -728,10 +756,111 @@ impl ModuleStore {
                 Ok(ImageLayer::new(payload, signature::SIMPLE_SIGNING_MEDIA_TYPE.to_string(), Some(annotations)))
             })
             .collect::<Result<_, Error>>()?;
+        self.push_attached(&tag, layers, &auth).await.map_err(fail)?;
+        Ok((digest, tag.whole()))
+    }
+
+    /// Attach `provenance`, signed with `key`, to manifest `digest` of
+    /// `image`'s repository as `cosign attest --key` does (under the
+    /// manifest's `.att` tag, beside the attestations already there). The
+    /// same provenance by the same key is not added twice. Returns the
+    /// attestation tag's reference.
+    pub async fn attest(
+        &self,
+        image: &str,
+        digest: &str,
+        key: &SigningKey,
+        provenance: &Provenance,
+        credentials: &Credentials,
+    ) -> Result<String, Error> {
+        let fail = |reason: String| Error::Registry { feature: String::new(), image: image.to_string(), reason };
+        let reference: Reference = image.parse().map_err(|e: oci_client::ParseError| fail(e.to_string()))?;
+        let tag = Reference::with_tag(
+            reference.registry().to_string(),
+            reference.repository().to_string(),
+            provenance::attestation_tag(digest),
+        );
+        let mut envelopes = self.fetch_attestations(image, &reference, digest, credentials).await?;
+        let own = TrustedKey::from_pem("signing key", key.public_key_pem()?.as_bytes())?;
+        let kept = provenance::check(digest, &envelopes, std::slice::from_ref(&own));
+        if kept.verified.iter().any(|v| v.provenance == *provenance) {
+            return Ok(tag.whole());
+        }
+        let repository = format!("{}/{}", reference.registry(), reference.repository());
+        envelopes.push(key.attest(&repository, digest, provenance)?);
+        let layers = envelopes
+            .into_iter()
+            .map(|envelope| {
+                // cosign's attestation layers: an empty signature annotation
+                // (the signature is inside the envelope) and the predicate type.
+                let annotations = BTreeMap::from([
+                    (signature::SIGNATURE_ANNOTATION.to_string(), String::new()),
+                    (provenance::PREDICATE_TYPE_ANNOTATION.to_string(), provenance::SLSA_PROVENANCE_V1.to_string()),
+                ]);
+                ImageLayer::new(envelope, provenance::ATTESTATION_MEDIA_TYPE.to_string(), Some(annotations))
+            })
+            .collect();
+        self.push_attached(&tag, layers, &credentials.auth()).await.map_err(fail)?;
+        Ok(tag.whole())
+    }
+
+    /// The provenance attached to manifest `digest` of `image`'s
+    /// repository, sorted by `keys` (only what they signed counts).
+    pub async fn provenance(
+        &self,
+        image: &str,
+        digest: &str,
+        keys: &[TrustedKey],
+        credentials: &Credentials,
+    ) -> Result<ProvenanceReport, Error> {
+        let reference: Reference = image.parse().map_err(|e: oci_client::ParseError| Error::Registry {
+            feature: String::new(),
+            image: image.to_string(),
+            reason: e.to_string(),
+        })?;
+        let envelopes = self.fetch_attestations(image, &reference, digest, credentials).await?;
+        Ok(provenance::check(digest, &envelopes, keys))
+    }
+
+    async fn fetch_attestations(
+        &self,
+        image: &str,
+        reference: &Reference,
+        digest: &str,
+        credentials: &Credentials,
+    ) -> Result<Vec<Vec<u8>>, Error> {
+        let source = Source {
+            feature: String::new(),
+            image: image.to_string(),
+            sha256: None,
+            pull_policy: PullPolicy::Always,
+            credentials: credentials.clone(),
+            verify: None,
+        };
+        let wanted = |layer: &OciDescriptor| {
+            layer.media_type == provenance::ATTESTATION_MEDIA_TYPE
+                && layer.size >= 0
+                && layer.size as u64 <= provenance::MAX_ENVELOPE_BYTES
+        };
+        let attached = self
+            .fetch_attached(
+                &source,
+                reference,
+                provenance::attestation_tag(digest),
+                wanted,
+                provenance::MAX_ENVELOPE_BYTES,
+            )
+            .await?;
+        Ok(attached.into_iter().map(|(_, envelope)| envelope).collect())
+    }
+
+    /// Push `layers` as the manifest of `tag` (an empty `{}` config, as
+    /// cosign writes), replacing what the tag named.
+    async fn push_attached(&self, tag: &Reference, layers: Vec<ImageLayer>, auth: &RegistryAuth) -> Result<(), String> {
         let config = Config::oci_v1(b"{}".to_vec(), None);
         let manifest = OciImageManifest::build(&layers, &config, None);
-        self.client.push(&tag, &layers, config, &auth, Some(manifest)).await.map_err(|e| fail(e.to_string()))?;
-        Ok((digest, tag.whole()))
+        self.client.push(tag, &layers, config, auth, Some(manifest)).await.map_err(|e| e.to_string())?;
+        Ok(())
     }
 }
 

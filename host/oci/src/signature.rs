@@ -90,6 +90,11 @@ impl TrustedKey {
         let Ok(payload) = found.payload() else { return false };
         self.key.verify_signature(Signature::Base64Encoded(found.signature.as_bytes()), &payload).is_ok()
     }
+
+    /// Whether `signature` (raw bytes) over `message` is by this key.
+    pub(crate) fn verifies(&self, signature: &[u8], message: &[u8]) -> bool {
+        self.key.verify_signature(Signature::Raw(signature), message).is_ok()
+    }
 }
 
 impl fmt::Display for TrustedKey {
@@ -306,10 +311,15 @@ impl SigningKey {
             "optional": null,
         }))
         .expect("json");
+        let signature = self.sign_bytes(&payload)?;
+        Ok(FoundSignature::new(&payload, base64::engine::general_purpose::STANDARD.encode(signature)))
+    }
+
+    /// The raw signature of `message` with this key.
+    pub(crate) fn sign_bytes(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
         let fail = |e: sigstore::errors::SigstoreError| KeyError { name: "signing key".into(), reason: e.to_string() };
         let signer = self.pair.to_sigstore_signer(&self.scheme).map_err(fail)?;
-        let signature = signer.sign(&payload).map_err(fail)?;
-        Ok(FoundSignature::new(&payload, base64::engine::general_purpose::STANDARD.encode(signature)))
+        signer.sign(message).map_err(fail)
     }
 }
 

@@ -48,6 +48,14 @@ pub enum FeatureCommand {
         /// Write the wkg layout (`application/wasm` layer) instead of ours.
         #[arg(long)]
         wkg_layout: bool,
+        /// Sign the pushed manifest with this key (as `sign` does) and
+        /// attach its provenance, signed with the same key (as `cosign
+        /// attest --type slsaprovenance1` would): source, builder, contract
+        /// version and the component's sha256.
+        #[arg(long = "signing-key", value_name = "FILE")]
+        signing_key: Option<PathBuf>,
+        #[command(flatten)]
+        provenance: ProvenanceArgs,
         #[command(flatten)]
         registry: RegistryArgs,
     },
@@ -81,6 +89,14 @@ pub enum FeatureCommand {
     /// the keys did.
     Verify {
         image: String,
+        /// Also require provenance, signed by one of the keys, whose
+        /// builder id is this (e.g. your CI workflow's).
+        #[arg(long = "require-builder", value_name = "ID")]
+        require_builder: Option<String>,
+        /// Also require provenance, signed by one of the keys, whose source
+        /// repository is this (`git+https://...`, as recorded on push).
+        #[arg(long = "require-source", value_name = "URI")]
+        require_source: Option<String>,
         #[command(flatten)]
         registry: RegistryArgs,
     },
@@ -119,6 +135,54 @@ pub enum FeatureCommand {
     },
 }
 
+/// What `push --signing-key` records as the module's provenance. Source
+/// and commit default to the git work tree the component file is in.
+#[derive(Args, Debug)]
+pub struct ProvenanceArgs {
+    /// Who built the module (a URI; your CI workflow's, in CI). Default:
+    /// this CLI, i.e. built on the author's machine.
+    #[arg(long = "builder-id", value_name = "URI", requires = "signing_key")]
+    builder_id: Option<String>,
+    /// The source repository (default: the work tree's `origin` remote).
+    #[arg(long = "source-uri", value_name = "URI", requires = "signing_key")]
+    source_uri: Option<String>,
+    /// The source commit (default: the work tree's HEAD).
+    #[arg(long = "source-commit", value_name = "SHA", requires = "signing_key")]
+    source_commit: Option<String>,
+}
+
+impl ProvenanceArgs {
+    /// The provenance of `module`, read from `file` (pushed as-is).
+    fn provenance(&self, file: &Path, module: &Module) -> secop_oci::Provenance {
+        let work_tree = file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let git = |args: &[&str]| {
+            let out = std::process::Command::new("git").arg("-C").arg(work_tree).args(args).output().ok()?;
+            out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        };
+        let commit = self.source_commit.clone().or_else(|| git(&["rev-parse", "HEAD"]));
+        let uri = self.source_uri.clone().or_else(|| {
+            let remote = git(&["config", "--get", "remote.origin.url"]).filter(|r| !r.is_empty())?;
+            Some(if remote.starts_with("git+") { remote } else { format!("git+{remote}") })
+        });
+        // Dirty only says something about the commit it was read from.
+        let dirty = (self.source_commit.is_none() && commit.is_some())
+            .then(|| git(&["status", "--porcelain"]).map(|s| !s.is_empty()))
+            .flatten();
+        secop_oci::Provenance {
+            builder_id: self.builder_id.clone().unwrap_or_else(|| {
+                format!("https://security.example.io/secop/feature-push@v{}", env!("CARGO_PKG_VERSION"))
+            }),
+            build_type: secop_oci::provenance::BUILD_TYPE.into(),
+            source_uri: uri,
+            source_commit: commit,
+            source_dirty: dirty,
+            feature: Some(module.metadata.id.clone()),
+            contract_version: Some(module.metadata.contract_version.clone()),
+            component_sha256: Some(module.digest.clone()),
+        }
+    }
+}
+
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 pub enum ListFormat {
     Table,
@@ -154,24 +218,65 @@ impl RegistryArgs {
         }
     }
 
-    /// The signature check `--key` asks for (None without one).
-    fn verification(&self) -> Result<Option<Verification>> {
-        if self.keys.is_empty() {
-            return Ok(None);
-        }
-        let keys = self
-            .keys
+    /// The keys `--key` names.
+    fn trusted_keys(&self) -> Result<Vec<TrustedKey>> {
+        self.keys
             .iter()
             .map(|path| {
                 let pem = std::fs::read(path).with_context(|| format!("--key {}", path.display()))?;
                 Ok(TrustedKey::from_pem(path.display().to_string(), &pem)?)
             })
-            .collect::<Result<Vec<_>>>()?;
+            .collect()
+    }
+
+    /// The signature check `--key` asks for (None without one).
+    fn verification(&self) -> Result<Option<Verification>> {
+        if self.keys.is_empty() {
+            return Ok(None);
+        }
+        let keys = self.trusted_keys()?;
         Ok(Some(Verification {
             sets: vec![SignerSet { required_by: "--key".into(), keys }],
             enforcement: Enforcement::Enforce,
         }))
     }
+}
+
+/// A private key file (a cosign key, its password in COSIGN_PASSWORD).
+fn read_signing_key(path: &Path) -> Result<SigningKey> {
+    let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(SigningKey::from_pem(&path.display().to_string(), &pem, &cosign_password())?)
+}
+
+/// `image` pinned to manifest `digest` (`registry/repo@sha256:...`).
+fn pinned_image(image: &str, digest: &str) -> String {
+    let repository = image.split('@').next().unwrap_or(image);
+    // A `:` after the last `/` starts the tag (not a registry's port).
+    let repository = match repository.rfind(':') {
+        Some(colon) if colon > repository.rfind('/').unwrap_or(0) => &repository[..colon],
+        _ => repository,
+    };
+    format!("{repository}@{digest}")
+}
+
+/// The verified provenance of a fetched module; a statement that names
+/// another component than the one the manifest holds is an error, not
+/// provenance (a signer vouched for other bytes).
+fn checked_provenance<'a>(
+    report: &'a secop_oci::ProvenanceReport,
+    fetched: &secop_oci::Fetched,
+) -> Result<Vec<&'a secop_oci::VerifiedProvenance>> {
+    for found in &report.verified {
+        if let Some(component) = found.provenance.component_sha256.as_ref().filter(|c| **c != fetched.sha256) {
+            anyhow::bail!(
+                "the provenance signed by {} names component sha256:{component}, but manifest {} holds sha256:{}",
+                found.signer,
+                fetched.manifest_digest,
+                fetched.sha256
+            );
+        }
+    }
+    Ok(report.verified.iter().collect())
 }
 
 /// The password of an encrypted key file, as cosign reads it.
@@ -326,7 +431,10 @@ pub fn run(command: &FeatureCommand, cache_dir: Option<PathBuf>) -> Result<ExitC
             emit(&list(&runtime, *output)?)?;
             Ok(ExitCode::SUCCESS)
         }
-        FeatureCommand::Push { file, image, wkg_layout, registry } => {
+        FeatureCommand::Push { file, image, wkg_layout, signing_key, provenance, registry } => {
+            // The key is read before anything is pushed: a wrong password
+            // leaves no unsigned module behind.
+            let key = signing_key.as_deref().map(read_signing_key).transpose()?;
             let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
             let module = load(&runtime, &file.display().to_string(), &bytes)?;
             let annotations = BTreeMap::from([
@@ -344,28 +452,76 @@ pub fn run(command: &FeatureCommand, cache_dir: Option<PathBuf>) -> Result<ExitC
             );
             println!("manifest: {digest}");
             println!("component: sha256:{}", module.digest);
+            if let Some(key) = key {
+                // Signed and attested by digest: a tag moved meanwhile
+                // does not get our signature.
+                let pinned = pinned_image(image, &digest);
+                let store = store(registry);
+                let (_, tag) = tokio.block_on(store.sign(&pinned, &key, &registry.credentials()))?;
+                println!("signature: {tag}");
+                let provenance = provenance.provenance(file, &module);
+                let tag = tokio.block_on(store.attest(&pinned, &digest, &key, &provenance, &registry.credentials()))?;
+                println!("provenance: {tag} ({provenance})");
+            }
             Ok(ExitCode::SUCCESS)
         }
         FeatureCommand::Sign { image, signing_key, registry } => {
-            let pem = std::fs::read(signing_key).with_context(|| format!("reading {}", signing_key.display()))?;
-            let key = SigningKey::from_pem(&signing_key.display().to_string(), &pem, &cosign_password())?;
+            let key = read_signing_key(signing_key)?;
             let (digest, tag) = tokio.block_on(store(registry).sign(image, &key, &registry.credentials()))?;
             println!("signed {image}");
             println!("manifest: {digest}");
             println!("signature: {tag}");
             Ok(ExitCode::SUCCESS)
         }
-        FeatureCommand::Verify { image, registry } => {
+        FeatureCommand::Verify { image, require_builder, require_source, registry } => {
             if registry.keys.is_empty() {
                 anyhow::bail!("verify needs at least one --key (a PEM public key, e.g. cosign.pub)");
             }
-            let (_, _, origin) = tokio.block_on(resolve(image, registry, &store(registry)))?;
+            let store = store(registry);
+            let (_, _, origin) = tokio.block_on(resolve(image, registry, &store))?;
             let Origin::Registry(fetched) = &origin else {
                 anyhow::bail!("`{image}` is not an image reference: only modules in a registry carry signatures");
             };
             println!("{image}: {}", signature_state(&origin));
             println!("manifest: {}", fetched.manifest_digest);
             println!("component: sha256:{}", fetched.sha256);
+            let report = tokio.block_on(store.provenance(
+                image,
+                &fetched.manifest_digest,
+                &registry.trusted_keys()?,
+                &registry.credentials(),
+            ))?;
+            let provenance = checked_provenance(&report, fetched)?;
+            for found in &provenance {
+                println!("provenance: {} (signed by {})", found.provenance, found.signer);
+            }
+            if require_builder.is_some() || require_source.is_some() {
+                let matches = |p: &secop_oci::Provenance| {
+                    require_builder.as_ref().is_none_or(|b| *b == p.builder_id)
+                        && require_source.as_ref().is_none_or(|s| Some(s) == p.source_uri.as_ref())
+                };
+                if !provenance.iter().any(|found| matches(&found.provenance)) {
+                    let wanted = [("builder", require_builder), ("source", require_source)]
+                        .iter()
+                        .filter_map(|(what, v)| v.as_ref().map(|v| format!("{what} {v}")))
+                        .collect::<Vec<_>>()
+                        .join(" and ");
+                    let seen: Vec<String> = provenance.iter().map(|f| f.provenance.to_string()).collect();
+                    anyhow::bail!(
+                        "{image} ({}): no provenance signed by --key with {wanted}; found {}{}",
+                        fetched.manifest_digest,
+                        if seen.is_empty() { "none".to_string() } else { seen.join("; ") },
+                        if report.other > 0 {
+                            format!(
+                                " (and {} attestation(s) not by --key, for another digest or unreadable)",
+                                report.other
+                            )
+                        } else {
+                            String::new()
+                        }
+                    );
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         FeatureCommand::Keygen { dir } => {
@@ -410,6 +566,27 @@ pub fn run(command: &FeatureCommand, cache_dir: Option<PathBuf>) -> Result<ExitC
                 Origin::Registry(fetched) => Some(fetched),
                 Origin::BuiltIn | Origin::File => None,
             };
+            let provenance = match fetched {
+                None => json!("none (not from a registry)"),
+                Some(_) if registry.keys.is_empty() => json!("not checked (give --key to verify)"),
+                Some(fetched) => {
+                    let report = tokio.block_on(store(registry).provenance(
+                        module,
+                        &fetched.manifest_digest,
+                        &registry.trusted_keys()?,
+                        &registry.credentials(),
+                    ))?;
+                    let verified = checked_provenance(&report, fetched)?;
+                    json!({
+                        "verified": verified.iter().map(|v| {
+                            let mut entry = serde_json::to_value(&v.provenance).expect("json");
+                            entry["signer"] = json!(v.signer.to_string());
+                            entry
+                        }).collect::<Vec<_>>(),
+                        "otherAttestations": report.other,
+                    })
+                }
+            };
             let out = json!({
                 "source": name,
                 "id": m.id,
@@ -422,6 +599,7 @@ pub fn run(command: &FeatureCommand, cache_dir: Option<PathBuf>) -> Result<ExitC
                 "annotations": fetched.as_ref().map(|f| f.annotations.clone()),
                 "size": bytes.len(),
                 "signature": signature_state(&origin),
+                "provenance": provenance,
             });
             emit(&serde_yaml::to_string(&out)?)?;
             Ok(ExitCode::SUCCESS)

@@ -1,6 +1,7 @@
 //! `secop`: the security operator's command line.
 
 mod conformance;
+mod console;
 mod diff;
 mod feature;
 mod output;
@@ -170,6 +171,9 @@ enum Command {
     /// Feature modules in OCI registries: push, pull, inspect, test.
     #[command(subcommand)]
     Feature(feature::FeatureCommand),
+    /// Serve the read-only web console: agents and their modules, events,
+    /// posture inventory and alerts, the CTEM checklist and validation runs.
+    Console(console::ConsoleArgs),
     /// The posture engine: inventory and security-context alerts (`scan` offline, `run` on a cluster).
     #[command(subcommand)]
     Posture(posture::PostureCommand),
@@ -191,7 +195,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let (default_level, json) = match &cli.command {
         Command::Run { log_format, .. } => ("info", *log_format == LogFormat::Json),
-        Command::Posture(posture::PostureCommand::Run(_)) => ("info", false),
+        Command::Posture(posture::PostureCommand::Run(_)) | Command::Console(_) => ("info", false),
         _ => ("warn", false),
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("SECOP_LOG").unwrap_or_else(|_| default_level.into());
@@ -335,6 +339,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Posture(command) => posture::run(command),
         Command::CtemReport(args) => output::ctem_report(args),
         Command::Validate(args) => validate::validate(args),
+        Command::Console(args) => console::console(args),
         Command::Feature(command) => feature::run(command, cache_dir(&cli)),
         Command::Crd => {
             print!("{}", serde_yaml::to_string(&SecurityAgent::crd())?);

@@ -359,3 +359,58 @@ fn conformance_passes_for_the_built_ins_and_fails_for_a_broken_module() {
     assert!(row("configure, contribute and its objects pass").contains("Trap"), "{table}");
     assert!(row("a config of the wrong type is a config error").contains(" FAIL "), "{table}");
 }
+
+/// Issue 17's acceptance: the hostile test module fails `--conformance`,
+/// naming the rule each of its misbehaviours breaks and why; the rules
+/// that do not depend on rendering still pass, and those that need a
+/// render say they did not run.
+#[test]
+fn the_hostile_module_fails_conformance_naming_the_rules_it_breaks() {
+    let hostile = secop_builtin::artifact_path("feature_hostile");
+    let dir = std::env::temp_dir().join(format!("secop-hostile-conformance-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let admission = "configure, contribute and its objects pass the operator's admission";
+    let limits = "stays inside the default limits";
+    for (mode, broken, why) in [
+        ("other-namespace", admission, "is in namespace `kube-system`, outside the agent namespace"),
+        (
+            "cluster-admin-binding",
+            admission,
+            "binds ClusterRole `cluster-admin`, which this feature did not contribute",
+        ),
+        ("panic", admission, "Trap: `contribute` trapped"),
+        ("huge-output", limits, "exceeded the memory limit"),
+    ] {
+        let config = dir.join(format!("{mode}.yaml"));
+        std::fs::write(&config, format!("mode: {mode}\n")).unwrap();
+        let out = secop(&[
+            "feature",
+            "test",
+            "--conformance",
+            hostile.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ]);
+        let table = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{mode}:\n{table}{}", String::from_utf8_lossy(&out.stderr));
+        let row =
+            |rule: &str| table.lines().find(|l| l.starts_with(rule)).unwrap_or_else(|| panic!("{rule}:\n{table}"));
+        assert!(
+            row(broken).contains(" FAIL ") && row(broken).contains(why),
+            "{mode} breaks `{broken}` ({why}):\n{table}"
+        );
+        for kept in [
+            "loads as the operator loads it",
+            "a config of the wrong type is a config error",
+            "an unknown config field is reported",
+        ] {
+            assert!(row(kept).contains(" PASS "), "{mode} keeps `{kept}`:\n{table}");
+        }
+        for dependent in ["deterministic", "assess returns its readiness condition"] {
+            assert!(row(dependent).contains("not run: the feature did not render"), "{mode}:\n{table}");
+        }
+    }
+    // Its benign mode keeps every rule.
+    let out = secop(&["feature", "test", "--conformance", hostile.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+}

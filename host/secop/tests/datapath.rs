@@ -26,7 +26,8 @@ mod forger;
 #[path = "common/pipeline.rs"]
 mod pipeline;
 use pipeline::{
-    Replay, collector_env, count_or_zero, render_collector_configs, render_file, repo, sample, scratch, start_replay,
+    Replay, collector_env, count_or_zero, expected_per_tool, files_under, render_collector_configs, render_file, repo,
+    sample, scratch, start_replay,
 };
 use serde_json::{Value, json};
 
@@ -80,61 +81,6 @@ fn rendered_collector_configs_pass_otelcol_validate() {
             }
         }
     }
-}
-
-/// Events in a fixture file, counted the way the pipeline must: CRI
-/// partial lines (`P`) joined with what follows, non-JSON lines dropped.
-fn count_events(path: &Path) -> usize {
-    let text = std::fs::read_to_string(path).unwrap();
-    if !path.to_string_lossy().contains("/var/log/pods/") {
-        return text.lines().filter(|l| l.trim_start().starts_with('{')).count();
-    }
-    let mut count = 0;
-    let mut message = String::new();
-    for line in text.lines() {
-        let mut parts = line.splitn(4, ' ');
-        let (_, _, tag, content) = (parts.next(), parts.next(), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-        message.push_str(content);
-        if tag == "F" {
-            if message.trim_start().starts_with('{') {
-                count += 1;
-            }
-            message.clear();
-        }
-    }
-    count
-}
-
-fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            files_under(&path, out);
-        } else if path.extension().is_some_and(|e| e == "log") {
-            out.push(path);
-        }
-    }
-}
-
-/// Expected documents per tool, from the fixtures themselves.
-fn expected_per_tool(fixtures: &Path) -> BTreeMap<&'static str, usize> {
-    let mut files = vec![];
-    files_under(fixtures, &mut files);
-    let mut out = BTreeMap::new();
-    for f in files {
-        let p = f.to_string_lossy();
-        let tool = if p.contains("_falco-") {
-            "falco"
-        } else if p.contains("_tetragon-") {
-            "tetragon"
-        } else if p.contains("/osquery/") {
-            "osquery"
-        } else {
-            continue;
-        };
-        *out.entry(tool).or_default() += count_events(&f);
-    }
-    out
 }
 
 async fn es(url: &str) -> Elastic {

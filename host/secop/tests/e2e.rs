@@ -22,6 +22,8 @@ use kube::core::{ApiResource, GroupVersionKind};
 mod cluster;
 #[path = "common/pipeline.rs"]
 mod pipeline;
+#[path = "common/scaffold.rs"]
+mod scaffold;
 use cluster::{
     agent_status, apply_agent, client, condition, create_namespace, delete_agent, install_crd, kubectl_apply,
     kubectl_apply_until_refused, live_objects, repo, service_account_kubeconfig, tenant_kubeconfig, wait_for,
@@ -1355,6 +1357,660 @@ async fn only_modules_signed_by_the_admins_signer_run() {
     delete_agent(&client, ns, "modules").await;
     operator.kill();
     registry.stop();
+}
+
+/// Issue 17's author's kit, end to end: a Rust and a Python feature
+/// scaffolded by `secop feature new` build with their README's command,
+/// pass `--conformance`, are pushed, signed and given provenance by `secop
+/// feature push --signing-key`, and run on the control plane under a
+/// cluster policy that requires the author's signature: their objects
+/// applied, their signer in status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaffolded_features_are_signed_pushed_and_run_on_the_control_plane() {
+    let Some(env) = env() else { return };
+    let registry_bin = std::env::var_os("SECOP_REGISTRY_BIN").map(PathBuf::from).expect("SECOP_REGISTRY_BIN");
+    // The builds touch no cluster: before the lock.
+    let rust = scaffold::build_rust("port_scan", &scaffold::project_dir("e2e-rust"));
+    let python = scaffold::build_python("audit_trail", &scaffold::project_dir("e2e-python"));
+    for module in [&rust, &python] {
+        scaffold::passes_conformance(module);
+    }
+    let _serial = SERIAL.lock().await;
+    let client = client(&env.kubeconfig).await;
+    install_crd(&client).await;
+    let run = format!("{}-{}", std::process::id(), Instant::now().elapsed().as_nanos() % 1000);
+    let ns = &format!("e2e-authors-{run}");
+    create_namespace(&client, ns).await;
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("authors-{run}"));
+    let mut registry =
+        secop_test_harness::Registry::start(&registry_bin, &dir.join("registry"), secop_test_harness::free_port())
+            .unwrap();
+    let host = registry.host();
+    let secop = |args: &[&str]| {
+        run_ok(
+            Command::new(env!("CARGO_BIN_EXE_secop"))
+                .args(args)
+                .env("COSIGN_PASSWORD", "author-pw")
+                .env("SECOP_CACHE_DIR", dir.join("cli-cache")),
+        )
+    };
+    let keys = dir.join("keys");
+    secop(&["feature", "keygen", "--dir", keys.to_str().unwrap()]);
+    let signing_key = keys.join("cosign.key");
+    let images = [("port_scan", &rust), ("audit_trail", &python)].map(|(id, module)| {
+        let image = format!("{host}/authors/{}:0.1.0", id.replace('_', "-"));
+        let pushed = secop(&[
+            "feature",
+            "push",
+            module.to_str().unwrap(),
+            &image,
+            "--signing-key",
+            signing_key.to_str().unwrap(),
+            "--plain-http",
+            &host,
+        ]);
+        assert!(pushed.contains("signature: ") && pushed.contains("provenance: "), "{pushed}");
+        (id, image)
+    });
+
+    let indented: String =
+        std::fs::read_to_string(keys.join("cosign.pub")).unwrap().lines().map(|l| format!("      {l}\n")).collect();
+    let policy = policy_file(
+        "authors",
+        &format!(
+            "modules:\n  signers:\n  - name: author\n    namespaces: [{ns}]\n    publicKey: |\n{indented}  allowed:\n  - {{image: \"{host}/authors/\", signers: [author]}}\n"
+        ),
+    );
+    let mut operator =
+        Operator::start_with(&env, ns, &["--plain-http", host.as_str(), "--policy", policy.to_str().unwrap()]);
+    let features: Vec<Value> = images
+        .iter()
+        .map(|(id, image)| json!({ "name": id, "module": { "image": image }, "config": { "message": format!("from the {id} author") } }))
+        .collect();
+    let agent = json!({
+        "apiVersion": "security.example.io/v1alpha1",
+        "kind": "SecurityAgent",
+        "metadata": { "name": "authors", "namespace": ns },
+        "spec": { "features": features },
+    });
+    apply_agent(&client, ns, &agent).await;
+    wait_ready(&client, ns, "authors", Duration::from_secs(180)).await;
+    let status = agent_status(&client, ns, "authors").await.unwrap();
+    let config_maps = Api::<ConfigMap>::namespaced(client.clone(), ns);
+    for (id, image) in &images {
+        let settings = config_maps.get(&format!("{}-settings", id.replace('_', "-"))).await.unwrap();
+        assert_eq!(settings.data.unwrap()["message"], format!("from the {id} author"));
+        let feature = &status.status.as_ref().unwrap().features[*id];
+        assert_eq!(feature.module_image.as_deref(), Some(image.as_str()), "{feature:?}");
+        let signer = feature.module_signer.clone().unwrap_or_default();
+        assert!(signer.starts_with("author (key sha256:"), "{id}: {signer}");
+    }
+
+    delete_agent(&client, ns, "authors").await;
+    operator.kill();
+    registry.stop();
+}
+
+/// A browser session on the console through chromedriver (Debian's
+/// chromium-driver, the same version as its chromium).
+struct Browser {
+    client: fantoccini::Client,
+    driver: Child,
+    shots: PathBuf,
+}
+
+impl Browser {
+    async fn start(shots: &Path) -> Self {
+        let chromium = std::env::var("SECOP_CHROMIUM").expect("SECOP_CHROMIUM (set by `cargo xtask test`)");
+        let chromedriver = std::env::var("SECOP_CHROMEDRIVER").expect("SECOP_CHROMEDRIVER (set by `cargo xtask test`)");
+        let port = secop_test_harness::free_port();
+        let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("chromedriver-{port}.log"));
+        let driver = Command::new(chromedriver)
+            .arg(format!("--port={port}"))
+            .arg(format!("--log-path={}", log.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let profile = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("chromium-profile-{port}"));
+        // The flags this machine's closed network needs (its probe notes):
+        // no background connections, no sandbox as root, a fresh profile.
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert("browserName".into(), json!("chrome"));
+        capabilities.insert(
+            "goog:chromeOptions".into(),
+            json!({ "binary": chromium, "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--window-size=1400,1000", format!("--user-data-dir={}", profile.display()),
+            ] }),
+        );
+        let mut last = String::new();
+        for _ in 0..50 {
+            match fantoccini::ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+                .capabilities(capabilities.clone())
+                .connect(&format!("http://127.0.0.1:{port}"))
+                .await
+            {
+                Ok(client) => {
+                    std::fs::create_dir_all(shots).unwrap();
+                    return Self { client, driver, shots: shots.to_path_buf() };
+                }
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("no chromedriver session: {last} (log: {})", log.display());
+    }
+
+    async fn open(&self, url: &str) {
+        self.client.goto(url).await.unwrap_or_else(|e| panic!("open {url}: {e}"));
+    }
+
+    /// The text of the first element matching `css` (waiting for it).
+    async fn text(&self, css: &str) -> String {
+        let found =
+            self.client.wait().at_most(Duration::from_secs(20)).for_element(fantoccini::Locator::Css(css)).await;
+        match found {
+            Ok(element) => element.text().await.unwrap(),
+            Err(e) => {
+                let url = self.client.current_url().await.unwrap();
+                let page = self.client.source().await.unwrap_or_default();
+                panic!("no `{css}` on {url}: {e}\n{page}")
+            }
+        }
+    }
+
+    /// An attribute of every element matching `css`.
+    async fn attributes(&self, css: &str, attribute: &str) -> Vec<String> {
+        let mut out = vec![];
+        for element in self.client.find_all(fantoccini::Locator::Css(css)).await.unwrap() {
+            out.push(element.attr(attribute).await.unwrap().unwrap_or_default());
+        }
+        out
+    }
+
+    /// The text of every element matching `css`.
+    async fn texts(&self, css: &str) -> Vec<String> {
+        let mut out = vec![];
+        for element in self.client.find_all(fantoccini::Locator::Css(css)).await.unwrap() {
+            out.push(element.text().await.unwrap());
+        }
+        out
+    }
+
+    /// The DOM text of every element matching `css`, shown or not (a
+    /// closed <details>).
+    async fn contents(&self, css: &str) -> Vec<String> {
+        let mut out = vec![];
+        for element in self.client.find_all(fantoccini::Locator::Css(css)).await.unwrap() {
+            out.push(element.prop("textContent").await.unwrap().unwrap_or_default());
+        }
+        out
+    }
+
+    async fn count(&self, css: &str) -> usize {
+        self.client.find_all(fantoccini::Locator::Css(css)).await.unwrap().len()
+    }
+
+    async fn log_in(&self, base: &str, token: &str) {
+        self.open(&format!("{base}/login")).await;
+        let field = self.client.wait().for_element(fantoccini::Locator::Css("input#token")).await.unwrap();
+        field.send_keys(token).await.unwrap();
+        self.client.find(fantoccini::Locator::Css("form.login button")).await.unwrap().click().await.unwrap();
+    }
+
+    /// A PNG of the page as it is now: in the target dir, and under
+    /// docs/screenshots when SECOP_UPDATE_SCREENSHOTS=1.
+    async fn screenshot(&self, name: &str) {
+        let png = self.client.screenshot().await.unwrap();
+        std::fs::write(self.shots.join(format!("{name}.png")), &png).unwrap();
+        if std::env::var("SECOP_UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1") {
+            std::fs::write(repo(&format!("docs/screenshots/{name}.png")), &png).unwrap();
+        }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.client.close().await;
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// `secop console`, as its own process, with the identity of `kubeconfig`.
+struct ConsoleProcess {
+    child: Child,
+    url: String,
+}
+
+impl ConsoleProcess {
+    fn start(kubeconfig: &Path, extra: &[&str]) -> Self {
+        let port = secop_test_harness::free_port();
+        let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("console-{port}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_secop"))
+            .args(["console", "--listen", &format!("127.0.0.1:{port}")])
+            .args(extra)
+            .env("KUBECONFIG", kubeconfig)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .expect("start secop console");
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the console did not listen: {}",
+                std::fs::read_to_string(&log).unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self { child, url }
+    }
+}
+
+impl Drop for ConsoleProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The bearer token in a kubeconfig that `service_account_kubeconfig` wrote.
+fn token_of(kubeconfig: &Path) -> String {
+    let config: Value = serde_yaml::from_str(&std::fs::read_to_string(kubeconfig).unwrap()).unwrap();
+    config["users"][0]["user"]["token"].as_str().unwrap().to_string()
+}
+
+/// Issue 18 in a real browser: `secop console`, with the read-only
+/// identity the chart gives it, on the real control plane and a real
+/// Elasticsearch loaded with the replay, the posture engine and a module
+/// rollback. Headless Chromium logs in with a Kubernetes token and reads
+/// every page: the agent's module, rollback and Events; the replayed
+/// counts per tool in the event panels (from the fixtures themselves); the
+/// deleted risky pod's alerts resolved with their evidence; the CTEM
+/// checklist as `secop ctem-report` computes it and the validation run's
+/// results. An unknown agent, a revoked token, a user without access and
+/// an unreachable Elasticsearch each get a clear message. Screenshots of
+/// every page go to docs/screenshots (SECOP_UPDATE_SCREENSHOTS=1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_shows_the_grid_in_a_real_browser() {
+    let Some(env) = env() else { return };
+    let es_url = std::env::var("SECOP_E2E_ES_URL").expect("SECOP_E2E_ES_URL (set by `cargo xtask test`)");
+    let otelcol = std::env::var_os("SECOP_OTELCOL").map(PathBuf::from).expect("SECOP_OTELCOL");
+    let registry_bin = std::env::var_os("SECOP_REGISTRY_BIN").map(PathBuf::from).expect("SECOP_REGISTRY_BIN");
+    let _serial = SERIAL.lock().await;
+    let client = client(&env.kubeconfig).await;
+    install_crd(&client).await;
+    let run = std::process::id();
+    let ns = &format!("e2e-console-{run}");
+    create_namespace(&client, ns).await;
+    let dir = pipeline::scratch("console");
+    let es = secop_elastic::Elastic::new(&secop_elastic::ElasticConfig::new(vec![es_url.clone()])).unwrap();
+
+    // Events: the replay through the real collectors.
+    let replay = pipeline::start_replay(&otelcol, &es_url, &format!("console-{run}"), &dir);
+    let expected = pipeline::expected_per_tool(&replay.fixtures);
+    let per_tool = || async {
+        let _ = es.refresh(&replay.events).await;
+        let answer = es
+            .search(
+                &replay.events,
+                &json!({ "size": 0, "aggs": { "t": { "terms": { "field": "labels.security_tool" } } } }),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<BTreeMap<String, usize>, String>(
+            answer["aggregations"]["t"]["buckets"]
+                .as_array()
+                .map(|b| {
+                    b.iter()
+                        .map(|b| (b["key"].as_str().unwrap().to_string(), b["doc_count"].as_u64().unwrap() as usize))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        )
+    };
+    wait_for("the replayed runtime events indexed", Duration::from_secs(180), || async {
+        let counts = per_tool().await?;
+        Ok(["falco", "tetragon"].iter().all(|t| counts.get(*t) == expected.get(*t)))
+    })
+    .await;
+
+    // Posture: the engine on the same indices; the risky pod comes and goes.
+    let posture_rules =
+        pipeline::render_file(&repo("deploy/samples/securityagent_full.yaml"), &["--feature", "posture"])["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["kind"] == "ClusterRole")
+            .unwrap()["rules"]
+            .clone();
+    let reader = service_account_kubeconfig(
+        &client,
+        &env.kubeconfig,
+        ns,
+        "posture",
+        &posture_rules,
+        &dir.join("kubeconfig-posture"),
+    )
+    .await;
+    let mut engine =
+        PostureEngine::start(&reader, &es_url, &format!("console-{run}"), &replay.inventory, &replay.events);
+    wait_for("the first list of every kind", Duration::from_secs(120), || async { Ok(engine.lists_complete() >= 15) })
+        .await;
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), ns);
+    let risky = format!("risky-{run}");
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+        "metadata": { "name": risky },
+        "spec": { "automountServiceAccountToken": false, "containers": [{ "name": "risky", "image": "nginx:1.27", "securityContext": { "privileged": true, "runAsUser": 0 } }] },
+    }))
+    .unwrap();
+    let uid = pods.create(&PostParams::default(), &pod).await.unwrap().metadata.uid.unwrap();
+    let of_pod = json!({ "term": { "kubernetes.resource.uid": uid } });
+    wait_for("the risky pod's alerts", Duration::from_secs(30), || async {
+        Ok(search(&es, &replay.events, of_pod.clone()).await.len() >= 2)
+    })
+    .await;
+    pods.delete(&risky, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.unwrap();
+    wait_for("the risky pod's alerts resolved", Duration::from_secs(60), || async {
+        let alerts = search(&es, &replay.events, of_pod.clone()).await;
+        Ok(!alerts.is_empty() && alerts.iter().all(|a| a["finding"]["status"] == "resolved"))
+    })
+    .await;
+    let risky_alerts = search(&es, &replay.events, of_pod.clone()).await.len();
+    engine.stop();
+
+    // An agent whose falco module is rolled back: 1.0 runs, the broken 3.0 is refused.
+    let mut registry =
+        secop_test_harness::Registry::start(&registry_bin, &dir.join("registry"), secop_test_harness::free_port())
+            .unwrap();
+    let host = registry.host();
+    let repository = format!("{host}/features/falco-console-{run}");
+    push(&pipeline::component("feature_falco"), &format!("{repository}:1.0"), &host);
+    push(&pipeline::component("feature_falco_broken"), &format!("{repository}:3.0"), &host);
+    let policy = policy_file(
+        "console",
+        &format!(
+            "modules:\n  allowed:\n  - {{image: \"{host}/features/\", clusterScoped: true, hostAccess: true}}\nimages:\n  allowed: [docker.io/falcosecurity/falco]\n"
+        ),
+    );
+    let mut operator =
+        Operator::start_with(&env, ns, &["--plain-http", host.as_str(), "--policy", policy.to_str().unwrap()]);
+    let agent = |tag: &str| {
+        json!({
+            "apiVersion": "security.example.io/v1alpha1", "kind": "SecurityAgent",
+            "metadata": { "name": "grid", "namespace": ns },
+            "spec": { "features": [{ "name": "falco", "module": { "image": format!("{repository}:{tag}") } }] },
+        })
+    };
+    apply_agent(&client, ns, &agent("1.0")).await;
+    wait_ready(&client, ns, "grid", Duration::from_secs(180)).await;
+    apply_agent(&client, ns, &agent("3.0")).await;
+    let degraded = wait_degraded_named(&client, ns, "grid", "ModuleRolledBack").await;
+    operator.kill();
+
+    // A validation run over the replay, written to the agent's status by
+    // the runner's own identity (as the spec.tests CronJob does).
+    let runner_rules = json!([
+        { "apiGroups": ["security.example.io"], "resources": ["securityagents"], "verbs": ["get"] },
+        { "apiGroups": ["security.example.io"], "resources": ["securityagents/status"], "verbs": ["patch"] },
+    ]);
+    let runner = service_account_kubeconfig(
+        &client,
+        &env.kubeconfig,
+        ns,
+        "ctem-validation",
+        &runner_rules,
+        &dir.join("kubeconfig-runner"),
+    )
+    .await;
+    let day = "2026-11-20T00:00:00Z";
+    let validated = Command::new(env!("CARGO_BIN_EXE_secop"))
+        .args([
+            "validate",
+            "--endpoint",
+            &es_url,
+            "--index-events",
+            &replay.events,
+            "--index-inventory",
+            &replay.inventory,
+        ])
+        .args(["--pod", "ctem-testbox", "--since", day, "--inventory-since", day, "--timeout-seconds", "0"])
+        .args(["--agent", &format!("{ns}/grid")])
+        .env("KUBECONFIG", &runner)
+        .output()
+        .unwrap();
+    assert!(
+        validated.status.code().is_some_and(|c| c <= 1),
+        "secop validate: {}",
+        String::from_utf8_lossy(&validated.stderr)
+    );
+    es.refresh(&replay.events).await.unwrap();
+
+    // The console, with the chart's read-only rules; a viewer may list agents.
+    let console_rules = console_cluster_rules();
+    let identity = service_account_kubeconfig(
+        &client,
+        &env.kubeconfig,
+        ns,
+        "console",
+        &console_rules,
+        &dir.join("kubeconfig-console"),
+    )
+    .await;
+    let indices = [
+        "--index-inventory",
+        replay.inventory.as_str(),
+        "--index-events",
+        replay.events.as_str(),
+        "--index-vulnerabilities",
+        replay.vuln.as_str(),
+    ];
+    let mut args = vec!["--endpoint", es_url.as_str()];
+    args.extend(indices);
+    let console = ConsoleProcess::start(&identity, &args);
+    let viewer_rules =
+        json!([{ "apiGroups": ["security.example.io"], "resources": ["securityagents"], "verbs": ["get", "list"] }]);
+    let viewer = token_of(
+        &service_account_kubeconfig(
+            &client,
+            &env.kubeconfig,
+            ns,
+            "viewer",
+            &viewer_rules,
+            &dir.join("kubeconfig-viewer"),
+        )
+        .await,
+    );
+    let base = console.url.as_str();
+    let browser = Browser::start(&Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots")).await;
+
+    // Not logged in: the login page.
+    browser.open(&format!("{base}/agents")).await;
+    assert!(browser.text("label[for=token]").await.contains("Kubernetes bearer token"));
+    browser.log_in(base, &viewer).await;
+
+    // Agents: the rollback and the module that runs.
+    let row = format!("tr[data-agent='{ns}/grid']");
+    assert!(browser.text(&format!("{row} td:nth-child(5)")).await.contains("ModuleRolledBack"));
+    assert!(browser.text("header .user").await.contains(&format!("system:serviceaccount:{ns}:viewer")));
+    browser.screenshot("agents").await;
+    browser.open(&format!("{base}/agents/{ns}/grid")).await;
+    let falco = browser.text("tr[data-feature=falco]").await;
+    assert!(falco.contains(&format!("{repository}:1.0")), "the last good module runs: {falco}");
+    assert!(falco.contains(&sha256_of(&pipeline::component("feature_falco"))), "{falco}");
+    let rollback = browser.text("section.rollback").await;
+    assert!(rollback.contains("ModuleRolledBack") && rollback.contains(&format!("{repository}:3.0")), "{rollback}");
+    assert!(degraded.contains(&format!("rolled back to {repository}:1.0")), "{degraded}");
+    assert!(rollback.contains(&format!("rolled back to {repository}:1.0")), "{rollback}");
+    assert!(
+        browser.attributes("table.events tr[data-reason]", "data-reason").await.iter().any(|r| r == "ModuleRolledBack")
+    );
+    browser.screenshot("agent").await;
+
+    // Events: the panels show the replayed counts.
+    browser.open(&format!("{base}/events?range=all")).await;
+    browser.text("#over-time svg").await;
+    let legend = |kind: &'static str| {
+        let browser = &browser;
+        async move {
+            let keys = browser.attributes(&format!("table[data-legend={kind}] tr"), "data-key").await;
+            let counts = browser.attributes(&format!("table[data-legend={kind}] tr"), "data-count").await;
+            keys.into_iter()
+                .zip(counts.into_iter().map(|c| c.parse::<usize>().unwrap()))
+                .collect::<BTreeMap<String, usize>>()
+        }
+    };
+    let tools = legend("tool").await;
+    for tool in ["falco", "tetragon"] {
+        assert_eq!(tools.get(tool), expected.get(tool), "{tool} in the panel vs the fixtures: {tools:?}");
+    }
+    assert_eq!(tools, per_tool().await.unwrap(), "every tool's count as Elasticsearch has it");
+    let total: usize = tools.values().sum();
+    assert_eq!(browser.text("[data-figure=events-total] .value").await, total.to_string());
+    assert_eq!(legend("severity").await.values().sum::<usize>(), total, "the donut covers every event with a severity");
+    assert!(legend("namespace").await.contains_key("ctem-test"), "the scenario namespace is among the top ones");
+    assert_eq!(browser.count("table.events tbody tr").await, 50, "one page of the table");
+    browser.screenshot("events").await;
+    browser.open(&format!("{base}/events?range=all&q=ctem-testbox")).await;
+    let pods_shown = browser.texts("table.events tbody td.kubernetes-pod-name").await;
+    assert!(!pods_shown.is_empty() && pods_shown.iter().all(|p| p == "ctem-testbox"), "{pods_shown:?}");
+
+    // Inventory and alerts: the deleted risky pod's alerts resolved, with evidence.
+    browser.open(&format!("{base}/posture?status=resolved")).await;
+    let resource = format!("Pod {ns}/{risky}");
+    let rows = format!("table.alerts tr[data-resource='{resource}']");
+    assert_eq!(browser.count(&rows).await, risky_alerts);
+    assert!(browser.attributes(&rows, "data-status").await.iter().all(|s| s == "resolved"));
+    let evidence = browser.contents(&format!("{rows} td.evidence pre")).await;
+    assert!(evidence.iter().any(|e| e.contains("\"privileged\": true")), "{evidence:?}");
+    assert!(browser.text(&format!("{rows} .resolution")).await.contains("resource deleted"));
+    let deleted_pods: usize =
+        browser.attributes("table.inventory tr[data-kind=Pod]", "data-deleted").await[0].parse().unwrap();
+    assert!(deleted_pods >= 1);
+    browser.screenshot("posture").await;
+
+    // CTEM: the checklist as `secop ctem-report` computes it, the validation run.
+    let report = Command::new(env!("CARGO_BIN_EXE_secop"))
+        .args(["ctem-report", "--endpoint", &es_url, "-o", "json"])
+        .args(indices)
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&report.stdout).unwrap();
+    browser.open(&format!("{base}/ctem")).await;
+    browser.text("table.checklist").await;
+    let outcomes: BTreeMap<String, String> = browser
+        .attributes("table.checklist tr[data-check]", "data-check")
+        .await
+        .into_iter()
+        .zip(browser.attributes("table.checklist tr[data-check]", "data-outcome").await)
+        .collect();
+    let cli: BTreeMap<String, String> = report
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let outcome = match c["outcome"].as_str().unwrap() {
+                "PASS" => "PASS",
+                "FAIL" => "FAIL",
+                _ => "N/A",
+            };
+            (c["id"].as_str().unwrap().to_string(), outcome.to_string())
+        })
+        .collect();
+    assert_eq!(outcomes, cli, "the console's checklist is the CLI's");
+    let scenario = |name: &str| format!("article.run[data-agent='{ns}/grid'] tr[data-scenario={name}]");
+    // The agent enables falco only: the escape scenario lacks falco's detection.
+    assert_eq!(browser.attributes(&scenario("validate-shell"), "data-result").await, ["Passed"]);
+    assert_eq!(browser.attributes(&scenario("validate-container-escape"), "data-result").await, ["Failed"]);
+    assert!(
+        browser.text(&scenario("validate-container-escape")).await.ends_with("falco"),
+        "the missing detection is named"
+    );
+    browser.screenshot("ctem").await;
+
+    // Bad input: an unknown agent, a user without access, a revoked token.
+    browser.open(&format!("{base}/agents/{ns}/nope")).await;
+    assert!(browser.text(".problem").await.contains(&format!("There is no SecurityAgent nope in namespace {ns}")));
+    browser.client.find(fantoccini::Locator::Css("form.logout button")).await.unwrap().click().await.unwrap();
+    assert!(browser.text(".problem").await.contains("Logged out"));
+    let nobody = token_of(
+        &service_account_kubeconfig(&client, &env.kubeconfig, ns, "nobody", &json!([]), &dir.join("kubeconfig-nobody"))
+            .await,
+    );
+    browser.log_in(base, &nobody).await;
+    assert!(
+        browser
+            .text(".problem")
+            .await
+            .contains(&format!("system:serviceaccount:{ns}:nobody may not list SecurityAgents"))
+    );
+    let revoked = token_of(
+        &service_account_kubeconfig(
+            &client,
+            &env.kubeconfig,
+            ns,
+            "revoked",
+            &viewer_rules,
+            &dir.join("kubeconfig-revoked"),
+        )
+        .await,
+    );
+    Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(client.clone(), ns)
+        .delete("revoked", &DeleteParams::default())
+        .await
+        .unwrap();
+    browser.log_in(base, &revoked).await;
+    assert!(browser.text(".problem").await.contains("The token was not accepted"));
+    browser.screenshot("error-token").await;
+
+    // Elasticsearch unreachable: the pages say so, the agents still show.
+    let closed = format!("http://127.0.0.1:{}", secop_test_harness::free_port());
+    let mut args = vec!["--endpoint", closed.as_str(), "--auth", "none"];
+    args.extend(indices);
+    let offline = ConsoleProcess::start(&identity, &args);
+    browser.open(&format!("{}/events", offline.url)).await;
+    assert!(browser.text(".problem").await.contains(&format!("Elasticsearch at {closed} is unreachable")));
+    browser.screenshot("error-elasticsearch").await;
+    browser.open(&format!("{}/agents", offline.url)).await;
+    browser.text(&row).await;
+
+    browser.stop().await;
+    drop((console, offline));
+    delete_agent(&client, ns, "grid").await;
+    registry.stop();
+}
+
+/// The chart's ClusterRole for the console (console.enabled), its rules.
+fn console_cluster_rules() -> Value {
+    let helm = std::env::var_os("SECOP_HELM").expect("SECOP_HELM (set by `cargo xtask test`)");
+    let out = Command::new(helm)
+        .args([
+            "template",
+            "secop",
+            &repo("deploy/helm/security-operator").to_string_lossy(),
+            "--set",
+            "console.enabled=true",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "helm template: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    use serde::Deserialize as _;
+    serde_yaml::Deserializer::from_str(&text)
+        .filter_map(|d| Value::deserialize(d).ok())
+        .find(|o| o["kind"] == "ClusterRole" && o["metadata"]["name"].as_str().is_some_and(|n| n.ends_with("-console")))
+        .expect("the console's ClusterRole in the chart")["rules"]
+        .clone()
+}
+
+/// Wait until the agent `name` is Degraded with `reason`; its message.
+async fn wait_degraded_named(client: &Client, namespace: &str, name: &str, reason: &str) -> String {
+    wait_reason(client, namespace, name, "Degraded", reason).await.1
 }
 
 /// Wait until the agent's condition `type_` has `reason` for its current

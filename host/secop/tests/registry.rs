@@ -39,6 +39,8 @@ impl Cli {
             .args(args)
             .args(["--plain-http", &self.registry])
             .env("SECOP_CACHE_DIR", &self.cache)
+            // For `--signing-key`: the password of the key files below.
+            .env("COSIGN_PASSWORD", "pw-2")
             .output()
             .unwrap()
     }
@@ -310,6 +312,195 @@ fn cosign_and_secop_signatures_verify_in_both_tools() {
     assert!(moved.contains("no signature") && !moved.contains(&digest), "{moved}");
     // The signed digest still verifies by digest, in both tools.
     assert!(cli.ok(&["feature", "verify", &by_digest, "--key", cosign_pub]).contains("signed by"));
+    registry.stop();
+}
+
+/// Issue 17, point 4: `secop feature push --signing-key` signs the module
+/// and attaches its provenance (source, builder, contract version,
+/// component digest) as `cosign attest` would; real `cosign
+/// verify-attestation --type slsaprovenance1` accepts it. Provenance that
+/// `cosign attest` attached is read by `secop feature verify
+/// --require-builder`; a builder or source other than the required one,
+/// or provenance by another key, is refused, naming what was found.
+#[test]
+fn provenance_attached_on_push_verifies_in_both_tools() {
+    use base64::Engine as _;
+    let Some(bin) = registry_bin() else { return };
+    let Some(cosign) = client_tool("SECOP_COSIGN") else { return };
+    let dir = scratch("provenance");
+    let mut registry = Registry::start(&bin, &dir.join("registry"), free_port()).unwrap();
+    let host = registry.host();
+    let cli = Cli { cache: dir.join("cache"), registry: host.clone() };
+    let (secop_keys, cosign_keys) = (dir.join("secop-keys"), dir.join("cosign-keys"));
+    run_tool(
+        Command::new(env!("CARGO_BIN_EXE_secop"))
+            .args(["feature", "keygen", "--dir", secop_keys.to_str().unwrap()])
+            .env("COSIGN_PASSWORD", "pw-2"),
+    );
+    std::fs::create_dir_all(&cosign_keys).unwrap();
+    run_tool(Command::new(&cosign).current_dir(&cosign_keys).env("COSIGN_PASSWORD", "pw-1").arg("generate-key-pair"));
+    let (secop_pub, cosign_pub) = (secop_keys.join("cosign.pub"), cosign_keys.join("cosign.pub"));
+    let (secop_pub, cosign_pub) = (secop_pub.to_str().unwrap(), cosign_pub.to_str().unwrap());
+    let signing_key = secop_keys.join("cosign.key");
+
+    // Pushed from a git work tree: source and commit are read from it.
+    let work = dir.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let git = |args: &[&str]| {
+        run_tool(
+            Command::new("git")
+                .current_dir(&work)
+                .args(["-c", "user.name=a", "-c", "user.email=a@example.test"])
+                .args(args),
+        )
+    };
+    git(&["init", "-q"]);
+    git(&["remote", "add", "origin", "https://git.example/team/falco-feature.git"]);
+    std::fs::write(work.join(".gitignore"), "*.wasm\n").unwrap();
+    git(&["add", ".gitignore"]);
+    git(&["commit", "-q", "-m", "first"]);
+    let commit = git(&["rev-parse", "HEAD"]).trim().to_string();
+    let wasm = work.join("falco.wasm");
+    std::fs::copy(component("feature_falco"), &wasm).unwrap();
+    let component_sha = sha256_hex(&std::fs::read(&wasm).unwrap());
+    let image = format!("{host}/features/falco:1");
+    let pushed = cli.ok(&[
+        "feature",
+        "push",
+        wasm.to_str().unwrap(),
+        &image,
+        "--signing-key",
+        signing_key.to_str().unwrap(),
+        "--builder-id",
+        "https://ci.example/workflows/release",
+    ]);
+    let digest = line_value(&pushed, "manifest:").to_string();
+    let attestations = line_value(&pushed, "provenance:");
+    assert!(attestations.contains(&format!("{}.att", digest.replace(':', "-"))), "{pushed}");
+
+    // Real cosign accepts the attestation (and the signature) by our key.
+    run_tool(Command::new(&cosign).args(["verify", "--key", secop_pub, "--insecure-ignore-tlog=true", &image]));
+    let attested = run_tool(Command::new(&cosign).args([
+        "verify-attestation",
+        "--key",
+        secop_pub,
+        "--type",
+        "slsaprovenance1",
+        "--insecure-ignore-tlog=true",
+        &image,
+    ]));
+    let envelope: serde_json::Value = serde_json::from_str(attested.lines().next().unwrap()).unwrap();
+    let statement: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD.decode(envelope["payload"].as_str().unwrap()).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(statement["predicate"]["runDetails"]["builder"]["id"], "https://ci.example/workflows/release");
+    let external = &statement["predicate"]["buildDefinition"]["externalParameters"]["source"];
+    assert_eq!(external["uri"], "git+https://git.example/team/falco-feature.git", "{statement}");
+    assert_eq!(external["digest"]["gitCommit"], commit.as_str(), "{statement}");
+    assert_eq!(statement["predicate"]["buildDefinition"]["internalParameters"]["sourceDirty"], false);
+    let subjects: Vec<&str> =
+        statement["subject"].as_array().unwrap().iter().map(|s| s["digest"]["sha256"].as_str().unwrap()).collect();
+    assert_eq!(subjects, [digest.trim_start_matches("sha256:"), component_sha.as_str()]);
+
+    // secop: inspect prints signer, provenance and contract; verify
+    // requires a builder and a source.
+    let inspected: serde_json::Value =
+        serde_yaml::from_str(&cli.ok(&["feature", "inspect", &image, "--key", secop_pub])).unwrap();
+    let provenance = &inspected["provenance"]["verified"][0];
+    assert_eq!(provenance["builderId"], "https://ci.example/workflows/release", "{inspected}");
+    assert_eq!(provenance["sourceCommit"], commit.as_str());
+    assert_eq!(provenance["contractVersion"], inspected["contractVersion"]);
+    assert_eq!(provenance["componentSha256"], component_sha.as_str());
+    assert!(provenance["signer"].as_str().unwrap().starts_with(secop_pub), "{inspected}");
+    assert!(inspected["signature"].as_str().unwrap().starts_with("signed by"), "{inspected}");
+    let verified = cli.ok(&[
+        "feature",
+        "verify",
+        &image,
+        "--key",
+        secop_pub,
+        "--require-builder",
+        "https://ci.example/workflows/release",
+        "--require-source",
+        "git+https://git.example/team/falco-feature.git",
+    ]);
+    assert!(
+        verified.contains(&format!(
+            "provenance: built by https://ci.example/workflows/release from git+https://git.example/team/falco-feature.git@{commit}"
+        )),
+        "{verified}"
+    );
+    let refused =
+        cli.fails(&["feature", "verify", &image, "--key", secop_pub, "--require-builder", "https://ci.example/other"]);
+    for expected in [
+        "no provenance signed by --key with builder https://ci.example/other",
+        "found built by https://ci.example/workflows/release",
+        &digest,
+    ] {
+        assert!(refused.contains(expected), "`{expected}` not in: {refused}");
+    }
+
+    // cosign signs and attests another builder's provenance; secop reads
+    // it, and ours stays (attestations are appended).
+    let by_digest = format!("{host}/features/falco@{digest}");
+    let predicate = dir.join("predicate.json");
+    std::fs::write(
+        &predicate,
+        serde_json::json!({
+            "buildDefinition": {
+                "buildType": "https://ci.example/buildtypes/make/v1",
+                "externalParameters": { "source": { "uri": "git+https://git.example/team/falco-feature.git", "digest": { "gitCommit": commit } } },
+            },
+            "runDetails": { "builder": { "id": "https://ci.example/workflows/nightly" } },
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let cosign_key = cosign_keys.join("cosign.key");
+    for verb in [vec!["sign"], vec!["attest", "--type", "slsaprovenance1", "--predicate", predicate.to_str().unwrap()]]
+    {
+        run_tool(Command::new(&cosign).env("COSIGN_PASSWORD", "pw-1").args(&verb).args([
+            "--key",
+            cosign_key.to_str().unwrap(),
+            "--tlog-upload=false",
+            "--yes",
+            &by_digest,
+        ]));
+    }
+    let verified = cli.ok(&[
+        "feature",
+        "verify",
+        &image,
+        "--key",
+        cosign_pub,
+        "--require-builder",
+        "https://ci.example/workflows/nightly",
+    ]);
+    assert!(
+        verified.contains("provenance: built by https://ci.example/workflows/nightly from git+https://git.example"),
+        "{verified}"
+    );
+    // Our key's provenance is still there; cosign's key did not sign it.
+    cli.ok(&[
+        "feature",
+        "verify",
+        &image,
+        "--key",
+        secop_pub,
+        "--require-builder",
+        "https://ci.example/workflows/release",
+    ]);
+    let refused = cli.fails(&[
+        "feature",
+        "verify",
+        &image,
+        "--key",
+        cosign_pub,
+        "--require-builder",
+        "https://ci.example/workflows/release",
+    ]);
+    assert!(refused.contains("and 1 attestation(s) not by --key"), "{refused}");
     registry.stop();
 }
 

@@ -10,4 +10,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/name: {{ include "secop.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
+{{- define "secop.consoleSelector" -}}
+app.kubernetes.io/name: {{ include "secop.name" . }}-console
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
 {{- define "secop.image" -}}{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}{{- end -}}

@@ -254,3 +254,58 @@ pub fn start_replay(otelcol: &Path, es_url: &str, prefix: &str, dir: &Path) -> R
         _node: node,
     }
 }
+
+/// Events in a fixture file, counted the way the pipeline must: CRI
+/// partial lines (`P`) joined with what follows, non-JSON lines dropped.
+pub fn count_events(path: &Path) -> usize {
+    let text = std::fs::read_to_string(path).unwrap();
+    if !path.to_string_lossy().contains("/var/log/pods/") {
+        return text.lines().filter(|l| l.trim_start().starts_with('{')).count();
+    }
+    let mut count = 0;
+    let mut message = String::new();
+    for line in text.lines() {
+        let mut parts = line.splitn(4, ' ');
+        let (_, _, tag, content) = (parts.next(), parts.next(), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        message.push_str(content);
+        if tag == "F" {
+            if message.trim_start().starts_with('{') {
+                count += 1;
+            }
+            message.clear();
+        }
+    }
+    count
+}
+
+pub fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files_under(&path, out);
+        } else if path.extension().is_some_and(|e| e == "log") {
+            out.push(path);
+        }
+    }
+}
+
+/// Expected documents per tool, from the fixtures themselves.
+pub fn expected_per_tool(fixtures: &Path) -> BTreeMap<&'static str, usize> {
+    let mut files = vec![];
+    files_under(fixtures, &mut files);
+    let mut out = BTreeMap::new();
+    for f in files {
+        let p = f.to_string_lossy();
+        let tool = if p.contains("_falco-") {
+            "falco"
+        } else if p.contains("_tetragon-") {
+            "tetragon"
+        } else if p.contains("/osquery/") {
+            "osquery"
+        } else {
+            continue;
+        };
+        *out.entry(tool).or_default() += count_events(&f);
+    }
+    out
+}
