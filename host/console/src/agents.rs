@@ -107,9 +107,12 @@ pub(crate) async fn detail_page(
     let agent = match api.get_opt(&name).await {
         Ok(Some(agent)) => agent,
         Ok(None) => {
-            return page::not_found(&format!(
-                "There is no SecurityAgent {name} in namespace {namespace} (deleted, or never created). See the list of agents."
-            ));
+            return page::not_found(
+                user.as_ref(),
+                &format!(
+                    "There is no SecurityAgent {name} in namespace {namespace} (deleted, or never created). See the list of agents."
+                ),
+            );
         }
         Err(e) => {
             let body =

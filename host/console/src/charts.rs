@@ -71,10 +71,12 @@ pub(crate) fn stacked_area(buckets: &[String], series: &[(String, Vec<u64>)]) ->
         let step = (n / 6).max(1);
         chart
             .configure_mesh()
-            .x_labels(n.min(7))
+            // A tick per bucket, a label on every `step`th.
+            .x_labels(n)
             .x_label_formatter(&|i| {
                 if i % step == 0 { buckets.get(*i).cloned().unwrap_or_default() } else { String::new() }
             })
+            .label_style(("sans-serif", 14))
             .y_desc("events")
             .draw()
             .map_err(|e| e.to_string())?;
@@ -122,8 +124,8 @@ pub(crate) fn donut(parts: &[(String, u64)]) -> String {
 pub(crate) fn bars(parts: &[(String, u64)]) -> String {
     let mut svg = String::new();
     let result = (|| -> Result<(), String> {
-        let height = 40 + 26 * parts.len().max(1) as u32;
-        let root = SVGBackend::with_string(&mut svg, (420, height)).into_drawing_area();
+        let height = 40 + 30 * parts.len().max(1) as u32;
+        let root = SVGBackend::with_string(&mut svg, (380, height)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| e.to_string())?;
         let top = parts.iter().map(|(_, n)| *n).max().unwrap_or(0).max(1);
         let rows = parts.len().max(1);
@@ -131,12 +133,13 @@ pub(crate) fn bars(parts: &[(String, u64)]) -> String {
         let mut chart = ChartBuilder::on(&root)
             .margin(8)
             .x_label_area_size(24)
-            .y_label_area_size(170)
+            .y_label_area_size(150)
             .build_cartesian_2d(0u64..(top + top / 10 + 1), 0f64..rows as f64)
             .map_err(|e| e.to_string())?;
         chart
             .configure_mesh()
             .disable_y_mesh()
+            .label_style(("sans-serif", 14))
             .y_labels(rows * 2 + 1)
             .y_label_formatter(&|y| {
                 // A label at the middle of each bar (row i spans i..i+1).
@@ -152,7 +155,8 @@ pub(crate) fn bars(parts: &[(String, u64)]) -> String {
         chart
             .draw_series(parts.iter().enumerate().map(|(i, (_, n))| {
                 let y = (rows - 1 - i) as f64;
-                Rectangle::new([(0, y + 0.15), (*n, y + 0.85)], color(0).filled())
+                // The legend's colour for the same row.
+                Rectangle::new([(0, y + 0.15), (*n, y + 0.85)], color(i).filled())
             }))
             .map_err(|e| e.to_string())?;
         root.present().map_err(|e| e.to_string())

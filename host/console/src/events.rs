@@ -66,6 +66,25 @@ fn buckets(aggregations: &Value, name: &str) -> Vec<(String, u64)> {
         .unwrap_or_default()
 }
 
+/// A histogram interval that gives at most ~30 buckets over `span_ms`.
+fn interval_for(span_ms: f64) -> &'static str {
+    const INTERVALS: [(&str, f64); 12] = [
+        ("10s", 10e3),
+        ("1m", 60e3),
+        ("5m", 300e3),
+        ("15m", 900e3),
+        ("30m", 1800e3),
+        ("1h", 3600e3),
+        ("3h", 10800e3),
+        ("6h", 21600e3),
+        ("12h", 43200e3),
+        ("1d", 86400e3),
+        ("7d", 604800e3),
+        ("30d", 2592000e3),
+    ];
+    INTERVALS.iter().find(|(_, ms)| span_ms / ms <= 30.0).map_or("365d", |(name, _)| name)
+}
+
 /// ECS `event.severity` (1–5 as our pipeline writes it) by name.
 fn severity_name(key: &str) -> String {
     let name = match key {
@@ -100,10 +119,8 @@ pub(crate) async fn page(
         "track_total_hits": true,
         "query": { "bool": { "filter": filters } },
         "aggs": {
-            "over_time": {
-                "auto_date_histogram": { "field": "@timestamp", "buckets": 24, "format": "yyyy-MM-dd HH:mm" },
-                "aggs": { "tools": { "terms": { "field": "labels.security_tool", "size": 8 } } },
-            },
+            "first": { "min": { "field": "@timestamp" } },
+            "last": { "max": { "field": "@timestamp" } },
             "tools": { "terms": { "field": "labels.security_tool", "size": 8 } },
             "severity": { "terms": { "field": "event.severity", "size": 10, "order": { "_key": "asc" } } },
             "namespaces": { "terms": { "field": "kubernetes.namespace", "size": 10 } },
@@ -140,7 +157,27 @@ pub(crate) async fn page(
     let aggregations = &panels["aggregations"];
     let total = panels["hits"]["total"]["value"].as_u64().unwrap_or(0);
     let tools = buckets(aggregations, "tools");
-    let over_time: Vec<(String, Value)> = aggregations["over_time"]["buckets"]
+    // The histogram's interval from the span of the events in range: a
+    // second aggregation request (date_histogram needs a fixed interval).
+    let span = (aggregations["first"]["value"].as_f64(), aggregations["last"]["value"].as_f64());
+    let histogram = match span {
+        (Some(first), Some(last)) => {
+            let over_time = json!({
+                "size": 0,
+                "query": { "bool": { "filter": filters } },
+                "aggs": { "over_time": {
+                    "date_histogram": { "field": "@timestamp", "fixed_interval": interval_for(last - first), "format": "yyyy-MM-dd HH:mm", "min_doc_count": 0 },
+                    "aggs": { "tools": { "terms": { "field": "labels.security_tool", "size": 8 } } },
+                } },
+            });
+            match es.search(index, &over_time).await {
+                Ok(answer) => answer,
+                Err(e) => return respond(StatusCode::BAD_GATEWAY, crate::elastic_unreachable(&state, &e)),
+            }
+        }
+        _ => json!({}),
+    };
+    let over_time: Vec<(String, Value)> = histogram["aggregations"]["over_time"]["buckets"]
         .as_array()
         .map(|b| {
             b.iter()

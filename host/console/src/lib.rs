@@ -106,7 +106,7 @@ async fn stylesheet() -> Response {
 }
 
 async fn not_found(State(_): State<AppState>, request: Request) -> Response {
-    page::not_found(&format!("No page at {}.", request.uri().path()))
+    page::not_found(None, &format!("No page at {}.", request.uri().path()))
 }
 
 /// Headers on every answer: no script, no framing, nothing cached (pages

@@ -73,8 +73,8 @@ pub(crate) fn respond(status: StatusCode, markup: Markup) -> Response {
     (status, Html(markup.into_string())).into_response()
 }
 
-pub(crate) fn not_found(detail: &str) -> Response {
-    respond(StatusCode::NOT_FOUND, layout("Not found", Nav::None, None, problem("Not found", detail)))
+pub(crate) fn not_found(user: Option<&User>, detail: &str) -> Response {
+    respond(StatusCode::NOT_FOUND, layout("Not found", Nav::None, user, problem("Not found", detail)))
 }
 
 /// A count with a label, for the figures above tables.
