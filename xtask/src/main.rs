@@ -165,7 +165,7 @@ fn main() -> Result<()> {
             with_test_servers(cmd)
         }
         Some("bench") => {
-            // `cargo xtask bench [render|operator|admission|trivy-sync|fetch|posture|real-node|latency]`; all by default.
+            // `cargo xtask bench [render|operator|admission|trivy-sync|console|fetch|posture|real-node|latency]`; all by default.
             let only = args.get(1).map(String::as_str);
             let root = root();
             if only.is_none_or(|b| b == "render") {
@@ -206,6 +206,18 @@ fn main() -> Result<()> {
                     .map_err(anyhow::Error::msg)?;
                 let mut cmd = cargo();
                 cmd.args(["bench", "--locked", "-p", "secop-elastic", "--bench", "trivy_sync"])
+                    .env("SECOP_E2E_ES_URL", es.url());
+                run(cmd)?;
+            }
+            if only.is_none_or(|b| b == "console") {
+                // The console's pages at 10k, 100k and 1M events in a real node.
+                let es_home = datapath::fetch_elasticsearch(&root)?;
+                let es_dir = root.join("target/bench-elasticsearch");
+                let _ = std::fs::remove_dir_all(&es_dir);
+                let es = secop_test_harness::Elasticsearch::start(&es_home, &es_dir, secop_test_harness::free_port())
+                    .map_err(anyhow::Error::msg)?;
+                let mut cmd = cargo();
+                cmd.args(["bench", "--locked", "-p", "secop-console", "--bench", "pages"])
                     .env("SECOP_E2E_ES_URL", es.url());
                 run(cmd)?;
             }

@@ -220,9 +220,10 @@ impl Elastic {
         Ok(answer.body)
     }
 
-    /// `POST <index>/_search` with `body`; the answer's JSON.
+    /// `POST <index>/_search` with `body`; the answer's JSON. An index
+    /// that does not exist yet answers no hits (nothing written there yet).
     pub async fn search(&self, index: &str, body: &Value) -> Result<Value, Error> {
-        self.ok(Method::POST, &format!("{index}/_search"), Some(body)).await
+        self.ok(Method::POST, &format!("{index}/_search?ignore_unavailable=true"), Some(body)).await
     }
 
     /// Make every write so far visible to search (tests, and the sync
