@@ -180,6 +180,21 @@ pub struct Source {
     pub verify: Option<Verification>,
 }
 
+impl Source {
+    /// What signing and reading attestations need of a source: the image
+    /// and credentials (they verify nothing themselves).
+    fn attachments_of(image: &str, credentials: &Credentials) -> Self {
+        Self {
+            feature: String::new(),
+            image: image.to_string(),
+            sha256: None,
+            pull_policy: PullPolicy::Always,
+            credentials: credentials.clone(),
+            verify: None,
+        }
+    }
+}
+
 /// What is known about the signature of a fetched module.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SignatureState {
@@ -725,14 +740,7 @@ impl ModuleStore {
         let reference: Reference = image.parse().map_err(|e: oci_client::ParseError| fail(e.to_string()))?;
         let auth = credentials.auth();
         let digest = self.client.fetch_manifest_digest(&reference, &auth).await.map_err(|e| fail(e.to_string()))?;
-        let source = Source {
-            feature: String::new(),
-            image: image.to_string(),
-            sha256: None,
-            pull_policy: PullPolicy::Always,
-            credentials: credentials.clone(),
-            verify: None,
-        };
+        let source = Source::attachments_of(image, credentials);
         let mut signatures = self.fetch_signatures(&source, &reference, &digest).await?;
         let own = TrustedKey::from_pem("signing key", key.public_key_pem()?.as_bytes())?;
         let own = Verification {
@@ -829,14 +837,7 @@ impl ModuleStore {
         digest: &str,
         credentials: &Credentials,
     ) -> Result<Vec<Vec<u8>>, Error> {
-        let source = Source {
-            feature: String::new(),
-            image: image.to_string(),
-            sha256: None,
-            pull_policy: PullPolicy::Always,
-            credentials: credentials.clone(),
-            verify: None,
-        };
+        let source = Source::attachments_of(image, credentials);
         let wanted = |layer: &OciDescriptor| {
             layer.media_type == provenance::ATTESTATION_MEDIA_TYPE
                 && layer.size >= 0

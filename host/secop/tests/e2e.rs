@@ -22,6 +22,7 @@ use kube::core::{ApiResource, GroupVersionKind};
 mod cluster;
 #[path = "common/pipeline.rs"]
 mod pipeline;
+use pipeline::run_ok;
 #[path = "common/scaffold.rs"]
 mod scaffold;
 use cluster::{
@@ -503,6 +504,8 @@ async fn helm_chart_lints_and_applies_as_a_server_side_dry_run() {
         .args(["template", "secop"])
         .arg(&chart)
         .args(["--namespace", "security-operator", "--include-crds", "--kube-version", "v1.34.4"])
+        // The console too (off by default), so its objects are checked.
+        .args(["--set", "console.enabled=true"])
         .output()
         .unwrap();
     assert!(template.status.success(), "helm template: {}", String::from_utf8_lossy(&template.stderr));
@@ -544,8 +547,19 @@ async fn helm_chart_lints_and_applies_as_a_server_side_dry_run() {
     ] {
         assert!(kinds.iter().any(|k| k == expected), "chart renders a {expected}");
     }
-    let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let deployment = docs.iter().find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "secop").unwrap();
     assert_eq!(deployment["spec"]["replicas"], 2);
+    // No Service of the operator (webhook, metrics) selects the console's
+    // pods, nor the console's Service the operator's.
+    let console = docs.iter().find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "secop-console").unwrap();
+    let pod_labels = |d: &Value| d["spec"]["template"]["metadata"]["labels"].as_object().unwrap().clone();
+    for service in docs.iter().filter(|d| d["kind"] == "Service") {
+        let selector = service["spec"]["selector"].as_object().unwrap();
+        let selects = |labels: &serde_json::Map<String, Value>| selector.iter().all(|(k, v)| labels.get(k) == Some(v));
+        let name = service["metadata"]["name"].as_str().unwrap();
+        assert_eq!(selects(&pod_labels(console)), name == "secop-console", "Service {name} and the console's pods");
+        assert_eq!(selects(&pod_labels(deployment)), name != "secop-console", "Service {name} and the operator's pods");
+    }
     let container = &deployment["spec"]["template"]["spec"]["containers"][0];
     assert!(container["args"].as_array().unwrap().contains(&json!("--leader-elect")));
     assert_eq!(container["securityContext"]["allowPrivilegeEscalation"], false);
@@ -630,7 +644,7 @@ async fn helm_chart_lints_and_applies_as_a_server_side_dry_run() {
             .collect()
     };
     let args_of = |docs: &[Value]| -> Vec<String> {
-        let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+        let deployment = docs.iter().find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "secop").unwrap();
         serde_json::from_value(deployment["spec"]["template"]["spec"]["containers"][0]["args"].clone()).unwrap()
     };
     let webhook = docs.iter().find(|d| d["kind"] == "ValidatingWebhookConfiguration").unwrap();
@@ -1184,18 +1198,6 @@ fn falco_signer(agent: &SecurityAgent) -> Option<String> {
     agent.status.as_ref().and_then(|s| s.features.get("falco")).and_then(|f| f.module_signer.clone())
 }
 
-/// Run a client or `secop`; its stdout, or a panic with what it said.
-fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Issue 17 on a real registry and control plane: the cluster admin
 /// requires modules from the registry to be signed by `release` (a cosign
 /// key pair). A module signed with the cosign CLI runs, its signer in
@@ -1522,6 +1524,27 @@ impl Browser {
         }
     }
 
+    /// The text of `css` once it contains `expected` (after a click or a
+    /// form post, the page before may still be the one shown for a moment).
+    async fn text_once(&self, css: &str, expected: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let found = self.client.find(fantoccini::Locator::Css(css)).await;
+            let text = match found {
+                Ok(element) => element.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            if text.contains(expected) {
+                return text;
+            }
+            if Instant::now() > deadline {
+                let url = self.client.current_url().await.unwrap();
+                panic!("`{css}` on {url} never contained `{expected}`; last: {text}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// An attribute of every element matching `css`.
     async fn attributes(&self, css: &str, attribute: &str) -> Vec<String> {
         let mut out = vec![];
@@ -1620,6 +1643,30 @@ impl Drop for ConsoleProcess {
     }
 }
 
+/// When a test fails halfway, its agent's node sensors must not outlive
+/// it: other tests' agents on the same nodes would be refused as
+/// duplicates. On a panic, the agent's finalizer is dropped (its operator
+/// may be gone) and its namespace deleted, with everything in it.
+struct RemoveOnPanic {
+    kubeconfig: PathBuf,
+    namespace: String,
+    agent: String,
+}
+
+impl Drop for RemoveOnPanic {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let kubectl = |args: &[&str]| {
+            let _ = Command::new(kubectl()).arg("--kubeconfig").arg(&self.kubeconfig).args(args).status();
+        };
+        let finalizers = r#"{"metadata":{"finalizers":null}}"#;
+        kubectl(&["-n", &self.namespace, "patch", "securityagent", &self.agent, "--type=merge", "-p", finalizers]);
+        kubectl(&["delete", "namespace", &self.namespace, "--wait=false"]);
+    }
+}
+
 /// The bearer token in a kubeconfig that `service_account_kubeconfig` wrote.
 fn token_of(kubeconfig: &Path) -> String {
     let config: Value = serde_yaml::from_str(&std::fs::read_to_string(kubeconfig).unwrap()).unwrap();
@@ -1649,6 +1696,7 @@ async fn the_console_shows_the_grid_in_a_real_browser() {
     let run = std::process::id();
     let ns = &format!("e2e-console-{run}");
     create_namespace(&client, ns).await;
+    let _cleanup = RemoveOnPanic { kubeconfig: env.kubeconfig.clone(), namespace: ns.clone(), agent: "grid".into() };
     let dir = pipeline::scratch("console");
     let es = secop_elastic::Elastic::new(&secop_elastic::ElasticConfig::new(vec![es_url.clone()])).unwrap();
 
@@ -1937,18 +1985,13 @@ async fn the_console_shows_the_grid_in_a_real_browser() {
     browser.open(&format!("{base}/agents/{ns}/nope")).await;
     assert!(browser.text(".problem").await.contains(&format!("There is no SecurityAgent nope in namespace {ns}")));
     browser.client.find(fantoccini::Locator::Css("form.logout button")).await.unwrap().click().await.unwrap();
-    assert!(browser.text(".problem").await.contains("Logged out"));
+    browser.text_once(".problem", "Logged out").await;
     let nobody = token_of(
         &service_account_kubeconfig(&client, &env.kubeconfig, ns, "nobody", &json!([]), &dir.join("kubeconfig-nobody"))
             .await,
     );
     browser.log_in(base, &nobody).await;
-    assert!(
-        browser
-            .text(".problem")
-            .await
-            .contains(&format!("system:serviceaccount:{ns}:nobody may not list SecurityAgents"))
-    );
+    browser.text_once(".problem", &format!("system:serviceaccount:{ns}:nobody may not list SecurityAgents")).await;
     let revoked = token_of(
         &service_account_kubeconfig(
             &client,
@@ -1965,7 +2008,34 @@ async fn the_console_shows_the_grid_in_a_real_browser() {
         .await
         .unwrap();
     browser.log_in(base, &revoked).await;
-    assert!(browser.text(".problem").await.contains("The token was not accepted"));
+    browser.text_once(".problem", "The token was not accepted").await;
+    // An expired token: signed with the test control plane's own
+    // service-account key (target/test-cluster/sa.key), right in every
+    // claim but its expiry, as one issued an hour ago for ten minutes.
+    let viewer_uid = Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(client.clone(), ns)
+        .get("viewer")
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
+    let now = jiff::Timestamp::now().as_second();
+    let claims = json!({
+        "iss": "https://kubernetes.default.svc", "aud": ["https://kubernetes.default.svc"],
+        "sub": format!("system:serviceaccount:{ns}:viewer"),
+        "iat": now - 3600, "nbf": now - 3600, "exp": now - 3000,
+        "kubernetes.io": { "namespace": ns, "serviceaccount": { "name": "viewer", "uid": viewer_uid } },
+    });
+    let signing_key = std::fs::read(env.kubeconfig.parent().unwrap().join("sa.key")).unwrap();
+    let expired = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_rsa_pem(&signing_key).unwrap(),
+    )
+    .unwrap();
+    browser.log_in(base, &expired).await;
+    // The revoked token's page says the same; wait for the expiry's own.
+    browser.text_once(".problem", "expired").await;
     browser.screenshot("error-token").await;
 
     // Elasticsearch unreachable: the pages say so, the agents still show.

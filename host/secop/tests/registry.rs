@@ -13,7 +13,7 @@ use secop_test_harness::{Registry, free_port};
 
 #[path = "common/pipeline.rs"]
 mod pipeline;
-use pipeline::{component, scratch, sha256_hex};
+use pipeline::{component, run_ok, scratch, sha256_hex};
 
 fn registry_bin() -> Option<PathBuf> {
     match std::env::var_os("SECOP_REGISTRY_BIN") {
@@ -210,18 +210,6 @@ fn client_tool(var: &str) -> Option<PathBuf> {
     }
 }
 
-/// Run a client; its stdout, or a panic with everything it said.
-fn run_tool(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Issue 17's interop with cosign (v2, key pairs, tag-based signatures on
 /// a plain distribution 2.8 registry): a module signed by `cosign sign`
 /// verifies in `secop feature verify`; one signed by `secop feature sign`
@@ -243,7 +231,7 @@ fn cosign_and_secop_signatures_verify_in_both_tools() {
     // The publisher's key from cosign, the other from secop (same format).
     let cosign_keys = dir.join("cosign-keys");
     std::fs::create_dir_all(&cosign_keys).unwrap();
-    run_tool(Command::new(&cosign).current_dir(&cosign_keys).env("COSIGN_PASSWORD", "pw-1").arg("generate-key-pair"));
+    run_ok(Command::new(&cosign).current_dir(&cosign_keys).env("COSIGN_PASSWORD", "pw-1").arg("generate-key-pair"));
     let secop_keys = dir.join("secop-keys");
     let wrote = Command::new(env!("CARGO_BIN_EXE_secop"))
         .args(["feature", "keygen", "--dir", secop_keys.to_str().unwrap()])
@@ -262,7 +250,7 @@ fn cosign_and_secop_signatures_verify_in_both_tools() {
 
     // cosign signs (by digest, no transparency log: offline) → secop verifies.
     let by_digest = format!("{host}/features/falco@{digest}");
-    run_tool(Command::new(&cosign).env("COSIGN_PASSWORD", "pw-1").args([
+    run_ok(Command::new(&cosign).env("COSIGN_PASSWORD", "pw-1").args([
         "sign",
         "--key",
         cosign_keys.join("cosign.key").to_str().unwrap(),
@@ -295,14 +283,14 @@ fn cosign_and_secop_signatures_verify_in_both_tools() {
     assert!(sig_tag.ends_with(&format!("{}.sig", digest.replace(':', "-"))), "{sig_tag}");
     for key in [secop_pub, cosign_pub] {
         let verified =
-            run_tool(Command::new(&cosign).args(["verify", "--key", key, "--insecure-ignore-tlog=true", &image]));
+            run_ok(Command::new(&cosign).args(["verify", "--key", key, "--insecure-ignore-tlog=true", &image]));
         assert!(verified.contains(&digest), "cosign verify --key {key}: {verified}");
     }
     assert!(cli.ok(&["feature", "verify", &image, "--key", secop_pub]).contains("signed by"));
     // Signing again with the same key adds nothing (oras reads the layers).
     sign(&cli);
     let signatures: serde_json::Value =
-        serde_json::from_str(&run_tool(Command::new(&oras).args(["manifest", "fetch", "--plain-http", &sig_tag])))
+        serde_json::from_str(&run_ok(Command::new(&oras).args(["manifest", "fetch", "--plain-http", &sig_tag])))
             .unwrap();
     assert_eq!(signatures["layers"].as_array().unwrap().len(), 2, "{signatures}");
 
@@ -332,13 +320,13 @@ fn provenance_attached_on_push_verifies_in_both_tools() {
     let host = registry.host();
     let cli = Cli { cache: dir.join("cache"), registry: host.clone() };
     let (secop_keys, cosign_keys) = (dir.join("secop-keys"), dir.join("cosign-keys"));
-    run_tool(
+    run_ok(
         Command::new(env!("CARGO_BIN_EXE_secop"))
             .args(["feature", "keygen", "--dir", secop_keys.to_str().unwrap()])
             .env("COSIGN_PASSWORD", "pw-2"),
     );
     std::fs::create_dir_all(&cosign_keys).unwrap();
-    run_tool(Command::new(&cosign).current_dir(&cosign_keys).env("COSIGN_PASSWORD", "pw-1").arg("generate-key-pair"));
+    run_ok(Command::new(&cosign).current_dir(&cosign_keys).env("COSIGN_PASSWORD", "pw-1").arg("generate-key-pair"));
     let (secop_pub, cosign_pub) = (secop_keys.join("cosign.pub"), cosign_keys.join("cosign.pub"));
     let (secop_pub, cosign_pub) = (secop_pub.to_str().unwrap(), cosign_pub.to_str().unwrap());
     let signing_key = secop_keys.join("cosign.key");
@@ -347,7 +335,7 @@ fn provenance_attached_on_push_verifies_in_both_tools() {
     let work = dir.join("work");
     std::fs::create_dir_all(&work).unwrap();
     let git = |args: &[&str]| {
-        run_tool(
+        run_ok(
             Command::new("git")
                 .current_dir(&work)
                 .args(["-c", "user.name=a", "-c", "user.email=a@example.test"])
@@ -379,8 +367,8 @@ fn provenance_attached_on_push_verifies_in_both_tools() {
     assert!(attestations.contains(&format!("{}.att", digest.replace(':', "-"))), "{pushed}");
 
     // Real cosign accepts the attestation (and the signature) by our key.
-    run_tool(Command::new(&cosign).args(["verify", "--key", secop_pub, "--insecure-ignore-tlog=true", &image]));
-    let attested = run_tool(Command::new(&cosign).args([
+    run_ok(Command::new(&cosign).args(["verify", "--key", secop_pub, "--insecure-ignore-tlog=true", &image]));
+    let attested = run_ok(Command::new(&cosign).args([
         "verify-attestation",
         "--key",
         secop_pub,
@@ -460,7 +448,7 @@ fn provenance_attached_on_push_verifies_in_both_tools() {
     let cosign_key = cosign_keys.join("cosign.key");
     for verb in [vec!["sign"], vec!["attest", "--type", "slsaprovenance1", "--predicate", predicate.to_str().unwrap()]]
     {
-        run_tool(Command::new(&cosign).env("COSIGN_PASSWORD", "pw-1").args(&verb).args([
+        run_ok(Command::new(&cosign).env("COSIGN_PASSWORD", "pw-1").args(&verb).args([
             "--key",
             cosign_key.to_str().unwrap(),
             "--tlog-upload=false",
@@ -525,19 +513,12 @@ fn oras_and_wkg_exchange_modules_with_secop() {
 
     // wkg → secop.
     let wkg_image = format!("{host}/features/falco-wkg:1");
-    run_tool(Command::new(&wkg).current_dir(&work).args([
-        "oci",
-        "push",
-        "--insecure",
-        &host,
-        &wkg_image,
-        "falco.wasm",
-    ]));
+    run_ok(Command::new(&wkg).current_dir(&work).args(["oci", "push", "--insecure", &host, &wkg_image, "falco.wasm"]));
     assert_eq!(line_value(&cli.ok(&["feature", "pull", &wkg_image]), "component:"), want);
     // oras, with our media types → secop.
     std::fs::write(work.join("config.json"), br#"{"architecture":"wasm","os":"wasip2"}"#).unwrap();
     let oras_image = format!("{host}/features/falco-oras:1");
-    run_tool(Command::new(&oras).current_dir(&work).args([
+    run_ok(Command::new(&oras).current_dir(&work).args([
         "push",
         "--plain-http",
         &oras_image,
@@ -555,11 +536,11 @@ fn oras_and_wkg_exchange_modules_with_secop() {
     cli.ok(&["feature", "push", falco.to_str().unwrap(), &ours]);
     cli.ok(&["feature", "push", falco.to_str().unwrap(), &ours_wkg, "--wkg-layout"]);
     let out = work.join("from-wkg.wasm");
-    run_tool(Command::new(&wkg).args(["oci", "pull", "--insecure", &host, &ours_wkg, "-o", out.to_str().unwrap()]));
+    run_ok(Command::new(&wkg).args(["oci", "pull", "--insecure", &host, &ours_wkg, "-o", out.to_str().unwrap()]));
     assert_eq!(std::fs::read(&out).unwrap(), falco_bytes, "wkg pulls the bytes secop pushed");
     for image in [&ours, &ours_wkg] {
         let oras_out = work.join(format!("from-oras-{}", image.len()));
-        run_tool(Command::new(&oras).args(["pull", "--plain-http", image, "-o", oras_out.to_str().unwrap()]));
+        run_ok(Command::new(&oras).args(["pull", "--plain-http", image, "-o", oras_out.to_str().unwrap()]));
         assert_eq!(std::fs::read(oras_out.join("falco.wasm")).unwrap(), falco_bytes, "oras writes the titled layer");
     }
     registry.stop();

@@ -309,3 +309,15 @@ pub fn expected_per_tool(fixtures: &Path) -> BTreeMap<&'static str, usize> {
     }
     out
 }
+
+/// Run a client or `secop`; its stdout, or a panic with what it said.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
