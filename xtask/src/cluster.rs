@@ -550,6 +550,12 @@ fn operator_identity(root: &Path, kubeconfig: &Path) -> Result<()> {
             r#"policy.agentNamespaces=["*"]"#,
             "--set",
             &format!("webhook.url=https://{WEBHOOK_ADDR}"),
+            // Honouring every namespace, its agent-ownership policy would
+            // refuse the real-node test's operator (another release) in
+            // that test's namespace; the ownership test applies the policy
+            // for its own namespace.
+            "--set",
+            "agentOwnershipPolicy=false",
         ])
         .env("KUBECONFIG", kubeconfig)
         .stdout(Stdio::null()))

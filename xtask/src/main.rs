@@ -122,6 +122,19 @@ fn with_test_servers(mut cmd: Command) -> Result<()> {
     result
 }
 
+/// Run `cargo bench -p PACKAGE --bench BENCH` against a fresh real
+/// Elasticsearch node (its URL in SECOP_E2E_ES_URL), stopped afterwards.
+fn bench_on_elasticsearch(root: &Path, package: &str, bench: &str) -> Result<()> {
+    let es_home = datapath::fetch_elasticsearch(root)?;
+    let es_dir = root.join("target/bench-elasticsearch");
+    let _ = std::fs::remove_dir_all(&es_dir);
+    let es = secop_test_harness::Elasticsearch::start(&es_home, &es_dir, secop_test_harness::free_port())
+        .map_err(anyhow::Error::msg)?;
+    let mut cmd = cargo();
+    cmd.args(["bench", "--locked", "-p", package, "--bench", bench]).env("SECOP_E2E_ES_URL", es.url());
+    run(cmd)
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -199,27 +212,11 @@ fn main() -> Result<()> {
             }
             if only.is_none_or(|b| b == "trivy-sync") {
                 // trivy-sync throughput needs a real Elasticsearch node.
-                let es_home = datapath::fetch_elasticsearch(&root)?;
-                let es_dir = root.join("target/bench-elasticsearch");
-                let _ = std::fs::remove_dir_all(&es_dir);
-                let es = secop_test_harness::Elasticsearch::start(&es_home, &es_dir, secop_test_harness::free_port())
-                    .map_err(anyhow::Error::msg)?;
-                let mut cmd = cargo();
-                cmd.args(["bench", "--locked", "-p", "secop-elastic", "--bench", "trivy_sync"])
-                    .env("SECOP_E2E_ES_URL", es.url());
-                run(cmd)?;
+                bench_on_elasticsearch(&root, "secop-elastic", "trivy_sync")?;
             }
             if only.is_none_or(|b| b == "console") {
                 // The console's pages at 10k, 100k and 1M events in a real node.
-                let es_home = datapath::fetch_elasticsearch(&root)?;
-                let es_dir = root.join("target/bench-elasticsearch");
-                let _ = std::fs::remove_dir_all(&es_dir);
-                let es = secop_test_harness::Elasticsearch::start(&es_home, &es_dir, secop_test_harness::free_port())
-                    .map_err(anyhow::Error::msg)?;
-                let mut cmd = cargo();
-                cmd.args(["bench", "--locked", "-p", "secop-console", "--bench", "pages"])
-                    .env("SECOP_E2E_ES_URL", es.url());
-                run(cmd)?;
+                bench_on_elasticsearch(&root, "secop-console", "pages")?;
             }
             if only.is_none_or(|b| b == "fetch") {
                 // Feature modules from a real registry: cold vs cached start.

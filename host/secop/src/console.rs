@@ -1,12 +1,12 @@
 //! `secop console`: serve the read-only web console (host/console).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
 use clap::{Args, ValueEnum};
-use secop_elastic::{Elastic, ElasticConfig};
+
+use crate::output::Connection;
 
 #[derive(Args, Debug)]
 pub struct ConsoleArgs {
@@ -14,18 +14,11 @@ pub struct ConsoleArgs {
     /// `kubectl port-forward`).
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// Elasticsearch endpoint (repeatable; tried in order). Without one the
-    /// Events, Inventory and CTEM pages say Elasticsearch is not configured.
-    #[arg(long = "endpoint")]
-    endpoints: Vec<String>,
-    /// PEM file of the CA that signed Elasticsearch's certificate.
-    #[arg(long)]
-    ca_file: Option<PathBuf>,
-    /// A read-only Elasticsearch user (docs/console.md); never sent to the browser.
-    #[arg(long, env = "ES_USERNAME", hide_env_values = true)]
-    username: Option<String>,
-    #[arg(long, env = "ES_PASSWORD", hide_env_values = true)]
-    password: Option<String>,
+    /// Elasticsearch (a read-only user: docs/console.md; never sent to the
+    /// browser). Without an endpoint the Events, Inventory and CTEM pages
+    /// say Elasticsearch is not configured.
+    #[command(flatten)]
+    connection: Connection,
     #[arg(long, default_value = "security-inventory")]
     index_inventory: String,
     #[arg(long, default_value = "security-events")]
@@ -49,24 +42,15 @@ enum Auth {
 }
 
 pub fn console(args: &ConsoleArgs) -> Result<ExitCode> {
-    let elastic = if args.endpoints.is_empty() {
-        None
-    } else {
-        let mut config = ElasticConfig::new(args.endpoints.clone());
-        config.username = args.username.clone();
-        config.password = args.password.clone();
-        config.ca_file = args.ca_file.clone();
-        // A page waits for Elasticsearch at most this long.
-        config.timeout = std::time::Duration::from_secs(10);
-        Some(Elastic::new(&config)?)
-    };
+    // A page waits for Elasticsearch at most this long.
+    let elastic = args.connection.configured_client(Some(std::time::Duration::from_secs(10)))?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
         let kube = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
         let console = secop_console::Console {
             kube,
             elastic,
-            elastic_endpoints: args.endpoints.clone(),
+            elastic_endpoints: args.connection.endpoints().to_vec(),
             indices: secop_console::Indices {
                 inventory: args.index_inventory.clone(),
                 events: args.index_events.clone(),

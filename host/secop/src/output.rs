@@ -21,12 +21,14 @@ use serde_json::Value;
 
 #[derive(Args, Debug)]
 pub struct Connection {
-    /// Elasticsearch endpoint (repeatable; tried in order).
-    #[arg(long = "endpoint", required = true)]
+    /// Elasticsearch endpoint (repeatable; tried in order; `secop console`
+    /// also runs without one).
+    #[arg(long = "endpoint")]
     endpoints: Vec<String>,
     /// PEM file of the CA that signed Elasticsearch's certificate.
     #[arg(long)]
     ca_file: Option<PathBuf>,
+    /// Elasticsearch user (the console's is a read-only one: docs/console.md).
     #[arg(long, env = "ES_USERNAME", hide_env_values = true)]
     username: Option<String>,
     #[arg(long, env = "ES_PASSWORD", hide_env_values = true)]
@@ -35,11 +37,28 @@ pub struct Connection {
 
 impl Connection {
     pub(crate) fn client(&self) -> Result<Elastic> {
+        self.configured_client(None)?.context("no Elasticsearch endpoint: pass --endpoint URL")
+    }
+
+    /// The client if an endpoint was given (`secop console` also runs
+    /// without one); a request waits at most `timeout` (the client's
+    /// default without it).
+    pub(crate) fn configured_client(&self, timeout: Option<Duration>) -> Result<Option<Elastic>> {
+        if self.endpoints.is_empty() {
+            return Ok(None);
+        }
         let mut config = ElasticConfig::new(self.endpoints.clone());
         config.username = self.username.clone();
         config.password = self.password.clone();
         config.ca_file = self.ca_file.clone();
-        Ok(Elastic::new(&config)?)
+        if let Some(timeout) = timeout {
+            config.timeout = timeout;
+        }
+        Ok(Some(Elastic::new(&config)?))
+    }
+
+    pub(crate) fn endpoints(&self) -> &[String] {
+        &self.endpoints
     }
 }
 

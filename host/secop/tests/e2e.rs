@@ -27,8 +27,8 @@ use pipeline::run_ok;
 mod scaffold;
 use cluster::{
     agent_status, apply_agent, client, condition, create_namespace, delete_agent, install_crd, kubectl_apply,
-    kubectl_apply_until_refused, live_objects, repo, service_account_kubeconfig, tenant_kubeconfig, wait_for,
-    wait_ready,
+    kubectl_apply_until_refused, live_objects, namespace_kubeconfig, repo, service_account_kubeconfig,
+    tenant_kubeconfig, wait_for, wait_ready,
 };
 
 fn kubectl() -> PathBuf {
@@ -2841,6 +2841,182 @@ async fn the_validation_runner_may_write_status_validation_and_nothing_else() {
 
     Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone()).delete(&name, &DeleteParams::default()).await.unwrap();
     Api::<ValidatingAdmissionPolicy>::all(admin.clone()).delete(&name, &DeleteParams::default()).await.unwrap();
+}
+
+/// What a SecurityAgent owns is exempt from the posture audits (its sensors
+/// are privileged by design), and owner references are metadata anyone who
+/// may write an object can set. The chart's ValidatingAdmissionPolicy
+/// (templates/agent-ownership-policy.yaml, rendered by helm as for the e2e
+/// operator's release, honouring this test's namespace) lets only the
+/// operator give an object such an owner, on the real API server: a tenant
+/// who may write Deployments cannot make their agent the owner of one,
+/// neither at creation nor later, while the operator's own writes, an
+/// admin's, the tenant's updates that keep an existing reference and its
+/// removal pass. The policy covers every namespaced kind the posture engine
+/// keeps (as the API server's discovery names them).
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_operator_may_make_an_agent_the_owner_of_a_workload() {
+    use k8s_openapi::api::admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding};
+    use serde::Deserialize as _;
+    let Some(env) = env() else { return };
+    let helm = std::env::var_os("SECOP_HELM").map(PathBuf::from).expect("SECOP_HELM (cargo xtask test builds helm)");
+    let _serial = SERIAL.lock().await;
+    let admin = client(&env.kubeconfig).await;
+    install_crd(&admin).await;
+    let run = std::process::id();
+    let namespace = format!("e2e-ownership-{run}");
+    create_namespace(&admin, &namespace).await;
+
+    // The chart's policy for the release whose ServiceAccount the e2e
+    // operator runs as (the e2e release itself is installed without it:
+    // honouring every namespace, it would refuse the real-node test's
+    // operator), under a name of this test's own.
+    let template = Command::new(&helm)
+        .args(["template", &env.operator_namespace])
+        .arg(repo("deploy/helm/security-operator"))
+        .args(["--namespace", &env.operator_namespace, "--kube-version", "v1.34.4"])
+        .args(["--show-only", "templates/agent-ownership-policy.yaml"])
+        .args(["--set-json", &format!(r#"policy.agentNamespaces=["{namespace}"]"#)])
+        .output()
+        .unwrap();
+    assert!(template.status.success(), "helm template: {}", String::from_utf8_lossy(&template.stderr));
+    let name = format!("e2e-agent-ownership-{run}");
+    let apply = PatchParams::apply("e2e").force();
+    let mut rules = vec![];
+    for document in serde_yaml::Deserializer::from_str(&String::from_utf8_lossy(&template.stdout)) {
+        let mut object = Value::deserialize(document).unwrap();
+        object["metadata"]["name"] = json!(name);
+        match object["kind"].as_str().unwrap() {
+            "ValidatingAdmissionPolicy" => {
+                rules = object["spec"]["matchConstraints"]["resourceRules"].as_array().unwrap().clone();
+                Api::<ValidatingAdmissionPolicy>::all(admin.clone())
+                    .patch(&name, &apply, &Patch::Apply(&object))
+                    .await
+                    .unwrap();
+            }
+            "ValidatingAdmissionPolicyBinding" => {
+                object["spec"]["policyName"] = json!(name);
+                let selector = &object["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"][0];
+                assert_eq!(
+                    selector["values"],
+                    json!([env.operator_namespace, namespace]),
+                    "only where agents are honoured"
+                );
+                Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone())
+                    .patch(&name, &apply, &Patch::Apply(&object))
+                    .await
+                    .unwrap();
+            }
+            other => panic!("unexpected {other} in the policy"),
+        }
+    }
+
+    // Every namespaced kind the posture engine keeps is matched.
+    let discovery = kube::Discovery::new(admin.clone()).run().await.unwrap();
+    for kind in secop_posture::model::Kind::ALL {
+        let (resource, caps) = discovery
+            .groups()
+            .flat_map(|g| g.recommended_resources())
+            .find(|(r, _)| {
+                r.kind == kind.name() && ["", "apps", "batch", "rbac.authorization.k8s.io"].contains(&r.group.as_str())
+            })
+            .unwrap_or_else(|| panic!("{} in the API server's discovery", kind.name()));
+        if caps.scope != kube::discovery::Scope::Namespaced {
+            continue;
+        }
+        let matched = rules.iter().any(|rule| {
+            let has = |field: &str, value: &str| rule[field].as_array().unwrap().iter().any(|v| v == value);
+            has("apiGroups", &resource.group)
+                && has("resources", &resource.plural)
+                && has("operations", "CREATE")
+                && has("operations", "UPDATE")
+        });
+        assert!(matched, "the policy does not match {}.{} ({})", resource.plural, resource.group, kind.name());
+    }
+
+    // The operator's own writes pass: an agent's objects all carry its
+    // owner reference.
+    let mut operator = Operator::start(&env, &namespace);
+    apply_agent(&admin, &namespace, &json!({
+        "apiVersion": "security.example.io/v1alpha1", "kind": "SecurityAgent",
+        "metadata": { "name": "poc", "namespace": namespace },
+        "spec": { "features": [{ "name": "falco" }], "override": { "nodeAgent": { "nodeSelector": { "type": "kwok" } } } },
+    }))
+    .await;
+    let agent = agent_status(&admin, &namespace, "poc").await.unwrap();
+    let owner = json!([{
+        "apiVersion": "security.example.io/v1alpha1", "kind": "SecurityAgent", "name": "poc",
+        "uid": agent.metadata.uid.clone().unwrap(), "controller": true,
+    }]);
+
+    // A tenant who may write Deployments (and read agents) in the namespace.
+    let tenant_rules = json!([
+        { "apiGroups": ["security.example.io"], "resources": ["securityagents"], "verbs": ["get", "list"] },
+        { "apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "create", "update", "patch"] },
+    ]);
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("kubeconfig-ownership-{run}"));
+    let tenant =
+        client(&namespace_kubeconfig(&admin, &env.kubeconfig, &namespace, "team", &tenant_rules, &path).await).await;
+    let tenant_deployments: Api<Deployment> = Api::namespaced(tenant, &namespace);
+    let admin_deployments: Api<Deployment> = Api::namespaced(admin.clone(), &namespace);
+    let deployment = |name: &str, owners: Option<&Value>| {
+        let mut object = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": { "name": name },
+            "spec": { "replicas": 0, "selector": { "matchLabels": { "app": name } }, "template": {
+                "metadata": { "labels": { "app": name } },
+                "spec": { "containers": [{ "name": "miner", "image": "busybox", "securityContext": { "privileged": true } }] },
+            } },
+        });
+        if let Some(owners) = owners {
+            object["metadata"]["ownerReferences"] = owners.clone();
+        }
+        serde_json::from_value::<Deployment>(object).unwrap()
+    };
+    let refusal = "only the security operator may name a SecurityAgent as the owner of Deployment";
+
+    // Created with the agent as its owner: refused (the policy takes effect
+    // within seconds of its creation; an earlier success is undone).
+    wait_for("the policy refusing a tenant's owned Deployment", Duration::from_secs(30), || async {
+        match tenant_deployments.create(&PostParams::default(), &deployment("hidden", Some(&owner))).await {
+            Err(kube::Error::Api(e)) if e.code == 403 && e.message.contains(refusal) => Ok(true),
+            Err(e) => Err(format!("{e}")),
+            Ok(_) => {
+                admin_deployments.delete("hidden", &DeleteParams::default()).await.unwrap();
+                Ok(false)
+            }
+        }
+    })
+    .await;
+    wait_ready(&admin, &namespace, "poc", Duration::from_secs(120)).await;
+    let objects = live_objects(&admin, &namespace, &agent_status(&admin, &namespace, "poc").await.unwrap()).await;
+    for kind in ["ServiceAccount", "DaemonSet"] {
+        assert!(objects.iter().any(|(k, _)| k == kind), "the operator applied its {kind}: {objects:?}");
+    }
+
+    // Created plainly, then given the owner: refused too.
+    tenant_deployments.create(&PostParams::default(), &deployment("plain", None)).await.unwrap();
+    let claim = json!({ "metadata": { "ownerReferences": owner } });
+    let refused = tenant_deployments.patch("plain", &PatchParams::default(), &Patch::Merge(&claim)).await;
+    assert!(
+        matches!(refused, Err(kube::Error::Api(ref e)) if e.code == 403 && e.message.contains(refusal)),
+        "{refused:?}"
+    );
+
+    // An admin may; the tenant may then update it with the reference kept,
+    // and remove the reference.
+    admin_deployments.create(&PostParams::default(), &deployment("by-admin", Some(&owner))).await.unwrap();
+    let relabel = json!({ "metadata": { "labels": { "team": "a" } } });
+    tenant_deployments.patch("by-admin", &PatchParams::default(), &Patch::Merge(&relabel)).await.unwrap();
+    let release = json!({ "metadata": { "ownerReferences": null } });
+    let released =
+        tenant_deployments.patch("by-admin", &PatchParams::default(), &Patch::Merge(&release)).await.unwrap();
+    assert!(released.metadata.owner_references.unwrap_or_default().is_empty());
+
+    Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone()).delete(&name, &DeleteParams::default()).await.unwrap();
+    Api::<ValidatingAdmissionPolicy>::all(admin.clone()).delete(&name, &DeleteParams::default()).await.unwrap();
+    // The operator removes its finalizer.
+    delete_agent(&admin, &namespace, "poc").await;
+    operator.kill();
 }
 
 fn condition_of<'a>(

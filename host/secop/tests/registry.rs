@@ -28,6 +28,23 @@ fn registry_bin() -> Option<PathBuf> {
     }
 }
 
+/// A scratch directory with a running registry and a CLI pointed at it.
+struct Scene {
+    dir: PathBuf,
+    registry: Registry,
+    host: String,
+    cli: Cli,
+}
+
+fn scene(name: &str) -> Option<Scene> {
+    let bin = registry_bin()?;
+    let dir = scratch(name);
+    let registry = Registry::start(&bin, &dir.join("registry"), free_port()).unwrap();
+    let host = registry.host();
+    let cli = Cli { cache: dir.join("cache"), registry: host.clone() };
+    Some(Scene { dir, registry, host, cli })
+}
+
 struct Cli {
     cache: PathBuf,
     registry: String,
@@ -69,10 +86,7 @@ fn line_value<'a>(text: &'a str, prefix: &str) -> &'a str {
 
 #[test]
 fn feature_modules_round_trip_through_a_real_registry() {
-    let Some(bin) = registry_bin() else { return };
-    let dir = scratch("registry");
-    let mut registry = Registry::start(&bin, &dir.join("registry"), free_port()).unwrap();
-    let cli = Cli { cache: dir.join("cache"), registry: registry.host() };
+    let Some(Scene { dir, mut registry, cli, .. }) = scene("registry") else { return };
     let falco = component("feature_falco");
     let falco_bytes = std::fs::read(&falco).unwrap();
     let want = format!("sha256:{}", sha256_hex(&falco_bytes));
@@ -149,10 +163,7 @@ fn feature_modules_round_trip_through_a_real_registry() {
 /// fetch's time limit.
 #[test]
 fn an_oversized_module_is_refused_before_its_download() {
-    let Some(bin) = registry_bin() else { return };
-    let dir = scratch("registry-limits");
-    let mut registry = Registry::start(&bin, &dir.join("registry"), free_port()).unwrap();
-    let host = registry.host();
+    let Some(Scene { dir, mut registry, host, .. }) = scene("registry-limits") else { return };
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let falco = std::fs::read(component("feature_falco")).unwrap();
     let image = format!("{host}/features/falco:big");
@@ -218,12 +229,8 @@ fn client_tool(var: &str) -> Option<PathBuf> {
 /// the module, the digest and the expected key.
 #[test]
 fn cosign_and_secop_signatures_verify_in_both_tools() {
-    let Some(bin) = registry_bin() else { return };
     let (Some(cosign), Some(oras)) = (client_tool("SECOP_COSIGN"), client_tool("SECOP_ORAS")) else { return };
-    let dir = scratch("signatures");
-    let mut registry = Registry::start(&bin, &dir.join("registry"), free_port()).unwrap();
-    let host = registry.host();
-    let cli = Cli { cache: dir.join("cache"), registry: host.clone() };
+    let Some(Scene { dir, mut registry, host, cli }) = scene("signatures") else { return };
     let image = format!("{host}/features/falco:1");
     let pushed = cli.ok(&["feature", "push", component("feature_falco").to_str().unwrap(), &image]);
     let digest = line_value(&pushed, "manifest:").to_string();
@@ -313,12 +320,8 @@ fn cosign_and_secop_signatures_verify_in_both_tools() {
 #[test]
 fn provenance_attached_on_push_verifies_in_both_tools() {
     use base64::Engine as _;
-    let Some(bin) = registry_bin() else { return };
     let Some(cosign) = client_tool("SECOP_COSIGN") else { return };
-    let dir = scratch("provenance");
-    let mut registry = Registry::start(&bin, &dir.join("registry"), free_port()).unwrap();
-    let host = registry.host();
-    let cli = Cli { cache: dir.join("cache"), registry: host.clone() };
+    let Some(Scene { dir, mut registry, host, cli }) = scene("provenance") else { return };
     let (secop_keys, cosign_keys) = (dir.join("secop-keys"), dir.join("cosign-keys"));
     run_ok(
         Command::new(env!("CARGO_BIN_EXE_secop"))
@@ -498,12 +501,8 @@ fn provenance_attached_on_push_verifies_in_both_tools() {
 /// its own (`--wkg-layout`; wkg refuses other layer media types).
 #[test]
 fn oras_and_wkg_exchange_modules_with_secop() {
-    let Some(bin) = registry_bin() else { return };
     let (Some(oras), Some(wkg)) = (client_tool("SECOP_ORAS"), client_tool("SECOP_WKG")) else { return };
-    let dir = scratch("publishers");
-    let mut registry = Registry::start(&bin, &dir.join("registry"), free_port()).unwrap();
-    let host = registry.host();
-    let cli = Cli { cache: dir.join("cache"), registry: host.clone() };
+    let Some(Scene { dir, mut registry, host, cli }) = scene("publishers") else { return };
     let falco = component("feature_falco");
     let falco_bytes = std::fs::read(&falco).unwrap();
     let want = format!("sha256:{}", sha256_hex(&falco_bytes));

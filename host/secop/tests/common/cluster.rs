@@ -250,6 +250,19 @@ pub async fn service_account_kubeconfig(
     identity(client, admin_kubeconfig, namespace, name, Grant::Cluster, rules, path).await
 }
 
+/// A ServiceAccount `name` in `namespace` holding exactly `rules` there (a
+/// Role, no cluster-wide binding).
+pub async fn namespace_kubeconfig(
+    client: &Client,
+    admin_kubeconfig: &Path,
+    namespace: &str,
+    name: &str,
+    rules: &Value,
+    path: &Path,
+) -> PathBuf {
+    identity(client, admin_kubeconfig, namespace, name, Grant::Namespace, rules, path).await
+}
+
 /// The identity of a tenant: a ServiceAccount `name` in `namespace` that
 /// may manage SecurityAgents there and nothing else (a Role, no
 /// cluster-wide binding).
@@ -261,7 +274,7 @@ pub async fn tenant_kubeconfig(
     path: &Path,
 ) -> PathBuf {
     let rules = json!([{ "apiGroups": ["security.example.io"], "resources": ["securityagents"], "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"] }]);
-    identity(client, admin_kubeconfig, namespace, name, Grant::Namespace, &rules, path).await
+    namespace_kubeconfig(client, admin_kubeconfig, namespace, name, &rules, path).await
 }
 
 /// `kubectl apply -f` of `object` as the user of `kubeconfig`, the way a
