@@ -2850,9 +2850,10 @@ async fn the_validation_runner_may_write_status_validation_and_nothing_else() {
 /// operator's release, honouring this test's namespace) lets only the
 /// operator give an object such an owner, on the real API server: a tenant
 /// who may write Deployments cannot make their agent the owner of one,
-/// neither at creation nor later, while the operator's own writes, an
-/// admin's, the tenant's updates that keep an existing reference and its
-/// removal pass. The policy covers every namespaced kind the posture engine
+/// neither at creation nor later, nor change the spec of what the agent
+/// owns (a container added to the sensors' DaemonSet, a Role's rules),
+/// while the operator's own writes, an admin's, labels and the removal of
+/// the reference pass. The policy covers every namespaced kind the posture engine
 /// keeps (as the API server's discovery names them).
 #[tokio::test(flavor = "multi_thread")]
 async fn only_the_operator_may_make_an_agent_the_owner_of_a_workload() {
@@ -2949,15 +2950,17 @@ async fn only_the_operator_may_make_an_agent_the_owner_of_a_workload() {
         "uid": agent.metadata.uid.clone().unwrap(), "controller": true,
     }]);
 
-    // A tenant who may write Deployments (and read agents) in the namespace.
+    // A tenant who may write workloads and Roles (and read agents) in the
+    // namespace.
     let tenant_rules = json!([
         { "apiGroups": ["security.example.io"], "resources": ["securityagents"], "verbs": ["get", "list"] },
-        { "apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "create", "update", "patch"] },
+        { "apiGroups": ["apps"], "resources": ["deployments", "daemonsets"], "verbs": ["get", "list", "create", "update", "patch"] },
+        { "apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles"], "verbs": ["get", "patch"] },
     ]);
     let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("kubeconfig-ownership-{run}"));
     let tenant =
         client(&namespace_kubeconfig(&admin, &env.kubeconfig, &namespace, "team", &tenant_rules, &path).await).await;
-    let tenant_deployments: Api<Deployment> = Api::namespaced(tenant, &namespace);
+    let tenant_deployments: Api<Deployment> = Api::namespaced(tenant.clone(), &namespace);
     let admin_deployments: Api<Deployment> = Api::namespaced(admin.clone(), &namespace);
     let deployment = |name: &str, owners: Option<&Value>| {
         let mut object = json!({
@@ -3002,15 +3005,60 @@ async fn only_the_operator_may_make_an_agent_the_owner_of_a_workload() {
         "{refused:?}"
     );
 
-    // An admin may; the tenant may then update it with the reference kept,
-    // and remove the reference.
-    admin_deployments.create(&PostParams::default(), &deployment("by-admin", Some(&owner))).await.unwrap();
+    // What the operator owns keeps its spec: a container added to the
+    // sensors' DaemonSet (exempt from the audits) is refused; a label is not.
+    let refused_change =
+        |kind: &str, name: &str| format!("a SecurityAgent owns {kind} {name}: only the security operator");
+    let tenant_daemonsets: Api<DaemonSet> = Api::namespaced(tenant.clone(), &namespace);
+    let falco = tenant_daemonsets.get("falco").await.unwrap();
+    let mut containers = serde_json::to_value(&falco.spec.unwrap().template.spec.unwrap().containers).unwrap();
+    containers
+        .as_array_mut()
+        .unwrap()
+        .push(json!({ "name": "miner", "image": "busybox", "securityContext": { "privileged": true } }));
+    let add_container = json!({ "spec": { "template": { "spec": { "containers": containers } } } });
+    let refused = tenant_daemonsets.patch("falco", &PatchParams::default(), &Patch::Merge(&add_container)).await;
+    assert!(
+        matches!(refused, Err(kube::Error::Api(ref e)) if e.code == 403 && e.message.contains(&refused_change("DaemonSet", "falco"))),
+        "{refused:?}"
+    );
     let relabel = json!({ "metadata": { "labels": { "team": "a" } } });
+    tenant_daemonsets.patch("falco", &PatchParams::default(), &Patch::Merge(&relabel)).await.unwrap();
+
+    // A Role an agent owns keeps its rules (the tenant holds the added one,
+    // so RBAC's own escalation check lets it through to the policy).
+    let admin_roles: Api<k8s_openapi::api::rbac::v1::Role> = Api::namespaced(admin.clone(), &namespace);
+    let role = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": { "name": "by-admin", "ownerReferences": owner },
+        "rules": [{ "apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get"] }],
+    });
+    admin_roles.create(&PostParams::default(), &serde_json::from_value(role).unwrap()).await.unwrap();
+    let widen = json!({ "rules": [{ "apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list"] }] });
+    let refused = Api::<k8s_openapi::api::rbac::v1::Role>::namespaced(tenant.clone(), &namespace)
+        .patch("by-admin", &PatchParams::default(), &Patch::Merge(&widen))
+        .await;
+    assert!(
+        matches!(refused, Err(kube::Error::Api(ref e)) if e.code == 403 && e.message.contains(&refused_change("Role", "by-admin"))),
+        "{refused:?}"
+    );
+
+    // An admin may give the owner; the tenant may then relabel the object
+    // but not change its spec, and may remove the reference (as the garbage
+    // collector does), after which the spec is theirs again.
+    admin_deployments.create(&PostParams::default(), &deployment("by-admin", Some(&owner))).await.unwrap();
     tenant_deployments.patch("by-admin", &PatchParams::default(), &Patch::Merge(&relabel)).await.unwrap();
+    let slower = json!({ "spec": { "minReadySeconds": 5 } });
+    let refused = tenant_deployments.patch("by-admin", &PatchParams::default(), &Patch::Merge(&slower)).await;
+    assert!(
+        matches!(refused, Err(kube::Error::Api(ref e)) if e.code == 403 && e.message.contains(&refused_change("Deployment", "by-admin"))),
+        "{refused:?}"
+    );
     let release = json!({ "metadata": { "ownerReferences": null } });
     let released =
         tenant_deployments.patch("by-admin", &PatchParams::default(), &Patch::Merge(&release)).await.unwrap();
     assert!(released.metadata.owner_references.unwrap_or_default().is_empty());
+    tenant_deployments.patch("by-admin", &PatchParams::default(), &Patch::Merge(&slower)).await.unwrap();
 
     Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone()).delete(&name, &DeleteParams::default()).await.unwrap();
     Api::<ValidatingAdmissionPolicy>::all(admin.clone()).delete(&name, &DeleteParams::default()).await.unwrap();
