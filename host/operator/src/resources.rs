@@ -232,9 +232,33 @@ async fn managed_state(
 ) -> Result<(BTreeMap<ObjectKey, Value>, BTreeSet<ObjectKey>)> {
     let mut kind_ids: BTreeSet<String> = desired.iter().map(|(k, _)| kind_id(&k.api_version, &k.kind)).collect();
     kind_ids.extend(previous_kinds.iter().cloned());
-    let live = list_owned(client, kinds, &kind_ids, owner.agent, owner.namespace).await?.objects;
-    let shared_crds = check_foreign(client, kinds, desired, &live).await?;
+    let labelled = list_owned(client, kinds, &kind_ids, owner.agent, owner.namespace).await?.objects;
+    let live = referencing_agent(labelled, owner.reference);
+    let shared_crds = check_foreign(client, kinds, owner, desired, &live).await?;
     Ok((live, shared_crds))
+}
+
+/// The labelled objects that are this agent's: labels anyone who may write
+/// an object can set, so a namespaced object counts only while it also
+/// carries the agent's owner reference (its uid), which only the operator
+/// may add or remove (the chart's agent-ownership policy). Otherwise a
+/// tenant could create the DaemonSet an agent will render, labelled and
+/// with a container of their own, and have the operator adopt it (what an
+/// agent owns is exempt from the posture audits). Cluster-scoped objects
+/// have no owner reference; only admins write them. Without a reference
+/// (an agent not created yet, `secop diff` of a new agent) nothing is
+/// filtered.
+fn referencing_agent(labelled: BTreeMap<ObjectKey, Value>, reference: &Value) -> BTreeMap<ObjectKey, Value> {
+    let Some(uid) = reference["uid"].as_str() else { return labelled };
+    labelled
+        .into_iter()
+        .filter(|(key, live)| {
+            key.namespace.is_none()
+                || live["metadata"]["ownerReferences"]
+                    .as_array()
+                    .is_some_and(|refs| refs.iter().any(|r| r["uid"].as_str() == Some(uid)))
+        })
+        .collect()
 }
 
 /// Apply `desired` (in apply order) and prune what is live but no longer
@@ -424,6 +448,7 @@ pub async fn plan(
 async fn check_foreign(
     client: &Client,
     kinds: &Kinds,
+    this: &Owner<'_>,
     desired: &[(ObjectKey, Value)],
     live: &BTreeMap<ObjectKey, Value>,
 ) -> Result<BTreeSet<ObjectKey>> {
@@ -449,8 +474,10 @@ async fn check_foreign(
             continue;
         }
         // Another agent's (this agent's own were in the labelled LIST), or
-        // nobody's the operator knows.
-        let owner = owner_agent(&existing.metadata.labels.unwrap_or_default());
+        // nobody's the operator knows: labelled as this agent's without its
+        // owner reference is not the operator's work.
+        let owner = owner_agent(&existing.metadata.labels.unwrap_or_default())
+            .filter(|o| *o != format!("{}/{}", this.namespace, this.agent));
         conflicts.push(Conflict {
             object: format!("{} {}", key.kind, object_name(key)),
             owner,
@@ -583,6 +610,22 @@ pub async fn delete_cluster_scoped(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_labelled_object_is_the_agents_only_with_its_owner_reference() {
+        let key = |namespace: Option<&str>, name: &str| ObjectKey::new("apps/v1", "DaemonSet", namespace, name);
+        let with_refs = |uids: &[&str]| json!({ "metadata": { "ownerReferences": uids.iter().map(|u| json!({ "kind": "SecurityAgent", "uid": u })).collect::<Vec<_>>() } });
+        let labelled = BTreeMap::from([
+            (key(Some("team"), "ours"), with_refs(&["uid-1"])),
+            (key(Some("team"), "planted"), json!({ "metadata": { "labels": { "security.example.io/owner": "poc" } } })),
+            (key(Some("team"), "old-agent"), with_refs(&["uid-0"])),
+            (key(None, "cluster-wide"), json!({ "metadata": {} })),
+        ]);
+        let live = referencing_agent(labelled.clone(), &json!({ "uid": "uid-1" }));
+        let names: Vec<&str> = live.keys().map(|k| k.name.as_str()).collect();
+        assert_eq!(names, ["cluster-wide", "ours"]);
+        assert_eq!(referencing_agent(labelled, &Value::Null).len(), 4, "no reference yet: nothing filtered");
+    }
 
     #[test]
     fn node_selectors_are_disjoint_only_when_a_shared_key_differs() {

@@ -81,7 +81,7 @@ fn workloads() -> Vec<Value> {
         let ns = format!("ns-{}", d % NAMESPACES);
         objects.push(json!({ "apiVersion": "apps/v1", "kind": "Deployment", "metadata": { "name": format!("app-{d}"), "namespace": ns, "uid": format!("deploy-{d}") }, "spec": { "replicas": 90, "template": template } }));
         objects.push(json!({ "apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": { "name": format!("app-{d}-6d8f9c"), "namespace": ns, "uid": format!("rs-{d}"),
-            "ownerReferences": [{ "kind": "Deployment", "name": format!("app-{d}"), "controller": true }] }, "spec": { "template": template } }));
+            "ownerReferences": [{ "apiVersion": "apps/v1", "kind": "Deployment", "name": format!("app-{d}"), "controller": true }] }, "spec": { "template": template } }));
     }
     objects
 }

@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 use crate::audits::{self, Check, Level};
 use crate::model::Asset;
 
+/// The served version of the SecurityAgent CRD (host/api; a test keeps
+/// them equal). The default exemption names it: see `Exemption::owned_by`.
+pub const AGENT_VERSION: &str = "v1alpha1";
+
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct PostureConfig {
@@ -32,9 +36,13 @@ pub struct Exemption {
     /// Labels the resource must all carry. Anyone who may write a resource
     /// may label it: prefer `ownedBy` for namespaced resources.
     pub labels: BTreeMap<String, String>,
-    /// `group/Kind` of the controller that owns the resource (its
+    /// `group/Kind` (any version) or `group/version/Kind` (that version
+    /// only) of the controller that owns the resource (its
     /// `controller: true` owner reference), e.g.
-    /// `security.example.io/SecurityAgent`.
+    /// `security.example.io/v1alpha1/SecurityAgent`. Prefer the version:
+    /// the garbage collector deletes an object whose owner of a served
+    /// version does not exist, but keeps one whose owner's version is not
+    /// served, so a made-up version would make a lasting exemption.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub owned_by: Vec<String>,
     /// Only cluster-scoped resources (`Cluster`) or only namespaced ones.
@@ -72,7 +80,8 @@ impl Default for PostureConfig {
                     ..Default::default()
                 },
                 Exemption {
-                    owned_by: vec!["security.example.io/SecurityAgent".into()],
+                    owned_by: vec![format!("security.example.io/{AGENT_VERSION}/SecurityAgent")],
+                    scope: Some(Scope::Namespaced),
                     reason: Some("the sensors this operator deploys need host access by design".into()),
                     ..Default::default()
                 },
@@ -167,7 +176,11 @@ impl PostureConfig {
             let owner = e.owned_by.is_empty()
                 || asset.owner.as_ref().filter(|o| o.controller).is_some_and(|o| {
                     let group = o.api_version.rsplit_once('/').map_or("", |(g, _)| g);
-                    e.owned_by.iter().any(|wanted| wanted.rsplit_once('/') == Some((group, o.kind.as_str())))
+                    e.owned_by.iter().any(|wanted| {
+                        wanted.rsplit_once('/').is_some_and(|(api, kind)| {
+                            kind == o.kind && if api.contains('/') { api == o.api_version } else { api == group }
+                        })
+                    })
                 });
             let scope = match e.scope {
                 None => true,
@@ -202,10 +215,19 @@ mod tests {
             "ownerReferences":[{"apiVersion":"security.example.io/v1alpha1","kind":"SecurityAgent","name":"poc","uid":"9","controller":true}]},
             "spec":{"template":{"spec":{"containers":[{"name":"c","image":"x"}]}}}});
         assert!(config.exempt(&asset(owned.clone()), "PSS-B-02"));
-        // The same kind from another group is not ours.
-        let mut impostor = owned;
+        // The same kind from another group is not ours, nor from a version
+        // the API server does not serve (its garbage collector would keep
+        // such an object for good).
+        let mut impostor = owned.clone();
         impostor["metadata"]["ownerReferences"][0]["apiVersion"] = json!("evil.example.io/v1");
         assert!(!config.exempt(&asset(impostor), "PSS-B-02"));
+        let mut unserved = owned.clone();
+        unserved["metadata"]["ownerReferences"][0]["apiVersion"] = json!("security.example.io/v0");
+        assert!(!config.exempt(&asset(unserved), "PSS-B-02"));
+        // Cluster-scoped objects cannot be owned by a namespaced agent.
+        let mut cluster_wide = owned;
+        cluster_wide["metadata"].as_object_mut().unwrap().remove("namespace");
+        assert!(!config.exempt(&asset(cluster_wide), "PSS-B-02"));
         // Cluster-scoped RBAC has no owner: the label counts there only.
         let role = |kind: &str, namespace: Option<&str>| {
             let mut o = json!({"apiVersion":"rbac.authorization.k8s.io/v1","kind":kind,"metadata":{"name":"r","uid":"3",
@@ -217,6 +239,11 @@ mod tests {
         };
         assert!(config.exempt(&role("ClusterRole", None), "RBAC-02"));
         assert!(!config.exempt(&role("Role", Some("tenant-a")), "RBAC-02"));
+    }
+
+    #[test]
+    fn the_exempted_agent_version_is_the_served_one() {
+        assert_eq!(AGENT_VERSION, secop_api::VERSION);
     }
 
     #[test]

@@ -134,12 +134,21 @@ pub fn audit(config: &PostureConfig, checks: &[&'static Check], asset: &Asset) -
     // ReplicaSet of a Deployment and a Job of a CronJob.
     // Only a `controller: true` owner of a kind whose template is audited
     // counts: an owner reference anyone can add must not hide a pod, nor
-    // may a controller the engine does not watch.
-    let by = |kinds: &[&str]| asset.owner.as_ref().is_some_and(|o| o.controller && kinds.contains(&o.kind.as_str()));
+    // may a controller the engine does not watch. Its apiVersion must be
+    // the served one: the garbage collector deletes a pod whose controller
+    // of a served version does not exist, but keeps one that names a
+    // version it cannot resolve.
+    let by = |controllers: &[(&str, &str)]| {
+        asset.owner.as_ref().is_some_and(|o| {
+            o.controller && controllers.iter().any(|(api, kind)| o.api_version == *api && o.kind == *kind)
+        })
+    };
     let controlled = match asset.kind {
-        Kind::Pod => by(&["ReplicaSet", "DaemonSet", "StatefulSet", "Job"]),
-        Kind::ReplicaSet => by(&["Deployment"]),
-        Kind::Job => by(&["CronJob"]),
+        Kind::Pod => {
+            by(&[("apps/v1", "ReplicaSet"), ("apps/v1", "DaemonSet"), ("apps/v1", "StatefulSet"), ("batch/v1", "Job")])
+        }
+        Kind::ReplicaSet => by(&[("apps/v1", "Deployment")]),
+        Kind::Job => by(&[("batch/v1", "CronJob")]),
         _ => false,
     };
     // A controlled pod's template is audited on its workload; what it adds

@@ -2850,10 +2850,11 @@ async fn the_validation_runner_may_write_status_validation_and_nothing_else() {
 /// operator's release, honouring this test's namespace) lets only the
 /// operator give an object such an owner, on the real API server: a tenant
 /// who may write Deployments cannot make their agent the owner of one,
-/// neither at creation nor later, nor change the spec of what the agent
-/// owns (a container added to the sensors' DaemonSet, a Role's rules),
-/// while the operator's own writes, an admin's, labels and the removal of
-/// the reference pass. The policy covers every namespaced kind the posture engine
+/// neither at creation nor later, nor remove the reference, nor change the
+/// spec of what the agent owns (a container added to the sensors'
+/// DaemonSet, a Role's rules) or of a pod a controller runs, while the
+/// operator's own writes (started once the policy is in force), an
+/// admin's and labels pass. The policy covers every namespaced kind the posture engine
 /// keeps (as the API server's discovery names them).
 #[tokio::test(flavor = "multi_thread")]
 async fn only_the_operator_may_make_an_agent_the_owner_of_a_workload() {
@@ -2935,9 +2936,8 @@ async fn only_the_operator_may_make_an_agent_the_owner_of_a_workload() {
         assert!(matched, "the policy does not match {}.{} ({})", resource.plural, resource.group, kind.name());
     }
 
-    // The operator's own writes pass: an agent's objects all carry its
-    // owner reference.
-    let mut operator = Operator::start(&env, &namespace);
+    // The agent; its operator starts once the policy is in force, so that
+    // its writes are known to pass it.
     apply_agent(&admin, &namespace, &json!({
         "apiVersion": "security.example.io/v1alpha1", "kind": "SecurityAgent",
         "metadata": { "name": "poc", "namespace": namespace },
@@ -2955,7 +2955,9 @@ async fn only_the_operator_may_make_an_agent_the_owner_of_a_workload() {
     let tenant_rules = json!([
         { "apiGroups": ["security.example.io"], "resources": ["securityagents"], "verbs": ["get", "list"] },
         { "apiGroups": ["apps"], "resources": ["deployments", "daemonsets"], "verbs": ["get", "list", "create", "update", "patch"] },
+        { "apiGroups": ["apps"], "resources": ["deployments/scale"], "verbs": ["patch"] },
         { "apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles"], "verbs": ["get", "patch"] },
+        { "apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "patch"] },
     ]);
     let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("kubeconfig-ownership-{run}"));
     let tenant =
@@ -2990,6 +2992,7 @@ async fn only_the_operator_may_make_an_agent_the_owner_of_a_workload() {
         }
     })
     .await;
+    let mut operator = Operator::start(&env, &namespace);
     wait_ready(&admin, &namespace, "poc", Duration::from_secs(120)).await;
     let objects = live_objects(&admin, &namespace, &agent_status(&admin, &namespace, "poc").await.unwrap()).await;
     for kind in ["ServiceAccount", "DaemonSet"] {
@@ -3044,10 +3047,13 @@ async fn only_the_operator_may_make_an_agent_the_owner_of_a_workload() {
     );
 
     // An admin may give the owner; the tenant may then relabel the object
-    // but not change its spec, and may remove the reference (as the garbage
-    // collector does), after which the spec is theirs again.
+    // but neither change its spec nor remove the reference; once an admin
+    // has removed it, the spec is the tenant's again.
     admin_deployments.create(&PostParams::default(), &deployment("by-admin", Some(&owner))).await.unwrap();
     tenant_deployments.patch("by-admin", &PatchParams::default(), &Patch::Merge(&relabel)).await.unwrap();
+    // The scale subresource is not the spec's owner's business.
+    let no_replicas = json!({ "spec": { "replicas": 0 } });
+    tenant_deployments.patch_scale("by-admin", &PatchParams::default(), &Patch::Merge(&no_replicas)).await.unwrap();
     let slower = json!({ "spec": { "minReadySeconds": 5 } });
     let refused = tenant_deployments.patch("by-admin", &PatchParams::default(), &Patch::Merge(&slower)).await;
     assert!(
@@ -3055,10 +3061,40 @@ async fn only_the_operator_may_make_an_agent_the_owner_of_a_workload() {
         "{refused:?}"
     );
     let release = json!({ "metadata": { "ownerReferences": null } });
-    let released =
-        tenant_deployments.patch("by-admin", &PatchParams::default(), &Patch::Merge(&release)).await.unwrap();
+    let refused = tenant_deployments.patch("by-admin", &PatchParams::default(), &Patch::Merge(&release)).await;
+    let removal = "only the security operator may remove the SecurityAgent owner reference of Deployment by-admin";
+    assert!(
+        matches!(refused, Err(kube::Error::Api(ref e)) if e.code == 403 && e.message.contains(removal)),
+        "{refused:?}"
+    );
+    let released = admin_deployments.patch("by-admin", &PatchParams::default(), &Patch::Merge(&release)).await.unwrap();
     assert!(released.metadata.owner_references.unwrap_or_default().is_empty());
     tenant_deployments.patch("by-admin", &PatchParams::default(), &Patch::Merge(&slower)).await.unwrap();
+
+    // A pod run by a controller is audited through its template: its own
+    // spec is the controller's (here a ReplicaSet of the tenant's own
+    // Deployment, on a kwok node).
+    let one = json!({ "spec": { "replicas": 1 } });
+    tenant_deployments.patch("plain", &PatchParams::default(), &Patch::Merge(&one)).await.unwrap();
+    let tenant_pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(tenant.clone(), &namespace);
+    let started = Instant::now();
+    let pod_name = loop {
+        let pods = tenant_pods.list(&ListParams::default().labels("app=plain")).await.unwrap();
+        if let Some(name) = pods.items.first().and_then(|p| p.metadata.name.clone()) {
+            break name;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "no pod of the plain Deployment within 60 s");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let swap_image =
+        json!({ "spec": { "containers": [{ "name": "miner", "image": "evil.example.invalid/miner:1" }] } });
+    let refused = tenant_pods.patch(&pod_name, &PatchParams::default(), &Patch::Strategic(&swap_image)).await;
+    assert!(
+        matches!(refused, Err(kube::Error::Api(ref e)) if e.code == 403 && e.message.contains("is run by a controller and audited through its template")),
+        "{refused:?}"
+    );
+    let zero = json!({ "spec": { "replicas": 0 } });
+    tenant_deployments.patch("plain", &PatchParams::default(), &Patch::Merge(&zero)).await.unwrap();
 
     Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone()).delete(&name, &DeleteParams::default()).await.unwrap();
     Api::<ValidatingAdmissionPolicy>::all(admin.clone()).delete(&name, &DeleteParams::default()).await.unwrap();
