@@ -241,8 +241,13 @@ fn an_owner_reference_alone_does_not_hide_a_pod_but_a_controller_does_except_for
             .map(|(id, _, c)| format!("{id}/{}", c.unwrap_or_default()))
             .collect::<Vec<_>>()
     };
-    let by_replicaset = json!({ "kind": "ReplicaSet", "name": "rs", "controller": true });
+    let by_replicaset = json!({ "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "controller": true });
     assert!(found(&pod(by_replicaset.clone(), false)).is_empty(), "audited through its workload");
+    assert_eq!(
+        found(&pod(json!({ "apiVersion": "apps/v0", "kind": "ReplicaSet", "name": "rs", "controller": true }), false)),
+        ["PSS-B-02/app"],
+        "a version the API server does not serve (the garbage collector keeps such a pod)"
+    );
     assert_eq!(
         found(&pod(json!({ "kind": "ConfigMap", "name": "cm" }), false)),
         ["PSS-B-02/app"],
