@@ -2715,8 +2715,6 @@ async fn a_malformed_vulnerability_report_is_skipped_and_named_the_rest_is_synce
 /// `status.validation` and nothing else, on the real API server.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_validation_runner_may_write_status_validation_and_nothing_else() {
-    use k8s_openapi::api::admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding};
-    use serde::Deserialize as _;
     let Some(env) = env() else { return };
     let _serial = SERIAL.lock().await;
     let admin = client(&env.kubeconfig).await;
@@ -2728,26 +2726,7 @@ async fn the_validation_runner_may_write_status_validation_and_nothing_else() {
     let text =
         std::fs::read_to_string(repo("deploy/helm/security-operator/files/validation-status-policy.yaml")).unwrap();
     let name = format!("e2e-validation-status-{run}");
-    let apply = PatchParams::apply("e2e").force();
-    for document in serde_yaml::Deserializer::from_str(&text) {
-        let mut object = Value::deserialize(document).unwrap();
-        object["metadata"]["name"] = json!(name);
-        match object["kind"].as_str().unwrap() {
-            "ValidatingAdmissionPolicy" => Api::<ValidatingAdmissionPolicy>::all(admin.clone())
-                .patch(&name, &apply, &Patch::Apply(&object))
-                .await
-                .map(|_| ()),
-            "ValidatingAdmissionPolicyBinding" => {
-                object["spec"]["policyName"] = json!(name);
-                Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone())
-                    .patch(&name, &apply, &Patch::Apply(&object))
-                    .await
-                    .map(|_| ())
-            }
-            other => panic!("unexpected {other} in the policy file"),
-        }
-        .unwrap();
-    }
+    apply_admission_policy(&admin, &text, &name).await;
 
     // The CRD's own rules refuse what the schema can check, on the API
     // server, naming the field.
@@ -2839,8 +2818,7 @@ async fn the_validation_runner_may_write_status_validation_and_nothing_else() {
     assert_eq!(status.validation.unwrap().scenarios[0].result, secop_api::ScenarioOutcome::Passed);
     assert_eq!(condition_of(&status.conditions, "Ready"), Some("True"));
 
-    Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone()).delete(&name, &DeleteParams::default()).await.unwrap();
-    Api::<ValidatingAdmissionPolicy>::all(admin.clone()).delete(&name, &DeleteParams::default()).await.unwrap();
+    delete_admission_policy(&admin, &name).await;
 }
 
 /// What a SecurityAgent owns is exempt from the posture audits (its sensors
@@ -2858,8 +2836,6 @@ async fn the_validation_runner_may_write_status_validation_and_nothing_else() {
 /// keeps (as the API server's discovery names them).
 #[tokio::test(flavor = "multi_thread")]
 async fn only_the_operator_may_make_an_agent_the_owner_of_a_workload() {
-    use k8s_openapi::api::admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding};
-    use serde::Deserialize as _;
     let Some(env) = env() else { return };
     let helm = std::env::var_os("SECOP_HELM").map(PathBuf::from).expect("SECOP_HELM (cargo xtask test builds helm)");
     let _serial = SERIAL.lock().await;
@@ -2883,35 +2859,13 @@ async fn only_the_operator_may_make_an_agent_the_owner_of_a_workload() {
         .unwrap();
     assert!(template.status.success(), "helm template: {}", String::from_utf8_lossy(&template.stderr));
     let name = format!("e2e-agent-ownership-{run}");
-    let apply = PatchParams::apply("e2e").force();
-    let mut rules = vec![];
-    for document in serde_yaml::Deserializer::from_str(&String::from_utf8_lossy(&template.stdout)) {
-        let mut object = Value::deserialize(document).unwrap();
-        object["metadata"]["name"] = json!(name);
-        match object["kind"].as_str().unwrap() {
-            "ValidatingAdmissionPolicy" => {
-                rules = object["spec"]["matchConstraints"]["resourceRules"].as_array().unwrap().clone();
-                Api::<ValidatingAdmissionPolicy>::all(admin.clone())
-                    .patch(&name, &apply, &Patch::Apply(&object))
-                    .await
-                    .unwrap();
-            }
-            "ValidatingAdmissionPolicyBinding" => {
-                object["spec"]["policyName"] = json!(name);
-                let selector = &object["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"][0];
-                assert_eq!(
-                    selector["values"],
-                    json!([env.operator_namespace, namespace]),
-                    "only where agents are honoured"
-                );
-                Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone())
-                    .patch(&name, &apply, &Patch::Apply(&object))
-                    .await
-                    .unwrap();
-            }
-            other => panic!("unexpected {other} in the policy"),
-        }
-    }
+    let (policy, binding) = apply_admission_policy(&admin, &String::from_utf8_lossy(&template.stdout), &name).await;
+    let rules = policy["spec"]["matchConstraints"]["resourceRules"].as_array().unwrap();
+    assert_eq!(
+        binding["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"][0]["values"],
+        json!([env.operator_namespace, namespace]),
+        "only where agents are honoured"
+    );
 
     // Every namespaced kind the posture engine keeps is matched.
     let discovery = kube::Discovery::new(admin.clone()).run().await.unwrap();
@@ -3003,10 +2957,7 @@ async fn only_the_operator_may_make_an_agent_the_owner_of_a_workload() {
     tenant_deployments.create(&PostParams::default(), &deployment("plain", None)).await.unwrap();
     let claim = json!({ "metadata": { "ownerReferences": owner } });
     let refused = tenant_deployments.patch("plain", &PatchParams::default(), &Patch::Merge(&claim)).await;
-    assert!(
-        matches!(refused, Err(kube::Error::Api(ref e)) if e.code == 403 && e.message.contains(refusal)),
-        "{refused:?}"
-    );
+    assert_forbidden(&refused, refusal);
 
     // What the operator owns keeps its spec: a container added to the
     // sensors' DaemonSet (exempt from the audits) is refused; a label is not.
@@ -3021,10 +2972,7 @@ async fn only_the_operator_may_make_an_agent_the_owner_of_a_workload() {
         .push(json!({ "name": "miner", "image": "busybox", "securityContext": { "privileged": true } }));
     let add_container = json!({ "spec": { "template": { "spec": { "containers": containers } } } });
     let refused = tenant_daemonsets.patch("falco", &PatchParams::default(), &Patch::Merge(&add_container)).await;
-    assert!(
-        matches!(refused, Err(kube::Error::Api(ref e)) if e.code == 403 && e.message.contains(&refused_change("DaemonSet", "falco"))),
-        "{refused:?}"
-    );
+    assert_forbidden(&refused, &refused_change("DaemonSet", "falco"));
     let relabel = json!({ "metadata": { "labels": { "team": "a" } } });
     tenant_daemonsets.patch("falco", &PatchParams::default(), &Patch::Merge(&relabel)).await.unwrap();
 
@@ -3041,10 +2989,7 @@ async fn only_the_operator_may_make_an_agent_the_owner_of_a_workload() {
     let refused = Api::<k8s_openapi::api::rbac::v1::Role>::namespaced(tenant.clone(), &namespace)
         .patch("by-admin", &PatchParams::default(), &Patch::Merge(&widen))
         .await;
-    assert!(
-        matches!(refused, Err(kube::Error::Api(ref e)) if e.code == 403 && e.message.contains(&refused_change("Role", "by-admin"))),
-        "{refused:?}"
-    );
+    assert_forbidden(&refused, &refused_change("Role", "by-admin"));
 
     // An admin may give the owner; the tenant may then relabel the object
     // but neither change its spec nor remove the reference; once an admin
@@ -3056,17 +3001,11 @@ async fn only_the_operator_may_make_an_agent_the_owner_of_a_workload() {
     tenant_deployments.patch_scale("by-admin", &PatchParams::default(), &Patch::Merge(&no_replicas)).await.unwrap();
     let slower = json!({ "spec": { "minReadySeconds": 5 } });
     let refused = tenant_deployments.patch("by-admin", &PatchParams::default(), &Patch::Merge(&slower)).await;
-    assert!(
-        matches!(refused, Err(kube::Error::Api(ref e)) if e.code == 403 && e.message.contains(&refused_change("Deployment", "by-admin"))),
-        "{refused:?}"
-    );
+    assert_forbidden(&refused, &refused_change("Deployment", "by-admin"));
     let release = json!({ "metadata": { "ownerReferences": null } });
     let refused = tenant_deployments.patch("by-admin", &PatchParams::default(), &Patch::Merge(&release)).await;
     let removal = "only the security operator may remove the SecurityAgent owner reference of Deployment by-admin";
-    assert!(
-        matches!(refused, Err(kube::Error::Api(ref e)) if e.code == 403 && e.message.contains(removal)),
-        "{refused:?}"
-    );
+    assert_forbidden(&refused, removal);
     let released = admin_deployments.patch("by-admin", &PatchParams::default(), &Patch::Merge(&release)).await.unwrap();
     assert!(released.metadata.owner_references.unwrap_or_default().is_empty());
     tenant_deployments.patch("by-admin", &PatchParams::default(), &Patch::Merge(&slower)).await.unwrap();
@@ -3089,18 +3028,59 @@ async fn only_the_operator_may_make_an_agent_the_owner_of_a_workload() {
     let swap_image =
         json!({ "spec": { "containers": [{ "name": "miner", "image": "evil.example.invalid/miner:1" }] } });
     let refused = tenant_pods.patch(&pod_name, &PatchParams::default(), &Patch::Strategic(&swap_image)).await;
-    assert!(
-        matches!(refused, Err(kube::Error::Api(ref e)) if e.code == 403 && e.message.contains("is run by a controller and audited through its template")),
-        "{refused:?}"
-    );
-    let zero = json!({ "spec": { "replicas": 0 } });
-    tenant_deployments.patch("plain", &PatchParams::default(), &Patch::Merge(&zero)).await.unwrap();
+    assert_forbidden(&refused, "is run by a controller and audited through its template");
+    tenant_deployments.patch("plain", &PatchParams::default(), &Patch::Merge(&no_replicas)).await.unwrap();
 
-    Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone()).delete(&name, &DeleteParams::default()).await.unwrap();
-    Api::<ValidatingAdmissionPolicy>::all(admin.clone()).delete(&name, &DeleteParams::default()).await.unwrap();
+    delete_admission_policy(&admin, &name).await;
     // The operator removes its finalizer.
     delete_agent(&admin, &namespace, "poc").await;
     operator.kill();
+}
+
+/// Apply a ValidatingAdmissionPolicy and its binding from `yaml` (as the
+/// chart holds or renders them) under `name`, a test's own (the chart's
+/// names belong to the real-node test's release); the (policy, binding) as
+/// applied.
+async fn apply_admission_policy(admin: &Client, yaml: &str, name: &str) -> (Value, Value) {
+    use k8s_openapi::api::admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding};
+    use serde::Deserialize as _;
+    let apply = PatchParams::apply("e2e").force();
+    let (mut policy, mut binding) = (Value::Null, Value::Null);
+    for document in serde_yaml::Deserializer::from_str(yaml) {
+        let mut object = Value::deserialize(document).unwrap();
+        object["metadata"]["name"] = json!(name);
+        match object["kind"].as_str().unwrap() {
+            "ValidatingAdmissionPolicy" => {
+                Api::<ValidatingAdmissionPolicy>::all(admin.clone())
+                    .patch(name, &apply, &Patch::Apply(&object))
+                    .await
+                    .unwrap();
+                policy = object;
+            }
+            "ValidatingAdmissionPolicyBinding" => {
+                object["spec"]["policyName"] = json!(name);
+                Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone())
+                    .patch(name, &apply, &Patch::Apply(&object))
+                    .await
+                    .unwrap();
+                binding = object;
+            }
+            other => panic!("unexpected {other} in the policy"),
+        }
+    }
+    assert!(!policy.is_null() && !binding.is_null(), "a policy and its binding in:\n{yaml}");
+    (policy, binding)
+}
+
+async fn delete_admission_policy(admin: &Client, name: &str) {
+    use k8s_openapi::api::admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding};
+    Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone()).delete(name, &DeleteParams::default()).await.unwrap();
+    Api::<ValidatingAdmissionPolicy>::all(admin.clone()).delete(name, &DeleteParams::default()).await.unwrap();
+}
+
+/// The API server refused the request (403) with `text` in its message.
+fn assert_forbidden<T: std::fmt::Debug>(result: &Result<T, kube::Error>, text: &str) {
+    assert!(matches!(result, Err(kube::Error::Api(e)) if e.code == 403 && e.message.contains(text)), "{result:?}");
 }
 
 fn condition_of<'a>(
